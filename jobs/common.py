@@ -1,0 +1,60 @@
+"""Shared CLI for every job: `python -m jobs.X [--config f.yaml] [--preset tiny] [--section.key value ...]`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from umm_ray.config import Config, ConfigError, describe, load_config, save_config
+
+# Presets: partial config dicts applied below the YAML file and the CLI overrides.
+PRESETS: dict[str, dict] = {
+    "tiny": {},
+    # Seconds-scale stages, for the end-to-end test and smoke runs.
+    "test": {
+        "testbed": {"n_prompts": 200, "n_pairs": 120, "vocab_size": 512},
+        "sft": {"epochs": 1, "num_workers": 1},
+        "rm": {"epochs": 1, "num_workers": 1},
+        "ensemble": {"members": 2},
+        "ppo": {"steps": 3, "rollout_batch_size": 8, "micro_batch_size": 8},
+        "bon": {"n_prompts": 8, "n_samples": 8},
+        "rollout": {"max_new_tokens": 16},
+        "compare": {"expert_counts": [2]},
+    },
+}
+
+
+def parse_job_args(argv: list[str] | None = None, job: str = "job") -> Config:
+    """Parse `--config`, `--preset` and dotted overrides into a validated Config; exit 2 with the reason on error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(f"usage: python -m jobs.{job} [--config FILE.yaml] [--preset {'|'.join(PRESETS)}] [--section.key VALUE ...]")
+        print("\n".join(describe()))
+        raise SystemExit(0)
+    path, preset, rest = None, "tiny", []
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--config", "--preset") and i + 1 < len(argv):
+            if argv[i] == "--config":
+                path = argv[i + 1]
+            else:
+                preset = argv[i + 1]
+            i += 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    try:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        return load_config(path, rest, base=PRESETS[preset])
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def record_config(cfg: Config, stage: str) -> Path:
+    """Save the effective config beside the stage's outputs; returns the stage directory."""
+    out = Path(cfg.run.output_dir) / stage
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    return out

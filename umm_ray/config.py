@@ -1,0 +1,376 @@
+"""Typed configuration: one dataclass per component, YAML storage, dotted CLI overrides.
+
+Every field has a default that runs the tiny CPU preset and a help string. Values are validated when a config is
+built, so a typo or a wrong type fails at start with a message naming the key, never hours into a run.
+
+    cfg = load_config("conf.yaml", ["--ppo.kl_coef", "0.05", "--rm.kind", "umm"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key, type or value is wrong; the message names the key."""
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
+        hi: float | None = None) -> Any:
+    """A dataclass field with help text and optional validation bounds (inclusive)."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = opt("runs/default", "Where every stage writes its outputs and checkpoints.")
+    seed: int = opt(0, "Global seed; everything is deterministic given it.")
+    ray_address: str = opt("auto", "Ray address; 'auto' joins a running cluster, 'local' starts one in-process.")
+    num_cpus_per_actor: float = opt(1.0, "Logical CPUs each role actor asks Ray for.", lo=0)
+    num_gpus_per_actor: float = opt(0.0, "GPUs each role actor asks Ray for (0 on CPU machines).", lo=0)
+
+
+@dataclass
+class TestbedConfig:
+    n_prompts: int = opt(3000, "Prompts generated for the embedded instruction world.", lo=16)
+    vocab_size: int = opt(1024, "Size of the locally trained tokenizer's vocabulary.", lo=64)
+    label_noise: float = opt(0.25, "Probability a gold preference label is flipped.", lo=0.0, hi=0.5)
+    n_pairs: int = opt(2000, "Preference pairs sampled from the SFT policy (split train/val/test).", lo=8)
+    val_frac: float = opt(0.1, "Fraction of pairs held out for validation.", lo=0.0, hi=0.5)
+    test_frac: float = opt(0.2, "Fraction of pairs held out for testing.", lo=0.0, hi=0.5)
+
+
+@dataclass
+class ModelConfig:
+    family: str = opt("llama", "Backbone family of the tiny testbed models.", choices=FAMILIES)
+    policy_path: str = opt("", "HF causal LM name or path for the policy; empty = the testbed's tiny model.")
+    hidden_size: int = opt(128, "Tiny model hidden size (head_dim is fixed at 64).", lo=64)
+    num_layers: int = opt(2, "Tiny model depth.", lo=1)
+    intermediate_size: int = opt(256, "Tiny model FFN width.", lo=8)
+    max_seq_len: int = opt(256, "Context length (prompt + response tokens).", lo=16)
+    trust_remote_code: bool = opt(False, "Allow HF remote code when loading hub models (off: safe default).")
+
+
+@dataclass
+class SFTConfig:
+    epochs: int = opt(2, "Passes over the SFT responses.", lo=1)
+    batch_size: int = opt(32, "Per-worker batch size.", lo=1)
+    lr: float = opt(3e-3, "AdamW learning rate.", lo=0)
+    num_workers: int = opt(2, "Ray Train workers (DDP over gloo on CPU).", lo=1)
+    checkpoint_every: int = opt(200, "Save a resumable checkpoint every K optimizer steps.", lo=1)
+
+
+@dataclass
+class RMConfig:
+    kind: str = opt("dense", "Reward model kind to train.", choices=("dense", "moe", "umm", "ensemble"))
+    base_path: str = opt("", "Backbone to start from (HF name/path); empty = the testbed SFT model.")
+    data: str = opt("testbed", "Preference data: 'testbed', a .jsonl/.jsonl.gz file, or a hub dataset name.")
+    epochs: int = opt(2, "Passes over the preference pairs.", lo=1)
+    batch_size: int = opt(32, "Per-worker batch size (pairs).", lo=1)
+    lr: float = opt(1e-3, "AdamW learning rate.", lo=0)
+    num_workers: int = opt(2, "Ray Train workers per run.", lo=1)
+    strategy: str = opt("ddp", "Distributed strategy inside Ray Train.", choices=("ddp", "deepspeed"))
+    checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
+    max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
+
+
+@dataclass
+class MoEConfig:
+    num_experts: int = opt(4, "Normal experts per layer (the shared expert is extra).", lo=2)
+    top_k: int = opt(2, "Normal experts active per token.", lo=1)
+    aux_loss_coef: float = opt(1.0, "Weight of the load-balancing loss (already scaled by 0.01 per layer).", lo=0)
+    noisy_gating: bool = opt(True, "Noisy top-k routing during training.")
+
+
+@dataclass
+class MergeConfig:
+    alpha: float = opt(0.5, "Shared-expert rate in the merge (fixed, not learned).", lo=0.0, hi=1.0)
+    epochs: int = opt(1, "Passes over the preference data while learning theta.", lo=1)
+    lr: float = opt(5e-2, "Learning rate for the merge coefficients theta.", lo=0)
+
+
+@dataclass
+class EnsembleConfig:
+    members: int = opt(4, "Ensemble members, differing only in seed.", lo=2)
+    aggregate: str = opt("mean", "How member scores combine.", choices=("mean", "wco", "uwo"))
+    uwo_lambda: float = opt(0.1, "Variance penalty lambda for UWO (0.5 BoN, 0.1 PPO).", lo=0)
+    placement: str = opt("SPREAD", "Placement strategy of members.", choices=("SPREAD", "PACK", "STRICT_SPREAD"))
+
+
+@dataclass
+class RewardConfig:
+    proxy: str = opt("dense", "Proxy RM kind used by PPO/BoN.", choices=("dense", "umm", "moe", "ensemble", "remote"))
+    proxy_path: str = opt("", "Path of the proxy RM checkpoint (dense/umm/moe dir or ensemble manifest).")
+    gold: str = opt("testbed", "Gold scorer: 'testbed', an HF RM path, or 'remote'.")
+    remote_url: str = opt("", "URL of a Ray Serve reward endpoint for the 'remote' kind.")
+    remote_token: str = opt("", "Bearer token for the remote endpoint.")
+    batch_size: int = opt(64, "Scoring batch size.", lo=1)
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = opt("vllm", "Generation engine.", choices=("vllm", "hf"))
+    num_engines: int = opt(1, "Rollout actors.", lo=1)
+    max_new_tokens: int = opt(48, "Response length cap.", lo=1)
+    temperature: float = opt(1.0, "Sampling temperature.", lo=0)
+    top_p: float = opt(1.0, "Nucleus sampling.", lo=0, hi=1)
+    gpu_memory_utilization: float = opt(0.05, "vLLM KV-cache fraction (of RAM on CPU).", lo=0.0, hi=1.0)
+
+
+@dataclass
+class PPOConfig:
+    steps: int = opt(40, "PPO iterations (rollout + update).", lo=1)
+    rollout_batch_size: int = opt(64, "Prompts per iteration.", lo=1)
+    micro_batch_size: int = opt(16, "Per-rank micro batch in the update.", lo=1)
+    ppo_epochs: int = opt(1, "Update passes per rollout batch.", lo=1)
+    actor_lr: float = opt(1e-4, "Policy learning rate.", lo=0)
+    critic_lr: float = opt(1e-4, "Value head learning rate.", lo=0)
+    kl_coef: float = opt(0.0, "Initial KL penalty beta (0 = none).", lo=0)
+    kl_target: float = opt(0.0, "Target KL for the adaptive controller (0 = fixed beta).", lo=0)
+    kl_horizon: int = opt(10000, "Adaptive KL controller horizon.", lo=1)
+    clip_eps: float = opt(0.2, "Policy ratio clip.", lo=0)
+    value_clip: float = opt(0.2, "Value clip.", lo=0)
+    gamma: float = opt(1.0, "Discount.", lo=0, hi=1)
+    lam: float = opt(0.95, "GAE lambda.", lo=0, hi=1)
+    entropy_coef: float = opt(0.0, "Entropy bonus.", lo=0)
+    reward_clip: float = opt(10.0, "Clip proxy scores to [-c, c].", lo=0)
+    normalize_reward: bool = opt(True, "Running normalisation of proxy scores.")
+    world_size: int = opt(1, "PolicyActor ranks (DeepSpeed data parallel).", lo=1)
+    zero_stage: int = opt(0, "DeepSpeed ZeRO stage.", choices=(0, 1, 2, 3))
+    checkpoint_every: int = opt(10, "Checkpoint every K steps.", lo=1)
+    resume: bool = opt(True, "Resume from the latest checkpoint in output_dir if one exists.")
+
+
+@dataclass
+class BoNConfig:
+    n_prompts: int = opt(64, "Prompts for Best-of-N.", lo=1)
+    n_samples: int = opt(32, "Samples N per prompt; n = 1, 2, 4, ... <= N are reported.", lo=1)
+
+
+@dataclass
+class ServeConfig:
+    host: str = opt("127.0.0.1", "Bind address (loopback by default).")
+    port: int = opt(8000, "HTTP port.", lo=1, hi=65535)
+    token: str = opt("", "Bearer token required on requests (empty = none).")
+    max_batch_size: int = opt(32, "Ray Serve dynamic batching: max batch.", lo=1)
+    batch_wait_timeout_s: float = opt(0.01, "Ray Serve dynamic batching: wait.", lo=0)
+    max_items_per_request: int = opt(256, "Reject requests with more texts than this.", lo=1)
+    max_chars_per_item: int = opt(16384, "Reject texts longer than this.", lo=1)
+    min_replicas: int = opt(1, "Autoscaling: minimum replicas.", lo=0)
+    max_replicas: int = opt(2, "Autoscaling: maximum replicas.", lo=1)
+
+
+@dataclass
+class CompareConfig:
+    expert_counts: list = opt([2, 4, 6], "UMM expert counts to train and compare.")
+    stages: list = opt([], "Stages to run (empty = all).")
+    force: list = opt([], "Stages to redo even if cached.")
+
+
+@dataclass
+class Config:
+    """The root config; each job reads the parts it needs."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    testbed: TestbedConfig = field(default_factory=TestbedConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    bon: BoNConfig = field(default_factory=BoNConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Machinery: build from dicts, validate, dotted overrides, YAML.
+
+
+def _fields(obj) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _suggest(key: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(path: str, value: Any, typ: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type or raise ConfigError naming the key."""
+    if isinstance(typ, str):
+        typ = {"int": int, "float": float, "str": str, "bool": bool, "list": list}[typ]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{path}: expected a bool, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _is_int(value))):
+            raise ConfigError(f"{path}: expected an int, got {value!r}")
+        return int(value)
+    if typ is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    if typ is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return value
+    return value
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_bounds(path: str, value: Any, meta: typing.Mapping) -> None:
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ConfigError(f"{path}: {value!r} is not one of {list(meta['choices'])}")
+    if meta.get("lo") is not None and value < meta["lo"]:
+        raise ConfigError(f"{path}: {value!r} is below the minimum {meta['lo']}")
+    if meta.get("hi") is not None and value > meta["hi"]:
+        raise ConfigError(f"{path}: {value!r} is above the maximum {meta['hi']}")
+
+
+def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, validating every key, type and bound."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_suggest(key, fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{prefix}{name}"
+        if dataclasses.is_dataclass(f.type if not isinstance(f.type, str) else None) or _is_section(cls, name):
+            kwargs[name] = from_dict(_section_type(cls, name), data.get(name), prefix=f"{path}.")
+        elif name in data:
+            kwargs[name] = _coerce(path, data[name], f.type)
+    obj = cls(**kwargs)
+    validate(obj, prefix)
+    return obj
+
+
+def _section_type(cls: type, name: str) -> type:
+    return typing.get_type_hints(cls)[name]
+
+
+def _is_section(cls: type, name: str) -> bool:
+    t = _section_type(cls, name)
+    return isinstance(t, type) and dataclasses.is_dataclass(t)
+
+
+def validate(obj: Any, prefix: str = "") -> None:
+    """Check bounds and choices of every leaf field and cross-field rules; raise ConfigError naming the key."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{prefix}{f.name}.")
+        else:
+            _check_bounds(f"{prefix}{f.name}", value, f.metadata)
+    if isinstance(obj, MoEConfig) and obj.top_k > obj.num_experts:
+        raise ConfigError(f"{prefix}top_k: {obj.top_k} exceeds {prefix}num_experts={obj.num_experts}")
+    if isinstance(obj, ModelConfig) and obj.hidden_size % 64:
+        raise ConfigError(f"{prefix}hidden_size: {obj.hidden_size} must be a multiple of 64 (head_dim 64)")
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """Turn ['--a.b', '1', '--c.d=x'] into {'a': {'b': '1'}, 'c': {'d': 'x'}} (values stay strings)."""
+    out: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"override --{key} has no value")
+            value = args[i + 1]
+            i += 1
+        node = out
+        parts = key.replace("-", "_").split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+        i += 1
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config,
+                base: dict | None = None) -> Any:
+    """Load YAML (optional), apply a preset dict `base` below it and dotted overrides above it, then validate."""
+    data = dict(base or {})
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        data = _merge(data, loaded)
+    data = _merge(data, parse_overrides(overrides or []))
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line of help per key: `section.key (type, default): help`."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        if _is_section(cls, f.name):
+            lines += describe(_section_type(cls, f.name), f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"--{prefix}{f.name} ({f.type}, default {default!r}): {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,1 @@
+"""umm_ray.report"""
