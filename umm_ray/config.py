@@ -153,6 +153,10 @@ class PPOConfig:
     zero_stage: int = opt(0, "DeepSpeed ZeRO stage.", choices=(0, 1, 2, 3))
     checkpoint_every: int = opt(10, "Checkpoint every K steps.", lo=1)
     resume: bool = opt(True, "Resume from the latest checkpoint in output_dir if one exists.")
+    vf_coef: float = opt(0.5, "Weight of the value loss in the joint policy + critic loss.", lo=0)
+    max_grad_norm: float = opt(1.0, "Gradient clipping (DeepSpeed gradient_clipping; 0 = off).", lo=0)
+    keep_checkpoints: int = opt(2, "How many recent PPO checkpoints to keep.", lo=1)
+    whiten_advantages: bool = opt(True, "Whiten advantages over the batch before the update.")
 
 
 @dataclass
