@@ -52,6 +52,29 @@ def parse_job_args(argv: list[str] | None = None, job: str = "job") -> Config:
         raise SystemExit(2) from None
 
 
+def init_ray(cfg: Config, num_cpus: int = 8) -> None:
+    """Join the running cluster (`ray job submit`, or `run.ray_address`), or start a local one.
+
+    'auto' joins a cluster when one is running and otherwise starts a local one (with a note), so the same job works
+    under `ray job submit` and as a plain `python -m jobs.X`. 'local' always starts a fresh in-process cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if cfg.run.ray_address == "local":
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+        return
+    try:
+        ray.init(address=cfg.run.ray_address, runtime_env=env)
+    except ConnectionError:
+        if cfg.run.ray_address != "auto":
+            raise
+        print(f"no running Ray cluster found; starting a local one with {num_cpus} logical CPUs", file=sys.stderr)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+
+
 def record_config(cfg: Config, stage: str) -> Path:
     """Save the effective config beside the stage's outputs; returns the stage directory."""
     out = Path(cfg.run.output_dir) / stage
