@@ -67,7 +67,7 @@ def init_ray(cfg: Config, num_cpus: int = 8) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
         return
     try:
-        ray.init(address=cfg.run.ray_address, runtime_env=env)
+        ray.init(address=cfg.run.ray_address)  # a submitted job's runtime env is inherited as is
     except ConnectionError:
         if cfg.run.ray_address != "auto":
             raise
