@@ -1,0 +1,70 @@
+"""Gold-labelled preference pairs from the SFT policy: two samples per prompt, labelled by gold with label noise.
+
+    ray job submit ... -- python -m jobs.pairs --preset tiny
+
+Writes `<output_dir>/pairs/pairs_{train,val,test}.jsonl` and `stats.json`. Needs the prepare and SFT stages (run
+first if missing).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import ray
+
+from jobs.common import init_ray, parse_job_args, record_config
+from umm_ray.config import Config
+from umm_ray.data import read_jsonl, write_jsonl
+from umm_ray.data.splits import split_pairs
+from umm_ray.testbed.gold import load_gold
+from umm_ray.testbed.prepare import label_pairs
+
+
+def sample_two(cfg: Config, policy_path: str, prompts: list[str]) -> tuple[list[str], list[str]]:
+    """Two independent samples per prompt from `policy_path` through one RolloutActor."""
+    from umm_ray.actors.rollout import make_rollout_actor
+
+    actor = make_rollout_actor(cfg, policy_path)
+    try:
+        doubled = [p for p in prompts for _ in range(2)]
+        rollout = ray.get(actor.generate.remote(doubled, n=1, seed=cfg.run.seed))
+    finally:
+        ray.kill(actor)
+    return rollout.responses[0::2], rollout.responses[1::2]
+
+
+def run_pairs(cfg: Config, prompts_path: str | Path, policy_path: str | Path, out_dir: str | Path) -> dict:
+    """Sample, label and split; returns the stats written to `out_dir/stats.json`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = [row["prompt"] for _, row in read_jsonl(prompts_path)]
+    if not prompts:
+        raise ValueError(f"{prompts_path}: no prompts to sample pairs from")
+    rng = random.Random(cfg.run.seed)
+    chosen = [prompts[i % len(prompts)] for i in rng.sample(range(max(len(prompts), cfg.testbed.n_pairs)),
+                                                             cfg.testbed.n_pairs)]
+    a, b = sample_two(cfg, str(policy_path), chosen)
+    pairs, stats = label_pairs(chosen, a, b, load_gold(cfg.reward.gold), cfg.testbed.label_noise, cfg.run.seed)
+    fracs = {"train": 1 - cfg.testbed.val_frac - cfg.testbed.test_frac, "val": cfg.testbed.val_frac,
+             "test": cfg.testbed.test_frac}
+    splits = split_pairs(pairs, fracs, seed=cfg.run.seed)
+    for name, rows in splits.items():
+        write_jsonl(out / f"pairs_{name}.jsonl", rows)
+    stats = {**stats, **{f"n_{k}": len(v) for k, v in splits.items()}}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_job_args(argv, "pairs")
+    init_ray(cfg)
+    out = record_config(cfg, "pairs")
+    root = Path(cfg.run.output_dir)
+    stats = run_pairs(cfg, root / "prepare" / "prompts_sft.jsonl", root / "sft" / "model", out)
+    print(json.dumps(stats, indent=1))
+
+
+if __name__ == "__main__":
+    main()
