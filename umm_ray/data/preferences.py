@@ -6,7 +6,8 @@ Specs:
   `alpaca_human_preference`), "webgpt" (WebGPT comparisons), "pairs" (generic `{prompt, chosen, rejected}`);
 - a hub name: "Anthropic/hh-rlhf" (train split by default; "Anthropic/hh-rlhf:harmless-base" picks a data_dir),
   "tatsu-lab/alpaca_farm" (config alpaca_human_preference, split preference), "openai/webgpt_comparisons", or any
-  other `owner/name[:config]` whose rows are in a supported format.
+  other `owner/name[:config]` whose rows are in a supported format; a local folder of data files works the same way
+  (`datasets.load_dataset` resolves a local folder before the hub).
 
 Bad rows raise `DataError` naming file and line (on_error="raise", the default) or are skipped and counted by reason
 (on_error="skip"); see `validate.py`. Text layout: see `formats.py`.
@@ -32,13 +33,14 @@ def open_rows(spec: str | os.PathLike, split: str | None, table: dict) -> tuple[
                                                                                 str, str | None]:
     """Rows of a local file or hub dataset: `(rows, label for errors, short name for record sources, format)`.
 
-    For a local file `split` is ignored: the file is the split.
+    For a local file `split` is ignored: the file is the split. A hub name or a local dataset folder goes through
+    `datasets.load_dataset`, which looks for a local folder of that name first.
     """
     spec_s = str(spec)
     path = Path(spec_s).expanduser()
     if path.is_file():
         return iter_records(path), str(path), path.name, None
-    if looks_like_hub_name(spec_s) and not path.exists():
+    if path.is_dir() or (looks_like_hub_name(spec_s) and not path.exists()):
         rows, label, fmt = hub_rows(spec_s, split, table)
         return rows, label, label, fmt
     raise DataError(spec_s, None, "no_file", "no such file, and not a hub dataset name (owner/name[:config])")
