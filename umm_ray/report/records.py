@@ -1,0 +1,120 @@
+"""Typed inputs of the comparison report: one `RMResult` per reward model, with its BoN and PPO curves.
+
+The compare job fills these from its stages (accuracy eval, `run_bon`, the PPO job's metrics.jsonl) and hands them to
+`umm_ray.report.build_report`. Everything is JSON-serialisable (`to_dict` / `from_dict`) so a report can be rebuilt
+from `results.json` without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from umm_ray.algo.bon import BoNCurve
+
+__all__ = ["BoNCurve", "PPOCurve", "RMResult", "KINDS"]
+
+KINDS = ("dense", "umm", "moe", "ensemble", "gold", "other")
+
+
+@dataclass
+class PPOCurve:
+    """Gold and proxy reward of the PPO policy over training, one entry per logged step.
+
+    `kl` is the sequence KL used on the x axis (the k2 estimate, E[sum_t 0.5 log(pi/pi_ref)^2], as in Gao et al.);
+    `kl_k1` / `kl_k3` are the other estimators when logged. `proxy_std0` / `gold_std0` are the standard deviations
+    of proxy and gold scores over the first (pre-update) rollout batch, used to put gains in comparable units.
+    """
+
+    steps: list[int]
+    kl: list[float]
+    gold: list[float]
+    proxy: list[float]
+    kl_k1: list[float] | None = None
+    kl_k3: list[float] | None = None
+    kl_coef: float = 0.0
+    proxy_std0: float | None = None
+    gold_std0: float | None = None
+
+    def __post_init__(self):
+        n = len(self.steps)
+        for name in ("kl", "gold", "proxy"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"PPOCurve.{name} has {len(getattr(self, name))} entries but steps has {n}")
+        if n == 0:
+            raise ValueError("PPOCurve: no steps")
+
+    @classmethod
+    def from_metrics(cls, rows: list[dict], kl_key: str = "kl_k2", gold_key: str = "gold", proxy_key: str = "proxy",
+                     kl_coef: float = 0.0) -> "PPOCurve":
+        """Build from metrics.jsonl rows (dicts with `step` and the named keys; rows lacking gold are skipped).
+
+        `proxy_std`/`gold_std` of the first row become the *_std0 scales when present.
+        """
+        use = [r for r in rows if gold_key in r and proxy_key in r and kl_key in r]
+        if not use:
+            raise ValueError(f"PPOCurve.from_metrics: no row has all of {kl_key!r}, {gold_key!r}, {proxy_key!r}")
+        use.sort(key=lambda r: r["step"])
+        get = lambda k: [float(r[k]) for r in use] if all(k in r for r in use) else None  # noqa: E731
+        return cls(steps=[int(r["step"]) for r in use], kl=get(kl_key), gold=get(gold_key), proxy=get(proxy_key),
+                   kl_k1=get("kl_k1"), kl_k3=get("kl_k3"), kl_coef=kl_coef,
+                   proxy_std0=use[0].get("proxy_std"), gold_std0=use[0].get("gold_std"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PPOCurve":
+        return cls(**d)
+
+
+@dataclass
+class RMResult:
+    """Everything the report shows about one reward model (a table row, a verdict, curves).
+
+    Attributes:
+        name: display name, unique in a report (e.g. "umm-4", "ensemble-wco").
+        kind: one of KINDS; the "dense" row is the reference the verdicts compare against.
+        params: parameter count of the scoring model(s) (sum over members for an ensemble).
+        throughput: scoring throughput in sequences per second (None when not measured).
+        acc_testbed: held-out preference accuracy on the testbed's test pairs (None when not measured).
+        acc_hh: accuracy on real HH-RLHF pairs when given (None otherwise).
+        bon: Best-of-N curve, or None.
+        ppo: PPO curve, or None.
+        bon_proxy_std0 / bon_gold_std0: std of proxy / gold over all SFT samples scored for BoN (gain units).
+        notes: free text shown under the table (e.g. "aggregate=uwo, lambda=0.5").
+    """
+
+    name: str
+    kind: str
+    params: int | None = None
+    throughput: float | None = None
+    acc_testbed: float | None = None
+    acc_hh: float | None = None
+    bon: BoNCurve | None = None
+    ppo: PPOCurve | None = None
+    bon_proxy_std0: float | None = None
+    bon_gold_std0: float | None = None
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"RMResult {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        for name in ("acc_testbed", "acc_hh", "throughput"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"RMResult {self.name!r}: {name} is {v}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bon"] = self.bon.to_dict() if self.bon else None
+        d["ppo"] = self.ppo.to_dict() if self.ppo else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RMResult":
+        d = dict(d)
+        d["bon"] = BoNCurve.from_dict(d["bon"]) if d.get("bon") else None
+        d["ppo"] = PPOCurve.from_dict(d["ppo"]) if d.get("ppo") else None
+        return cls(**d)
