@@ -98,6 +98,7 @@ def test_bon_curve_averages_prompts_and_roundtrips():
                    + brute_force(proxy[1].tolist(), gold[1].tolist(), 2)[1]) / 2
     assert c.gold[1] == pytest.approx(expected_n2)
     assert c.gold_sem[2] == pytest.approx(np.std([10.0, 1.0], ddof=1) / math.sqrt(2))
+    assert c.gold_std == pytest.approx(gold.double().std(unbiased=False).item())
     assert BoNCurve.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match=r"\[P, N\]"):
         bon_curve([1.0, 2.0], [1.0, 2.0])

@@ -27,7 +27,7 @@ def results():
     proxy = rng.normal(size=(6, 8))
     gold = proxy + rng.normal(scale=0.5, size=(6, 8))
     dense = RMResult("dense", "dense", params=1234567, throughput=250.0, acc_testbed=0.71, acc_hh=0.55,
-                     bon=bon_curve(proxy, gold), ppo=ppo_curve(0.6), bon_proxy_std0=1.0, bon_gold_std0=1.0)
+                     bon=bon_curve(proxy, gold), ppo=ppo_curve(0.6))
     umm = RMResult("umm-4", "umm", params=1234567, throughput=240.0, acc_testbed=0.74,
                    bon=bon_curve(proxy, gold + 0.1 * proxy), ppo=ppo_curve(0.0))
     ens = RMResult("ensemble-mean", "ensemble", params=4 * 1234567, throughput=60.0, acc_testbed=0.73,

@@ -89,7 +89,8 @@ class BoNCurve:
     """Best-of-n curve of one reward model, averaged over P prompts.
 
     All lists have one entry per n. `kl` = KL_bon(n); `proxy` / `gold` are the prompt-averaged unbiased estimates;
-    `*_sem` their standard errors over prompts (0 when P == 1).
+    `*_sem` their standard errors over prompts (0 when P == 1). `proxy_std` / `gold_std` are the standard deviations
+    of the scores over all P*N samples (the base policy's spread: the unit in which gains are compared across RMs).
     """
 
     ns: list[int]
@@ -100,6 +101,8 @@ class BoNCurve:
     gold_sem: list[float]
     n_prompts: int
     n_samples: int
+    proxy_std: float | None = None
+    gold_std: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,4 +135,5 @@ def bon_curve(proxy, gold, ns: list[int] | None = None) -> BoNCurve:
 
     return BoNCurve(ns=ns, kl=[kl_bon(n) for n in ns], proxy=per[..., 0].mean(0).tolist(),
                     gold=per[..., 1].mean(0).tolist(), proxy_sem=sem(per[..., 0]), gold_sem=sem(per[..., 1]),
-                    n_prompts=int(p.shape[0]), n_samples=int(p.shape[1]))
+                    n_prompts=int(p.shape[0]), n_samples=int(p.shape[1]), proxy_std=float(p.std()),
+                    gold_std=float(g.std()))

@@ -50,7 +50,8 @@ def main_row(r: RMResult) -> list[str]:
     bon_gold = r.bon.gold[-1] if r.bon else None
     bon_n = f" (n={r.bon.ns[-1]})" if r.bon else ""
     s = summarize(r, "ppo")
-    gap = f"{fmt(s.gap)} {s.gap_units}" if s else "-"
+    g = s or summarize(r, "bon")  # the gap from PPO when run, else from BoN (marked)
+    gap = f"{fmt(g.gap)} {g.gap_units}" + ("" if s else " (BoN)") if g else "-"
     return [r.name, r.kind, fmt(r.params), fmt(r.throughput), fmt(r.acc_testbed), fmt(r.acc_hh),
             fmt(bon_gold) + bon_n, fmt(s.peak_gold) if s else "-", fmt(s.kl_at_peak) if s else "-",
             fmt(s.drop_from_peak) if s else "-", gap]
@@ -61,7 +62,8 @@ def summary_section(results: list[RMResult]) -> Section:
     table = Table(MAIN_HEADERS, [main_row(r) for r in results],
                   caption="acc = held-out preference accuracy; BoN gold at the largest n; PPO columns from the "
                           "smoothed gold curve (peak, KL (k2) at the peak, drop from the peak to the last step); "
-                          "gap = proxy gain minus gold gain over PPO, in initial-std units ('std') or raw.")
+                          "gap = proxy gain minus gold gain over PPO (over BoN when marked), in units of each score's initial "
+                          "std ('std') or raw.")
     paras = [f"Reference for the verdicts: **{dense.name}**." if dense else
              "No dense RM in this run: verdicts describe each curve on its own."]
     paras += [f"**{r.name}**: {verdict(r, dense)}" for r in results]

@@ -81,7 +81,6 @@ class RMResult:
         acc_hh: accuracy on real HH-RLHF pairs when given (None otherwise).
         bon: Best-of-N curve, or None.
         ppo: PPO curve, or None.
-        bon_proxy_std0 / bon_gold_std0: std of proxy / gold over all SFT samples scored for BoN (gain units).
         notes: free text shown under the table (e.g. "aggregate=uwo, lambda=0.5").
     """
 
@@ -93,8 +92,6 @@ class RMResult:
     acc_hh: float | None = None
     bon: BoNCurve | None = None
     ppo: PPOCurve | None = None
-    bon_proxy_std0: float | None = None
-    bon_gold_std0: float | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
 

@@ -38,7 +38,7 @@ def summarize(result: RMResult, method: str) -> OveroptSummary | None:
     """Over-optimisation summary of the RM's BoN (over n) or PPO (over steps) curve; None without one."""
     if method == "bon" and result.bon is not None:
         c = result.bon
-        return overopt_summary(c.ns, c.kl, c.gold, c.proxy, 1, result.bon_proxy_std0, result.bon_gold_std0)
+        return overopt_summary(c.ns, c.kl, c.gold, c.proxy, 1, c.proxy_std, c.gold_std)
     if method == "ppo" and result.ppo is not None:
         c = result.ppo
         return overopt_summary(c.steps, c.kl, c.gold, c.proxy, ppo_window(len(c.steps)), c.proxy_std0, c.gold_std0)
@@ -47,10 +47,10 @@ def summarize(result: RMResult, method: str) -> OveroptSummary | None:
 
 def tolerance(reference: RMResult, method: str) -> float:
     """Gold drop below which a curve counts as not over-optimised (see module docstring)."""
-    scale = reference.bon_gold_std0 if method == "bon" else (reference.ppo.gold_std0 if reference.ppo else None)
+    curve = reference.bon if method == "bon" else reference.ppo
+    scale = None if curve is None else (curve.gold_std if method == "bon" else curve.gold_std0)
     if scale:
         return 0.1 * float(scale)
-    curve = reference.bon if method == "bon" else reference.ppo
     span = float(np.ptp(curve.gold)) if curve is not None else 0.0
     return max(0.05 * span, 1e-9)
 
