@@ -120,8 +120,16 @@ def test_real_alpaca_outputs_pairs_without_labels_is_missing_preference(shared_d
     src = shared_data / "alpaca_farm" / "outputs_pairs.json"
     with pytest.raises(DataError, match=r"outputs_pairs\.json:2: missing field 'preference'"):
         load_preferences(src)
-    pairs, rep = load_preferences_with_report(src, on_error="skip")
-    assert pairs == [] and rep.skipped == {"missing_field": 6} and rep.rows == 6
+    with pytest.raises(DataError, match=r"outputs_pairs\.json: no usable records: .* 6 rows, 0 loaded, skipped 6 "
+                       r"\{'missing_field': 6\}.*; e\.g\. .*outputs_pairs\.json:2: missing field 'preference'"):
+        load_preferences(src, on_error="skip")
+
+
+def test_empty_file_is_an_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"empty\.jsonl: no usable records: .* 0 rows"):
+        load_preferences(tmp_path / "empty.jsonl")
+    assert load_preferences(tmp_path / "empty.jsonl", limit=0) == []
 
 
 @pytest.mark.parametrize("label", [0, 3, "1", 1.0, True, None])
@@ -159,11 +167,12 @@ def test_webgpt_higher_score_wins_and_ties_are_dropped_and_counted(tmp_path, cap
 
 def test_webgpt_bad_scores(tmp_path):
     path = _write_lines(tmp_path / "w.jsonl", [_webgpt("q?", "a", "b", 1.0, "high"),
-                                               _webgpt("q?", "a", "b", float("nan"), 1.0)])
+                                               _webgpt("q?", "a", "b", float("nan"), 1.0),
+                                               _webgpt("q?", "a", "b", 0.2, 0.1)])
     with pytest.raises(DataError, match=r"w\.jsonl:1: field 'score_1' must be a number, got str"):
         load_preferences(path)
-    _, rep = load_preferences_with_report(path, on_error="skip")
-    assert rep.skipped == {"wrong_type": 1, "bad_label": 1}
+    pairs, rep = load_preferences_with_report(path, on_error="skip")
+    assert rep.skipped == {"wrong_type": 1, "bad_label": 1} and [p.chosen for p in pairs] == [" a"]
 
 
 # ---- generic pairs -----------------------------------------------------------------------------------------------

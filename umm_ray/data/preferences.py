@@ -52,6 +52,9 @@ def parse_rows(rows: Iterable[tuple[int, Any]], label: str, short: str, parse: C
 
     Every row ends up returned, skipped (counted by reason; `RowError`/`DataError`) or dropped (`RowDropped`).
     Reading stops once `limit` records were returned.
+
+    Raises:
+        DataError: for a bad row with on_error="raise"; and in both modes when no record at all could be loaded.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
@@ -73,7 +76,11 @@ def parse_rows(rows: Iterable[tuple[int, Any]], label: str, short: str, parse: C
         except RowDropped as e:
             sink.drop(e.reason)
     sink.report.loaded = len(out)
-    return out, sink.finish()
+    report = sink.finish()
+    if not out and limit != 0:  # an empty dataset is always a mistake upstream; say so before training starts
+        raise DataError(label, None, "no_records", f"no usable records: {report.summary()}"
+                        + (f"; e.g. {report.examples[0]}" if report.examples else ""))
+    return out, report
 
 
 class _FormatParser:
