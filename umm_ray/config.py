@@ -79,6 +79,9 @@ class RMConfig:
     kind: str = opt("dense", "Reward model kind to train.", choices=("dense", "moe", "umm", "ensemble"))
     base_path: str = opt("", "Backbone to start from (HF name/path); empty = the testbed SFT model.")
     data: str = opt("testbed", "Preference data: 'testbed', a .jsonl/.jsonl.gz file, or a hub dataset name.")
+    data_on_error: str = opt("raise", "Bad preference rows: stop naming file:line, or skip and report counts.",
+                             choices=("raise", "skip"))
+    eval_data: str = opt("", "Extra held-out preference data for accuracy (e.g. HH harmless test.jsonl.gz).")
     epochs: int = opt(2, "Passes over the preference pairs.", lo=1)
     batch_size: int = opt(32, "Per-worker batch size (pairs).", lo=1)
     lr: float = opt(1e-3, "AdamW learning rate.", lo=0)
@@ -163,6 +166,9 @@ class PPOConfig:
 class BoNConfig:
     n_prompts: int = opt(64, "Prompts for Best-of-N.", lo=1)
     n_samples: int = opt(32, "Samples N per prompt; n = 1, 2, 4, ... <= N are reported.", lo=1)
+    policy_path: str = opt("", "Policy to sample from; empty = <run.output_dir>/sft/model.")
+    prompts: str = opt("", "Prompt file or dataset; empty = <run.output_dir>/prepare/prompts_bon.jsonl.")
+    rms: list = opt([], "Proxy RMs as name=path[#aggregate[:lambda]] (ensemble manifests); empty = reward.proxy_path.")
 
 
 @dataclass
@@ -176,6 +182,11 @@ class ServeConfig:
     max_chars_per_item: int = opt(16384, "Reject texts longer than this.", lo=1)
     min_replicas: int = opt(1, "Autoscaling: minimum replicas.", lo=0)
     max_replicas: int = opt(2, "Autoscaling: maximum replicas.", lo=1)
+    target_ongoing_requests: float = opt(8.0, "Autoscaling: ongoing requests per replica that trigger scaling.", lo=1)
+    max_ongoing_requests: int = opt(64, "Requests one replica accepts at once; more wait in Serve's queue.", lo=1)
+    max_request_bytes: int = opt(4194304, "Reject request bodies larger than this (413).", lo=1)
+    num_cpus: float = opt(1.0, "Logical CPUs per replica (also its torch threads).", lo=0)
+    num_gpus: float = opt(0.0, "GPUs per replica (0 on CPU machines).", lo=0)
 
 
 @dataclass
