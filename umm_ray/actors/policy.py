@@ -1,0 +1,257 @@
+"""PolicyActor: one data-parallel rank of the policy + critic under DeepSpeed ZeRO (stage 0/1/2/3), and its group.
+
+Each rank is a Ray actor that joins a torch.distributed process group (gloo on CPU, NCCL on GPU) at a shared master
+address/port that rank 0 picks. The driver talks to the ranks through `PolicyGroup`, whose methods fan a call out to
+every rank and `ray.get` the results explicitly. Every method that touches parameters is collective under ZeRO-3, so
+the group always calls all ranks, with equal-sized shards.
+
+    group = PolicyGroup(policy_path, cfg.ppo, seed=0)
+    logp, values = group.forward_logprobs_values(batch)      # Tensor[B, R] each
+    stats = group.train_step(experience, step)               # mean over ranks
+    weights = group.state_dict_ref()                          # ObjectRef of {hf_name: tensor}, from rank 0
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import ray
+import torch
+
+from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
+from umm_ray.algo.ppo import entropy_from_logits, masked_mean, policy_loss, value_loss
+from umm_ray.config import PPOConfig
+from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard
+from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
+
+DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def deepspeed_config(ppo: PPOConfig, world_size: int, bf16: bool) -> dict:
+    """The DeepSpeed config: one optimizer step per micro-batch on each rank (global batch = micro x world)."""
+    return {
+        "train_micro_batch_size_per_gpu": ppo.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": ppo.micro_batch_size * world_size,
+        "gradient_clipping": ppo.max_grad_norm,
+        "zero_optimization": {"stage": ppo.zero_stage},
+        "bf16": {"enabled": bf16},
+        # We pass a torch AdamW; without this DeepSpeed insists on its own CPU Adam when it sees no GPU.
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class PolicyActor:
+    """One rank. Create through `PolicyGroup` (it wires the ranks together); every public method is a Ray call."""
+
+    def __init__(self, policy_path: str, ppo: PPOConfig, rank: int, world_size: int, seed: int = 0,
+                 temperature: float = 1.0, trust_remote_code: bool = False, num_threads: int = 1):
+        torch.set_num_threads(num_threads)
+        self.path, self.ppo, self.rank, self.world_size = policy_path, ppo, rank, world_size
+        self.seed, self.temperature, self.trust_remote_code = seed, temperature, trust_remote_code
+        self.name = f"PolicyActor[rank {rank}/{world_size}]"
+        self.engine = None
+
+    def master_address(self) -> tuple[str, int]:
+        """(ip, free port) of this node; called on rank 0 to set up the rendezvous."""
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def init(self, master_addr: str, master_port: int) -> int:
+        """Join the process group, load the models, build the DeepSpeed engine. Collective: call on all ranks at once.
+
+        Returns the number of trainable parameters (policy + critic).
+        """
+        import deepspeed
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        gpu = torch.cuda.is_available()
+        deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo", auto_mpi_discovery=False, verbose=False)
+        dtype = torch.bfloat16 if gpu else torch.float32
+        model, self.tokenizer = load_actor_critic(self.path, dtype=dtype, trust_remote_code=self.trust_remote_code)
+        critic_params = list(model.critic.parameters()) + list(model.value_head.parameters())
+        groups = [{"params": list(model.policy.parameters()), "lr": self.ppo.actor_lr},
+                  {"params": critic_params, "lr": self.ppo.critic_lr}]
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                               config=deepspeed_config(self.ppo, self.world_size, gpu))
+        self.device = self.engine.device
+        return sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.parameters())
+
+    def _forward(self, mb: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = mb.input_ids.to(self.device)
+        return self.engine(ids, mb.attention_mask.to(self.device), mb.position_ids.to(self.device),
+                           mb.prompt_width, self.temperature)
+
+    @torch.no_grad()
+    def forward_logprobs_values(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and values of this rank's shard under the current weights.
+
+        Returns:
+            (logprobs, values): Tensor[b, R] each on CPU, zero at padding.
+        """
+        self.engine.eval()
+        lps, vals = [], []
+        for mb in micro_batches(batch, self.ppo.micro_batch_size):
+            logits, values = self._forward(mb)
+            lps.append(gather_logprobs(logits, mb.response_ids.to(self.device)).float().cpu())
+            vals.append(values.float().cpu())
+        mask = batch.response_mask
+        return torch.cat(lps) * mask, torch.cat(vals) * mask
+
+    def train_step(self, exp: Experience, step: int) -> dict[str, float]:
+        """`ppo_epochs` passes over this rank's shard, one optimizer step per micro-batch (all ranks in lockstep).
+
+        Returns:
+            Means over micro-batches: policy_loss, value_loss, clip_frac, entropy, approx_kl, grad_norm, lr.
+        """
+        self.engine.train()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world_size + self.rank)
+        totals: dict[str, float] = {}
+        n = 0
+        for _ in range(self.ppo.ppo_epochs):
+            for mb in micro_batches(exp, self.ppo.micro_batch_size, gen):
+                for k, v in self._update(mb).items():
+                    totals[k] = totals.get(k, 0.0) + v
+                n += 1
+        return {k: v / n for k, v in totals.items()}
+
+    def _update(self, mb: Experience) -> dict[str, float]:
+        """One optimizer step on one micro-batch."""
+        logits, values = self._forward(mb)
+        d = self.device
+        mask = mb.response_mask.to(d)
+        logp = gather_logprobs(logits, mb.response_ids.to(d))
+        old_logp = mb.old_logprobs.to(d)
+        pg_loss, clip_frac = policy_loss(logp, old_logp, mb.advantages.to(d), mask, self.ppo.clip_eps)
+        vf_loss = value_loss(values, mb.old_values.to(d), mb.returns.to(d), mask, self.ppo.value_clip)
+        entropy = entropy_from_logits(logits.detach() if self.ppo.entropy_coef == 0 else logits, mask)
+        loss = pg_loss + self.ppo.vf_coef * vf_loss - self.ppo.entropy_coef * entropy
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{self.name}: non-finite PPO loss (policy {pg_loss.item()}, value {vf_loss.item()})")
+        self.engine.backward(loss)
+        self.engine.step()
+        grad_norm = self.engine.get_global_grad_norm()
+        approx_kl = masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask)
+        return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": float(clip_frac),
+                "entropy": entropy.item(), "approx_kl": approx_kl.item(),
+                "grad_norm": float(grad_norm) if grad_norm is not None else 0.0}
+
+    def _gathered(self, module: torch.nn.Module):
+        """Yield (name, full tensor) for every parameter; under ZeRO-3 each is all-gathered (collective)."""
+        import deepspeed
+
+        for name, p in module.named_parameters():
+            if hasattr(p, "ds_id"):
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    yield name, p.data.detach()
+            else:
+                yield name, p.data.detach()
+
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor] | None:
+        """Rank 0: the full policy weights as {HF parameter name: CPU tensor} (vLLM's `load_weights` naming).
+
+        Collective under ZeRO-3 (every rank must call); ranks other than 0 return None. The critic is not included.
+        """
+        out = {}
+        for name, t in self._gathered(self.engine.module.policy):
+            if self.rank == 0:
+                out[name] = t.to("cpu", copy=True)
+        return out if self.rank == 0 else None
+
+    def param_digest(self) -> float:
+        """Sum over every gathered parameter (policy + critic), float64: ranks must agree after each step."""
+        total = torch.zeros((), dtype=torch.float64)
+        for _, t in self._gathered(self.engine.module):
+            total += t.double().sum().cpu()
+        return float(total)
+
+    def save_checkpoint(self, ckpt_dir: str) -> None:
+        """DeepSpeed engine state (weights, optimizer, scheduler, per-rank ZeRO partitions). Collective."""
+        self.engine.save_checkpoint(ckpt_dir, tag=DS_TAG, save_latest=False)
+
+    def load_checkpoint(self, ckpt_dir: str) -> None:
+        """Restore what `save_checkpoint` wrote, optimizer state included. Collective."""
+        if not (Path(ckpt_dir) / DS_TAG).is_dir():
+            raise FileNotFoundError(f"{self.name}: no DeepSpeed checkpoint '{DS_TAG}' in {ckpt_dir}")
+        path, _ = self.engine.load_checkpoint(ckpt_dir, tag=DS_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if path is None:
+            raise RuntimeError(f"{self.name}: DeepSpeed could not load the checkpoint in {ckpt_dir}")
+
+    def save_hf(self, out_dir: str) -> None:
+        """Save the policy as a standard HF checkpoint (+ tokenizer) from rank 0. Collective under ZeRO-3."""
+        state = self.state_dict_for_sync()
+        if self.rank == 0:
+            self.engine.module.policy.save_pretrained(out_dir, state_dict=state)
+            self.tokenizer.save_pretrained(out_dir)
+
+    def peak_memory_mb(self) -> float:
+        """Peak resident memory of this process (CPU: ru_maxrss; GPU: max allocated), MiB."""
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2 ** 20
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PolicyGroup:
+    """`world_size` PolicyActor ranks in one PACK placement group; each method calls every rank (explicit ray.get)."""
+
+    def __init__(self, policy_path: str, ppo: PPOConfig, seed: int = 0, temperature: float = 1.0,
+                 num_cpus: float = 1.0, num_gpus: float = 0.0, trust_remote_code: bool = False):
+        n = ppo.world_size
+        self.world_size = n
+        self.pg = make_placement_group("policy", [bundle(num_cpus, num_gpus)] * n, strategy="PACK")
+        cls = ray.remote(PolicyActor)
+        self.ranks = [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy=in_group(self.pg, r),
+                                  name=None).remote(policy_path, ppo, r, n, seed, temperature, trust_remote_code)
+                      for r in range(n)]
+        addr, port = ray.get(self.ranks[0].master_address.remote())
+        self.num_params = ray.get([a.init.remote(addr, port) for a in self.ranks])[0]
+
+    def forward_logprobs_values(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole batch -> (logprobs, values) Tensor[B, R] each, computed data-parallel over the ranks."""
+        outs = ray.get([a.forward_logprobs_values.remote(s) for a, s in zip(self.ranks, shard(batch, self.world_size))])
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def train_step(self, exp: Experience, step: int) -> dict[str, float]:
+        """One PPO update over the whole experience batch; returns stats averaged over ranks."""
+        stats = ray.get([a.train_step.remote(s, step) for a, s in zip(self.ranks, shard(exp, self.world_size))])
+        return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+
+    def state_dict_ref(self) -> ray.ObjectRef:
+        """ObjectRef of rank 0's {HF name: tensor}; pass it straight to `RolloutActor.update_weights.remote`."""
+        refs = [a.state_dict_for_sync.remote() for a in self.ranks]
+        ray.get(refs[1:])  # the other ranks only take part in the gathers
+        return refs[0]
+
+    def param_digests(self) -> list[float]:
+        return ray.get([a.param_digest.remote() for a in self.ranks])
+
+    def save_checkpoint(self, ckpt_dir: str) -> None:
+        ray.get([a.save_checkpoint.remote(ckpt_dir) for a in self.ranks])
+
+    def load_checkpoint(self, ckpt_dir: str) -> None:
+        ray.get([a.load_checkpoint.remote(ckpt_dir) for a in self.ranks])
+
+    def save_hf(self, out_dir: str) -> None:
+        ray.get([a.save_hf.remote(out_dir) for a in self.ranks])
+
+    def peak_memory_mb(self) -> list[float]:
+        return ray.get([a.peak_memory_mb.remote() for a in self.ranks])
+
+    def shutdown(self) -> None:
+        for a in self.ranks:
+            ray.kill(a)
+        release(self.pg)
