@@ -1,0 +1,371 @@
+"""Shared Ray Train machinery: one `TorchTrainer` runner for every training stage (SFT, BT reward models, merge).
+
+A stage is a `TrainTask` (build the model, batch examples, compute the loss, save the result) plus a `TrainSpec`
+(workers, batch size, epochs, checkpoint cadence). `fit(task, examples, spec)` runs it on CPU workers with DDP over
+gloo (or DeepSpeed ZeRO), shards the data per rank deterministically by seed, checkpoints every K steps through
+`ray.train.report` and resumes from the latest checkpoint of a run with the same name under the same stage directory
+(model + optimizer + step + per-rank RNG + metrics so far), so a killed job restarts where it stopped.
+
+    result = fit(SFTTask(...), examples, TrainSpec(name="sft", stage_dir=Path("runs/x/sft"), num_workers=2))
+    result.model_dir  # <stage_dir>/model, a Hugging Face checkpoint written by rank 0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "trainer_state.json"
+HF_DIR = "hf"
+
+
+@dataclass
+class TrainSpec:
+    """How to run one stage. `stage_dir` receives `model/` (final HF checkpoint) and `ray_train/` (run storage)."""
+
+    name: str
+    stage_dir: Path
+    num_workers: int = 2
+    batch_size: int = 32
+    epochs: int = 1
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 100
+    strategy: str = "ddp"  # "ddp" | "deepspeed"
+    zero_stage: int = 1  # DeepSpeed ZeRO stage (0-2; stage 3 would need a gather before the HF save)
+    max_steps: int = 0  # 0 = epochs * steps_per_epoch; > 0 caps (or extends) the run at exactly this many steps
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    placement_strategy: str = "PACK"
+    max_failures: int = 0  # worker-group restarts Ray Train may do (each resumes from the latest checkpoint)
+    keep_checkpoints: int = 2
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the run that wrote the checkpoint."""
+        return {"num_workers": self.num_workers, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "strategy": self.strategy}
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns to the caller.
+
+    `history` holds one dict per optimizer step (all steps of the run, restored ones included): step, epoch, loss
+    (mean over ranks), the task's extra metrics, wall time. `resumed_from` is the step the last launch started at.
+    `started_at`/`ended_at` are the workers' wall-clock times around the training steps of the last launch.
+    """
+
+    name: str
+    model_dir: Path
+    history: list[dict]
+    total_steps: int
+    resumed_from: int
+    started_at: float
+    ended_at: float
+    checkpoint_path: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.history]
+
+
+class TrainTask:
+    """What a stage trains. Instances are plain picklable objects shipped to every worker.
+
+    Subclasses implement `build`, `collate`, `loss` and `save`; `find_unused_parameters` must be True for models
+    whose parameters are not all used in every step (MoE experts a batch never routes to).
+    """
+
+    find_unused_parameters: bool = False
+
+    def build(self) -> torch.nn.Module:
+        """Create the model on the worker (CPU); called with the torch seed set to `spec.seed`."""
+        raise NotImplementedError
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        """Turn a list of examples into the batch tensors `loss` consumes."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, raw: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Scalar loss through `model` (the DDP/DeepSpeed wrapper) and extra float metrics; `raw` is unwrapped."""
+        raise NotImplementedError
+
+    def save(self, raw: torch.nn.Module, out_dir: Path) -> None:
+        """Write the final model (Hugging Face format) to `out_dir`; called on rank 0 only."""
+        raise NotImplementedError
+
+    def trainable(self, raw: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [p for p in raw.parameters() if p.requires_grad]
+
+    def fingerprint(self) -> dict:
+        return {"task": type(self).__name__}
+
+
+def steps_per_epoch(n_examples: int, num_workers: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: each rank sees ceil(n / world) examples (the tail wraps around, none dropped)."""
+    return math.ceil(math.ceil(n_examples / num_workers) / batch_size)
+
+
+def rank_batches(n_examples: int, epoch: int, rank: int, world: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Example indices of each batch rank `rank` trains on in `epoch`.
+
+    One permutation per (seed, epoch), shared by all ranks, padded by wrapping to a multiple of `world` (as torch's
+    DistributedSampler does) so every rank takes the same number of steps; rank r takes every world-th index.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n_examples, generator=g).tolist()
+    per_rank = math.ceil(n_examples / world)
+    perm = (perm * math.ceil(per_rank * world / n_examples))[:per_rank * world]
+    mine = perm[rank::world]
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def total_steps(spec: TrainSpec, n_examples: int) -> int:
+    return spec.max_steps or spec.epochs * steps_per_epoch(n_examples, spec.num_workers, spec.batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Engines: the same three verbs (forward through .model, step(loss), save/load state) for DDP and DeepSpeed.
+
+
+class _DDPEngine:
+    def __init__(self, raw: torch.nn.Module, task: TrainTask, spec: TrainSpec, ckpt_dir: Path | None):
+        import ray.train.torch
+        from safetensors.torch import load_model
+
+        self.raw, self.spec = raw, spec
+        if ckpt_dir is not None:  # load before wrapping so every rank starts from identical weights
+            load_model(raw, str(ckpt_dir / "model.safetensors"))
+        self.model = ray.train.torch.prepare_model(
+            raw, parallel_strategy_kwargs={"find_unused_parameters": task.find_unused_parameters})
+        self.params = task.trainable(raw)
+        self.opt = torch.optim.AdamW(self.params, lr=spec.lr, weight_decay=spec.weight_decay)
+        if ckpt_dir is not None:
+            self.opt.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip)
+        self.opt.step()
+
+    def save(self, out: Path, rank: int) -> None:
+        from safetensors.torch import save_model
+
+        if rank == 0:  # DDP keeps replicas identical: one copy is the whole state
+            save_model(self.raw, str(out / "model.safetensors"))
+            torch.save(self.opt.state_dict(), out / "optimizer.pt")
+
+
+class _DeepSpeedEngine:
+    """DeepSpeed ZeRO inside Ray Train: reuses the gloo process group Ray Train created (dist_init_required=False)."""
+
+    def __init__(self, raw: torch.nn.Module, task: TrainTask, spec: TrainSpec, ckpt_dir: Path | None):
+        import deepspeed
+
+        if spec.zero_stage not in (0, 1, 2):
+            raise ValueError(f"TrainSpec.zero_stage={spec.zero_stage}: only ZeRO 0-2 are supported (stage 3 "
+                             "partitions parameters, and the final Hugging Face save would need a gather)")
+        self.raw, self.spec = raw, spec
+        params = task.trainable(raw)
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": spec.batch_size, "gradient_accumulation_steps": 1,
+            "gradient_clipping": spec.grad_clip, "zero_optimization": {"stage": spec.zero_stage},
+            "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
+        }
+        self.model, self.opt, _, _ = deepspeed.initialize(
+            model=raw, optimizer=opt, model_parameters=params, config=ds_config, dist_init_required=False)
+        if ckpt_dir is not None:
+            path, _ = self.model.load_checkpoint(str(ckpt_dir / "deepspeed"), tag="latest_state")
+            if path is None:
+                raise RuntimeError(f"DeepSpeed found no loadable checkpoint in {ckpt_dir / 'deepspeed'}")
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.model.backward(loss)
+        self.model.step()
+
+    def save(self, out: Path, rank: int) -> None:
+        # Every rank writes its own optimizer shard; Ray Train merges the workers' folders into one checkpoint.
+        self.model.save_checkpoint(str(out / "deepspeed"), tag="latest_state")
+
+
+def _make_engine(raw, task, spec, ckpt_dir):
+    if spec.strategy == "ddp":
+        return _DDPEngine(raw, task, spec, ckpt_dir)
+    if spec.strategy == "deepspeed":
+        return _DeepSpeedEngine(raw, task, spec, ckpt_dir)
+    raise ValueError(f"TrainSpec.strategy={spec.strategy!r}: expected 'ddp' or 'deepspeed'")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The per-worker loop.
+
+
+def _mean_over_ranks(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+        t /= torch.distributed.get_world_size()
+    return t.tolist()
+
+
+def _restore_state(ckpt_dir: Path | None, rank: int, fingerprint: dict) -> tuple[int, list[dict]]:
+    """Step and metric history of the checkpoint (0, [] when starting fresh); restores this rank's torch RNG."""
+    if ckpt_dir is None:
+        return 0, []
+    state = json.loads((ckpt_dir / STATE_FILE).read_text())
+    if state["fingerprint"] != fingerprint:
+        raise RuntimeError(f"checkpoint {ckpt_dir} was written by a run with settings {state['fingerprint']}, "
+                           f"this run has {fingerprint}; delete the run folder to start over")
+    rng_file = ckpt_dir / f"rng_rank{rank}.pt"
+    if rng_file.is_file():  # absent when the world size changed: then ranks keep their fresh seeds
+        torch.set_rng_state(torch.load(rng_file, weights_only=True))
+    return int(state["step"]), list(state["history"])
+
+
+def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) -> None:
+    """Write a resumable checkpoint (plus the final HF model when `final`) and hand it to Ray Train."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="umm_ckpt_") as tmp:
+        out = Path(tmp)
+        engine.save(out, rank)
+        torch.save(torch.get_rng_state(), out / f"rng_rank{rank}.pt")
+        if rank == 0:
+            (out / STATE_FILE).write_text(json.dumps({"step": step, "history": history, "fingerprint": fingerprint}))
+            if final:
+                task.save(raw, out / HF_DIR)
+        metrics = {"step": step, "loss": history[-1]["loss"] if history else float("nan")}
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"checkpoint_{step:07d}")
+
+
+def _worker_loop(config: dict) -> dict | None:
+    import ray.train
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
+    task, spec, examples = config["task"], config["spec"], config["examples"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    fingerprint = {**spec.fingerprint(), **task.fingerprint()}
+    ckpt = ray.train.get_checkpoint()
+    with (ckpt.as_directory() if ckpt else _nullpath()) as ckpt_dir:
+        ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
+        torch.manual_seed(spec.seed)  # identical initial weights on every rank
+        raw = task.build()
+        engine = _make_engine(raw, task, spec, ckpt_dir)
+        torch.manual_seed(spec.seed * 1000 + rank + 1)  # per-rank stream for dropout / noisy gating
+        step, history = _restore_state(ckpt_dir, rank, fingerprint)
+    n_total, per_epoch = total_steps(spec, len(examples)), steps_per_epoch(len(examples), world, spec.batch_size)
+    resumed_from, started_at = step, time.time()
+    bar = tqdm(total=n_total, initial=step, desc=spec.name, disable=rank != 0, mininterval=2.0)
+    batches, batches_epoch = None, -1
+    while step < n_total:
+        epoch, i = divmod(step, per_epoch)
+        if epoch != batches_epoch:
+            batches, batches_epoch = rank_batches(len(examples), epoch, rank, world, spec.batch_size, spec.seed), epoch
+        raw.train()
+        loss, extra = task.loss(engine.model, raw, task.collate([examples[j] for j in batches[i]]))
+        engine.step(loss)
+        step += 1
+        keys = ["loss", *extra]
+        means = _mean_over_ranks([loss.item(), *[float(v) for v in extra.values()]])
+        history.append({"step": step, "epoch": epoch, **dict(zip(keys, means)), "time": time.time()})
+        bar.update(1)
+        bar.set_postfix(loss=f"{means[0]:.4f}")
+        if step % spec.checkpoint_every == 0 or step == n_total:
+            _report(engine, task, raw, rank, step, history, fingerprint, final=step == n_total)
+    bar.close()
+    ended_at = time.time()  # a finished run relaunched trains nothing: its last checkpoint already holds the model
+    if rank != 0:
+        return None
+    return {"history": history, "total_steps": n_total, "resumed_from": resumed_from,
+            "started_at": started_at, "ended_at": ended_at}
+
+
+class _nullpath:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Driver side.
+
+
+def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
+    """Train `task` on `examples` with Ray Train; returns the metric history and the final model's directory.
+
+    Must be called with Ray initialised (a job joins its cluster first). Resumes from the latest checkpoint under
+    `<stage_dir>/ray_train/<name>` when one exists; a finished run relaunched trains zero steps and re-exports.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    _check(task, examples, spec)
+    stage_dir = Path(spec.stage_dir).resolve()
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"task": task, "spec": spec, "examples": examples},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=False, resources_per_worker={"CPU": 1},
+                                     placement_strategy=spec.placement_strategy),
+        run_config=RunConfig(name=spec.name, storage_path=str(stage_dir / "ray_train"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=spec.max_failures)),
+    )
+    result = trainer.fit()
+    out = result.return_value
+    if out is None or result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {spec.name!r} finished without a result/checkpoint (see its logs)")
+    model_dir = stage_dir / "model"
+    _export_final(result.checkpoint, model_dir, spec.name)
+    return TrainResult(name=spec.name, model_dir=model_dir, history=out["history"], total_steps=out["total_steps"],
+                       resumed_from=out["resumed_from"], started_at=out["started_at"], ended_at=out["ended_at"],
+                       checkpoint_path=result.checkpoint.path)
+
+
+def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
+    if not examples:
+        raise ValueError(f"run {spec.name!r}: no training examples")
+    if spec.num_workers < 1 or spec.batch_size < 1 or spec.checkpoint_every < 1:
+        raise ValueError(f"run {spec.name!r}: num_workers, batch_size and checkpoint_every must be >= 1 ({spec})")
+    if spec.strategy not in ("ddp", "deepspeed"):
+        raise ValueError(f"run {spec.name!r}: strategy {spec.strategy!r} is not 'ddp' or 'deepspeed'")
+    if not isinstance(task, TrainTask):
+        raise TypeError(f"run {spec.name!r}: task must be a TrainTask, got {type(task).__name__}")
+
+
+def _export_final(checkpoint, model_dir: Path, name: str) -> None:
+    """Copy the HF model of the final checkpoint to `model_dir` (replacing an older export)."""
+    with checkpoint.as_directory() as d:
+        src = Path(d) / HF_DIR
+        if not src.is_dir():
+            raise RuntimeError(f"run {name!r}: final checkpoint {checkpoint.path} has no '{HF_DIR}/' model")
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(src, model_dir)
+
+
+def save_history(history: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history, indent=1))
+
+
+def spec_dict(spec: TrainSpec) -> dict[str, Any]:
+    d = asdict(spec)
+    d["stage_dir"] = str(spec.stage_dir)
+    return d
