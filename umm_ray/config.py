@@ -160,6 +160,8 @@ class PPOConfig:
     max_grad_norm: float = opt(1.0, "Gradient clipping (DeepSpeed gradient_clipping; 0 = off).", lo=0)
     keep_checkpoints: int = opt(2, "How many recent PPO checkpoints to keep.", lo=1)
     whiten_advantages: bool = opt(True, "Whiten advantages over the batch before the update.")
+    policy_path: str = opt("", "Policy to start from (HF causal LM dir); empty = <run.output_dir>/sft/model.")
+    prompts: str = opt("", "PPO prompts (jsonl / hub name); empty = <run.output_dir>/prepare/prompts_ppo.jsonl.")
 
 
 @dataclass
