@@ -1,0 +1,194 @@
+"""Dense reward models over HF backbones: validated loading, the scoring forward pass, and Scorers.
+
+A reward model is an HF `AutoModelForSequenceClassification` with `num_labels=1`; its score for a sequence is the
+head applied to the hidden state of the last real (non-pad) token. Loading checks everything that can be checked
+before compute starts: the family is supported, the checkpoint is a one-label sequence classifier, weights are
+safetensors (pickled `.bin` files are refused), and the tokenizer fits the model's vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from umm_ray.models.upcycle import SUPPORTED_FAMILIES, check_family, is_moe_dir, load_moe
+
+__all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "load_scorer", "check_reward_config",
+           "load_tokenizer_checked", "SUPPORTED_FAMILIES"]
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Score a batch with a (dense, MoE or mergeable) sequence-classification reward model.
+
+    Args:
+        model: HF `*ForSequenceClassification` with a `score` head and num_labels 1.
+        ids: input ids [B, T]; mask: attention mask [B, T] (1 = real token; right padding, left also works).
+
+    Returns:
+        rewards [B] (float32): the head at the last real token of each row.
+    """
+    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, H]
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    last = (positions * mask.to(positions.dtype)).argmax(dim=-1)  # rightmost real token
+    h_last = hidden[torch.arange(ids.shape[0], device=ids.device), last]  # [B, H]
+    return model.score(h_last).squeeze(-1).float()
+
+
+def check_reward_config(config, where: str) -> None:
+    """Raise a ValueError naming `where` unless `config` describes a supported one-label sequence classifier."""
+    check_family(config, where)
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ValueError(f"{where}: not a reward model: architectures={archs} (need a *ForSequenceClassification "
+                         f"checkpoint with num_labels=1; train one with jobs.train_rm)")
+    if getattr(config, "num_labels", None) != 1:
+        raise ValueError(f"{where}: not a reward model: num_labels={config.num_labels} (a reward model has 1)")
+
+
+def load_tokenizer_checked(path, config, trust_remote_code: bool = False):
+    """Load the tokenizer at `path`; refuse one whose ids exceed the model's vocab; make sure a pad id exists."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if len(tok) > config.vocab_size:
+        raise ValueError(f"{path}: tokenizer/model vocab mismatch: tokenizer has {len(tok)} tokens but the model's "
+                         f"vocab_size is {config.vocab_size}")
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError(f"{path}: tokenizer has neither a pad nor an eos token; set one before scoring")
+        tok.pad_token = tok.eos_token
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tok.pad_token_id
+    return tok
+
+
+def _check_weight_files(path: Path) -> None:
+    """A local checkpoint must have safetensors weights; refuse pickle-only ones (arbitrary code on load)."""
+    if not path.is_dir():
+        return  # a hub name: from_pretrained(use_safetensors=True) refuses pickles itself
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(f"{path}: only pickle weights {pickles} found; umm_ray loads safetensors only (convert with "
+                         f"`model.save_pretrained(dir)` in a trusted environment)")
+    raise FileNotFoundError(f"{path}: no *.safetensors weights found")
+
+
+def load_reward_model(path, trust_remote_code: bool = False, dtype: torch.dtype | None = torch.float32):
+    """Load and validate a reward model (HF directory or hub name, or a MoE directory from `save_moe`).
+
+    Args:
+        path: local directory or hub name.
+        trust_remote_code: allow custom modelling code from the checkpoint (off by default).
+        dtype: parameter dtype (default float32; None keeps the checkpoint's).
+
+    Returns:
+        (model in eval mode, tokenizer).
+
+    Raises:
+        ValueError: unsupported family, not a one-label sequence classifier, vocab mismatch, pickle-only weights.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    if is_moe_dir(path):
+        return load_moe(path, dtype=dtype)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    check_reward_config(config, str(path))
+    _check_weight_files(Path(path))
+    tok = load_tokenizer_checked(path, config, trust_remote_code)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code,
+        dtype=dtype if dtype is not None else "auto", output_loading_info=True)
+    missing = [k for k in info.get("missing_keys", []) if k.startswith("score")]
+    if missing:
+        raise ValueError(f"{path}: not a reward model: the checkpoint has no trained score head (missing {missing})")
+    return model.eval(), tok
+
+
+class RewardModelScorer:
+    """A `Scorer` over an in-memory reward model (dense, merged, MoE or mergeable).
+
+    Batches are formed after sorting by length (less padding); scores come back in input order.
+    """
+
+    def __init__(self, model: nn.Module, tok, max_len: int = 256, batch_size: int = 64):
+        self.model, self.tok, self.max_len, self.batch_size = model.eval(), tok, max_len, batch_size
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """One reward per (prompt, response) pair, in order."""
+        from umm_ray.data.tokenize import encode_texts
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+        out = [0.0] * len(prompts)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            ids, mask = encode_texts(self.tok, [prompts[i] for i in idx], [responses[i] for i in idx], self.max_len)
+            r = reward_forward(self.model, ids.to(device), mask.to(device)).tolist()
+            for i, v in zip(idx, r):
+                out[i] = v
+        return out
+
+
+class EnsembleScorer:
+    """A `Scorer` combining k member scorers with `umm_ray.algo.ensemble.aggregate` (mean | wco | uwo)."""
+
+    def __init__(self, members: list, aggregate: str = "mean", lam: float = 0.0):
+        from umm_ray.algo.ensemble import AGGREGATES
+
+        if len(members) < 1:
+            raise ValueError("EnsembleScorer needs at least one member")
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"ensemble aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        self.members, self.aggregate, self.lam = members, aggregate, lam
+
+    def member_scores(self, prompts: list[str], responses: list[str]) -> list[list[float]]:
+        """Scores of every member: [k][B]."""
+        return [m.score(prompts, responses) for m in self.members]
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Aggregated scores [B]."""
+        from umm_ray.algo.ensemble import aggregate
+
+        per = torch.tensor(self.member_scores(prompts, responses), dtype=torch.float64)
+        return aggregate(per, self.aggregate, self.lam).tolist()
+
+
+def read_manifest(path) -> dict:
+    """Read an ensemble manifest {"members": [paths], "aggregate": ..., "lambda": ...}; paths relative to it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read ensemble manifest ({e})") from e
+    members = data.get("members") if isinstance(data, dict) else None
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise ValueError(f"{path}: ensemble manifest needs a non-empty list of member paths under 'members'")
+    resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in members]
+    return {"members": resolved, "aggregate": data.get("aggregate", "mean"), "lambda": float(data.get("lambda", 0.0))}
+
+
+def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
+                trust_remote_code: bool = False):
+    """Build a Scorer from a dense/merged HF dir, a MoE dir (umm_moe.json), or an ensemble manifest (.json).
+
+    Returns:
+        RewardModelScorer, or EnsembleScorer (which also exposes `member_scores`).
+    """
+    p = Path(path)
+    if p.suffix == ".json" and p.is_file():
+        spec = read_manifest(p)
+        members = [load_scorer(m, max_len, batch_size, device, trust_remote_code) for m in spec["members"]]
+        return EnsembleScorer(members, spec["aggregate"], spec["lambda"])
+    model, tok = load_reward_model(path, trust_remote_code=trust_remote_code)
+    return RewardModelScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size)

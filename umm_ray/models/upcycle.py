@@ -1,0 +1,172 @@
+"""Upcycling a dense reward model into a shared-expert MoE reward model, and saving/loading the MoE.
+
+`upcycle` replaces every decoder layer's FFN by a `SharedExpertMoE` whose n + 1 experts are exact copies of it;
+attention, norms, embeddings and the score head are untouched, so at initialisation the MoE RM scores exactly like
+the dense RM. The MoE checkpoint is a directory: the base HF `config.json`, `umm_moe.json` (expert settings), the
+weights as `model.safetensors`, and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from umm_ray.models.moe import SharedExpertMoE, moe_aux_loss, moe_layers, validate_moe_args
+
+__all__ = ["FFN_PARTS", "SUPPORTED_FAMILIES", "MoESpec", "upcycle", "save_moe", "load_moe", "moe_aux_loss",
+           "decoder_layers", "check_family", "is_moe_dir", "MOE_CONFIG_NAME"]
+
+# The FFN submodules of each supported family (all weights and biases of these are copied into every expert).
+FFN_PARTS: dict[str, tuple[str, ...]] = {
+    "llama": ("gate_proj", "up_proj", "down_proj"),
+    "qwen2": ("gate_proj", "up_proj", "down_proj"),
+    "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"),
+    "gpt2": ("c_fc", "c_proj"),
+}
+SUPPORTED_FAMILIES: tuple[str, ...] = tuple(FFN_PARTS)
+MOE_CONFIG_NAME = "umm_moe.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """What `upcycle` did to a model; stored on the model as `model.umm_moe` and saved as umm_moe.json."""
+
+    num_experts: int
+    top_k: int
+    noisy: bool
+    family: str
+    format: str = "umm_moe"
+    version: int = 1
+
+
+def check_family(config, where: str = "model") -> str:
+    """Return config.model_type if it is a supported family, else raise a ValueError naming it and `where`."""
+    family = getattr(config, "model_type", None)
+    if family not in FFN_PARTS:
+        raise ValueError(f"{where}: unsupported backbone family model_type={family!r}; "
+                         f"supported: {', '.join(SUPPORTED_FAMILIES)}")
+    return family
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of an HF model of a supported family (`.layers` for llama/qwen2/gpt_neox, `.h` for gpt2)."""
+    base = model.base_model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        layers = getattr(base, "h", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__}: cannot find decoder layers (.layers or .h) on {type(base).__name__}")
+    return layers
+
+
+def _check_ffn(mlp: nn.Module, family: str, layer_idx: int) -> None:
+    missing = [p for p in FFN_PARTS[family] if not hasattr(mlp, p)]
+    if missing:
+        raise ValueError(f"layer {layer_idx}: FFN {type(mlp).__name__} lacks {missing} expected for family {family}")
+
+
+def upcycle(rm: nn.Module, num_experts: int, top_k: int, noisy: bool = True, seed: int = 0,
+            inplace: bool = False) -> nn.Module:
+    """Turn a dense reward model into a shared-expert MoE reward model.
+
+    Args:
+        rm: an HF `*ForSequenceClassification` model of a supported family (llama, qwen2, gpt_neox, gpt2).
+        num_experts: normal experts per layer n >= 2 (the shared expert E_0 is extra).
+        top_k: normal experts active per token, 1 <= top_k <= n.
+        noisy: noisy top-k routing in training mode.
+        seed: seeds the router weights W_g ~ N(0, 0.02) (a local generator; the global RNG is untouched).
+        inplace: modify `rm` itself instead of a deep copy.
+
+    Returns:
+        The MoE reward model (same class as `rm`), with `model.umm_moe` set to its `MoESpec`.
+    """
+    validate_moe_args(num_experts, top_k)
+    family = check_family(rm.config, type(rm).__name__)
+    if moe_layers(rm):
+        raise ValueError(f"{type(rm).__name__} is already a MoE model; upcycle a dense reward model")
+    model = rm if inplace else copy.deepcopy(rm)
+    gen = torch.Generator().manual_seed(seed)
+    hidden = model.config.hidden_size
+    for i, layer in enumerate(decoder_layers(model)):
+        _check_ffn(layer.mlp, family, i)
+        layer.mlp = SharedExpertMoE(layer.mlp, hidden, num_experts, top_k, noisy=noisy, generator=gen)
+    model.umm_moe = MoESpec(num_experts, top_k, noisy, family)
+    return model
+
+
+def is_moe_dir(path) -> bool:
+    """True if `path` is a directory written by `save_moe`."""
+    return (Path(path) / MOE_CONFIG_NAME).is_file()
+
+
+def save_moe(model: nn.Module, tok, out_dir) -> Path:
+    """Save a MoE reward model: base HF config.json + umm_moe.json + model.safetensors (+ tokenizer if given).
+
+    Returns:
+        The directory path.
+    """
+    from safetensors.torch import save_model
+
+    spec = getattr(model, "umm_moe", None)
+    if spec is None or not moe_layers(model):
+        raise ValueError(f"save_moe: {type(model).__name__} is not an upcycled MoE model (use upcycle() first)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out)
+    meta = asdict(spec) | {"dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    (out / MOE_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    save_model(model, str(out / WEIGHTS_NAME))
+    if tok is not None:
+        tok.save_pretrained(out)
+    return out
+
+
+def _read_spec(path: Path) -> tuple[MoESpec, torch.dtype]:
+    try:
+        meta = json.loads((path / MOE_CONFIG_NAME).read_text())
+        dtype = getattr(torch, meta.pop("dtype", "float32"))
+        spec = MoESpec(**meta)
+    except (OSError, json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path / MOE_CONFIG_NAME}: not a valid umm_ray MoE config ({e})") from e
+    if spec.format != "umm_moe":
+        raise ValueError(f"{path / MOE_CONFIG_NAME}: format {spec.format!r} is not 'umm_moe'")
+    return spec, dtype
+
+
+def load_moe(path, dtype: torch.dtype | None = None, with_tokenizer: bool = True):
+    """Load a directory written by `save_moe`, exactly (strict safetensors load; no pickle).
+
+    Args:
+        path: the MoE directory.
+        dtype: cast after loading; None keeps the saved dtype.
+        with_tokenizer: also load and check the tokenizer saved there.
+
+    Returns:
+        (model, tokenizer) — tokenizer is None when `with_tokenizer` is False.
+    """
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from umm_ray.models.reward_model import check_reward_config, load_tokenizer_checked
+
+    path = Path(path)
+    spec, saved_dtype = _read_spec(path)
+    config = AutoConfig.from_pretrained(path)
+    check_reward_config(config, str(path))
+    if not (path / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{path}: MoE checkpoint has no {WEIGHTS_NAME} (only safetensors are loaded)")
+    tok = load_tokenizer_checked(path, config) if with_tokenizer else None
+    model = AutoModelForSequenceClassification.from_config(config).to(saved_dtype)
+    upcycle(model, spec.num_experts, spec.top_k, noisy=spec.noisy, inplace=True)
+    load_model(model, str(path / WEIGHTS_NAME), strict=True)
+    model.umm_moe = spec
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval(), tok
