@@ -1,0 +1,95 @@
+"""Best-of-N scoring on a real local Ray cluster with tiny testbed RMs (dense + an ensemble manifest) and the gold."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from umm_ray.algo.bon import bon_estimate
+from umm_ray.algo.ensemble import aggregate
+from umm_ray.config import Config
+from umm_ray.eval.bon import BoNSamples, RMSpec, parse_rm_entries, read_bon, run_bon, score_samples
+from umm_ray.testbed.gold import TestbedGold
+from umm_ray.testbed.models import make_reward_model, save_model
+from umm_ray.testbed.tokenizer import train_tokenizer
+from umm_ray.testbed.world import make_prompts, sft_responses
+
+SIZES = {"hidden_size": 64, "num_layers": 1, "intermediate_size": 64, "max_seq_len": 128}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """6 testbed prompts x 4 SFT responses, a tokenizer, two tiny RMs (seeds 0, 1) and an ensemble manifest."""
+    root = tmp_path_factory.mktemp("bon_world")
+    records = make_prompts(6, seed=0)
+    rng = random.Random(0)
+    samples = BoNSamples([r.prompt for r in records], [sft_responses(r, 4, rng) for r in records])
+    tok = train_tokenizer([p for p in samples.prompts] + [x for rs in samples.responses for x in rs], 300)
+    rms = {}
+    for seed in (0, 1):
+        rms[f"m{seed}"] = str(save_model(make_reward_model("llama", tok, seed=seed, **SIZES), tok, root / f"rm{seed}"))
+    manifest = root / "ensemble.json"
+    manifest.write_text(json.dumps({"members": ["rm0", "rm1"], "aggregate": "mean", "lambda": 0.0}))
+    return {"samples": samples, "rms": rms, "manifest": str(manifest), "root": root}
+
+
+def test_spec_parsing():
+    assert RMSpec.parse("a/b") == RMSpec("a/b")
+    assert RMSpec.parse("m.json#uwo:0.5") == RMSpec("m.json", "uwo", 0.5)
+    assert RMSpec.parse("m.json#wco") == RMSpec("m.json", "wco", None)
+    with pytest.raises(ValueError, match="not one of"):
+        RMSpec.parse("m.json#max")
+    assert parse_rm_entries(["d=x", "e=m.json#uwo:0.1"]) == {"d": RMSpec("x"), "e": RMSpec("m.json", "uwo", 0.1)}
+    with pytest.raises(ValueError, match="duplicate"):
+        parse_rm_entries(["d=x", "d=y"])
+    with pytest.raises(ValueError, match="name=path"):
+        parse_rm_entries(["just-a-path"])
+    with pytest.raises(ValueError, match="same N"):
+        BoNSamples(["a", "b"], [["x"], ["y", "z"]])
+
+
+def test_score_samples_dense_ensemble_and_gold(ray_local, world):
+    cfg = Config()
+    samples = world["samples"]
+    specs = {"dense": world["rms"]["m0"], "ens-mean": world["manifest"], "ens-wco": world["manifest"] + "#wco",
+             "ens-uwo": world["manifest"] + "#uwo:0.5", "other": world["rms"]["m1"]}
+    proxy, gold, tput = score_samples(cfg, samples, specs, "testbed")
+    assert gold.shape == (6, 4) and all(v.shape == (6, 4) for v in proxy.values())
+    flat_p, flat_r = samples.flat()
+    np.testing.assert_allclose(gold.ravel(), TestbedGold().score(flat_p, flat_r))
+    # The ensemble aggregates equal aggregating the two members' own scores.
+    members = torch.tensor(np.stack([proxy["dense"].ravel(), proxy["other"].ravel()]))
+    np.testing.assert_allclose(proxy["ens-mean"].ravel(), aggregate(members, "mean").numpy(), rtol=1e-6)
+    np.testing.assert_allclose(proxy["ens-wco"].ravel(), aggregate(members, "wco").numpy(), rtol=1e-6)
+    np.testing.assert_allclose(proxy["ens-uwo"].ravel(), aggregate(members, "uwo", 0.5).numpy(), rtol=1e-6)
+    assert not np.allclose(proxy["dense"], proxy["other"])  # different seeds really are different RMs
+    assert set(tput) == set(specs) | {"gold"} and all(v > 0 for v in tput.values())
+
+
+def test_run_bon_on_given_samples_writes_outputs(ray_local, world, tmp_path):
+    cfg = Config()
+    curves = run_bon(cfg, "unused-policy", {"dense": world["rms"]["m0"]}, "testbed", out_dir=tmp_path,
+                     samples=world["samples"])
+    c = curves["dense"]
+    assert c.ns == [1, 2, 4] and c.n_prompts == 6 and c.n_samples == 4
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    proxy, gold = np.array(scores["proxy"]["dense"]), np.array(scores["gold"])
+    for i, n in enumerate(c.ns):
+        expected = np.mean([bon_estimate(proxy[k], gold[k], n)[1] for k in range(6)])
+        assert c.gold[i] == pytest.approx(expected)
+    assert np.all(np.diff(c.proxy) >= -1e-9)  # the expected max of n proxy scores cannot fall with n
+    back, meta = read_bon(tmp_path / "bon.json")
+    assert back["dense"] == c and meta["n_samples"] == 4 and "dense" in meta["throughput_seq_per_s"]
+    assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 6
+
+
+def test_bad_rm_path_and_wrong_aggregate_are_named(ray_local, world):
+    import ray
+
+    cfg = Config()
+    with pytest.raises(ray.exceptions.RayTaskError, match="missing"):
+        score_samples(cfg, world["samples"], {"ghost": str(world["root"] / "missing")}, "testbed")
+    with pytest.raises(ValueError, match="RM 'd': aggregate 'wco' given but .* is not an ensemble"):
+        score_samples(cfg, world["samples"], {"d": world["rms"]["m0"] + "#wco"}, "testbed")

@@ -1,0 +1,1 @@
+"""umm_ray.eval: evaluation drivers on Ray (Best-of-N)."""

@@ -1,0 +1,264 @@
+"""Best-of-N evaluation on Ray: sample N responses per prompt from a policy through RolloutActors, score every sample
+with each proxy RM and the gold RM in Ray tasks, and compute the unbiased BoN curves (`umm_ray.algo.bon`).
+
+    curves = run_bon(cfg, "runs/x/sft/model", {"dense": "runs/x/rm/dense", "ens-uwo": "runs/x/ens.json#uwo:0.5"},
+                     gold_spec="testbed", out_dir="runs/x/bon")
+
+Each distinct RM path is scored once: an ensemble manifest returns its members' scores, and every requested
+aggregate (mean / WCO / UWO with its lambda) is computed from them in the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from umm_ray.algo.bon import BoNCurve, bon_curve, bon_ns
+from umm_ray.algo.ensemble import AGGREGATES, aggregate
+from umm_ray.config import Config
+
+
+@dataclass(frozen=True)
+class RMSpec:
+    """A proxy RM to evaluate: a checkpoint dir / ensemble manifest, with an optional aggregate override.
+
+    `aggregate` and `lam` apply to ensemble manifests only (None = the manifest's own setting).
+    """
+
+    path: str
+    aggregate: str | None = None
+    lam: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "RMSpec":
+        """'path', 'manifest.json#wco' or 'manifest.json#uwo:0.5' -> RMSpec."""
+        path, _, agg = str(text).partition("#")
+        if not agg:
+            return cls(path)
+        how, _, lam = agg.partition(":")
+        if how not in AGGREGATES:
+            raise ValueError(f"RM spec {text!r}: aggregate {how!r} is not one of {AGGREGATES}")
+        try:
+            return cls(path, how, float(lam) if lam else None)
+        except ValueError:
+            raise ValueError(f"RM spec {text!r}: lambda {lam!r} is not a number") from None
+
+
+def parse_rm_entries(entries: list[str]) -> dict[str, RMSpec]:
+    """['name=path[#agg[:lam]]', ...] -> {name: RMSpec}; names must be unique."""
+    out: dict[str, RMSpec] = {}
+    for e in entries:
+        name, eq, spec = str(e).partition("=")
+        if not eq or not name.strip() or not spec.strip():
+            raise ValueError(f"bon.rms entry {e!r}: expected name=path[#aggregate[:lambda]]")
+        if name.strip() in out:
+            raise ValueError(f"bon.rms: duplicate RM name {name.strip()!r}")
+        out[name.strip()] = RMSpec.parse(spec.strip())
+    return out
+
+
+@dataclass
+class BoNSamples:
+    """N sampled responses for each of P prompts: `responses[i]` has N entries for `prompts[i]`."""
+
+    prompts: list[str]
+    responses: list[list[str]]
+
+    def __post_init__(self):
+        if len(self.prompts) != len(self.responses) or not self.prompts:
+            raise ValueError(f"BoNSamples: {len(self.prompts)} prompts but {len(self.responses)} response lists")
+        sizes = {len(r) for r in self.responses}
+        if len(sizes) != 1:
+            raise ValueError(f"BoNSamples: every prompt needs the same N samples, got sizes {sorted(sizes)}")
+
+    @property
+    def n(self) -> int:
+        return len(self.responses[0])
+
+    def flat(self) -> tuple[list[str], list[str]]:
+        """Prompt-major flattening: P*N prompts (each repeated N times) and the matching responses."""
+        return [p for p in self.prompts for _ in range(self.n)], [r for rs in self.responses for r in rs]
+
+
+def sample_responses(cfg: Config, policy_path: str, prompts: list[str], n: int) -> BoNSamples:
+    """N samples per prompt from the policy, prompts sharded over `cfg.rollout.num_engines` RolloutActors."""
+    from umm_ray.actors.rollout import make_rollout_actor
+
+    engines = max(1, min(cfg.rollout.num_engines, len(prompts)))
+    shards = [prompts[k::engines] for k in range(engines)]
+    actors = [make_rollout_actor(cfg, policy_path) for _ in range(engines)]
+    try:
+        refs = [a.generate.remote(s, n=n, seed=cfg.run.seed + k) for k, (a, s) in enumerate(zip(actors, shards))]
+        rollouts = ray.get(refs)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    by_prompt: dict[int, list[str]] = {}
+    for k, (shard, ro) in enumerate(zip(shards, rollouts)):
+        if len(ro.responses) != len(shard) * n:
+            raise RuntimeError(f"RolloutActor {k}: returned {len(ro.responses)} responses for {len(shard)} prompts "
+                               f"x n={n}")
+        for j, p in enumerate(shard):
+            got = ro.prompts[j * n:(j + 1) * n]
+            if any(g != p for g in got):
+                raise RuntimeError(f"RolloutActor {k}: responses are not grouped prompt-major (prompt {j})")
+            by_prompt[k + j * engines] = list(ro.responses[j * n:(j + 1) * n])
+    return BoNSamples(list(prompts), [by_prompt[i] for i in range(len(prompts))])
+
+
+@ray.remote
+def score_task(path: str, prompts: list[str], responses: list[str], max_len: int, batch_size: int,
+               device: str, is_gold: bool) -> dict:
+    """Score in a Ray worker: {"scores": [B] or None, "members": [k][B] or None, "seconds": float}."""
+    torch.set_num_threads(1)  # the shared 2-core machines run several of these at once
+    t0 = time.perf_counter()
+    if is_gold:
+        from umm_ray.testbed.gold import load_gold
+
+        scorer = load_gold(path) if path == "testbed" else load_gold(path, max_len=max_len, batch_size=batch_size)
+        out = {"scores": scorer.score(prompts, responses), "members": None}
+    else:
+        from umm_ray.models.reward_model import load_scorer
+
+        scorer = load_scorer(path, max_len=max_len, batch_size=batch_size, device=device)
+        if hasattr(scorer, "member_scores"):
+            out = {"scores": None, "members": scorer.member_scores(prompts, responses),
+                   "aggregate": scorer.aggregate, "lam": scorer.lam}
+        else:
+            out = {"scores": scorer.score(prompts, responses), "members": None}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def check_scores(values, count: int, who: str) -> np.ndarray:
+    """[count] finite floats or a ValueError naming the scorer (never a silent zero)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (count,):
+        raise ValueError(f"{who}: returned {arr.shape} scores for {count} samples")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise ValueError(f"{who}: non-finite scores at samples {bad[:10].tolist()} (of {count})")
+    return arr
+
+
+def resolve_scores(name: str, spec: RMSpec, result: dict, count: int) -> np.ndarray:
+    """One RM's [count] scores from its task result, aggregating ensemble members as the spec asks."""
+    if result["members"] is None:
+        if spec.aggregate is not None:
+            raise ValueError(f"RM {name!r}: aggregate {spec.aggregate!r} given but {spec.path} is not an ensemble")
+        return check_scores(result["scores"], count, f"RM {name!r} ({spec.path})")
+    members = [check_scores(m, count, f"RM {name!r} member {i} ({spec.path})")
+               for i, m in enumerate(result["members"])]
+    how = spec.aggregate or result["aggregate"]
+    lam = spec.lam if spec.lam is not None else result["lam"]
+    return aggregate(torch.tensor(np.stack(members)), how, lam).numpy()
+
+
+def score_samples(cfg: Config, samples: BoNSamples, rm_specs: dict[str, RMSpec | str], gold_spec: str
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
+    """Score every sample with every RM and the gold, one Ray task per distinct path, all in flight at once.
+
+    Returns:
+        (proxy {name: [P, N]}, gold [P, N], throughput {name or 'gold': sequences per second of its task}).
+    """
+    specs = {k: (v if isinstance(v, RMSpec) else RMSpec.parse(v)) for k, v in rm_specs.items()}
+    prompts, responses = samples.flat()
+    p_ref, r_ref = ray.put(prompts), ray.put(responses)
+    device = "cuda" if cfg.run.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
+    opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}
+    paths = sorted({s.path for s in specs.values()})
+    args = (cfg.rm.max_len, cfg.reward.batch_size, device)
+    refs = {p: score_task.options(**opts).remote(p, p_ref, r_ref, *args, False) for p in paths}
+    gold_ref = score_task.options(**opts).remote(gold_spec, p_ref, r_ref, *args, True)
+    results = dict(zip(refs, ray.get(list(refs.values()))))
+    gold_res = ray.get(gold_ref)
+    shape = (len(samples.prompts), samples.n)
+    proxy = {name: resolve_scores(name, s, results[s.path], len(prompts)).reshape(shape) for name, s in specs.items()}
+    gold = check_scores(gold_res["scores"], len(prompts), f"gold scorer ({gold_spec})").reshape(shape)
+    tput = {name: len(prompts) / max(results[s.path]["seconds"], 1e-9) for name, s in specs.items()}
+    tput["gold"] = len(prompts) / max(gold_res["seconds"], 1e-9)
+    return proxy, gold, tput
+
+
+def write_outputs(out_dir: Path, samples: BoNSamples, proxy: dict, gold: np.ndarray, curves: dict[str, BoNCurve],
+                  meta: dict) -> None:
+    """bon.json (curves + meta), scores.json (every score, [P][N]) and samples.jsonl (prompt + N responses)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bon.json").write_text(json.dumps({"curves": {k: c.to_dict() for k, c in curves.items()},
+                                                  **meta}, indent=1))
+    (out_dir / "scores.json").write_text(json.dumps({"gold": gold.tolist(),
+                                                     "proxy": {k: v.tolist() for k, v in proxy.items()}}))
+    with open(out_dir / "samples.jsonl", "w") as f:
+        for p, rs in zip(samples.prompts, samples.responses):
+            f.write(json.dumps({"prompt": p, "responses": rs}) + "\n")
+
+
+def read_bon(path: str | Path) -> tuple[dict[str, BoNCurve], dict]:
+    """Curves and meta (throughput, sizes, timings) from a bon.json written by run_bon."""
+    data = json.loads(Path(path).read_text())
+    curves = {k: BoNCurve.from_dict(v) for k, v in data.pop("curves").items()}
+    return curves, data
+
+
+def run_bon(cfg: Config, policy_path: str, rm_specs: dict[str, RMSpec | str], gold_spec: str = "testbed",
+            prompts: list[str] | None = None, out_dir: str | Path | None = None,
+            samples: BoNSamples | None = None) -> dict[str, BoNCurve]:
+    """Best-of-N curves of every proxy RM against the gold.
+
+    Args:
+        cfg: config (bon.n_samples = N, bon.n_prompts, rollout.*, run.*, rm.max_len, reward.batch_size).
+        policy_path: HF causal LM dir to sample from (the SFT policy).
+        rm_specs: {name: RMSpec or 'path[#aggregate[:lambda]]'}.
+        gold_spec: 'testbed' or an HF reward-model path.
+        prompts: prompt strings (default: cfg.bon.prompts or <output_dir>/prepare/prompts_bon.jsonl), first
+            cfg.bon.n_prompts used.
+        out_dir: when given, writes bon.json, scores.json and samples.jsonl there.
+        samples: pre-drawn samples (skips sampling; used to score new RMs on the same responses).
+
+    Returns:
+        {name: BoNCurve} over n = 1, 2, 4, ... <= N.
+    """
+    if not rm_specs:
+        raise ValueError("run_bon: no proxy RMs given (bon.rms or reward.proxy_path)")
+    t0 = time.perf_counter()
+    if samples is None:
+        prompts = (prompts if prompts is not None else default_prompts(cfg))[:cfg.bon.n_prompts]
+        if not prompts:
+            raise ValueError("run_bon: the prompt set is empty")
+        samples = sample_responses(cfg, policy_path, prompts, cfg.bon.n_samples)
+    t_sample = time.perf_counter() - t0
+    proxy, gold, tput = score_samples(cfg, samples, rm_specs, gold_spec)
+    curves = {name: bon_curve(p, gold, bon_ns(samples.n)) for name, p in proxy.items()}
+    meta = {"policy": str(policy_path), "gold": gold_spec, "n_prompts": len(samples.prompts), "n_samples": samples.n,
+            "rms": {k: asdict(v if isinstance(v, RMSpec) else RMSpec.parse(v)) for k, v in rm_specs.items()},
+            "throughput_seq_per_s": tput, "seconds": {"sample": t_sample, "total": time.perf_counter() - t0}}
+    if out_dir is not None:
+        write_outputs(Path(out_dir), samples, proxy, gold, curves, meta)
+    return curves
+
+
+def default_prompts(cfg: Config) -> list[str]:
+    """cfg.bon.prompts when set, else the testbed's <output_dir>/prepare/prompts_bon.jsonl."""
+    from umm_ray.data import load_prompts
+
+    spec = cfg.bon.prompts or str(Path(cfg.run.output_dir) / "prepare" / "prompts_bon.jsonl")
+    if not cfg.bon.prompts and not Path(spec).is_file():
+        raise FileNotFoundError(f"{spec}: no BoN prompts; run `python -m jobs.prepare` first or set --bon.prompts")
+    return [r.prompt for r in load_prompts(spec, limit=cfg.bon.n_prompts)]
+
+
+def curve_table(curves: dict[str, BoNCurve]) -> str:
+    """A plain-text table of gold (and proxy) per n for the job's log."""
+    names = list(curves)
+    ns = curves[names[0]].ns
+    head = f"{'n':>5} {'KL':>6} " + " ".join(f"{n[:14]:>15}" for n in names)
+    rows = [f"{n:>5} {curves[names[0]].kl[i]:6.3f} " +
+            " ".join(f"{curves[k].gold[i]:7.3f}/{curves[k].proxy[i]:<7.3f}" for k in names)
+            for i, n in enumerate(ns)]
+    return "\n".join([head + "   (gold/proxy)"] + rows)
