@@ -89,14 +89,17 @@ def test_results_json_roundtrip_and_validation(tmp_path):
 def test_ppo_curve_from_metrics_rows(tmp_path):
     from umm_ray.report.metrics import MetricsLogger
 
-    with MetricsLogger(tmp_path, tensorboard=False) as log:
-        for step in range(3):
-            extra = {"proxy_std": 2.0, "gold_std": 0.5} if step == 0 else {}
-            log.log(step, {"kl_k1": 0.1 * step, "kl_k2": 0.2 * step, "gold": 1.0 + step, "proxy": 3.0 * step, **extra})
-    curve = PPOCurve.from_metrics(read_metrics(tmp_path / "metrics.jsonl"), kl_coef=0.05)
-    assert curve.steps == [0, 1, 2] and curve.kl == pytest.approx([0.0, 0.2, 0.4])
-    assert curve.kl_k1 == pytest.approx([0.0, 0.1, 0.2]) and curve.kl_k3 is None
+    # The keys jobs.ppo logs; the first row's *_std are the initial spreads.
+    with MetricsLogger(tmp_path, start_step=1, tensorboard=False) as log:
+        for step in range(1, 4):
+            log.log(step, {"kl_k1": 0.1 * step, "kl_k2": 0.2 * step, "kl_k3": 0.3 * step, "gold_reward": 1.0 + step,
+                           "proxy_reward": 3.0 * step, "proxy_reward_std": 2.0 / step, "gold_reward_std": 0.5,
+                           "kl_coef": 0.05, "sample": "text rows are fine"})
+    curve = PPOCurve.from_metrics(read_metrics(tmp_path / "metrics.jsonl"))
+    assert curve.steps == [1, 2, 3] and curve.kl == pytest.approx([0.2, 0.4, 0.6])
+    assert curve.kl_k1 == pytest.approx([0.1, 0.2, 0.3]) and curve.kl_k3 == pytest.approx([0.3, 0.6, 0.9])
     assert (curve.proxy_std0, curve.gold_std0, curve.kl_coef) == (2.0, 0.5, 0.05)
+    assert PPOCurve.from_metrics(read_metrics(tmp_path / "metrics.jsonl"), kl_key="kl_k1").kl == curve.kl_k1
     with pytest.raises(ValueError, match="no row has all"):
         PPOCurve.from_metrics([{"step": 0, "loss": 1.0}])
     json.dumps(curve.to_dict())

@@ -45,20 +45,23 @@ class PPOCurve:
             raise ValueError("PPOCurve: no steps")
 
     @classmethod
-    def from_metrics(cls, rows: list[dict], kl_key: str = "kl_k2", gold_key: str = "gold", proxy_key: str = "proxy",
-                     kl_coef: float = 0.0) -> "PPOCurve":
-        """Build from metrics.jsonl rows (dicts with `step` and the named keys; rows lacking gold are skipped).
+    def from_metrics(cls, rows: list[dict], kl_key: str = "kl_k2", gold_key: str = "gold_reward",
+                     proxy_key: str = "proxy_reward", kl_coef: float | None = None) -> "PPOCurve":
+        """Build from the PPO job's metrics.jsonl rows (`read_metrics`); rows lacking a key are skipped.
 
-        `proxy_std`/`gold_std` of the first row become the *_std0 scales when present.
+        The defaults are the keys `jobs.ppo` logs. `<key>_std` of the first row (the rollout of the initial policy)
+        become the *_std0 scales; `kl_coef` defaults to the first row's `kl_coef`.
         """
-        use = [r for r in rows if gold_key in r and proxy_key in r and kl_key in r]
+        use = [r for r in rows if all(r.get(k) is not None for k in (kl_key, gold_key, proxy_key))]
         if not use:
             raise ValueError(f"PPOCurve.from_metrics: no row has all of {kl_key!r}, {gold_key!r}, {proxy_key!r}")
         use.sort(key=lambda r: r["step"])
-        get = lambda k: [float(r[k]) for r in use] if all(k in r for r in use) else None  # noqa: E731
+        get = lambda k: [float(r[k]) for r in use] if all(r.get(k) is not None for r in use) else None  # noqa: E731
+        first = use[0]
         return cls(steps=[int(r["step"]) for r in use], kl=get(kl_key), gold=get(gold_key), proxy=get(proxy_key),
-                   kl_k1=get("kl_k1"), kl_k3=get("kl_k3"), kl_coef=kl_coef,
-                   proxy_std0=use[0].get("proxy_std"), gold_std0=use[0].get("gold_std"))
+                   kl_k1=get("kl_k1"), kl_k3=get("kl_k3"),
+                   kl_coef=float(kl_coef if kl_coef is not None else first.get("kl_coef") or 0.0),
+                   proxy_std0=first.get(f"{proxy_key}_std"), gold_std0=first.get(f"{gold_key}_std"))
 
     def to_dict(self) -> dict:
         return asdict(self)
