@@ -1,0 +1,204 @@
+"""Supervised fine-tuning of the policy on the testbed's SFT responses, with Ray Train, and its gold gain.
+
+    model_dir = run_sft(cfg, world)      # <output_dir>/sft/model/ (HF causal LM + tokenizer)
+
+The loss is next-token cross-entropy on the response tokens only (prompt and padding are masked out). After
+training, responses are sampled from the base and the SFT model on held-out prompts and scored by the testbed gold;
+`sft/eval.json` records {gold_base, gold_sft, gain} beside the loss curve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from umm_ray.config import Config
+from umm_ray.data import read_jsonl
+from umm_ray.data.tokenize import encode_prompt_response, pad_batch
+from umm_ray.train.loop import TrainResult, TrainSpec, TrainTask, fit, save_history
+from umm_ray.train.plots import plot_loss_curve
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label value cross-entropy skips
+GOLD_EVAL_PROMPTS = 256  # held-out prompts sampled from base and SFT model to measure the gold gain
+
+
+@dataclass
+class SFTExample:
+    """One SFT row: the model learns to produce `response` after `prompt`."""
+
+    prompt: str
+    response: str
+
+
+def load_sft_examples(path: str | Path) -> list[SFTExample]:
+    """Read `{prompt, response, ...}` rows; raise naming file and line for a row without them."""
+    out = []
+    for line, row in read_jsonl(path):
+        prompt, response = row.get("prompt"), row.get("response")
+        if not isinstance(prompt, str) or not isinstance(response, str) or not response:
+            raise ValueError(f"{path}:{line}: an SFT row needs non-empty string fields 'prompt' and 'response'")
+        out.append(SFTExample(prompt, response))
+    if not out:
+        raise ValueError(f"{path}: no SFT rows")
+    return out
+
+
+class SFTTask(TrainTask):
+    """Causal-LM fine-tuning with the loss on response tokens only."""
+
+    def __init__(self, model_path: str, max_len: int, trust_remote_code: bool = False):
+        self.model_path, self.max_len, self.trust_remote_code = str(model_path), max_len, trust_remote_code
+        self._tok = None
+
+    def __getstate__(self):  # ship the path, not a loaded tokenizer
+        return {**self.__dict__, "_tok": None}
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
+            if self._tok.pad_token_id is None:
+                self._tok.pad_token = self._tok.eos_token
+        return self._tok
+
+    def build(self) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32, use_safetensors=True,
+                                                    trust_remote_code=self.trust_remote_code)
+
+    def collate(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
+        """input_ids/attention_mask/labels [B, T]; labels are IGNORE on the prompt and the padding."""
+        tok = self.tokenizer
+        encoded = [encode_prompt_response(tok, e.prompt, e.response, self.max_len) for e in examples]
+        ids, mask = pad_batch([s for s, _ in encoded], tok.pad_token_id)
+        labels = ids.masked_fill(mask == 0, IGNORE)
+        for row, (_, prompt_len) in enumerate(encoded):
+            labels[row, :prompt_len] = IGNORE
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
+        # HF shifts labels inside and averages over the non-ignored (response) tokens of this rank's batch.
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                    use_cache=False)
+        return out.loss, {"response_tokens": float((batch["labels"][:, 1:] != IGNORE).sum())}
+
+    def save(self, raw, out_dir: Path) -> None:
+        raw.save_pretrained(out_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir)
+
+    def fingerprint(self) -> dict:
+        return {"task": "sft", "model_path": self.model_path, "max_len": self.max_len}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sampling + gold: the SFT gold gain.
+
+
+@torch.no_grad()
+def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+                     top_p: float = 1.0, seed: int = 0, batch_size: int = 64) -> list[str]:
+    """Sample one response per prompt with HF `generate` (left padding; special tokens stripped)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    torch.manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        seqs = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
+        ids, mask = pad_batch(seqs, pad, side="left")  # the same prompt ids training saw
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
+                             temperature=max(temperature, 1e-5), top_p=top_p, pad_token_id=pad,
+                             eos_token_id=tok.eos_token_id)
+        out += tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def gold_of_samples(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
+                    seed: int) -> dict:
+    """Mean testbed gold of one sampled response per prompt (runs as a Ray task)."""
+    from umm_ray.testbed.gold import TestbedGold
+
+    responses = sample_responses(model_dir, prompts, max_new_tokens, temperature, top_p, seed)
+    scores = TestbedGold().score(prompts, responses)
+    return {"mean": sum(scores) / len(scores), "n": len(scores), "examples": list(zip(prompts[:3], responses[:3]))}
+
+
+def sft_gold_gain(cfg: Config, base_dir: Path, sft_dir: Path, prompts: list[str]) -> dict:
+    """Gold of base vs SFT samples on the same prompts, measured concurrently in two Ray tasks."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(gold_of_samples)
+    r = cfg.rollout
+    args = (prompts, r.max_new_tokens, r.temperature, r.top_p, cfg.run.seed)
+    base, sft = ray.get([task.remote(str(base_dir), *args), task.remote(str(sft_dir), *args)])
+    return {"gold_base": base["mean"], "gold_sft": sft["mean"], "gain": sft["mean"] - base["mean"],
+            "n_prompts": len(prompts), "samples_base": base["examples"], "samples_sft": sft["examples"]}
+
+
+def _eval_prompts(world) -> list[str]:
+    """Held-out prompts (the Best-of-N split, then PPO's): never seen in SFT training."""
+    prompts = []
+    for path in (world.prompts_bon, world.prompts_ppo):
+        prompts += [row["prompt"] for _, row in read_jsonl(path)]
+    return prompts[:GOLD_EVAL_PROMPTS]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The stage.
+
+
+def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
+    s = cfg.sft
+    return TrainSpec(name="sft", stage_dir=stage_dir, num_workers=s.num_workers, batch_size=s.batch_size,
+                     epochs=s.epochs, lr=s.lr, seed=cfg.run.seed, checkpoint_every=s.checkpoint_every)
+
+
+def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool = True) -> Path:
+    """Fine-tune the policy on `world.sft` with Ray Train; write `<output_dir>/sft/{model/, eval.json, ...}`.
+
+    Args:
+        cfg: uses sft.*, run.seed/output_dir, model.policy_path/max_seq_len, rollout.* (sampling for the gold eval).
+        world: the `WorldPaths` of the prepare stage.
+        spec: override the TrainSpec built from cfg.sft (tests cap steps this way).
+        gold_eval: measure the gold gain of SFT over the base model (needs testbed prompts).
+
+    Returns:
+        The directory of the fine-tuned HF causal LM (+ tokenizer).
+    """
+    stage_dir = Path(cfg.run.output_dir) / "sft"
+    base = Path(cfg.model.policy_path) if cfg.model.policy_path else Path(world.base)
+    examples = load_sft_examples(world.sft)
+    task = SFTTask(str(base), cfg.model.max_seq_len, cfg.model.trust_remote_code)
+    spec = spec or sft_spec(cfg, stage_dir)
+    t0 = time.time()
+    result = fit(task, examples, spec)
+    report = _summary(result, len(examples), time.time() - t0)
+    save_history(result.history, stage_dir / "metrics.json")
+    plot_loss_curve(result.history, stage_dir / "loss_curve.png", title="SFT loss (response tokens)")
+    if gold_eval:
+        report.update(sft_gold_gain(cfg, base, result.model_dir, _eval_prompts(world)))
+        log.info("SFT gold: base %.3f -> sft %.3f (gain %+.3f)", report["gold_base"], report["gold_sft"],
+                 report["gain"])
+    (stage_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    return result.model_dir
+
+
+def _summary(result: TrainResult, n_examples: int, seconds: float) -> dict:
+    losses = result.losses()
+    return {"model_dir": str(result.model_dir), "n_examples": n_examples, "steps": result.total_steps,
+            "resumed_from": result.resumed_from, "loss_first": losses[0], "loss_last": losses[-1],
+            "train_seconds": round(result.ended_at - result.started_at, 2), "stage_seconds": round(seconds, 2),
+            "loss_curve": "loss_curve.png"}
