@@ -196,6 +196,10 @@ class CompareConfig:
     expert_counts: list = opt([2, 4, 6], "UMM expert counts to train and compare.")
     stages: list = opt([], "Stages to run (empty = all).")
     force: list = opt([], "Stages to redo even if cached.")
+    ppo_rms: list = opt(["dense", "umm_best", "ensemble-mean", "ensemble-wco", "ensemble-uwo"],
+                        "Proxies PPO runs against; 'umm_best' = the UMM with the best validation accuracy.")
+    bon_uwo_lambda: float = opt(0.5, "UWO variance penalty used in Best-of-N (PPO uses ensemble.uwo_lambda).", lo=0)
+    hh_eval: str = opt("auto", "Real HH pairs for accuracy: a file, 'auto' (../shared/data when present) or ''.")
 
 
 @dataclass

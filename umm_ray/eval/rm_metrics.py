@@ -1,0 +1,85 @@
+"""Held-out accuracy, parameter count and scoring throughput of trained RMs, side by side on the same pairs.
+
+Specs are those of the compare job: a checkpoint dir (dense, merged UMM, unmerged MoE) or an ensemble manifest with an
+aggregate suffix ('manifest.json#wco', '#uwo:0.5'). Ensemble members are scored once and every aggregate reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from umm_ray.config import Config
+
+
+def _pairs(path: Path) -> tuple[list[str], list[str], list[str]]:
+    from umm_ray.data import load_preferences
+
+    pairs = load_preferences(str(path))
+    return [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs]
+
+
+def count_params(scorer) -> int:
+    """Parameters of the scoring model(s): summed over members for an ensemble."""
+    members = getattr(scorer, "members", None)
+    if members is not None:
+        return sum(count_params(m) for m in members)
+    return sum(p.numel() for p in scorer.model.parameters())
+
+
+def _member_matrix(scorer, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, float]:
+    """Scores [k, B] (k = 1 for a single model) and the seconds it took."""
+    t0 = time.perf_counter()
+    if hasattr(scorer, "member_scores"):
+        m = torch.tensor(scorer.member_scores(prompts, responses), dtype=torch.float64)
+    else:
+        m = torch.tensor([scorer.score(prompts, responses)], dtype=torch.float64)
+    return m, time.perf_counter() - t0
+
+
+def _accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    return float((chosen > rejected).double().mean())
+
+
+def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Path) -> dict:
+    """Evaluate every spec on `test_pairs` (and the val pairs beside it). Writes `out/eval.json`.
+
+    Returns:
+        {name: {acc_test, acc_val, params, throughput (sequences/s on the test pairs), seconds}}.
+    """
+    from umm_ray.algo.ensemble import aggregate
+    from umm_ray.models.reward_model import load_scorer
+
+    torch.manual_seed(cfg.run.seed)
+    splits = {"test": _pairs(test_pairs), "val": _pairs(test_pairs.with_name("pairs_val.jsonl"))}
+    cache: dict[str, dict] = {}
+    results = {}
+    for name, spec in specs.items():
+        path, _, agg = spec["spec"].partition("#")
+        if path not in cache:
+            scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size)
+            entry = {"params": count_params(scorer)}
+            for split, (p, c, r) in splits.items():
+                mc, tc = _member_matrix(scorer, p, c)
+                mr, tr = _member_matrix(scorer, p, r)
+                entry[split] = (mc, mr)
+                if split == "test":
+                    entry["throughput"] = 2 * len(p) / (tc + tr)
+            cache[path] = entry
+        entry = cache[path]
+        how, _, lam = agg.partition(":")
+        row = {"params": entry["params"], "throughput": entry["throughput"]}
+        for split in splits:
+            mc, mr = entry[split]
+            if mc.shape[0] > 1:
+                mc, mr = aggregate(mc, how or "mean", float(lam or 0)), aggregate(mr, how or "mean", float(lam or 0))
+            else:
+                mc, mr = mc[0], mr[0]
+            row[f"acc_{split}"] = _accuracy(mc, mr)
+        results[name] = row
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=1))
+    return results

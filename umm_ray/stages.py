@@ -1,0 +1,147 @@
+"""The compare job's stages as plain functions: each reads the config, calls the library, returns a JSON summary.
+
+`jobs/compare.py` wires them in order with caching; they are kept here so the job reads top to bottom and every stage
+can be run or tested on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from umm_ray.config import Config
+
+SHARED_HH = ("shared", "data", "hh-rlhf", "harmless-base", "test.jsonl.gz")
+
+
+def _root(cfg: Config) -> Path:
+    return Path(cfg.run.output_dir)
+
+
+def prepare(cfg: Config) -> dict:
+    from umm_ray.testbed.prepare import prepare_world
+
+    world = prepare_world(cfg)
+    return json.loads(Path(world.world_json).read_text())
+
+
+def sft(cfg: Config) -> dict:
+    from umm_ray.testbed.prepare import world_paths
+    from umm_ray.train.sft import run_sft
+
+    model_dir = run_sft(cfg, world_paths(cfg.run.output_dir))
+    return {"model": str(model_dir), **json.loads((_root(cfg) / "sft" / "eval.json").read_text())}
+
+
+def pairs(cfg: Config, out: Path) -> dict:
+    from jobs.pairs import run_pairs
+    from umm_ray.testbed.prepare import world_paths
+
+    world = world_paths(cfg.run.output_dir)
+    return run_pairs(cfg, world.prompts_sft, _root(cfg) / "sft" / "model", out)
+
+
+def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
+    """Train one RM kind into `out`; returns {'model': path, 'moe': path?, 'manifest': path?, ...eval}."""
+    from umm_ray.train.reward import train_reward_model
+
+    cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
+    if "num_experts" in extra:
+        n = extra["num_experts"]
+        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
+    return train_reward_model(cfg, out)
+
+
+def proxy_specs(cfg: Config, rms: dict[str, dict]) -> dict[str, dict]:
+    """Every proxy to evaluate: name -> {spec, stage, kind}. UMM stages also yield their unmerged MoE."""
+    specs = {}
+    for name, summary in rms.items():
+        if name == "ensemble":
+            manifest = summary["manifest"]
+            for how, lam in (("mean", None), ("wco", None), ("uwo", cfg.compare.bon_uwo_lambda)):
+                suffix = f"#{how}" + (f":{lam}" if lam is not None else "")
+                specs[f"ensemble-{how}"] = {"spec": manifest + suffix, "stage": name, "kind": "ensemble"}
+        elif name.startswith("umm"):
+            n = name[3:]
+            specs[f"umm-{n}"] = {"spec": summary["model"], "stage": name, "kind": "umm"}
+            specs[f"moe-{n}"] = {"spec": summary["moe"], "stage": name, "kind": "moe"}
+        else:
+            specs[name] = {"spec": summary["model"], "stage": name, "kind": "dense"}
+    return specs
+
+
+def hh_pairs_path(cfg: Config) -> Path | None:
+    """The real HH harmless file for accuracy, if configured or (auto) present beside the project."""
+    if cfg.compare.hh_eval not in ("", "auto"):
+        return Path(cfg.compare.hh_eval)
+    if cfg.compare.hh_eval == "auto":
+        for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+            cand = base.parent.joinpath(*SHARED_HH)
+            if cand.is_file():
+                return cand
+    return None
+
+
+def evaluate(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+    """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
+    from umm_ray.eval.rm_metrics import evaluate_rms
+
+    return evaluate_rms(cfg, specs, _root(cfg) / "pairs" / "pairs_test.jsonl", out)
+
+
+def bon(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+    from umm_ray.eval.bon import run_bon
+
+    curves = run_bon(cfg, str(_root(cfg) / "sft" / "model"), {k: v["spec"] for k, v in specs.items()},
+                     gold_spec=cfg.reward.gold, out_dir=out)
+    return {k: c.to_dict() for k, c in curves.items()}
+
+
+def ppo_proxies(cfg: Config, evals: dict, specs: dict[str, dict]) -> dict[str, dict]:
+    """The proxies PPO runs against, resolving 'umm_best' to the UMM with the best validation accuracy."""
+    chosen = {}
+    for name in cfg.compare.ppo_rms:
+        if name == "umm_best":
+            umms = [k for k in specs if specs[k]["kind"] == "umm"]
+            if not umms:
+                continue
+            name = max(umms, key=lambda k: (evals[k].get("acc_val", 0.0), -len(k)))
+        if name not in specs:
+            raise ValueError(f"compare.ppo_rms: {name!r} is not a trained RM; have {sorted(specs)}")
+        spec = dict(specs[name])
+        if name == "ensemble-uwo":  # PPO's UWO lambda differs from BoN's (Coste et al.: 0.1 vs 0.5)
+            spec["spec"] = spec["spec"].split("#")[0] + f"#uwo:{cfg.ensemble.uwo_lambda}"
+        chosen[name] = spec
+    return chosen
+
+
+def ppo(cfg: Config, spec: dict, out: Path) -> dict:
+    from jobs.ppo import run_ppo
+    from umm_ray.report.metrics import read_metrics
+
+    t0 = time.perf_counter()
+    run_ppo(cfg, str(_root(cfg) / "sft" / "model"), spec["spec"], cfg.reward.gold,
+            str(_root(cfg) / "prepare" / "prompts_ppo.jsonl"), out)
+    rows = read_metrics(out / "metrics.jsonl")
+    return {"spec": spec["spec"], "rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def report(cfg: Config, specs: dict[str, dict], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
+           notes: list[str]) -> Path:
+    from umm_ray.algo.bon import BoNCurve
+    from umm_ray.report.build import build_report
+    from umm_ray.report.records import PPOCurve, RMResult
+
+    results = []
+    for name, spec in specs.items():
+        e = evals.get(name, {})
+        ppo_run = ppo_runs.get(name)
+        results.append(RMResult(
+            name=name, kind=spec["kind"], params=e.get("params"), throughput=e.get("throughput"),
+            acc_testbed=e.get("acc_test"), acc_hh=e.get("acc_hh"),
+            bon=BoNCurve.from_dict(bon_curves[name]) if name in bon_curves else None,
+            ppo=PPOCurve.from_metrics(ppo_run["rows"], kl_coef=cfg.ppo.kl_coef) if ppo_run else None,
+            notes=spec["spec"]))
+    return build_report(results, config=cfg, out_dir=out, notes=notes)
