@@ -7,6 +7,8 @@ than leaving actors pending forever.
 
 from __future__ import annotations
 
+import uuid
+
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -54,7 +56,8 @@ def make_placement_group(name: str, bundles: list[dict[str, float]], strategy: s
     """
     if not bundles:
         raise ValueError(f"placement group {name!r}: no bundles")
-    pg = placement_group(bundles, strategy=strategy, name=name)
+    # Names must be unique among live groups; a suffix lets two runs (or two groups of one role) coexist.
+    pg = placement_group(bundles, strategy=strategy, name=f"{name}-{uuid.uuid4().hex[:8]}")
     try:
         ray.get(pg.ready(), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:

@@ -1,0 +1,212 @@
+"""PPO on Ray actors: generate -> score (proxy + gold) -> reference -> advantages -> update -> sync -> log -> checkpoint.
+
+    ray job submit ... -- python -m jobs.ppo --preset tiny --reward.proxy_path runs/default/rm/dense \\
+        [--ppo.kl_coef 0.05] [--ppo.world_size 2 --ppo.zero_stage 2] [--rollout.backend hf]
+
+Defaults: policy `<output_dir>/sft/model` (or --ppo.policy_path), prompts `<output_dir>/prepare/prompts_ppo.jsonl`
+(or --ppo.prompts), proxy `reward.proxy_path` (an ensemble manifest may carry '#wco' / '#uwo:0.1'; else
+`ensemble.aggregate`), gold `reward.gold`. Writes `<output_dir>/ppo/`: metrics.jsonl, tb/, checkpoints/,
+policy/ (final HF checkpoint), summary.json. Rerunning the same command resumes from the latest checkpoint.
+
+Roles (DESIGN.md §2): PolicyGroup (DeepSpeed ZeRO ranks, policy + critic), RolloutActor x rollout.num_engines,
+ReferenceActor, RewardGroup for the proxy (one actor per ensemble member, SPREAD) and for the gold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import ray
+import torch
+from tqdm import tqdm
+
+from jobs.common import init_ray, parse_job_args, record_config
+from umm_ray.actors.policy import PolicyGroup
+from umm_ray.actors.reference import ReferenceActor
+from umm_ray.actors.reward import RewardGroup, ensemble_members, parse_reward_spec
+from umm_ray.actors.rollout import make_rollout_actor
+from umm_ray.algo.ensemble import aggregate
+from umm_ray.algo.kl import make_kl_controller
+from umm_ray.algo.ppo import RunningMoments
+from umm_ray.config import Config
+from umm_ray.data.prompts import load_prompts
+from umm_ray.ppo.assemble import build_experience, kl_stats, shape_scores
+from umm_ray.ppo.data import PromptStream, validate_prompts
+from umm_ray.ppo.experience import make_policy_batch
+from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, load_driver_state, restore_rng, \
+    save_checkpoint
+from umm_ray.ppo.timing import PhaseTimer
+from umm_ray.records import Rollout
+from umm_ray.report.metrics import MetricsLogger
+
+
+def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
+    """One response per prompt, prompts split into contiguous shards over the engines (order kept)."""
+    k = len(engines)
+    bounds = [len(prompts) * i // k for i in range(k + 1)]
+    refs = [e.generate.remote(prompts[a:b], n=1, seed=seed + i)
+            for i, (e, a, b) in enumerate(zip(engines, bounds, bounds[1:])) if b > a]
+    parts = ray.get(refs)
+    out = Rollout([], [], [], [], None)
+    for p in parts:
+        out.prompts += p.prompts
+        out.responses += p.responses
+        out.prompt_ids += p.prompt_ids
+        out.response_ids += p.response_ids
+    if out.prompts != prompts:
+        raise RuntimeError(f"RolloutActors returned {len(out.prompts)} responses for {len(prompts)} prompts, or out "
+                           f"of order")
+    return out
+
+
+def sync_weights(policy: PolicyGroup, engines: list) -> None:
+    """Rank 0's full policy state dict -> object store -> every rollout engine (`update_weights`)."""
+    ref = policy.state_dict_ref()
+    ray.get([e.update_weights.remote(ref) for e in engines])
+
+
+def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> DriverState:
+    """Load the latest checkpoint into the policy ranks and the rollout engines; a fresh DriverState otherwise."""
+    ckpt = latest_checkpoint(out) if cfg.ppo.resume else None
+    if ckpt is None:
+        return DriverState(data_seed=cfg.run.seed)
+    state = load_driver_state(ckpt)
+    if state.data_seed != cfg.run.seed:
+        raise ValueError(f"{ckpt}: checkpoint was made with run.seed={state.data_seed}, config has {cfg.run.seed}; "
+                         f"use a fresh run.output_dir or the same seed")
+    policy.load_checkpoint(str(ckpt))
+    sync_weights(policy, engines)
+    restore_rng(state.rng)
+    tqdm.write(f"ppo: resumed from {ckpt} (step {state.step})")
+    return state
+
+
+def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prompts_path: str,
+            out_dir: str | Path) -> Path:
+    """Train `policy_path` with PPO against `proxy_spec`, measuring `gold_spec`; returns `out_dir`.
+
+    Args:
+        cfg: the config (ppo, rollout, ensemble, reward, model, run sections are read).
+        policy_path: HF causal LM to start from (also the frozen reference).
+        proxy_spec / gold_spec: 'testbed', an RM dir, an ensemble manifest ('#wco', '#uwo:0.1' suffixes), or a URL.
+        prompts_path: prompt file / hub name for `data.load_prompts`.
+        out_dir: run directory (metrics, checkpoints, final policy); an existing checkpoint there is resumed.
+    """
+    out = Path(out_dir)
+    ppo, r = cfg.ppo, cfg.reward
+    from transformers import AutoTokenizer  # validation before any actor starts
+    tok = AutoTokenizer.from_pretrained(policy_path)
+    prompts = load_prompts(prompts_path)
+    validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path))
+    proxy, how, lam = parse_reward_spec(proxy_spec, "proxy", r.remote_token, cfg.rm.max_len, r.batch_size)
+    gold, _, _ = parse_reward_spec(gold_spec, "gold", r.remote_token, cfg.rm.max_len, r.batch_size)
+    how, lam = how or cfg.ensemble.aggregate, cfg.ensemble.uwo_lambda if lam is None else lam
+    members = ensemble_members(proxy)
+    init_ray(cfg)
+
+    cpus, gpus = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor
+    policy = PolicyGroup(policy_path, ppo, seed=cfg.run.seed, temperature=cfg.rollout.temperature or 1.0,
+                         num_cpus=cpus, num_gpus=gpus)
+    engines = [make_rollout_actor(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
+    reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
+        policy_path, ppo.micro_batch_size, cfg.rollout.temperature or 1.0)
+    proxy_rm = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cpus, gpus)
+    gold_rm = RewardGroup([gold], "PACK", cpus, gpus)
+
+    state = resume_state(cfg, out, policy, engines)
+    kl_ctl, moments = make_kl_controller(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon), RunningMoments()
+    if state.step:
+        kl_ctl.load_state_dict(state.kl_controller)
+        moments.load_state_dict(state.reward_moments)
+    stream = PromptStream(len(prompts), ppo.rollout_batch_size, cfg.run.seed)
+    logger = MetricsLogger(out, start_step=state.step + 1)
+    bar = tqdm(range(state.step, ppo.steps), initial=state.step, total=ppo.steps, desc="ppo", dynamic_ncols=True)
+    for step in bar:
+        t = PhaseTimer()
+        idx = stream.indices(step)
+        with t("generate"):
+            roll = generate(engines, [prompts[i].prompt for i in idx], seed=cfg.run.seed * 100_003 + step * 101)
+        with t("score"):  # proxy members and gold score concurrently
+            refs = proxy_rm.submit(roll.prompts, roll.responses), gold_rm.submit(roll.prompts, roll.responses)
+            member_scores, gold_scores = RewardGroup.collect(refs[0]), RewardGroup.collect(refs[1])[0]
+            proxy_scores = aggregate(member_scores, how, lam).float()
+        batch = make_policy_batch(roll.prompt_ids, roll.response_ids, tok.pad_token_id or 0)
+        with t("reference"):
+            ref_logp = ray.get(reference.logprobs_batch.remote(batch))
+        with t("policy_forward"):
+            logp, values = policy.forward_logprobs_values(batch)
+        with t("advantages"):
+            shaped = shape_scores(proxy_scores, moments, ppo)
+            exp, adv_stats = build_experience(batch, logp, values, ref_logp, shaped, kl_ctl.value, ppo)
+            kl = kl_stats(logp, ref_logp, batch.response_mask)
+        with t("update"):
+            train_stats = policy.train_step(exp, step)
+        with t("sync"):
+            sync_weights(policy, engines)
+        kl_coef_used = kl_ctl.value
+        kl_ctl.update(kl["kl_k1"], len(batch))
+
+        n_tokens = batch.response_mask.sum().item()
+        metrics = {"proxy_reward": proxy_scores.mean().item(), "proxy_reward_std": proxy_scores.std().item(),
+                   "gold_reward": gold_scores.mean().item(), "gold_reward_std": gold_scores.std().item(),
+                   **kl, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
+                   "response_length": n_tokens / len(batch), "shaped_reward": shaped.mean().item(),
+                   **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if len(members) > 1},
+                   "data_cursor": stream.cursor(step), "data_order": f"{zlib.crc32(str(idx).encode()):08x}",
+                   "sample": roll.prompts[0][-80:] + " ||| " + roll.responses[0][:200]}
+        if (step + 1) % ppo.checkpoint_every == 0 or step + 1 == ppo.steps:
+            with t("checkpoint"):
+                state = DriverState(step + 1, stream.cursor(step + 1), cfg.run.seed, kl_ctl.state_dict(),
+                                    moments.state_dict(), capture_rng())
+                logger.log(step + 1, {**metrics, **t.as_metrics(), "tokens_per_s": n_tokens / t.seconds["generate"]})
+                logger.flush()  # the row reaches disk before the checkpoint that covers it
+                save_checkpoint(out, state, policy.save_checkpoint, ppo.keep_checkpoints)
+        else:
+            logger.log(step + 1, {**metrics, **t.as_metrics(), "tokens_per_s": n_tokens / t.seconds["generate"]})
+        bar.set_postfix(proxy=f"{metrics['proxy_reward']:.3f}", gold=f"{metrics['gold_reward']:.3f}",
+                        kl=f"{kl['kl_k2']:.3f}", len=f"{metrics['response_length']:.1f}")
+    logger.close()
+
+    policy.save_hf(str(out / "policy"))
+    summary = {"steps": ppo.steps, "peak_memory_mb": {"policy_ranks": policy.peak_memory_mb()},
+               "proxy": proxy.describe(), "aggregate": how if len(members) > 1 else None, "gold": gold.describe()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for e in engines + [reference]:
+        ray.kill(e)
+    policy.shutdown(), proxy_rm.shutdown(), gold_rm.shutdown()
+    return out
+
+
+def resolve_inputs(cfg: Config) -> tuple[str, str, str, str]:
+    """(policy, proxy, gold, prompts) from the config, failing before any compute when something is missing."""
+    root = Path(cfg.run.output_dir)
+    policy = cfg.ppo.policy_path or cfg.model.policy_path or str(root / "sft" / "model")
+    if not Path(policy).exists():
+        raise FileNotFoundError(f"{policy}: no policy; run `python -m jobs.sft` first or set --ppo.policy_path")
+    prompts = cfg.ppo.prompts or str(root / "prepare" / "prompts_ppo.jsonl")
+    if not cfg.ppo.prompts and not Path(prompts).exists():
+        raise FileNotFoundError(f"{prompts}: no PPO prompts; run `python -m jobs.prepare` or set --ppo.prompts")
+    proxy = cfg.reward.remote_url if cfg.reward.proxy == "remote" else cfg.reward.proxy_path
+    if not proxy:
+        raise ValueError("no proxy reward: set --reward.proxy_path (or --reward.proxy remote --reward.remote_url)")
+    gold = cfg.reward.remote_url if cfg.reward.gold == "remote" else cfg.reward.gold
+    return policy, proxy, gold, prompts
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_job_args(argv, "ppo")
+    try:
+        policy, proxy, gold, prompts = resolve_inputs(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ppo: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out = record_config(cfg, "ppo")
+    torch.manual_seed(cfg.run.seed)
+    return run_ppo(cfg, policy, proxy, gold, prompts, out)
+
+
+if __name__ == "__main__":
+    main()

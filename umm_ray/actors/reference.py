@@ -1,0 +1,40 @@
+"""ReferenceActor: the frozen initial policy, answering log-prob queries for the KL penalty.
+
+It loads the same checkpoint the policy starts from and never changes, so `log pi_ref` is the SFT model's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from umm_ray.ppo.experience import PolicyBatch, make_policy_batch, unpad
+from umm_ray.ppo.modeling import batch_logprobs, disable_dropout
+
+
+class ReferenceActor:
+    """Frozen causal LM. Use as `ray.remote(ReferenceActor).options(num_cpus=1).remote(path)`."""
+
+    def __init__(self, policy_path: str, micro_batch_size: int = 16, temperature: float = 1.0,
+                 trust_remote_code: bool = False, num_threads: int = 1):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(num_threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype,
+                                                          trust_remote_code=trust_remote_code).to(device).eval()
+        disable_dropout(self.model)
+        self.model.requires_grad_(False)
+        self.tokenizer = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=trust_remote_code)
+        self.micro_batch_size, self.temperature = micro_batch_size, temperature
+        self.name = f"ReferenceActor({policy_path})"
+
+    def logprobs_batch(self, batch: PolicyBatch) -> torch.Tensor:
+        """Response log-probs under the reference: Tensor[B, R] (PolicyBatch layout), 0 at padding."""
+        return batch_logprobs(self.model, batch, self.micro_batch_size, self.temperature)
+
+    def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
+        """Per-token log-probs of each response given its prompt; row i has len(response_ids[i]) floats."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batch = make_policy_batch(prompt_ids, response_ids, pad)
+        return unpad(self.logprobs_batch(batch), batch.response_mask)
