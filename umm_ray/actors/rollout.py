@@ -1,0 +1,326 @@
+"""RolloutActor: samples responses from the current policy with vLLM (or HF `generate`), and takes weight syncs.
+
+A plain class; make it an actor at the use site, explicitly:
+
+    Rollout = ray.remote(num_cpus=1)(RolloutActor)
+    engine = Rollout.remote(model_path, backend="vllm", max_new_tokens=48)
+    ray.get(engine.ready.remote())
+    batch = ray.get(engine.generate.remote(prompts, n=4, seed=step))          # -> umm_ray.records.Rollout
+    ref = ray.put(policy_state_dict)                                          # once, shared by all engines
+    ray.get([e.update_weights.remote(ref) for e in engines])                  # Ray resolves the ref in the actor
+
+Both backends tokenize with the tokenizer of `model_path` (`add_special_tokens=False`, like
+`umm_ray.data.tokenize`), return the same `Rollout` fields, and report *raw* model log-probs (log-softmax of the
+logits, before temperature / top-p), which is what `logprobs()` and the policy compute. They do not draw the same
+samples for the same seed: only the interface and the distribution are shared.
+
+On CPU the vLLM engine runs inside the actor process (no engine-core subprocess): weight tensors handed to
+`update_weights` reach the worker's `reload_weights` by reference, with no serialization.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from umm_ray.data.tokenize import pad_batch
+from umm_ray.records import Rollout
+
+BACKENDS = ("vllm", "hf")
+EXTENSION = "umm_ray.actors.vllm_ext.WeightSyncExtension"
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """What one `update_weights` call loaded: tensor count, total bytes, and seconds spent inside the engine."""
+
+    num_tensors: int
+    num_bytes: int
+    seconds: float
+
+
+class RolloutActor:
+    """One generation engine holding a copy of the policy weights.
+
+    Args:
+        model_path: HF causal-LM directory (config, weights, tokenizer).
+        backend: "vllm" or "hf".
+        max_new_tokens: response length cap (further capped so prompt + response fits `max_model_len`).
+        temperature: sampling temperature; 0 means greedy.
+        top_p: nucleus sampling mass (no top-k cut in either backend).
+        gpu_memory_utilization: vLLM KV-cache memory as a fraction of GPU memory, or of RAM on CPU.
+        seed: engine seed (vLLM) / torch seed (HF) used when `generate` gets no seed.
+        max_model_len: context length; default the model's `max_position_embeddings` / `n_positions`.
+        dtype: weights and compute dtype of the engine ("float32" makes log-probs comparable to 1e-3).
+        num_threads: torch intra-op threads in this process (None leaves torch's default).
+        hf_batch_size: sequences per HF forward / generate call.
+    """
+
+    def __init__(self, model_path: str, backend: str = "vllm", max_new_tokens: int = 48, temperature: float = 1.0,
+                 top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
+                 max_model_len: int | None = None, dtype: str = "float32", num_threads: int | None = 1,
+                 hf_batch_size: int = 64):
+        if backend not in BACKENDS:
+            raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.model_path, self.backend = str(model_path), backend
+        self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.max_model_len = _resolve_max_len(AutoConfig.from_pretrained(self.model_path), max_model_len)
+        self._shapes = checkpoint_shapes(self.model_path)
+        if backend == "vllm":
+            self._engine = _VLLMEngine(self.model_path, dtype, seed, self.max_model_len, gpu_memory_utilization)
+        else:
+            self._engine = _HFEngine(self.model_path, dtype, self.tokenizer, hf_batch_size)
+
+    def ready(self) -> bool:
+        """True once the engine is built (call it to wait for start-up and surface constructor errors)."""
+        return True
+
+    def generate(self, prompts: list[str], n: int = 1, seed: int | None = None) -> Rollout:
+        """Sample `n` responses per prompt.
+
+        Returns:
+            Rollout with B = len(prompts) * n rows, prompt-major (prompt 0's n samples first). `response_ids`
+            include EOS when generation stopped on it; `response_logprobs[i]` has one raw log-prob per response token.
+        """
+        if not prompts:
+            raise ValueError("RolloutActor.generate: got an empty prompt list")
+        if n < 1:
+            raise ValueError(f"RolloutActor.generate: n must be >= 1, got {n}")
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        for i, ids in enumerate(prompt_ids):
+            if not ids:
+                raise ValueError(f"RolloutActor.generate: prompt {i} is empty after tokenization")
+            if len(ids) > self.max_model_len - 1:
+                raise ValueError(f"RolloutActor.generate: prompt {i} has {len(ids)} tokens; at most "
+                                 f"max_model_len - 1 = {self.max_model_len - 1} fit (prompt starts {prompts[i][:60]!r})")
+        caps = [min(self.max_new_tokens, self.max_model_len - len(ids)) for ids in prompt_ids]
+        seeds = _per_prompt_seeds(seed, len(prompts))
+        response_ids, logprobs = self._engine.sample(prompt_ids, caps, n, seeds, self.temperature, self.top_p)
+        texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+        return Rollout(prompts=[p for p in prompts for _ in range(n)], responses=texts,
+                       prompt_ids=[list(ids) for ids in prompt_ids for _ in range(n)],
+                       response_ids=response_ids, response_logprobs=logprobs)
+
+    def update_weights(self, named_tensors) -> SyncStats:
+        """Load new policy weights into the engine, in place.
+
+        Args:
+            named_tensors: `dict[str, Tensor]` or list of `(name, Tensor)` in the checkpoint (HF) naming of
+                `model_path`, all of them (a full state dict); any dtype, cast to the engine's.
+        """
+        pairs = list(named_tensors.items()) if isinstance(named_tensors, dict) else list(named_tensors)
+        check_weights(pairs, self._shapes, where=f"RolloutActor({self.backend}).update_weights")
+        start = time.perf_counter()
+        self._engine.load(pairs)
+        return SyncStats(len(pairs), sum(t.numel() * t.element_size() for _, t in pairs),
+                         time.perf_counter() - start)
+
+    def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
+        """Raw log-probs the engine's current weights give each response token after its prompt.
+
+        Returns:
+            One list per row with len(response_ids[i]) floats.
+        """
+        if len(prompt_ids) != len(response_ids):
+            raise ValueError(f"RolloutActor.logprobs: {len(prompt_ids)} prompts but {len(response_ids)} responses")
+        if not prompt_ids:
+            raise ValueError("RolloutActor.logprobs: got no sequences")
+        for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+            if not p or not r:
+                raise ValueError(f"RolloutActor.logprobs: row {i} has an empty prompt or response")
+            if len(p) + len(r) > self.max_model_len - 1:
+                raise ValueError(f"RolloutActor.logprobs: row {i} has {len(p) + len(r)} tokens; at most "
+                                 f"max_model_len - 1 = {self.max_model_len - 1} fit")
+        return self._engine.logprobs([list(p) for p in prompt_ids], [list(r) for r in response_ids])
+
+
+class _VLLMEngine:
+    """vLLM `LLM` in this process, with the weight-sync worker extension."""
+
+    def __init__(self, model_path: str, dtype: str, seed: int, max_model_len: int, memory_fraction: float):
+        # In-process engine core + uni-process executor: no spawned processes (so no __main__ guard needed),
+        # and collective_rpc hands tensors to the worker by reference instead of msgpack (which drops tensor types).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+
+        kv = {"gpu_memory_utilization": memory_fraction}
+        if not torch.cuda.is_available():
+            # On CPU vLLM sizes the KV cache as fraction * node RAM - this process's RSS, which fails or starves
+            # on busy machines; an explicit byte count is stable and also skips the warm-up pass.
+            import psutil
+
+            kv = {"kv_cache_memory_bytes": int(memory_fraction * psutil.virtual_memory().total)}
+        self.llm = LLM(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=True,
+                       enable_prefix_caching=False, distributed_executor_backend="uni",
+                       worker_extension_cls=EXTENSION, **kv)
+
+    def sample(self, prompt_ids, caps, n, seeds, temperature, top_p):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [SamplingParams(n=n, max_tokens=cap, temperature=temperature, top_p=top_p, seed=s, logprobs=0,
+                                 detokenize=False) for cap, s in zip(caps, seeds)]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+        ids, lps = [], []
+        for out in outs:
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                toks = [int(t) for t in c.token_ids]
+                ids.append(toks)
+                lps.append([float(c.logprobs[j][t].logprob) for j, t in enumerate(toks)])
+        return ids, lps
+
+    def load(self, pairs) -> None:
+        self.llm.collective_rpc("umm_load_weights", args=(pairs,))
+
+    def logprobs(self, prompt_ids, response_ids):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        # Prompt log-probs of prompt + response (one throwaway sampled token): entry j is log p(seq[j] | seq[:j]).
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in seqs], params, use_tqdm=False)
+        result = []
+        for out, p, s in zip(outs, prompt_ids, seqs):
+            result.append([float(out.prompt_logprobs[j][s[j]].logprob) for j in range(len(p), len(s))])
+        return result
+
+
+class _HFEngine:
+    """Transformers `generate` on a plain `AutoModelForCausalLM`."""
+
+    def __init__(self, model_path: str, dtype: str, tokenizer, batch_size: int):
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        self.batch_size = batch_size
+        self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+
+    @torch.no_grad()
+    def sample(self, prompt_ids, caps, n, seeds, temperature, top_p):
+        rows = [(p, cap) for p, cap in zip(prompt_ids, caps) for _ in range(n)]
+        if seeds[0] is not None:
+            torch.manual_seed(seeds[0])
+        ids, lps = [], []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            # One length cap per batch: the tightest, so absolute-position models never run past their table.
+            new_ids, new_lps = self._generate([p for p, _ in chunk], min(c for _, c in chunk), temperature, top_p)
+            ids += new_ids
+            lps += new_lps
+        return ids, lps
+
+    def _generate(self, prompts, max_new, temperature, top_p):
+        from transformers import GenerationConfig
+
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
+        gen = GenerationConfig(max_new_tokens=max_new, eos_token_id=self.eos, pad_token_id=self.pad,
+                               return_dict_in_generate=True, output_logits=True, **sampling)
+        ids, mask = pad_batch(prompts, self.pad, side="left")
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        new = out.sequences[:, ids.shape[1]:]                                          # [b, T]
+        raw = torch.stack(out.logits, dim=1).float().log_softmax(-1)                   # [b, T, V]
+        lp = raw.gather(-1, new.unsqueeze(-1)).squeeze(-1)                             # [b, T]
+        result_ids, result_lps = [], []
+        for row, row_lp in zip(new.tolist(), lp.tolist()):
+            end = row.index(self.eos) + 1 if self.eos in row else len(row)             # keep EOS, drop padding
+            result_ids.append(row[:end])
+            result_lps.append(row_lp[:end])
+        return result_ids, result_lps
+
+    def load(self, pairs) -> None:
+        missing, unexpected = self.model.load_state_dict(dict(pairs), strict=False)
+        if unexpected:
+            raise ValueError(f"RolloutActor(hf).update_weights: model has no parameters {sorted(unexpected)[:10]}")
+
+    @torch.no_grad()
+    def logprobs(self, prompt_ids, response_ids):
+        result = []
+        for start in range(0, len(prompt_ids), self.batch_size):
+            ps, rs = prompt_ids[start:start + self.batch_size], response_ids[start:start + self.batch_size]
+            result += sequence_logprobs(self.model, ps, rs, self.pad)
+        return result
+
+
+def sequence_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int
+                      ) -> list[list[float]]:
+    """Raw log-probs an HF causal LM gives each response token (one right-padded forward pass).
+
+    Returns:
+        One list per row with len(response_ids[i]) floats: log p(r_t | prompt, r_<t).
+    """
+    ids, mask = pad_batch([p + r for p, r in zip(prompt_ids, response_ids)], pad_id, side="right")  # [B, T]
+    logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)             # [B, T, V]
+    tok_lp = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)                      # [B, T-1]
+    return [tok_lp[i, len(p) - 1:len(p) - 1 + len(r)].tolist() for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
+
+
+def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the safetensors weights in `model_path` (headers only; {} when there are none)."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in sorted(Path(model_path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                shapes[name] = tuple(f.get_slice(name).get_shape())
+    return shapes
+
+
+def check_weights(pairs: list, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """Raise ValueError unless `pairs` covers every checkpoint tensor, with matching shapes, and nothing else.
+
+    Tied aliases absent from the checkpoint (e.g. `lm_head.weight` of a tied-embedding model) are accepted.
+    Skipped when `shapes` is empty (a checkpoint without safetensors files).
+    """
+    if not pairs:
+        raise ValueError(f"{where}: got no tensors")
+    for name, tensor in pairs:
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{where}: {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+    if not shapes:
+        return
+    given = dict(pairs)
+    missing = sorted(set(shapes) - set(given))
+    if missing:
+        raise ValueError(f"{where}: {len(missing)} checkpoint tensors missing, e.g. {missing[:5]} "
+                         "(send the full state dict)")
+    unknown = sorted(k for k in given if k not in shapes and k != "lm_head.weight")
+    if unknown:
+        raise ValueError(f"{where}: {len(unknown)} names not in the checkpoint, e.g. {unknown[:5]}")
+    for name, want in shapes.items():
+        if tuple(given[name].shape) != want:
+            raise ValueError(f"{where}: {name!r} has shape {tuple(given[name].shape)}, checkpoint has {want}")
+
+
+def _resolve_max_len(config, requested: int | None) -> int:
+    """The context length to enforce: `requested`, else what the model's position table allows."""
+    native = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if requested is None:
+        if native is None:
+            raise ValueError("RolloutActor: max_model_len not given and the model config has no "
+                             "max_position_embeddings / n_positions")
+        return int(native)
+    if requested < 2 or (native is not None and requested > native):
+        raise ValueError(f"RolloutActor: max_model_len={requested} must be in [2, {native}] for this model")
+    return int(requested)
+
+
+def _per_prompt_seeds(seed: int | None, count: int) -> list[int | None]:
+    """Distinct reproducible seeds per prompt (one shared seed would give every prompt the same noise)."""
+    if seed is None:
+        return [None] * count
+    rng = random.Random(seed)
+    return [rng.getrandbits(31) for _ in range(count)]
