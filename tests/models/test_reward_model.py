@@ -1,0 +1,152 @@
+"""Reward model forward, validated loading (clear errors before compute), Scorers and load_scorer."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+import torch
+
+from tests.models.conftest import FAMILIES, make_rm, tiny_config
+from umm_ray.models.reward_model import (EnsembleScorer, RewardModelScorer, load_reward_model, load_scorer,
+                                         reward_forward)
+from umm_ray.models.upcycle import save_moe, upcycle
+from umm_ray.records import Scorer
+
+PROMPTS = ["the cat sat on", "question one two", "list red blue", "sum", "word long"]
+RESPONSES = [" the mat", " yes good answer", " green blue red", " ten", " long long long long"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reward_forward_matches_hf_and_ignores_padding(family, tok, batch):
+    ids, mask = batch
+    model = make_rm(family, tok)
+    with torch.no_grad():
+        r = reward_forward(model, ids, mask)
+        hf = model(input_ids=ids, attention_mask=mask).logits[:, 0]  # HF pools at the last non-pad id
+        alone = torch.stack([reward_forward(model, ids[i:i + 1, :int(mask[i].sum())], mask[i:i + 1, :int(mask[i].sum())])[0]
+                             for i in range(ids.shape[0])])
+    assert r.shape == (ids.shape[0],) and r.dtype == torch.float32
+    torch.testing.assert_close(r, hf, rtol=0, atol=1e-5)
+    torch.testing.assert_close(r, alone, rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def dense_dir(tok, tmp_path):
+    model = make_rm("llama", tok)
+    model.save_pretrained(tmp_path / "dense")
+    tok.save_pretrained(tmp_path / "dense")
+    return tmp_path / "dense", model
+
+
+def test_load_reward_model_round_trip_and_scorer(dense_dir, tok):
+    path, model = dense_dir
+    loaded, tok2 = load_reward_model(path)
+    assert not loaded.training and len(tok2) == len(tok)
+    scorer = RewardModelScorer(loaded, tok2, max_len=32, batch_size=2)  # batches of 2: sorting + unsorting
+    assert isinstance(scorer, Scorer)
+    got = scorer.score(PROMPTS, RESPONSES)
+    from umm_ray.data.tokenize import encode_texts
+
+    ids, mask = encode_texts(tok, PROMPTS, RESPONSES, 32)
+    with torch.no_grad():
+        want = reward_forward(model.eval(), ids, mask)
+    assert len(got) == len(PROMPTS) and all(isinstance(v, float) for v in got)
+    torch.testing.assert_close(torch.tensor(got), want, rtol=0, atol=1e-5)
+    assert inspect.signature(load_reward_model).parameters["trust_remote_code"].default is False
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        scorer.score(PROMPTS[:2], RESPONSES[:1])
+
+
+def _save_with_tok(model, tok, path):
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_rejects_unsupported_family(tok, tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    cfg = AutoConfig.for_model("opt", vocab_size=len(tok), hidden_size=64, ffn_dim=128, num_hidden_layers=1,
+                               num_attention_heads=1, word_embed_proj_dim=64, num_labels=1, pad_token_id=0)
+    path = _save_with_tok(AutoModelForSequenceClassification.from_config(cfg), tok, tmp_path / "opt")
+    with pytest.raises(ValueError, match="unsupported backbone family model_type='opt'"):
+        load_reward_model(path)
+
+
+def test_rejects_causal_lm_checkpoint(tok, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config("llama", len(tok))
+    path = _save_with_tok(AutoModelForCausalLM.from_config(cfg), tok, tmp_path / "clm")
+    with pytest.raises(ValueError, match=r"not a reward model: architectures=\['LlamaForCausalLM'\]"):
+        load_reward_model(path)
+    # the same weights with the architecture name stripped: caught by the missing score head
+    cfg_file = path / "config.json"
+    raw = json.loads(cfg_file.read_text())
+    raw.pop("architectures", None)
+    cfg_file.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="no trained score head"):
+        load_reward_model(path)
+
+
+def test_rejects_multi_label_classifier(tok, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = tiny_config("qwen2", len(tok))
+    cfg.num_labels = 3
+    path = _save_with_tok(AutoModelForSequenceClassification.from_config(cfg), tok, tmp_path / "cls3")
+    with pytest.raises(ValueError, match="num_labels=3"):
+        load_reward_model(path)
+
+
+def test_rejects_vocab_mismatch(tok, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(tiny_config("gpt_neox", vocab_size=len(tok) - 5))
+    path = _save_with_tok(model, tok, tmp_path / "small_vocab")
+    with pytest.raises(ValueError, match=f"vocab mismatch: tokenizer has {len(tok)} tokens .* vocab_size is "
+                                         f"{len(tok) - 5}"):
+        load_reward_model(path)
+
+
+def test_rejects_pickle_only_checkpoint(dense_dir, tmp_path):
+    path, model = dense_dir
+    for f in path.glob("*.safetensors"):
+        f.unlink()
+    torch.save(model.state_dict(), path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"only pickle weights \['pytorch_model.bin'\].*safetensors only"):
+        load_reward_model(path)
+
+
+def test_load_scorer_dense_moe_and_ensemble(dense_dir, tok, tmp_path):
+    path, model = dense_dir
+    moe = upcycle(model, 4, 2, seed=5)
+    with torch.no_grad():
+        for name, p in moe.named_parameters():
+            if "experts" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    save_moe(moe, tok, tmp_path / "moe")
+    dense_scores = load_scorer(path, max_len=32).score(PROMPTS, RESPONSES)
+    moe_scores = load_scorer(tmp_path / "moe", max_len=32).score(PROMPTS, RESPONSES)
+    direct = RewardModelScorer(moe, tok, max_len=32).score(PROMPTS, RESPONSES)
+    torch.testing.assert_close(torch.tensor(moe_scores), torch.tensor(direct), rtol=0, atol=1e-6)
+    assert max(abs(a - b) for a, b in zip(moe_scores, dense_scores)) > 1e-4  # the perturbed MoE differs
+    manifest = tmp_path / "ens.json"
+    manifest.write_text(json.dumps({"members": ["dense", str(tmp_path / "moe")], "aggregate": "uwo", "lambda": 0.5}))
+    ens = load_scorer(manifest, max_len=32)
+    assert isinstance(ens, EnsembleScorer) and isinstance(ens, Scorer)
+    members = torch.tensor(ens.member_scores(PROMPTS, RESPONSES))
+    torch.testing.assert_close(members, torch.tensor([dense_scores, moe_scores]), rtol=0, atol=1e-6)
+    mean, var = members.mean(0), ((members - members.mean(0)) ** 2).mean(0)
+    torch.testing.assert_close(torch.tensor(ens.score(PROMPTS, RESPONSES)), mean - 0.5 * var, rtol=0, atol=1e-6)
+
+
+def test_bad_manifest_and_aggregate(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"members": []}))
+    with pytest.raises(ValueError, match="non-empty list of member paths"):
+        load_scorer(bad)
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        EnsembleScorer([object()], aggregate="max")
