@@ -30,6 +30,10 @@ def world(tmp_path_factory):
     rms = {}
     for seed in (0, 1):
         rms[f"m{seed}"] = str(save_model(make_reward_model("llama", tok, seed=seed, **SIZES), tok, root / f"rm{seed}"))
+    broken = make_reward_model("llama", tok, seed=2, **SIZES)
+    with torch.no_grad():
+        broken.score.weight.fill_(float("nan"))  # a corrupted head: every score is NaN
+    rms["nan"] = str(save_model(broken, tok, root / "rm_nan"))
     manifest = root / "ensemble.json"
     manifest.write_text(json.dumps({"members": ["rm0", "rm1"], "aggregate": "mean", "lambda": 0.0}))
     return {"samples": samples, "rms": rms, "manifest": str(manifest), "root": root}
@@ -85,11 +89,11 @@ def test_run_bon_on_given_samples_writes_outputs(ray_local, world, tmp_path):
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 6
 
 
-def test_bad_rm_path_and_wrong_aggregate_are_named(ray_local, world):
-    import ray
-
+def test_bad_rm_path_nan_scores_and_wrong_aggregate_are_named(ray_local, world):
     cfg = Config()
-    with pytest.raises(ray.exceptions.RayTaskError, match="missing"):
+    with pytest.raises(FileNotFoundError, match="RM 'ghost': .*missing does not exist"):
         score_samples(cfg, world["samples"], {"ghost": str(world["root"] / "missing")}, "testbed")
+    with pytest.raises(ValueError, match=r"RM 'broken' \(.*rm_nan\): non-finite scores at samples \[0, 1, 2"):
+        score_samples(cfg, world["samples"], {"broken": world["rms"]["nan"]}, "testbed")
     with pytest.raises(ValueError, match="RM 'd': aggregate 'wco' given but .* is not an ensemble"):
         score_samples(cfg, world["samples"], {"d": world["rms"]["m0"] + "#wco"}, "testbed")

@@ -113,20 +113,18 @@ def sample_responses(cfg: Config, policy_path: str, prompts: list[str], n: int) 
 
 
 @ray.remote
-def score_task(path: str, prompts: list[str], responses: list[str], max_len: int, batch_size: int,
-               device: str, is_gold: bool) -> dict:
-    """Score in a Ray worker: {"scores": [B] or None, "members": [k][B] or None, "seconds": float}."""
+def score_task(spec, prompts: list[str], responses: list[str]) -> dict:
+    """Score in a Ray worker with the Scorer a `RewardSpec` names (testbed gold, RM dir, ensemble manifest, URL).
+
+    Returns:
+        {"scores": [B] or None, "members": [k][B] or None (ensembles), "aggregate", "lam", "seconds"}.
+    """
+    from umm_ray.actors.reward import build_scorer
+
     torch.set_num_threads(1)  # the shared 2-core machines run several of these at once
     t0 = time.perf_counter()
-    if is_gold:
-        from umm_ray.testbed.gold import load_gold
-
-        scorer = load_gold(path) if path == "testbed" else load_gold(path, max_len=max_len, batch_size=batch_size)
-        out = {"scores": scorer.score(prompts, responses), "members": None}
-    else:
-        from umm_ray.models.reward_model import load_scorer
-
-        scorer = load_scorer(path, max_len=max_len, batch_size=batch_size, device=device)
+    scorer = build_scorer(spec, "cuda" if torch.cuda.is_available() else "cpu")  # Ray hides GPUs not granted
+    with torch.no_grad():
         if hasattr(scorer, "member_scores"):
             out = {"scores": None, "members": scorer.member_scores(prompts, responses),
                    "aggregate": scorer.aggregate, "lam": scorer.lam}
@@ -162,20 +160,32 @@ def resolve_scores(name: str, spec: RMSpec, result: dict, count: int) -> np.ndar
 
 def score_samples(cfg: Config, samples: BoNSamples, rm_specs: dict[str, RMSpec | str], gold_spec: str
                   ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
-    """Score every sample with every RM and the gold, one Ray task per distinct path, all in flight at once.
+    """Score every sample with every RM and the gold, one Ray task per distinct path or URL, all in flight at once.
 
     Returns:
         (proxy {name: [P, N]}, gold [P, N], throughput {name or 'gold': sequences per second of its task}).
     """
+    from umm_ray.actors.reward import RewardSpec, parse_reward_spec
+
     specs = {k: (v if isinstance(v, RMSpec) else RMSpec.parse(v)) for k, v in rm_specs.items()}
+    r = cfg.reward
+    rspecs = {}
+    for name, spec in specs.items():
+        if spec.path.startswith(("http://", "https://")):
+            rspecs[spec.path] = RewardSpec(f"bon:{name}", "remote", url=spec.path, token=r.remote_token,
+                                           batch_size=r.batch_size)
+        elif not Path(spec.path).exists():
+            raise FileNotFoundError(f"RM {name!r}: {spec.path} does not exist")
+        else:
+            rspecs[spec.path] = RewardSpec(f"bon:{name}", "path", path=spec.path, max_len=cfg.rm.max_len,
+                                           batch_size=r.batch_size)
+    gold_text = r.remote_url if gold_spec == "remote" else gold_spec
+    gold_rs, _, _ = parse_reward_spec(gold_text, "gold", r.remote_token, cfg.rm.max_len, r.batch_size)
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
-    device = "cuda" if cfg.run.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
     opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}
-    paths = sorted({s.path for s in specs.values()})
-    args = (cfg.rm.max_len, cfg.reward.batch_size, device)
-    refs = {p: score_task.options(**opts).remote(p, p_ref, r_ref, *args, False) for p in paths}
-    gold_ref = score_task.options(**opts).remote(gold_spec, p_ref, r_ref, *args, True)
+    refs = {path: score_task.options(**opts).remote(rs, p_ref, r_ref) for path, rs in rspecs.items()}
+    gold_ref = score_task.options(**opts).remote(gold_rs, p_ref, r_ref)
     results = dict(zip(refs, ray.get(list(refs.values()))))
     gold_res = ray.get(gold_ref)
     shape = (len(samples.prompts), samples.n)
