@@ -1,0 +1,193 @@
+"""RolloutActor on real engines in real Ray actors: vLLM (CPU build) and HF generate, tiny testbed Llama.
+
+One vLLM actor is shared by the module (its start costs ~40 s). Tests that change its weights put the originals back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from umm_ray.actors.rollout import RolloutActor, SyncStats, sequence_logprobs
+from umm_ray.testbed.models import make_causal_lm, save_model
+from umm_ray.testbed.tokenizer import train_tokenizer
+
+pytestmark = pytest.mark.slow  # the vLLM engine start alone is ~40-120 s on a busy 2-core machine
+
+MAX_NEW, MAX_LEN = 12, 96
+PROMPTS = ["Sort the list: 3 1 2\nAnswer:", "Add 4 and 5.\nAnswer:", "Name a colour.\nAnswer:"]
+TEXTS = ["sort the list 3 1 2 answer 1 2 3", "add 4 and 5 answer 9", "name a colour answer red blue green",
+         "the quick brown fox jumps over the lazy dog"] * 20
+
+
+def _model_dir(root, family: str):
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    return str(save_model(make_causal_lm(family, tok, seed=0, max_seq_len=128), tok, root / family))
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return _model_dir(tmp_path_factory.mktemp("rollout"), "llama")
+
+
+def _start(ray, path: str, backend: str, **kw):
+    actor = ray.remote(num_cpus=1)(RolloutActor).remote(path, backend=backend, max_new_tokens=MAX_NEW,
+                                                        max_model_len=MAX_LEN, **kw)
+    assert ray.get(actor.ready.remote()) is True
+    return actor
+
+
+@pytest.fixture(scope="module")
+def engines(ray_local, llama_dir):
+    """Both backends on the same checkpoint: {"vllm": actor, "hf": actor}."""
+    actors = {"vllm": _start(ray_local, llama_dir, "vllm"), "hf": _start(ray_local, llama_dir, "hf")}
+    yield actors
+    for a in actors.values():
+        ray_local.kill(a)
+
+
+def _perturbed(path: str, scale: float = 0.05, seed: int = 1) -> dict[str, torch.Tensor]:
+    sd = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + scale * torch.randn(v.shape, generator=g) for k, v in sd.items()}
+
+
+def _hf_logprobs(path: str, state_dict, prompt_ids, response_ids):
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    with torch.no_grad():
+        return sequence_logprobs(model, prompt_ids, response_ids, pad_id=0)
+
+
+def _max_abs_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    assert [len(x) for x in a] == [len(y) for y in b]
+    return max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+
+
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_generate_returns_well_formed_rollout(ray_local, engines, llama_dir, backend):
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    out = ray_local.get(engines[backend].generate.remote(PROMPTS, n=2, seed=7))
+    assert len(out.prompts) == len(out.responses) == len(out.prompt_ids) == len(out.response_ids) == 6
+    assert out.prompts == [p for p in PROMPTS for _ in range(2)]  # prompt-major
+    for p, ids in zip(out.prompts, out.prompt_ids):
+        assert ids == tok(p, add_special_tokens=False)["input_ids"]
+    for ids, lps, text in zip(out.response_ids, out.response_logprobs, out.responses):
+        assert 1 <= len(ids) <= MAX_NEW and len(lps) == len(ids)
+        assert all(math.isfinite(x) and x <= 0 for x in lps)
+        assert tok.eos_token_id not in ids[:-1]  # EOS, if any, ends the response
+        assert text == tok.decode(ids, skip_special_tokens=True)
+    again = ray_local.get(engines[backend].generate.remote(PROMPTS, n=2, seed=7))
+    assert again.response_ids == out.response_ids  # same seed -> same samples
+    other = ray_local.get(engines[backend].generate.remote(PROMPTS, n=2, seed=8))
+    assert other.response_ids != out.response_ids
+
+
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_sampled_logprobs_equal_scored_logprobs(ray_local, engines, llama_dir, backend):
+    """The log-probs reported while sampling are the model's: they match a teacher-forced pass (engine and HF)."""
+    out = ray_local.get(engines[backend].generate.remote(PROMPTS, n=1, seed=3))
+    scored = ray_local.get(engines[backend].logprobs.remote(out.prompt_ids, out.response_ids))
+    assert _max_abs_diff(scored, out.response_logprobs) < 1e-3
+    assert _max_abs_diff(_hf_logprobs(llama_dir, None, out.prompt_ids, out.response_ids), scored) < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_update_weights_makes_engine_match_policy(ray_local, engines, llama_dir, backend):
+    """After a sync through the object store, engine log-probs of a fixed sequence equal HF's with those weights."""
+    actor = engines[backend]
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    response_ids = [tok(" answer 1 2 3", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]] * len(PROMPTS)
+    before = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+    new = _perturbed(llama_dir)
+    try:
+        stats = ray_local.get(actor.update_weights.remote(ray_local.put(new)))
+        assert isinstance(stats, SyncStats) and stats.num_tensors == len(new)
+        after = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+        assert _max_abs_diff(after, _hf_logprobs(llama_dir, new, prompt_ids, response_ids)) <= 1e-3
+        assert _max_abs_diff(after, before) > 1e-2
+    finally:
+        ray_local.get(actor.update_weights.remote(AutoModelForCausalLM.from_pretrained(llama_dir).state_dict()))
+    restored = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+    assert _max_abs_diff(restored, before) <= 1e-4
+
+
+def _eos_loving(path: str, eos: int) -> dict[str, torch.Tensor]:
+    """Weights under which EOS is by far the likeliest next token after any prefix.
+
+    A large constant on embedding dim 0 dominates the final-norm output's dim 0 (positive), and only EOS's
+    unembedding row reads that dim, so EOS's logit is huge at every position.
+    """
+    sd = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+    sd["model.embed_tokens.weight"][:, 0] = 50.0
+    sd["lm_head.weight"][:, 0] = 0.0
+    sd["lm_head.weight"][eos, 0] = 20.0
+    return sd
+
+
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_response_includes_eos_when_generation_stops_on_it(ray_local, engines, llama_dir, backend):
+    actor = engines[backend]
+    eos = AutoTokenizer.from_pretrained(llama_dir).eos_token_id
+    try:
+        ray_local.get(actor.update_weights.remote(_eos_loving(llama_dir, eos)))
+        out = ray_local.get(actor.generate.remote(PROMPTS, n=2, seed=0))
+    finally:
+        ray_local.get(actor.update_weights.remote(AutoModelForCausalLM.from_pretrained(llama_dir).state_dict()))
+    assert out.response_ids == [[eos]] * 6
+    assert out.responses == [""] * 6
+    assert all(lp[0] > -0.01 for lp in out.response_logprobs)
+
+
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_bad_requests_fail_clearly(ray_local, engines, llama_dir, backend):
+    actor = engines[backend]
+    with pytest.raises(ValueError, match="empty prompt list"):
+        ray_local.get(actor.generate.remote([]))
+    with pytest.raises(ValueError, match="prompt 1 has"):
+        ray_local.get(actor.generate.remote(["short", "word " * MAX_LEN]))
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        ray_local.get(actor.generate.remote([""]))
+    with pytest.raises(ValueError, match="row 0 has"):
+        ray_local.get(actor.logprobs.remote([[5] * MAX_LEN], [[6]]))
+    good = AutoModelForCausalLM.from_pretrained(llama_dir).state_dict()
+    with pytest.raises(ValueError, match="missing"):
+        ray_local.get(actor.update_weights.remote({k: v for k, v in good.items() if "layers.1." not in k}))
+    with pytest.raises(ValueError, match="not in the checkpoint"):
+        ray_local.get(actor.update_weights.remote({**good, "v_head.weight": torch.zeros(1, 128)}))
+    bad_shape = dict(good, **{"model.norm.weight": torch.ones(7)})
+    with pytest.raises(ValueError, match="model.norm.weight"):
+        ray_local.get(actor.update_weights.remote(bad_shape))
+    assert ray_local.get(actor.generate.remote(PROMPTS[:1])).responses  # still serving after the errors
+
+
+def test_constructor_rejects_bad_arguments(llama_dir):
+    with pytest.raises(ValueError, match="backend"):
+        RolloutActor(llama_dir, backend="sglang")
+    with pytest.raises(ValueError, match="max_model_len"):
+        RolloutActor(llama_dir, backend="hf", max_model_len=10_000)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gpt_neox", "gpt2"])
+def test_weight_sync_other_families(ray_local, tmp_path, family):
+    """The same sync guarantee for the paper's other families (each starts its own vLLM engine)."""
+    path = _model_dir(tmp_path, family)
+    actor = _start(ray_local, path, "vllm")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+        response_ids = [tok(" answer red", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]] * len(PROMPTS)
+        base = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+        assert _max_abs_diff(base, _hf_logprobs(path, None, prompt_ids, response_ids)) <= 1e-3
+        new = _perturbed(path)
+        ray_local.get(actor.update_weights.remote(ray_local.put(new)))
+        after = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+        assert _max_abs_diff(after, _hf_logprobs(path, new, prompt_ids, response_ids)) <= 1e-3
+        assert _max_abs_diff(after, base) > 1e-2
+    finally:
+        ray_local.kill(actor)
