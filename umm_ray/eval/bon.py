@@ -86,14 +86,26 @@ class BoNSamples:
         return [p for p in self.prompts for _ in range(self.n)], [r for rs in self.responses for r in rs]
 
 
+def start_rollout_engine(cfg: Config, policy_path: str, seed: int):
+    """One RolloutActor (cfg.rollout.*) on `policy_path`; `ray.get(actor.ready.remote())` waits for its start-up."""
+    from umm_ray.actors.rollout import RolloutActor
+
+    ro = cfg.rollout
+    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor,
+                                             num_gpus=cfg.run.num_gpus_per_actor).remote(
+        str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
+        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=seed)
+    return actor
+
+
 def sample_responses(cfg: Config, policy_path: str, prompts: list[str], n: int) -> BoNSamples:
     """N samples per prompt from the policy, prompts sharded over `cfg.rollout.num_engines` RolloutActors."""
-    from umm_ray.actors.rollout import make_rollout_actor
-
     engines = max(1, min(cfg.rollout.num_engines, len(prompts)))
     shards = [prompts[k::engines] for k in range(engines)]
-    actors = [make_rollout_actor(cfg, policy_path) for _ in range(engines)]
+    actors = []
     try:
+        actors = [start_rollout_engine(cfg, policy_path, cfg.run.seed + k) for k in range(engines)]
+        ray.get([a.ready.remote() for a in actors])  # engines start in parallel; constructor errors surface here
         refs = [a.generate.remote(s, n=n, seed=cfg.run.seed + k) for k, (a, s) in enumerate(zip(actors, shards))]
         rollouts = ray.get(refs)
     finally:
