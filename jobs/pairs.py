@@ -24,9 +24,12 @@ from umm_ray.testbed.prepare import label_pairs
 
 def sample_two(cfg: Config, policy_path: str, prompts: list[str]) -> tuple[list[str], list[str]]:
     """Two independent samples per prompt from `policy_path` through one RolloutActor."""
-    from umm_ray.actors.rollout import make_rollout_actor
+    from umm_ray.actors.rollout import RolloutActor
 
-    actor = make_rollout_actor(cfg, policy_path)
+    r = cfg.rollout
+    actor = ray.remote(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)(RolloutActor).remote(
+        policy_path, backend=r.backend, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+        gpu_memory_utilization=r.gpu_memory_utilization, seed=cfg.run.seed)
     try:
         doubled = [p for p in prompts for _ in range(2)]
         rollout = ray.get(actor.generate.remote(doubled, n=1, seed=cfg.run.seed))

@@ -44,14 +44,21 @@ def pairs(cfg: Config, out: Path) -> dict:
 
 
 def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
-    """Train one RM kind into `out`; returns {'model': path, 'moe': path?, 'manifest': path?, ...eval}."""
-    from umm_ray.train.reward import train_reward_model
+    """Train one RM kind into `out`; returns {'model': path, 'moe': path (umm), 'manifest': path (ensemble), ...}."""
+    from umm_ray.testbed.prepare import world_paths
+    from umm_ray.train.reward import train_rm as train
 
     cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
     if "num_experts" in extra:
         n = extra["num_experts"]
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
-    return train_reward_model(cfg, out)
+    result = train(cfg, world_paths(cfg.run.output_dir), kind=kind, stage_dir=out)
+    summary = {"model": str(result.model_path), "eval": result.eval}
+    if kind == "umm":
+        summary["moe"] = str(out / "moe" / "model")
+    if kind == "ensemble":
+        summary["manifest"] = str(result.model_path)
+    return summary
 
 
 def proxy_specs(cfg: Config, rms: dict[str, dict]) -> dict[str, dict]:
