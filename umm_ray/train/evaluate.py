@@ -1,0 +1,76 @@
+"""Held-out evaluation of reward models: Bradley–Terry loss, preference accuracy (overall and per family), and for a
+MoE the expert load per layer. Pure torch; the reward stages run these inside Ray tasks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.records import PreferencePair
+
+
+@torch.no_grad()
+def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_size: int = 64
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of the chosen and the rejected response of every pair: (r_chosen [N], r_rejected [N])."""
+    from umm_ray.models.reward_model import RewardModelScorer
+
+    scorer = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size)
+    prompts = [p.prompt for p in pairs]
+    scores = scorer.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    r = torch.tensor(scores, dtype=torch.float64)
+    return r[:len(pairs)], r[len(pairs):]
+
+
+def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: list[str]) -> dict:
+    """{n, bt_loss, accuracy, accuracy_by_family} for rewards [N] of chosen/rejected responses."""
+    by_family = defaultdict(list)
+    for i, fam in enumerate(families):
+        by_family[fam or "unknown"].append(i)
+    return {
+        "n": int(r_chosen.numel()),
+        "bt_loss": float(bt_loss(r_chosen, r_rejected)),
+        "accuracy": pref_accuracy(r_chosen, r_rejected),
+        "accuracy_by_family": {f: pref_accuracy(r_chosen[idx], r_rejected[idx]) for f, idx in sorted(by_family.items())},
+    }
+
+
+def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len: int, batch_size: int = 64) -> dict:
+    """Metrics per split name; for a MoE model also `expert_load` [layers][experts] over each split's tokens."""
+    from umm_ray.models.moe import expert_load, moe_layers, reset_expert_load
+
+    torch.set_num_threads(1)
+    model.eval()
+    out = {}
+    for name, pairs in splits.items():
+        if not pairs:
+            continue
+        reset_expert_load(model)
+        rc, rr = pair_rewards(model, tok, pairs, max_len, batch_size)
+        out[name] = pair_metrics(rc, rr, [p.family for p in pairs])
+        if moe_layers(model):
+            out[name]["expert_load"] = expert_load(model)
+    return out
+
+
+def evaluate_dir(model_dir: str | Path, splits: dict[str, list[PreferencePair]], max_len: int,
+                 batch_size: int = 64) -> dict:
+    """Load a dense/merged HF or MoE reward-model directory (validated) and evaluate it on `splits`."""
+    from umm_ray.models.reward_model import load_reward_model
+
+    model, tok = load_reward_model(model_dir)
+    metrics = evaluate_model(model, tok, splits, max_len, batch_size)
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    return metrics
+
+
+def evaluate_initial(task, seed: int, splits: dict[str, list[PreferencePair]], max_len: int,
+                     batch_size: int = 64) -> dict:
+    """Evaluate the model a training task starts from (built under the same seed as the workers build it)."""
+    torch.manual_seed(seed)
+    net = task.build()
+    return evaluate_model(net.rm, task.tokenizer, splits, max_len, batch_size)

@@ -1,0 +1,428 @@
+"""Reward-model training stages on Ray Train: dense, MoE, UMM (upcycle -> MoE -> learnable merge), seed ensembles.
+
+    res = train_umm(cfg, world)          # <output_dir>/rm_umm/{moe/model, model, eval.json, ...}
+    res.model_path                       # a standard HF checkpoint of the dense architecture
+
+Every stage trains with the Bradley–Terry loss (`umm_ray.algo.bt`) through the shared runner (`umm_ray.train.loop`)
+and writes `eval.json` (held-out BT loss and preference accuracy on val/test, before and after training, the loss
+curve as a list and a PNG, and for MoE the expert load per layer) beside the model.
+Data: the testbed's gold-labelled pairs, or any spec `load_preferences` accepts (then split train/val/test by seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from umm_ray.config import Config
+from umm_ray.records import PreferencePair
+from umm_ray.train.loop import TrainResult, TrainSpec, TrainTask, fit, save_history
+from umm_ray.train.plots import plot_loss_curve
+
+log = logging.getLogger(__name__)
+
+KINDS = ("dense", "moe", "umm", "ensemble")
+MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, written beside the merged checkpoint
+
+
+@dataclass
+class RMData:
+    """Preference pairs of one RM run, split disjointly; `source` says where they came from."""
+
+    train: list[PreferencePair]
+    val: list[PreferencePair]
+    test: list[PreferencePair]
+    source: str
+
+    def held_out(self) -> dict[str, list[PreferencePair]]:
+        return {"val": self.val, "test": self.test}
+
+
+@dataclass
+class RMResult:
+    """What a reward stage produced: `model_path` is an HF dir, a MoE dir, or an ensemble manifest (.json)."""
+
+    kind: str
+    stage_dir: Path
+    model_path: Path
+    eval: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data and backbones.
+
+
+def load_rm_data(cfg: Config, world=None) -> RMData:
+    """Testbed pairs (`world.pairs_{train,val,test}`) when rm.data == 'testbed', else load and split rm.data."""
+    from umm_ray.data import load_preferences, split_pairs
+
+    if cfg.rm.data == "testbed":
+        if world is None:
+            raise ValueError("rm.data='testbed' needs the prepared world (WorldPaths)")
+        missing = [str(p) for p in (world.pairs_train, world.pairs_val, world.pairs_test) if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"rm.data='testbed': preference pairs missing: {missing} (run the pairs stage)")
+        return RMData(load_preferences(world.pairs_train), load_preferences(world.pairs_val),
+                      load_preferences(world.pairs_test), source=str(Path(world.pairs_train).parent))
+    pairs = load_preferences(cfg.rm.data)
+    v, t = cfg.testbed.val_frac, cfg.testbed.test_frac
+    train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.run.seed)
+    if not train or not test:
+        raise ValueError(f"rm.data={cfg.rm.data!r}: {len(pairs)} pairs are too few to split train/val/test")
+    return RMData(train, val, test, source=cfg.rm.data)
+
+
+def default_backbone(cfg: Config, world=None) -> Path:
+    """rm.base_path if set, else the SFT model when it exists, else the testbed base model."""
+    if cfg.rm.base_path:
+        return Path(cfg.rm.base_path)
+    sft = Path(cfg.run.output_dir) / "sft" / "model"
+    if (sft / "config.json").is_file():
+        return sft
+    if world is None:
+        raise ValueError("rm.base_path is empty and there is neither an SFT model nor a prepared world")
+    log.warning("no SFT model at %s; reward models start from the untrained base %s", sft, world.base)
+    return Path(world.base)
+
+
+def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
+    """A one-label sequence classifier from a reward-model dir (validated, head kept) or from a causal LM / backbone
+    (new score head, initialised from torch's global RNG, so the caller's seed decides it)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from umm_ray.models.reward_model import load_reward_model
+    from umm_ray.models.upcycle import check_family
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    check_family(config, str(path))
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return load_reward_model(path, trust_remote_code=trust_remote_code)[0].train()
+    config.num_labels = 1
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = config.eos_token_id
+    return AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True,
+                                                              dtype=torch.float32, trust_remote_code=trust_remote_code)
+
+
+def check_backbone(path: str | Path, max_len: int) -> None:
+    """Fail before any compute: unsupported family, or rm.max_len beyond the model's context."""
+    from transformers import AutoConfig
+
+    from umm_ray.models.upcycle import check_family
+
+    config = AutoConfig.from_pretrained(path)
+    check_family(config, str(path))
+    ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if ctx and max_len > ctx:
+        raise ValueError(f"rm.max_len={max_len} exceeds the context of {path} ({ctx} positions)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Bradley–Terry task (dense, MoE, merge stages).
+
+
+class RewardNet(nn.Module):
+    """Routes forward() to `reward_forward`, so DDP/DeepSpeed wrap a module whose forward yields rewards [B]."""
+
+    def __init__(self, rm: nn.Module):
+        super().__init__()
+        self.rm = rm
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from umm_ray.models.reward_model import reward_forward
+
+        return reward_forward(self.rm, ids, mask)
+
+
+class BTTask(TrainTask):
+    """Bradley–Terry training of a reward model.
+
+    stage 'dense': `source` is an RM or a causal LM; 'moe': the same, upcycled on the worker; 'merge': `source` is a
+    trained MoE dir, made mergeable (only theta trains). The MoE stage adds `aux_coef * moe_aux_loss`.
+    """
+
+    def __init__(self, stage: str, source: str | Path, max_len: int, num_experts: int = 0, top_k: int = 0,
+                 noisy: bool = True, router_seed: int = 0, aux_coef: float = 0.0, alpha: float = 0.5,
+                 trust_remote_code: bool = False):
+        if stage not in ("dense", "moe", "merge"):
+            raise ValueError(f"BTTask stage must be dense|moe|merge, got {stage!r}")
+        self.stage, self.source, self.max_len = stage, str(source), max_len
+        self.num_experts, self.top_k, self.noisy, self.router_seed = num_experts, top_k, noisy, router_seed
+        self.aux_coef, self.alpha, self.trust_remote_code = aux_coef, alpha, trust_remote_code
+        self.find_unused_parameters = stage == "moe"  # experts a batch never routes to get no gradient
+        self._tok = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tok": None}
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
+            if self._tok.pad_token_id is None:
+                self._tok.pad_token = self._tok.eos_token
+        return self._tok
+
+    def build(self) -> RewardNet:
+        if self.stage == "merge":
+            from umm_ray.models.merge import make_mergeable
+            from umm_ray.models.upcycle import load_moe
+
+            moe, _ = load_moe(self.source, with_tokenizer=False)
+            return RewardNet(make_mergeable(moe.train(), self.alpha, inplace=True))
+        rm = load_dense_rm(self.source, self.trust_remote_code)
+        if self.stage == "moe":
+            from umm_ray.models.upcycle import upcycle
+
+            rm = upcycle(rm, self.num_experts, self.top_k, noisy=self.noisy, seed=self.router_seed, inplace=True)
+        return RewardNet(rm)
+
+    def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
+        """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both)."""
+        from umm_ray.data.tokenize import encode_texts
+
+        prompts = [p.prompt for p in pairs]
+        ids, mask = encode_texts(self.tokenizer, prompts + prompts, [p.chosen for p in pairs]
+                                 + [p.rejected for p in pairs], self.max_len)
+        return {"ids": ids, "mask": mask}
+
+    def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
+        from umm_ray.algo.bt import bt_loss, pref_accuracy
+
+        r = model(batch["ids"], batch["mask"])
+        rc, rr = r.chunk(2)
+        bt = bt_loss(rc, rr)
+        extra = {"bt_loss": bt.item(), "acc": pref_accuracy(rc.detach(), rr.detach())}
+        if self.stage != "moe":
+            return bt, extra
+        from umm_ray.models.moe import moe_aux_loss
+
+        aux = moe_aux_loss(raw.rm)
+        return bt + self.aux_coef * aux, {**extra, "aux_loss": aux.item()}
+
+    def save(self, raw: RewardNet, out_dir: Path) -> None:
+        if self.stage == "moe":
+            from umm_ray.models.upcycle import save_moe
+
+            save_moe(raw.rm, self.tokenizer, out_dir)
+        elif self.stage == "merge":
+            from umm_ray.models.merge import export_merged, merge_coefficients
+
+            coefs = merge_coefficients(raw.rm)
+            export_merged(raw.rm, self.tokenizer, out_dir)
+            (out_dir / MERGE_META).write_text(json.dumps({"alpha": self.alpha, "softmax_theta": coefs}, indent=1))
+        else:
+            raw.rm.config.architectures = [type(raw.rm).__name__]
+            raw.rm.save_pretrained(out_dir, safe_serialization=True)
+            self.tokenizer.save_pretrained(out_dir)
+
+    def fingerprint(self) -> dict:
+        return {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
+                "experts": [self.num_experts, self.top_k], "alpha": self.alpha}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One stage: initial eval (concurrently) -> fit -> held-out eval -> eval.json + curves.
+
+
+def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, epochs: int | None = None,
+            lr: float | None = None, placement: str = "PACK") -> TrainSpec:
+    r = cfg.rm
+    return TrainSpec(name=name, stage_dir=stage_dir, num_workers=r.num_workers, batch_size=r.batch_size,
+                     epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
+                     seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
+                     strategy=r.strategy, placement_strategy=placement)
+
+
+def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:
+    """Train one BT stage and evaluate it; returns (and writes to `<stage_dir>/eval.json`) the report."""
+    import ray
+
+    from umm_ray.train.evaluate import evaluate_dir, evaluate_initial
+
+    stage_dir = Path(spec.stage_dir)
+    held = data.held_out()
+    remote = ray.remote(num_cpus=1)
+    init_ref = (remote(evaluate_initial).remote(task, spec.seed, {"val": data.val}, task.max_len)
+                if init_eval and data.val else None)
+    t0 = time.time()
+    result = fit(task, data.train, spec)
+    final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len))
+    report = _report(task, data, result, final, time.time() - t0)
+    if init_ref is not None:
+        report["initial"] = ray.get(init_ref)
+    save_history(result.history, stage_dir / "metrics.json")
+    held_pts = {0: report["initial"]["val"]["bt_loss"]} if "initial" in report else {}
+    if "val" in final:
+        held_pts[result.total_steps] = final["val"]["bt_loss"]
+    plot_loss_curve(result.history, stage_dir / "loss_curve.png", f"{spec.name}: BT loss", key="bt_loss",
+                    held_out=held_pts)
+    (stage_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    log.info("%s: test accuracy %.3f, test BT loss %.4f", spec.name, final.get("test", {}).get("accuracy", float("nan")),
+             final.get("test", {}).get("bt_loss", float("nan")))
+    return report
+
+
+def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, seconds: float) -> dict:
+    report = {
+        "stage": task.stage, "name": result.name, "model_dir": str(result.model_dir), "data": data.source,
+        "n_pairs": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        **{k: final[k] for k in ("val", "test", "params") if k in final},
+        "steps": result.total_steps, "resumed_from": result.resumed_from,
+        "started_at": result.started_at, "ended_at": result.ended_at,
+        "train_seconds": round(result.ended_at - result.started_at, 2), "stage_seconds": round(seconds, 2),
+        "loss_curve": [round(h["loss"], 5) for h in result.history], "loss_curve_png": "loss_curve.png",
+    }
+    if task.stage == "moe":
+        report["num_experts"], report["top_k"] = task.num_experts, task.top_k
+        report["expert_load"] = final.get("test", final.get("val", {})).get("expert_load")
+    if task.stage == "merge":
+        report["merge"] = json.loads((result.model_dir / MERGE_META).read_text())
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The four kinds.
+
+
+def _stage_dir(cfg: Config, stage_dir: Path | None, default: str) -> Path:
+    return Path(stage_dir) if stage_dir else Path(cfg.run.output_dir) / default
+
+
+def _moe_task(cfg: Config, source: Path) -> BTTask:
+    m = cfg.moe
+    return BTTask("moe", source, cfg.rm.max_len, num_experts=m.num_experts, top_k=m.top_k, noisy=m.noisy_gating,
+                  router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _prepare(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
+    data = data or load_rm_data(cfg, world)
+    source = Path(source) if source else default_backbone(cfg, world)
+    check_backbone(source, cfg.rm.max_len)
+    return data, source
+
+
+def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
+                source: Path | None = None) -> RMResult:
+    """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
+    data, source = _prepare(cfg, world, data, source)
+    out = _stage_dir(cfg, stage_dir, "rm_dense")
+    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
+    report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
+    return RMResult("dense", out, out / "model", report)
+
+
+def train_moe(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
+              source: Path | None = None) -> RMResult:
+    """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
+    data, source = _prepare(cfg, world, data, source)
+    out = _stage_dir(cfg, stage_dir, "rm_moe")
+    report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
+    return RMResult("moe", out, out / "model", report)
+
+
+def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
+              source: Path | None = None) -> RMResult:
+    """UMM-RM: upcycle -> MoE BT training (`<stage_dir>/moe/`) -> learn theta on the same loss and data ->
+    export a standard HF checkpoint of the dense architecture and parameter count (`<stage_dir>/model`)."""
+    from umm_ray.models.merge import validate_alpha
+
+    validate_alpha(cfg.merge.alpha)
+    data, source = _prepare(cfg, world, data, source)
+    out = _stage_dir(cfg, stage_dir, "rm_umm")
+    moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
+    merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
+    spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
+    report = run_bt_stage(merge_task, data, spec, init_eval=False)
+    report["moe"] = {k: moe_report.get(k) for k in ("val", "test", "params", "expert_load", "steps", "train_seconds")}
+    report["dense_params"] = _dense_params(source)
+    report["source"] = str(source)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    return RMResult("umm", out, out / "model", report)
+
+
+def _dense_params(source: Path) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in load_dense_rm_meta(source).parameters())
+
+
+def load_dense_rm_meta(source: Path) -> nn.Module:
+    """The dense RM architecture of `source` with no weights (for parameter counts)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(source)
+    config.num_labels = 1
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
+                   source: Path | None = None) -> RMResult:
+    """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement);
+    writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
+    data, source = _prepare(cfg, world, data, source)
+    out = _stage_dir(cfg, stage_dir, "rm_ensemble")
+    k = cfg.ensemble.members
+    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
+    specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
+                     placement=cfg.ensemble.placement) for i in range(k)]
+    with ThreadPoolExecutor(max_workers=k) as pool:  # k TorchTrainer.fit() calls in flight at once
+        reports = list(pool.map(lambda s: run_bt_stage(task, data, s, init_eval=False), specs))
+    manifest = {"members": [f"member_{i}/model" for i in range(k)], "aggregate": cfg.ensemble.aggregate,
+                "lambda": cfg.ensemble.uwo_lambda, "seeds": [s.seed for s in specs]}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    report = _ensemble_report(cfg, out, data, reports)
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    return RMResult("ensemble", out, out / "manifest.json", report)
+
+
+def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) -> dict:
+    import ray
+
+    members = [{k: r.get(k) for k in ("name", "val", "test", "steps", "started_at", "ended_at", "train_seconds")}
+               for r in reports]
+    agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
+                                                                    cfg.rm.max_len))
+    return {"stage": "ensemble", "data": data.source, "aggregate": cfg.ensemble.aggregate, **agg,
+            "members": members, "overlap_seconds": _overlap(members)}
+
+
+def _overlap(members: list[dict]) -> float:
+    """Seconds during which all members were training at once (> 0 proves the runs were concurrent)."""
+    return max(0.0, min(m["ended_at"] for m in members) - max(m["started_at"] for m in members))
+
+
+def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int) -> dict:
+    """Held-out metrics of an ensemble's aggregate score (runs as a Ray task)."""
+    from umm_ray.models.reward_model import load_scorer
+    from umm_ray.train.evaluate import pair_metrics
+
+    torch.set_num_threads(1)
+    scorer = load_scorer(manifest, max_len=max_len)
+    out = {}
+    for name, pairs in splits.items():
+        if pairs:
+            prompts = [p.prompt for p in pairs]
+            s = torch.tensor(scorer.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
+            out[name] = pair_metrics(s[:len(pairs)], s[len(pairs):], [p.family for p in pairs])
+    return out
+
+
+TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble": train_ensemble}
+
+
+def train_rm(cfg: Config, world=None, kind: str | None = None, stage_dir: Path | None = None) -> RMResult:
+    """Dispatch on `kind` (default cfg.rm.kind): dense | moe | umm | ensemble."""
+    kind = kind or cfg.rm.kind
+    if kind not in TRAINERS:
+        raise ValueError(f"rm.kind: {kind!r} is not one of {list(TRAINERS)}")
+    return TRAINERS[kind](cfg, world, stage_dir=stage_dir)
