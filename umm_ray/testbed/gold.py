@@ -43,6 +43,9 @@ FAMILY_WEIGHTS: dict[str, Weights] = {
 }
 assert set(FAMILY_WEIGHTS) == set(FAMILIES)
 MAX_EXCESS = 3.0
+_WORD = re.compile(r"[a-z]+")
+_COMMA_LIST = re.compile(r"[a-z]+(, [a-z]+)*")
+_SPACE_LIST = re.compile(r"[a-z]+( [a-z]+)*")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class Terms:
 
 def words_of(response: str) -> list[str]:
     """The lower-cased alphabetic words of a response (punctuation and digits ignored)."""
-    return re.findall(r"[a-z]+", response.lower())
+    return _WORD.findall(response.lower())
 
 
 def budget_of(task: Task) -> int:
@@ -100,13 +103,13 @@ def _structure_ok(task: Task, response: str, words: list[str]) -> bool:
     """Half of the format term: the family's shape (the other half: ending with a period)."""
     body = response.strip().rstrip(".")
     if task.family == "list":
-        return re.fullmatch(r"[a-z]+(, [a-z]+)*", body) is not None
+        return _COMMA_LIST.fullmatch(body) is not None
     if task.family == "describe":
         return words[:3] == ["the", task.subject, "is"]
     if task.family == "answer":
         sentence = answer_sentence(task, answer_of(task))
         return len(words) == len(sentence) and words[:-1] == sentence[:-1]
-    return re.fullmatch(r"[a-z]+( [a-z]+)*", body) is not None
+    return _SPACE_LIST.fullmatch(body) is not None
 
 
 def rubric_terms(task: Task, response: str) -> Terms:

@@ -108,20 +108,18 @@ def all_objects() -> list[str]:
     return [w for members in CATEGORIES.values() for w in members]
 
 
+_CATEGORY_OF = {w: cat for cat, members in CATEGORIES.items() for w in members}
+_ASPECT_OF = {w: aspect for aspect, words in ASPECTS.items() for w in words}
+
+
 def category_of(word: str) -> str | None:
     """The plural category containing `word`, or None."""
-    for cat, members in CATEGORIES.items():
-        if word in members:
-            return cat
-    return None
+    return _CATEGORY_OF.get(word)
 
 
 def aspect_of(word: str) -> str | None:
     """The aspect an adjective describes, or None."""
-    for aspect, words in ASPECTS.items():
-        if word in words:
-            return aspect
-    return None
+    return _ASPECT_OF.get(word)
 
 
 def all_words() -> list[str]:

@@ -1,7 +1,8 @@
 """A byte-level BPE tokenizer trained locally on the world's texts, saved as a standard HF tokenizer.
 
-Byte-level (GPT-2 style) so that every string round-trips exactly — responses keep their leading space, and text
-the world never produced still encodes (as bytes) instead of failing. No special token is added automatically: the
+Byte-level (GPT-2 style) so that strings round-trip exactly — responses keep their leading space. The base alphabet
+is the printable ASCII bytes plus tab/newline rather than all 256 bytes, which leaves ~150 more merges for whole words
+at small vocabularies; any other byte (non-ASCII text, which the world never produces) encodes as <|unk|>. No special token is added automatically: the
 project's tokenization (`umm_ray.data.tokenize`) appends EOS itself, and vLLM then sees the same prompt ids as
 training did.
 
@@ -28,20 +29,21 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
 
     Args:
         texts: training strings (prompts and responses of the world).
-        vocab_size: total vocabulary including the 256 byte symbols and 4 special tokens (>= 261).
+        vocab_size: total vocabulary including the 97 ASCII byte symbols and 4 special tokens (>= 102).
         out_dir: where to save; reload with `AutoTokenizer.from_pretrained(out_dir)`.
 
     Returns:
         The tokenizer, with bos/eos/pad/unk set (pad id 0, bos 1, eos 2, unk 3).
     """
-    base = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIAL_TOKENS)
+    alphabet = _ascii_alphabet()
+    base = len(alphabet) + len(SPECIAL_TOKENS)
     if vocab_size <= base:
-        raise ValueError(f"testbed.vocab_size: {vocab_size} leaves no merges; need > {base} (256 bytes + specials)")
-    tk = Tokenizer(models.BPE())
+        raise ValueError(f"testbed.vocab_size: {vocab_size} leaves no merges; need > {base} (ASCII bytes + specials)")
+    tk = Tokenizer(models.BPE(unk_token=UNK))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=2,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=alphabet, show_progress=False)
     tk.train_from_iterator(texts, trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
                                   model_max_length=4096, clean_up_tokenization_spaces=False)
@@ -50,6 +52,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
         tok.save_pretrained(str(out_dir))
         _portable_class_name(Path(out_dir) / "tokenizer_config.json")
     return tok
+
+
+def _ascii_alphabet() -> list[str]:
+    """The byte-level symbols of printable ASCII, tab and newline (GPT-2's byte-to-unicode map)."""
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    text = "".join(chr(b) for b in range(32, 127)) + "\t\n"
+    return sorted({ch for piece, _ in pre.pre_tokenize_str(text) for ch in piece})
 
 
 def _portable_class_name(config_path: Path) -> None:

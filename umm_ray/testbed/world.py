@@ -262,10 +262,18 @@ def make_prompts(n: int, seed: int) -> list[PromptRecord]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# SFT responses of varied quality. Knobs per response: how many correct items, off-topic words, a broken format, and
-# rarer failures (overshooting the length budget, repeating items, rambling filler). Most knobs that add correct
-# content also add length, so length and gold correlate inside this distribution; the rarer length failures are
-# what gold penalises past the budget.
+# SFT responses of varied quality. Each response draws a latent skill q in [0, 1]; q drives how many correct items it
+# has, whether it uses the full sentence form and the right format — so better responses are also longer, and length
+# correlates with gold inside this distribution. Rarer failures independent of q add length that gold penalises:
+# overshooting the budget, repeating items, rambling filler, a second wrong candidate.
+
+
+def _skill(rng: random.Random) -> float:
+    return min(1.0, rng.random() * 1.3)  # ~25% of responses are fully skilled
+
+
+def _binomial(n: int, p: float, rng: random.Random) -> int:
+    return sum(rng.random() < p for _ in range(n))
 
 
 def _other_words(exclude: set[str], rng: random.Random, k: int) -> list[str]:
@@ -273,91 +281,86 @@ def _other_words(exclude: set[str], rng: random.Random, k: int) -> list[str]:
     return rng.sample(pool, k)
 
 
-def _n_correct(n: int, rng: random.Random) -> int:
-    return n if rng.random() < 0.45 else rng.randint(0, n)
-
-
 def _mutate(items: list[str], good: list[str], rng: random.Random) -> list[str]:
     """Rare length failures shared by the families: overshoot with more good items, or repeat some items."""
     r = rng.random()
-    if r < 0.12 and good:
-        items = items + [rng.choice(good) if rng.random() < 0.3 else w for w in rng.sample(good, min(len(good), rng.randint(1, 4)))]
-    elif r < 0.24 and items:
+    if r < 0.1 and good:
+        items = items + rng.sample(good, min(len(good), rng.randint(1, 4)))
+    elif r < 0.2 and items:
         for _ in range(rng.randint(1, 3)):
             items.insert(rng.randrange(len(items) + 1), rng.choice(items))
     return items
 
 
-def _sft_list(task: Task, rng: random.Random) -> str:
-    pool = [m for m in lx.CATEGORIES[task.topic] if m != task.exclude]
-    items = rng.sample(pool, min(_n_correct(task.n, rng), len(pool)))
-    n_bad = rng.choice((0, 0, 0, 1, 1, 2))
-    wrong = _other_words(set(lx.CATEGORIES[task.topic]), rng, n_bad)
-    if task.exclude and rng.random() < 0.2:
-        wrong.append(task.exclude)
-    for w in wrong:  # off-topic items mostly take a correct item's place, sometimes add to the list
+def _with_wrong(items: list[str], wrong: list[str], rng: random.Random) -> list[str]:
+    for w in wrong:  # off-topic words mostly take a correct word's place, sometimes add to the list
         if items and rng.random() < 0.7:
             items[rng.randrange(len(items))] = w
         else:
             items.insert(rng.randrange(len(items) + 1), w)
-    items = _mutate(items, [m for m in pool if m not in items], rng)
-    if rng.random() < 0.85:
+    return items
+
+
+def _sft_list(task: Task, rng: random.Random) -> str:
+    q = _skill(rng)
+    pool = [m for m in lx.CATEGORIES[task.topic] if m != task.exclude]
+    items = rng.sample(pool, min(_binomial(task.n, 0.2 + 0.8 * q, rng), len(pool)))
+    wrong = _other_words(set(lx.CATEGORIES[task.topic]), rng, _binomial(2, 0.4 * (1 - q), rng))
+    if task.exclude and rng.random() < 0.3 * (1 - q):
+        wrong.append(task.exclude)
+    items = _mutate(_with_wrong(items, wrong, rng), [m for m in pool if m not in items], rng)
+    if rng.random() < 0.6 + 0.4 * q:
         return " " + join_list(items) + "."
     return " " + " ".join(items) + ("." if rng.random() < 0.5 else "")
 
 
 def _sft_describe(task: Task, rng: random.Random) -> str:
+    q = _skill(rng)
     good = list(lx.ASPECTS[task.topic])
-    adjs = rng.sample(good, _n_correct(task.n, rng))
-    for w in _other_words(set(good), rng, rng.choice((0, 0, 0, 1, 1, 2))):
-        if adjs and rng.random() < 0.6:
-            adjs[rng.randrange(len(adjs))] = w
-        else:
-            adjs.append(w)
+    adjs = rng.sample(good, _binomial(task.n, 0.2 + 0.8 * q, rng))
+    adjs = _with_wrong(adjs, _other_words(set(good), rng, _binomial(2, 0.4 * (1 - q), rng)), rng)
     adjs = _mutate(adjs, [a for a in good if a not in adjs], rng)
-    head = rng.choices([f"the {task.subject} is", f"{task.subject} is", "it is", ""], weights=(0.75, 0.1, 0.1, 0.05))[0]
-    if rng.random() < 0.1:
+    head = f"the {task.subject} is" if rng.random() < 0.4 + 0.6 * q else rng.choice(("it is", "", task.subject))
+    if rng.random() < 0.08:
         head = " ".join(rng.sample(lx.FILLER, rng.randint(2, 5))) + " " + head
-    body = join_and(adjs) if rng.random() < 0.85 else " ".join(adjs)
+    body = join_and(adjs) if rng.random() < 0.6 + 0.4 * q else " ".join(adjs)
     text = " ".join(p for p in (head, body) if p)
-    return " " + text + ("." if rng.random() < 0.85 else "")
+    return " " + text + ("." if rng.random() < 0.7 + 0.3 * q else "")
 
 
 def _sft_answer(task: Task, rng: random.Random) -> str:
+    q = _skill(rng)
     correct = answer_of(task)
     space = task.words if task.topic == "pick" else answer_space(task.topic)
-    ok = rng.random() < 0.6
-    word = correct if ok else rng.choice([w for w in space if w != correct])
-    # A policy that knows the answer tends to say it in a full sentence; a guess is often terse.
-    words = answer_sentence(task, word) if rng.random() < (0.8 if ok else 0.3) else [word]
+    word = correct if rng.random() < 0.2 + 0.8 * q else rng.choice([w for w in space if w != correct])
+    words = answer_sentence(task, word) if rng.random() < 0.1 + 0.9 * q else [word]
     r = rng.random()
-    if r < 0.08:  # hedging filler
+    if r < 0.06:  # hedging filler
         words = rng.sample(lx.FILLER, rng.randint(2, 6)) + words
-    elif r < 0.18:  # a second, wrong candidate
+    elif r < 0.14:  # a second, wrong candidate
         words = words + ["or", rng.choice([w for w in space if w != correct])]
-    elif r < 0.26:  # repetition
+    elif r < 0.2:  # repetition
         words = words + [word] * rng.randint(1, 4)
-    return " " + " ".join(words) + ("." if rng.random() < 0.85 else "")
+    return " " + " ".join(words) + ("." if rng.random() < 0.7 + 0.3 * q else "")
 
 
 def _sft_rewrite(task: Task, rng: random.Random) -> str:
-    target = target_words(task)
-    p_ok = rng.choice((0.3, 0.6, 0.9, 1.0, 1.0))
+    q = _skill(rng)
     out = []
-    for s, t in zip(task.words, target):
+    for s, t in zip(task.words, target_words(task)):
         r = rng.random()
-        if r < p_ok:
+        if r < 0.2 + 0.8 * q:
             out.append(t)
-        elif r < p_ok + (1 - p_ok) * 0.6:  # a miss is usually an echo of the source word or a skipped word
-            out += [s] if rng.random() < 0.5 else []
+        elif r < 0.2 + 0.8 * q + 0.8 * (1 - q) * 0.6:  # a miss is usually a skipped word or an echo of the source
+            out += [s] if rng.random() < 0.4 else []
         else:
             out.append(_other_words({t}, rng, 1)[0])
     r = rng.random()
-    if r < 0.25 and len(out) > 1:  # stops early
+    if r < 0.3 * (1 - q) and len(out) > 1:  # stops early
         out = out[:rng.randint(1, len(out) - 1)]
-    elif r < 0.35:  # keeps going: repeats outputs or echoes the source
+    elif r > 0.9:  # keeps going: repeats outputs or echoes the source
         out = out + rng.choices(out + list(task.words), k=rng.randint(1, 4))
-    return " " + " ".join(out) + ("." if rng.random() < 0.85 else "")
+    return " " + " ".join(out) + ("." if rng.random() < 0.7 + 0.3 * q else "")
 
 
 _SFT = {"list": _sft_list, "describe": _sft_describe, "answer": _sft_answer, "rewrite": _sft_rewrite}
