@@ -27,7 +27,7 @@ from jobs.common import init_ray, parse_job_args, record_config
 from umm_ray.actors.policy import PolicyGroup
 from umm_ray.actors.reference import ReferenceActor
 from umm_ray.actors.reward import RewardGroup, ensemble_members, parse_reward_spec
-from umm_ray.actors.rollout import make_rollout_actor
+from umm_ray.actors.rollout import RolloutActor
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.algo.kl import make_kl_controller
 from umm_ray.algo.ppo import RunningMoments
@@ -41,6 +41,14 @@ from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, load_
 from umm_ray.ppo.timing import PhaseTimer
 from umm_ray.records import Rollout
 from umm_ray.report.metrics import MetricsLogger
+
+
+def make_engine(cfg: Config, policy_path: str):
+    """One RolloutActor (vLLM or HF backend) holding a copy of the starting policy."""
+    ro = cfg.rollout
+    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
+    return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
+                        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed)
 
 
 def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
@@ -110,11 +118,13 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
     cpus, gpus = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor
     policy = PolicyGroup(policy_path, ppo, seed=cfg.run.seed, temperature=cfg.rollout.temperature or 1.0,
                          num_cpus=cpus, num_gpus=gpus)
-    engines = [make_rollout_actor(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
+    engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
     reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
         policy_path, ppo.micro_batch_size, cfg.rollout.temperature or 1.0)
     proxy_rm = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cpus, gpus)
     gold_rm = RewardGroup([gold], "PACK", cpus, gpus)
+    ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])  # surface load errors before step 1
+    proxy_rm.ready(), gold_rm.ready()
 
     state = resume_state(cfg, out, policy, engines)
     kl_ctl, moments = make_kl_controller(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon), RunningMoments()

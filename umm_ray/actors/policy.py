@@ -113,7 +113,7 @@ class PolicyActor:
         """`ppo_epochs` passes over this rank's shard, one optimizer step per micro-batch (all ranks in lockstep).
 
         Returns:
-            Means over micro-batches: policy_loss, value_loss, clip_frac, entropy, approx_kl, grad_norm, lr.
+            Means over micro-batches: policy_loss, value_loss, clip_frac, entropy, approx_kl, grad_norm.
         """
         self.engine.train()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world_size + self.rank)
@@ -140,12 +140,18 @@ class PolicyActor:
         if not torch.isfinite(loss):
             raise RuntimeError(f"{self.name}: non-finite PPO loss (policy {pg_loss.item()}, value {vf_loss.item()})")
         self.engine.backward(loss)
+        # ZeRO-1/2/3 report the (pre-clip) global norm; stage 0 does not, so measure the all-reduced grads here.
+        own_norm = self._grad_norm() if self.ppo.zero_stage == 0 else None
         self.engine.step()
-        grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = own_norm if own_norm is not None else self.engine.get_global_grad_norm()
         approx_kl = masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask)
         return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": float(clip_frac),
                 "entropy": entropy.item(), "approx_kl": approx_kl.item(),
                 "grad_norm": float(grad_norm) if grad_norm is not None else 0.0}
+
+    def _grad_norm(self) -> float:
+        grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
 
     def _gathered(self, module: torch.nn.Module):
         """Yield (name, full tensor) for every parameter; under ZeRO-3 each is all-gathered (collective)."""

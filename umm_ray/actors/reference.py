@@ -29,6 +29,10 @@ class ReferenceActor:
         self.micro_batch_size, self.temperature = micro_batch_size, temperature
         self.name = f"ReferenceActor({policy_path})"
 
+    def ready(self) -> bool:
+        """True once the model is loaded."""
+        return True
+
     def logprobs_batch(self, batch: PolicyBatch) -> torch.Tensor:
         """Response log-probs under the reference: Tensor[B, R] (PolicyBatch layout), 0 at padding."""
         return batch_logprobs(self.model, batch, self.micro_batch_size, self.temperature)

@@ -122,14 +122,22 @@ class RewardActor:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = build_scorer(spec, device)
 
+    def ready(self) -> bool:
+        """True once the scorer is loaded (call it to wait for start-up and surface load errors early)."""
+        return True
+
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One finite float per pair, in order. Raises RuntimeError naming this actor on a bad scorer output."""
         if len(prompts) != len(responses):
             raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
             return []
-        with torch.no_grad():
-            return check_scores(self.scorer.score(prompts, responses), len(prompts), self.name)
+        try:
+            with torch.no_grad():
+                scores = self.scorer.score(prompts, responses)
+        except Exception as e:  # name the actor and spec whatever the scorer raised (HTTP, tokenizer, ...)
+            raise RuntimeError(f"{self.name}: scoring {len(prompts)} responses failed: {e}") from e
+        return check_scores(scores, len(prompts), self.name)
 
 
 def ensemble_members(spec: RewardSpec) -> list[RewardSpec]:
@@ -159,6 +167,10 @@ class RewardGroup:
         self.actors = [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy=in_group(self.pg, i),
                                    max_restarts=max_restarts, max_task_retries=max_restarts).remote(s)
                        for i, s in enumerate(specs)]
+
+    def ready(self) -> None:
+        """Block until every member has loaded its scorer."""
+        ray.get([a.ready.remote() for a in self.actors])
 
     def submit(self, prompts: list[str], responses: list[str]) -> list[ray.ObjectRef]:
         """Start scoring on every member; pass the refs to `collect` (lets proxy and gold run concurrently)."""
