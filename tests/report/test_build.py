@@ -31,7 +31,7 @@ def results():
     umm = RMResult("umm-4", "umm", params=1234567, throughput=240.0, acc_testbed=0.74,
                    bon=bon_curve(proxy, gold + 0.1 * proxy), ppo=ppo_curve(0.0))
     ens = RMResult("ensemble-mean", "ensemble", params=4 * 1234567, throughput=60.0, acc_testbed=0.73,
-                   ppo=ppo_curve(0.3))
+                   ppo=ppo_curve(0.3), notes="runs/x/ensemble.json#mean")
     bad = RMResult("moe-4", "moe", params=2000000, acc_testbed=0.70, ppo=ppo_curve(0.9))
     return [dense, umm, ens, bad]
 
@@ -71,6 +71,7 @@ def test_build_report_writes_self_contained_html_and_markdown(tmp_path):
     assert f"{s.peak_gold:.3g}" in md.split("| dense |")[1].split("\n")[0]
     assert "torch:" in html and "ppo:" in md  # versions and config recorded
     assert "wall time 1 s" in md
+    assert "| ensemble-mean | ensemble | runs/x/ensemble.json#mean |" in md
 
 
 def test_results_json_roundtrip_and_validation(tmp_path):

@@ -67,7 +67,11 @@ def summary_section(results: list[RMResult]) -> Section:
     paras = [f"Reference for the verdicts: **{dense.name}**." if dense else
              "No dense RM in this run: verdicts describe each curve on its own."]
     paras += [f"**{r.name}**: {verdict(r, dense)}" for r in results]
-    return Section("Summary", paragraphs=paras, tables=[table])
+    tables = [table]
+    if any(r.notes for r in results):
+        tables.append(Table(["RM", "kind", "source / notes"], [[r.name, r.kind, r.notes or "-"] for r in results],
+                            caption="Where each reward model came from."))
+    return Section("Summary", paragraphs=paras, tables=tables)
 
 
 def curve_section(results: list[RMResult], method: str, plots: dict[str, Path]) -> Section | None:
