@@ -84,7 +84,8 @@ def test_running_moments_hand_computed_and_state():
     assert rm.mean == pytest.approx(3.0)
     assert rm.std == pytest.approx(math.sqrt(2.5))
     torch.testing.assert_close(rm.normalize(torch.tensor([3.0, 4.0])), torch.tensor([0.0, 1.0 / math.sqrt(2.5)]))
-    torch.testing.assert_close(rm.normalize(torch.tensor([3.0]), shift_mean=False), torch.tensor([3.0 / math.sqrt(2.5)]))
+    torch.testing.assert_close(rm.normalize(torch.tensor([3.0]), shift_mean=False),
+                               torch.tensor([3.0 / math.sqrt(2.5)]))
     other = RunningMoments()
     other.load_state_dict(rm.state_dict())
     other.update(torch.tensor([10.0]))

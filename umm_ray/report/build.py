@@ -62,8 +62,8 @@ def summary_section(results: list[RMResult]) -> Section:
     table = Table(MAIN_HEADERS, [main_row(r) for r in results],
                   caption="acc = held-out preference accuracy; BoN gold at the largest n; PPO columns from the "
                           "smoothed gold curve (peak, KL (k2) at the peak, drop from the peak to the last step); "
-                          "gap = proxy gain minus gold gain over PPO (over BoN when marked), in units of each score's initial "
-                          "std ('std') or raw.")
+                          "gap = proxy gain minus gold gain over PPO (over BoN when marked), in units of each "
+                          "score's initial std ('std') or raw.")
     paras = [f"Reference for the verdicts: **{dense.name}**." if dense else
              "No dense RM in this run: verdicts describe each curve on its own."]
     paras += [f"**{r.name}**: {verdict(r, dense)}" for r in results]
