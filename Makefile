@@ -8,6 +8,7 @@ RAY_CPUS ?= 8
 DASH    := http://127.0.0.1:8265
 export RAY_AUTH_MODE ?= token
 export TOKENIZERS_PARALLELISM := false
+export RAY_agent_register_timeout_ms ?= 180000
 
 .PHONY: install test test-fast demo bench ray-up ray-down clean
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def init_ray(cfg: Config, num_cpus: int = 8) -> None:
 
     if ray.is_initialized():
         return
+    # On a loaded 2-core machine the raylet's agents can take longer than Ray's default 30 s to come up.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     if cfg.run.ray_address == "local":
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)

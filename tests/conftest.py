@@ -12,6 +12,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# On a loaded 2-core machine the raylet's agents can take longer than Ray's default 30 s to come up.
+os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
 
 
 @pytest.fixture(scope="session")
