@@ -11,11 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from umm_ray.actors.rollout import RolloutActor, SyncStats, sequence_logprobs
-from umm_ray.testbed.models import make_causal_lm, save_model
+from umm_ray.actors.rollout import RolloutActor, SyncStats, WeightNames, sequence_logprobs
+from umm_ray.testbed.models import make_causal_lm, save_model, tiny_config
 from umm_ray.testbed.tokenizer import train_tokenizer
 
-pytestmark = pytest.mark.slow  # the vLLM engine start alone is ~40-120 s on a busy 2-core machine
+# Tests that start engines are marked slow: one vLLM engine start is ~40-120 s on a busy 2-core machine.
+slow = pytest.mark.slow
 
 MAX_NEW, MAX_LEN = 12, 96
 PROMPTS = ["Sort the list: 3 1 2\nAnswer:", "Add 4 and 5.\nAnswer:", "Name a colour.\nAnswer:"]
@@ -68,6 +69,7 @@ def _max_abs_diff(a: list[list[float]], b: list[list[float]]) -> float:
     return max(abs(x - y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
 
 
+@slow
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
 def test_generate_returns_well_formed_rollout(ray_local, engines, llama_dir, backend):
     tok = AutoTokenizer.from_pretrained(llama_dir)
@@ -87,6 +89,7 @@ def test_generate_returns_well_formed_rollout(ray_local, engines, llama_dir, bac
     assert other.response_ids != out.response_ids
 
 
+@slow
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
 def test_sampled_logprobs_equal_scored_logprobs(ray_local, engines, llama_dir, backend):
     """The log-probs reported while sampling are the model's: they match a teacher-forced pass (engine and HF)."""
@@ -96,6 +99,7 @@ def test_sampled_logprobs_equal_scored_logprobs(ray_local, engines, llama_dir, b
     assert _max_abs_diff(_hf_logprobs(llama_dir, None, out.prompt_ids, out.response_ids), scored) < 1e-3
 
 
+@slow
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
 def test_update_weights_makes_engine_match_policy(ray_local, engines, llama_dir, backend):
     """After a sync through the object store, engine log-probs of a fixed sequence equal HF's with those weights."""
@@ -130,6 +134,7 @@ def _eos_loving(path: str, eos: int) -> dict[str, torch.Tensor]:
     return sd
 
 
+@slow
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
 def test_response_includes_eos_when_generation_stops_on_it(ray_local, engines, llama_dir, backend):
     actor = engines[backend]
@@ -144,6 +149,7 @@ def test_response_includes_eos_when_generation_stops_on_it(ray_local, engines, l
     assert all(lp[0] > -0.01 for lp in out.response_logprobs)
 
 
+@slow
 @pytest.mark.parametrize("backend", ["vllm", "hf"])
 def test_bad_requests_fail_clearly(ray_local, engines, llama_dir, backend):
     actor = engines[backend]
@@ -173,6 +179,7 @@ def test_constructor_rejects_bad_arguments(llama_dir):
         RolloutActor(llama_dir, backend="hf", max_model_len=10_000)
 
 
+@slow
 @pytest.mark.parametrize("family", ["qwen2", "gpt_neox", "gpt2"])
 def test_weight_sync_other_families(ray_local, tmp_path, family):
     """The same sync guarantee for the paper's other families (each starts its own vLLM engine)."""
@@ -191,3 +198,28 @@ def test_weight_sync_other_families(ray_local, tmp_path, family):
         assert _max_abs_diff(after, base) > 1e-2
     finally:
         ray_local.kill(actor)
+
+
+def test_weight_names_map_policy_names_to_checkpoint_names(tmp_path):
+    """GPT-NeoX keeps `lm_head` in memory but saves `embed_out`: both namings load; anything else is refused."""
+    path = _model_dir(tmp_path, "gpt_neox")
+    names = WeightNames(path)
+    assert names.to_checkpoint == {"lm_head.weight": "embed_out.weight"}
+    live = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    assert "lm_head.weight" in live and "embed_out.weight" in names.shapes
+    assert [n for n, _ in names.canonical(live, "t")] == [names.to_checkpoint.get(n, n) for n in live]
+    on_disk = {names.to_checkpoint.get(n, n): t for n, t in live.items()}
+    assert {n for n, _ in names.canonical(list(on_disk.items()), "t")} == set(names.shapes)
+    with pytest.raises(ValueError, match="not a torch.Tensor"):
+        names.canonical({**live, "lm_head.weight": live["lm_head.weight"].numpy()}, "t")
+
+
+def test_weight_names_drop_tied_aliases(tmp_path):
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    cfg = tiny_config("llama", tokenizer=tok)
+    cfg.tie_word_embeddings = True
+    path = str(save_model(AutoModelForCausalLM.from_config(cfg), tok, tmp_path / "tied"))
+    names = WeightNames(path)
+    assert "lm_head.weight" not in names.shapes and names.aliases == {"lm_head.weight"}
+    live = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    assert {n for n, _ in names.canonical(live, "t")} == set(names.shapes)

@@ -76,7 +76,7 @@ class RolloutActor:
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.max_model_len = _resolve_max_len(AutoConfig.from_pretrained(self.model_path), max_model_len)
-        self._shapes = checkpoint_shapes(self.model_path)
+        self._names = WeightNames(self.model_path)
         if backend == "vllm":
             self._engine = _VLLMEngine(self.model_path, dtype, seed, self.max_model_len, gpu_memory_utilization)
         else:
@@ -116,13 +116,15 @@ class RolloutActor:
         """Load new policy weights into the engine, in place.
 
         Args:
-            named_tensors: `dict[str, Tensor]` or list of `(name, Tensor)` in the checkpoint (HF) naming of
-                `model_path`, all of them (a full state dict); any dtype, cast to the engine's.
+            named_tensors: `dict[str, Tensor]` or list of `(name, Tensor)`: the full state dict, named as the HF
+                model's `named_parameters()` or as the checkpoint in `model_path`; any dtype, cast to the engine's.
         """
-        pairs = list(named_tensors.items()) if isinstance(named_tensors, dict) else list(named_tensors)
-        check_weights(pairs, self._shapes, where=f"RolloutActor({self.backend}).update_weights")
+        pairs = self._names.canonical(named_tensors, where=f"RolloutActor({self.backend}).update_weights")
         start = time.perf_counter()
-        self._engine.load(pairs)
+        if self.backend == "hf":
+            self._engine.load([(self._names.to_memory.get(name, name), t) for name, t in pairs])
+        else:
+            self._engine.load(pairs)
         return SyncStats(len(pairs), sum(t.numel() * t.element_size() for _, t in pairs),
                          time.perf_counter() - start)
 
@@ -241,8 +243,8 @@ class _HFEngine:
         return result_ids, result_lps
 
     def load(self, pairs) -> None:
-        missing, unexpected = self.model.load_state_dict(dict(pairs), strict=False)
-        if unexpected:
+        unexpected = self.model.load_state_dict(dict(pairs), strict=False).unexpected_keys
+        if unexpected:  # names are validated before; this guards checkpoints without safetensors headers
             raise ValueError(f"RolloutActor(hf).update_weights: model has no parameters {sorted(unexpected)[:10]}")
 
     @torch.no_grad()
@@ -267,6 +269,29 @@ def sequence_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
     return [tok_lp[i, len(p) - 1:len(p) - 1 + len(r)].tolist() for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
 
 
+class WeightNames:
+    """The checkpoint's tensor names and shapes, and how a live HF model's parameter names map onto them.
+
+    A policy sends `named_parameters()` names; vLLM loads checkpoint names. They differ where transformers renames
+    on save (GPT-NeoX: `lm_head.weight` in memory, `embed_out.weight` on disk). Tied aliases (a tied
+    `lm_head.weight`) are accepted and dropped: they repeat the embedding.
+    """
+
+    def __init__(self, model_path: str):
+        self.shapes = checkpoint_shapes(model_path)
+        memory = _memory_names(model_path)                                # in-memory name -> checkpoint name
+        self.to_checkpoint = {m: c for m, c in memory.items() if m != c}
+        self.to_memory = {c: m for m, c in self.to_checkpoint.items()}
+        self.aliases = {c for c in memory.values() if c not in self.shapes} if self.shapes else set()
+
+    def canonical(self, named_tensors, where: str) -> list[tuple[str, torch.Tensor]]:
+        """dict or (name, tensor) pairs in either naming -> validated checkpoint-named pairs, aliases dropped."""
+        items = named_tensors.items() if isinstance(named_tensors, dict) else named_tensors
+        pairs = [(self.to_checkpoint.get(name, name), t) for name, t in items]
+        check_weights(pairs, self.shapes, self.aliases, where)
+        return [(name, t) for name, t in pairs if name not in self.aliases]
+
+
 def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of the safetensors weights in `model_path` (headers only; {} when there are none)."""
     from safetensors import safe_open
@@ -279,11 +304,28 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_weights(pairs: list, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+def _memory_names(model_path: str) -> dict[str, str]:
+    """In-memory state-dict name -> checkpoint name, from a weightless (meta-device) copy of the model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    try:
+        from transformers.core_model_loading import revert_weight_conversion  # transformers >= 5
+    except ImportError:
+        return {name: name for name in model.state_dict()}
+    names = {}
+    for name, t in model.state_dict().items():
+        saved = list(revert_weight_conversion(model, {name: t}))
+        names[name] = saved[0] if len(saved) == 1 else name
+    return names
+
+
+def check_weights(pairs: list, shapes: dict[str, tuple[int, ...]], aliases: set[str], where: str) -> None:
     """Raise ValueError unless `pairs` covers every checkpoint tensor, with matching shapes, and nothing else.
 
-    Tied aliases absent from the checkpoint (e.g. `lm_head.weight` of a tied-embedding model) are accepted.
-    Skipped when `shapes` is empty (a checkpoint without safetensors files).
+    `aliases` may appear too (tied weights absent from the checkpoint). Name checks are skipped when `shapes` is
+    empty (a checkpoint without safetensors files).
     """
     if not pairs:
         raise ValueError(f"{where}: got no tensors")
@@ -297,7 +339,7 @@ def check_weights(pairs: list, shapes: dict[str, tuple[int, ...]], where: str) -
     if missing:
         raise ValueError(f"{where}: {len(missing)} checkpoint tensors missing, e.g. {missing[:5]} "
                          "(send the full state dict)")
-    unknown = sorted(k for k in given if k not in shapes and k != "lm_head.weight")
+    unknown = sorted(k for k in given if k not in shapes and k not in aliases)
     if unknown:
         raise ValueError(f"{where}: {len(unknown)} names not in the checkpoint, e.g. {unknown[:5]}")
     for name, want in shapes.items():
