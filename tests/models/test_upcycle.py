@@ -125,16 +125,16 @@ def test_bt_training_lowers_heldout_loss(tok):
     moe = upcycle(make_rm("llama", tok), 4, 2, seed=0)
     train, held = _pairs(256, seed=1), _pairs(64, seed=2)
     before = _heldout_loss(moe, held)
-    opt = torch.optim.AdamW(moe.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(moe.parameters(), lr=2e-3)
     (ci, cm), (ri, rm) = train
     moe.train()
-    for step in range(40):
+    for step in range(12):
         sl = slice((step * 32) % 256, (step * 32) % 256 + 32)
         loss = bt_loss(reward_forward(moe, ci[sl], cm[sl]), reward_forward(moe, ri[sl], rm[sl]))
         opt.zero_grad()
         (loss + moe_aux_loss(moe)).backward()
         opt.step()
     after = _heldout_loss(moe, held)
-    assert after < before - 0.2, (before, after)
+    assert after < before - 0.2 and after < 0.4, (before, after)
     loads = expert_load(moe)
     assert len(loads) == 2 and all(sum(row) == pytest.approx(1.0) for row in loads)

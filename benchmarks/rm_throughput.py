@@ -1,0 +1,173 @@
+"""Reward-model scoring throughput and parameter count, side by side on the same inputs.
+
+Variants: dense RM, merged UMM (upcycle -> mergeable -> export -> reloaded as a plain HF checkpoint), unmerged MoE
+with 2/4/6 normal experts (top-2, eval mode), and an ensemble of 4 dense members (mean). All score the same
+(prompt, response) pairs from the testbed world through the same Scorer path (`RewardModelScorer`). Timing rounds are
+interleaved across variants (variant order rotates each round) so background load hits all of them alike; the
+median round time gives sequences/s. Writes a JSON file and prints a table with ratios against dense.
+
+    python benchmarks/rm_throughput.py                         # tiny testbed shapes, CPU
+    python benchmarks/rm_throughput.py --hidden 512 --layers 4 --inter 1536 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from umm_ray.models.merge import export_merged, make_mergeable  # noqa: E402
+from umm_ray.models.moe import moe_layers  # noqa: E402
+from umm_ray.models.reward_model import EnsembleScorer, RewardModelScorer, load_reward_model  # noqa: E402
+from umm_ray.models.upcycle import upcycle  # noqa: E402
+from umm_ray.testbed.models import make_reward_model  # noqa: E402
+from umm_ray.testbed.tokenizer import train_tokenizer  # noqa: E402
+from umm_ray.testbed.world import make_prompts, sft_responses  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--family", default="llama", choices=("llama", "qwen2", "gpt_neox", "gpt2"))
+    ap.add_argument("--hidden", type=int, default=128, help="hidden size (multiple of 64)")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--inter", type=int, default=256, help="FFN intermediate size")
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--num-seqs", type=int, default=512, help="(prompt, response) pairs scored per round")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per variant (after one warm-up)")
+    ap.add_argument("--top-k", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (0 = torch's default); 1 is steadiest on a shared small machine")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench/rm_throughput.json")
+    return ap.parse_args(argv)
+
+
+def make_inputs(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """n testbed prompts with one SFT-style response each."""
+    prompts = make_prompts(n, seed)
+    rng = random.Random(seed)
+    responses = [sft_responses(p, 1, rng)[0] for p in prompts]
+    return [p.prompt for p in prompts], responses
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_variants(args, tok, workdir: Path) -> dict[str, tuple[object, int]]:
+    """name -> (scorer, parameter count). Experts are perturbed so the MoE is not a trivially repeated FFN."""
+    dtype = getattr(torch, args.dtype)
+    sizes = dict(hidden_size=args.hidden, num_layers=args.layers, intermediate_size=args.inter,
+                 max_seq_len=args.max_len)
+    dense = make_reward_model(args.family, tok, seed=args.seed, **sizes).eval()
+    scorer = lambda m: RewardModelScorer(m.to(args.device, dtype), tok, args.max_len, args.batch_size)  # noqa: E731
+    out = {"dense": (scorer(dense), n_params(dense))}
+    merged = make_mergeable(_perturbed(upcycle(dense, 4, min(args.top_k, 4), seed=args.seed)), alpha=0.5)
+    export_merged(merged, tok, workdir / "merged")
+    reloaded, tok2 = load_reward_model(workdir / "merged", dtype=dtype)
+    out["merged UMM (4e)"] = (RewardModelScorer(reloaded.to(args.device), tok2, args.max_len, args.batch_size),
+                              n_params(reloaded))
+    for n in (2, 4, 6):
+        moe = _perturbed(upcycle(dense, n, min(args.top_k, n), seed=args.seed)).eval()
+        out[f"MoE {n}e top{min(args.top_k, n)}"] = (scorer(moe), n_params(moe))
+    members = [make_reward_model(args.family, tok, seed=args.seed + 1 + i, **sizes).eval() for i in range(4)]
+    out["ensemble x4 (mean)"] = (EnsembleScorer([scorer(m) for m in members], "mean"),
+                                 sum(n_params(m) for m in members))
+    return out
+
+
+@torch.no_grad()
+def _perturbed(moe):
+    g = torch.Generator().manual_seed(1234)
+    for layer in moe_layers(moe):
+        for p in layer.parameters():
+            p.add_(torch.randn(p.shape, generator=g).to(p.device, p.dtype) * 0.01)
+    return moe
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_variants(variants: dict, prompts: list[str], responses: list[str], rounds: int, device: str
+                  ) -> dict[str, list[float]]:
+    """Warm up every variant once, then `rounds` interleaved timed passes; returns seconds per pass."""
+    names = list(variants)
+    for name in names:
+        variants[name][0].score(prompts, responses)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            variants[name][0].score(prompts, responses)
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def report(variants: dict, times: dict, n_seqs: int) -> list[dict]:
+    base_tp = n_seqs / statistics.median(times["dense"])
+    base_params = variants["dense"][1]
+    rows = []
+    for name, (_, params) in variants.items():
+        med = statistics.median(times[name])
+        tp = n_seqs / med
+        rows.append({"variant": name, "params": params, "params_vs_dense": params / base_params,
+                     "median_s": med, "seq_per_s": tp, "throughput_vs_dense": tp / base_tp,
+                     "round_s": times[name]})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'variant':<22}{'params':>12}{'x dense':>9}{'seq/s':>10}{'x dense':>9}")
+    for r in rows:
+        print(f"{r['variant']:<22}{r['params']:>12,}{r['params_vs_dense']:>9.2f}{r['seq_per_s']:>10.1f}"
+              f"{r['throughput_vs_dense']:>9.3f}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    prompts, responses = make_inputs(args.num_seqs, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = train_tokenizer(prompts + responses, args.vocab, Path(tmp) / "tok")
+        variants = build_variants(args, tok, Path(tmp))
+        times = time_variants(variants, prompts, responses, args.rounds, args.device)
+    rows = report(variants, times, args.num_seqs)
+    result = {"args": vars(args), "device": _device_name(args.device), "torch_threads": torch.get_num_threads(),
+              "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(rows)
+    merged = next(r for r in rows if r["variant"].startswith("merged"))
+    print(f"merged/dense throughput = {merged['throughput_vs_dense']:.3f} (goal >= 0.97); wrote {out}")
+    return result
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
+if __name__ == "__main__":
+    main()
