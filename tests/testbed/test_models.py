@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from umm_ray.testbed.models import MODEL_FAMILIES, make_causal_lm, make_reward_model, save_model, tiny_config
 from umm_ray.testbed.tokenizer import train_tokenizer
@@ -62,6 +62,18 @@ def test_build_forward_save_reload(family, tok, tmp_path):
     pad = torch.full((2, 3), tok.pad_token_id)
     wider = rm2(input_ids=torch.cat([ids, pad], 1), attention_mask=torch.cat([mask, torch.zeros_like(pad)], 1)).logits
     torch.testing.assert_close(wider, rewards, atol=1e-5, rtol=1e-4)
+    _check_tokenizer_from_model_dir(tok, tmp_path / "lm")
+
+
+def _check_tokenizer_from_model_dir(tok, path):
+    """transformers 5 picks a tokenizer class by model type (Qwen2Tokenizer for qwen2, which rebuilds the
+    pre-tokenizer): whatever class loads from a saved model dir must give the same ids as the trained tokenizer."""
+    loaded = AutoTokenizer.from_pretrained(path)
+    texts = [p.prompt + p.reference for p in make_prompts(50, seed=5)] + [" 12 apples,  café\t~ 😀\n", "List 3"]
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        assert loaded(t)["input_ids"] == ids and loaded.decode(ids) == t, (type(loaded).__name__, t)
+    assert [loaded.pad_token_id, loaded.bos_token_id, loaded.eos_token_id] == [0, 1, 2]
 
 
 def test_bad_arguments(tok):

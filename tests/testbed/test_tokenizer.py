@@ -55,9 +55,9 @@ def test_training_is_deterministic(texts, tmp_path):
     assert a.get_vocab() == b.get_vocab()
 
 
-def test_non_ascii_becomes_unk(tok_dir):
+def test_non_ascii_is_bytes(tok_dir):
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    assert tok.unk_token_id in tok("café", add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in tok("café", add_special_tokens=False)["input_ids"]  # bytes, not unk
 
 
 def test_vocab_too_small():

@@ -17,6 +17,8 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig, GPT2Config,
                           GPTNeoXConfig, LlamaConfig, PretrainedConfig, Qwen2Config)
 
+from umm_ray.testbed.tokenizer import portable_class_name
+
 HEAD_DIM = 64
 MODEL_FAMILIES: tuple[str, ...] = ("llama", "qwen2", "gpt_neox", "gpt2")
 
@@ -110,4 +112,5 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     model.save_pretrained(str(out), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
+        portable_class_name(out / "tokenizer_config.json")
     return out

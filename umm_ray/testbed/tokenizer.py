@@ -1,8 +1,10 @@
 """A byte-level BPE tokenizer trained locally on the world's texts, saved as a standard HF tokenizer.
 
-Byte-level (GPT-2 style) so that strings round-trip exactly — responses keep their leading space. The base alphabet
-is the printable ASCII bytes plus tab/newline rather than all 256 bytes, which leaves ~150 more merges for whole words
-at small vocabularies; any other byte (non-ASCII text, which the world never produces) encodes as <|unk|>. No special token is added automatically: the
+Byte-level (GPT-2 style, all 256 bytes in the base alphabet) so that every string round-trips exactly — responses
+keep their leading space. The normalizer and pre-tokenizer are exactly Qwen2's (NFC; split regex; byte level without
+regex): transformers 5 loads any directory whose config.json says `qwen2` with its own Qwen2Tokenizer, which rebuilds
+that pipeline around our vocab and merges — matching it means every loader (TokenizersBackend, Qwen2Tokenizer, vLLM)
+produces the same ids for the same text, for every model family. No special token is added automatically: the
 project's tokenization (`umm_ray.data.tokenize`) appends EOS itself, and vLLM then sees the same prompt ids as
 training did.
 
@@ -16,11 +18,14 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3 in this order
+# Qwen2's pre-tokenization regex (transformers.models.qwen2.tokenization_qwen2.PRETOKENIZE_REGEX), kept identical.
+SPLIT_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
+               r"""|\s+(?!\S)|\s+""")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None
@@ -29,18 +34,21 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
 
     Args:
         texts: training strings (prompts and responses of the world).
-        vocab_size: total vocabulary including the 97 ASCII byte symbols and 4 special tokens (>= 102).
+        vocab_size: total vocabulary including the 256 byte symbols and 4 special tokens (> 260).
         out_dir: where to save; reload with `AutoTokenizer.from_pretrained(out_dir)`.
 
     Returns:
         The tokenizer, with bos/eos/pad/unk set (pad id 0, bos 1, eos 2, unk 3).
     """
-    alphabet = _ascii_alphabet()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
     base = len(alphabet) + len(SPECIAL_TOKENS)
     if vocab_size <= base:
-        raise ValueError(f"testbed.vocab_size: {vocab_size} leaves no merges; need > {base} (ASCII bytes + specials)")
-    tk = Tokenizer(models.BPE(unk_token=UNK))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        raise ValueError(f"testbed.vocab_size: {vocab_size} leaves no merges; need > {base} (256 bytes + specials)")
+    tk = Tokenizer(models.BPE())
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=2,
                                   initial_alphabet=alphabet, show_progress=False)
@@ -50,20 +58,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(str(out_dir))
-        _portable_class_name(Path(out_dir) / "tokenizer_config.json")
+        portable_class_name(Path(out_dir) / "tokenizer_config.json")
     return tok
 
 
-def _ascii_alphabet() -> list[str]:
-    """The byte-level symbols of printable ASCII, tab and newline (GPT-2's byte-to-unicode map)."""
-    pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    text = "".join(chr(b) for b in range(32, 127)) + "\t\n"
-    return sorted({ch for piece, _ in pre.pre_tokenize_str(text) for ch in piece})
-
-
-def _portable_class_name(config_path: Path) -> None:
-    """Name the class PreTrainedTokenizerFast: transformers 4.x loads it as that, 5.x as its TokenizersBackend."""
+def portable_class_name(config_path: Path) -> None:
+    """Name the generic class PreTrainedTokenizerFast (transformers 4.x loads it as that, 5.x as TokenizersBackend)."""
     cfg = json.loads(config_path.read_text())
+    if cfg.get("tokenizer_class") not in (None, "TokenizersBackend"):
+        return  # a model-specific class: leave it
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
