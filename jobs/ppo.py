@@ -35,7 +35,7 @@ from umm_ray.config import Config
 from umm_ray.data.prompts import load_prompts
 from umm_ray.ppo.assemble import build_experience, kl_stats, shape_scores
 from umm_ray.ppo.data import PromptStream, validate_prompts
-from umm_ray.ppo.experience import make_policy_batch
+from umm_ray.ppo.experience import make_policy_batch, pad_ragged
 from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, load_driver_state, restore_rng, \
     save_checkpoint
 from umm_ray.ppo.timing import PhaseTimer
@@ -58,12 +58,14 @@ def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
     refs = [e.generate.remote(prompts[a:b], n=1, seed=seed + i)
             for i, (e, a, b) in enumerate(zip(engines, bounds, bounds[1:])) if b > a]
     parts = ray.get(refs)
-    out = Rollout([], [], [], [], None)
+    out = Rollout([], [], [], [], [])
     for p in parts:
         out.prompts += p.prompts
         out.responses += p.responses
         out.prompt_ids += p.prompt_ids
         out.response_ids += p.response_ids
+        out.response_logprobs = None if p.response_logprobs is None or out.response_logprobs is None \
+            else out.response_logprobs + p.response_logprobs
     if out.prompts != prompts:
         raise RuntimeError(f"RolloutActors returned {len(out.prompts)} responses for {len(prompts)} prompts, or out "
                            f"of order")
@@ -74,6 +76,14 @@ def sync_weights(policy: PolicyGroup, engines: list) -> None:
     """Rank 0's full policy state dict -> object store -> every rollout engine (`update_weights`)."""
     ref = policy.state_dict_ref()
     ray.get([e.update_weights.remote(ref) for e in engines])
+
+
+def sync_gap(roll: Rollout, logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """|engine log-prob - policy log-prob| over the sampled tokens: ~0 when the weight sync worked (temperature 1)."""
+    if roll.response_logprobs is None:
+        return {}
+    diff = (pad_ragged(roll.response_logprobs, logp.shape[1]) - logp).abs() * mask
+    return {"rollout_logprob_gap": (diff.sum() / mask.sum()).item(), "rollout_logprob_gap_max": diff.max().item()}
 
 
 def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> DriverState:
@@ -152,6 +162,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
             shaped = shape_scores(proxy_scores, moments, ppo)
             exp, adv_stats = build_experience(batch, logp, values, ref_logp, shaped, kl_ctl.value, ppo)
             kl = kl_stats(logp, ref_logp, batch.response_mask)
+            gap = sync_gap(roll, logp, batch.response_mask) if cfg.rollout.temperature == 1.0 else {}
         with t("update"):
             train_stats = policy.train_step(exp, step)
         with t("sync"):
@@ -162,7 +173,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
         n_tokens = batch.response_mask.sum().item()
         metrics = {"proxy_reward": proxy_scores.mean().item(), "proxy_reward_std": proxy_scores.std().item(),
                    "gold_reward": gold_scores.mean().item(), "gold_reward_std": gold_scores.std().item(),
-                   **kl, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
+                   **kl, **gap, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
                    "response_length": n_tokens / len(batch), "shaped_reward": shaped.mean().item(),
                    **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if len(members) > 1},
                    "data_cursor": stream.cursor(step), "data_order": f"{zlib.crc32(str(idx).encode()):08x}",

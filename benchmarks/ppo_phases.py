@@ -1,0 +1,149 @@
+"""PPO benchmark: per-phase seconds, weight-sync share, vLLM vs HF tokens/s, peak memory, and reward hacking.
+
+    python -m benchmarks.ppo_phases --preset tiny --run.output_dir runs/bench [--ppo.steps 60] [--bench.kl 0,0.05]
+
+1. Builds (or reuses, with the compare job's stage cache) the testbed world, the SFT policy and the dense proxy RM.
+2. Runs PPO against the dense proxy once per KL coefficient (default 0 and 0.05) with the testbed gold watching.
+3. Reports, per run: the gold peak (step, value, KL there), the final gold, the drop from the peak, proxy first -> last;
+   and from the kl=0 run the mean seconds of every phase (step 1 excluded: it includes lazy start-up) and the
+   weight-sync share of the step time.
+4. Times vLLM and HF `generate` on the same prompts in one process pair (tokens/s ratio).
+Writes `<output_dir>/bench/ppo_phases.json` and prints a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+from jobs.common import init_ray, parse_job_args
+from umm_ray.config import Config
+from umm_ray.pipeline import Stage, StageRunner
+
+SMOOTH = 5  # steps in the moving average used to locate the gold peak (per-step gold is a noisy batch mean)
+
+
+def build_world(cfg: Config) -> dict:
+    """prepare -> sft -> pairs -> dense RM, cached exactly like jobs.compare (same stage names and keys)."""
+    from umm_ray import stages as S
+
+    runner = StageRunner(Path(cfg.run.output_dir), cfg)
+    runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
+    runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
+    runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",)))
+    rm = runner.run(Stage("rm_dense", lambda out: S.train_rm(cfg, "dense", {}, out), sections=("rm",),
+                          deps=("pairs",), extra={}))
+    root = Path(cfg.run.output_dir)
+    return {"policy": str(root / "sft" / "model"), "proxy": rm["model"],
+            "prompts": str(root / "prepare" / "prompts_ppo.jsonl")}
+
+
+def moving_average(xs: list[float], k: int) -> list[float]:
+    """Trailing mean over up to k values (same length as xs)."""
+    return [sum(xs[max(0, i - k + 1):i + 1]) / len(xs[max(0, i - k + 1):i + 1]) for i in range(len(xs))]
+
+
+def hacking_summary(rows: list[dict]) -> dict:
+    """Gold peak (smoothed), final gold, drop, KL at both, proxy first -> last, from one run's metrics rows."""
+    gold = moving_average([r["gold_reward"] for r in rows], SMOOTH)
+    proxy = moving_average([r["proxy_reward"] for r in rows], SMOOTH)
+    peak = max(range(len(gold)), key=gold.__getitem__)
+    return {"steps": len(rows), "gold_start": rows[0]["gold_reward"], "gold_peak": gold[peak],
+            "gold_peak_step": rows[peak]["step"], "kl_k2_at_peak": rows[peak]["kl_k2"], "gold_final": gold[-1],
+            "gold_drop_from_peak": gold[peak] - gold[-1], "kl_k2_final": rows[-1]["kl_k2"],
+            "kl_k1_final": rows[-1]["kl_k1"], "proxy_start": proxy[0], "proxy_final": proxy[-1],
+            "response_length_start": rows[0]["response_length"], "response_length_final": rows[-1]["response_length"],
+            "smoothing_window": SMOOTH}
+
+
+def phase_summary(rows: list[dict]) -> dict:
+    """Mean seconds per phase over steps 2.. (step 1 pays actor start-up), the sync share and generation tokens/s."""
+    body = rows[1:] or rows
+    keys = sorted({k for r in body for k in r if k.startswith("time/")})
+    means = {k[5:]: sum(r.get(k) or 0.0 for r in body) / len(body) for k in keys}
+    step = means.pop("step")
+    return {"seconds_per_step": step, "phases": means, "share": {k: v / step for k, v in means.items()},
+            "sync_share": means.get("sync", 0.0) / step,
+            "tokens_per_s": sum(r["tokens_per_s"] for r in body) / len(body)}
+
+
+def engine_ratio(cfg: Config, policy: str, prompts: list[str], repeats: int = 3) -> dict:
+    """Generated tokens/s of vLLM and HF `generate` on the same prompts (after one warm-up call each)."""
+    from umm_ray.actors.rollout import RolloutActor
+
+    out = {}
+    for backend in ("vllm", "hf"):
+        actor = ray.remote(RolloutActor).options(num_cpus=1).remote(
+            policy, backend=backend, max_new_tokens=cfg.rollout.max_new_tokens, temperature=1.0)
+        ray.get(actor.generate.remote(prompts[:4], n=1, seed=0))
+        tokens, t0 = 0, time.perf_counter()
+        for i in range(repeats):
+            roll = ray.get(actor.generate.remote(prompts, n=1, seed=i + 1))
+            tokens += sum(len(r) for r in roll.response_ids)
+        out[backend] = tokens / (time.perf_counter() - t0)
+        ray.kill(actor)
+    out["vllm_over_hf"] = out["vllm"] / out["hf"]
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["| kl_coef | gold start | gold peak (step, KL k2) | gold final | drop | KL k2 final | proxy start -> final |",
+             "|---|---|---|---|---|---|---|"]
+    for kl, h in result["hacking"].items():
+        lines.append(f"| {kl} | {h['gold_start']:.3f} | {h['gold_peak']:.3f} ({h['gold_peak_step']}, "
+                     f"{h['kl_k2_at_peak']:.2f}) | {h['gold_final']:.3f} | {h['gold_drop_from_peak']:.3f} | "
+                     f"{h['kl_k2_final']:.2f} | {h['proxy_start']:.3f} -> {h['proxy_final']:.3f} |")
+    p = result["phases"]
+    lines += ["", f"seconds per step {p['seconds_per_step']:.2f}; sync share {100 * p['sync_share']:.1f}%; "
+              f"generation {p['tokens_per_s']:.0f} tokens/s", "", "| phase | seconds | share |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.3f} | {100 * p['share'][k]:.1f}% |" for k, v in sorted(p["phases"].items())]
+    e = result.get("engines")
+    if e:
+        lines += ["", f"vLLM {e['vllm']:.0f} tok/s, HF generate {e['hf']:.0f} tok/s: ratio {e['vllm_over_hf']:.2f}x"]
+    lines += ["", f"peak memory (MiB): {json.dumps(result['peak_memory_mb'])}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import dataclasses
+
+    from jobs.ppo import run_ppo
+    from umm_ray.data.prompts import load_prompts
+    from umm_ray.report.metrics import read_metrics
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kls = [0.0, 0.05]
+    if "--bench.kl" in argv:  # benchmark-only flag, not part of the job config
+        i = argv.index("--bench.kl")
+        kls = [float(x) for x in argv[i + 1].split(",")]
+        del argv[i:i + 2]
+    cfg = parse_job_args(argv, "ppo_phases")
+    init_ray(cfg)
+    world = build_world(cfg)
+    bench = Path(cfg.run.output_dir) / "bench"
+    result = {"config": {"steps": cfg.ppo.steps, "rollout_batch_size": cfg.ppo.rollout_batch_size,
+                         "max_new_tokens": cfg.rollout.max_new_tokens, "backend": cfg.rollout.backend,
+                         "world_size": cfg.ppo.world_size, "zero_stage": cfg.ppo.zero_stage},
+               "hacking": {}, "peak_memory_mb": {}}
+    for kl in kls:
+        run_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=kl))
+        out = run_ppo(run_cfg, world["policy"], world["proxy"], cfg.reward.gold, world["prompts"], bench / f"kl{kl:g}")
+        rows = read_metrics(out / "metrics.jsonl")
+        result["hacking"][f"{kl:g}"] = hacking_summary(rows)
+        result["peak_memory_mb"][f"kl{kl:g}"] = json.loads((out / "summary.json").read_text())["peak_memory_mb"]
+        if kl == kls[0]:
+            result["phases"] = phase_summary(rows)
+    prompts = [p.prompt for p in load_prompts(world["prompts"])][:cfg.ppo.rollout_batch_size]
+    result["engines"] = engine_ratio(cfg, world["policy"], prompts)
+    bench.mkdir(parents=True, exist_ok=True)
+    (bench / "ppo_phases.json").write_text(json.dumps(result, indent=1))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
