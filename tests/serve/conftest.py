@@ -26,21 +26,15 @@ def world_texts(n: int = 80) -> tuple[list[str], list[str]]:
 
 
 def make_rm_dir(out_dir: Path, tokenizer, seed: int) -> Path:
-    """A tiny Llama sequence classifier (hidden 128, head_dim 64, num_labels 1) saved as an HF checkpoint."""
+    """A tiny testbed Llama reward model (hidden 128, head_dim 64, num_labels 1) saved as an HF checkpoint."""
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, num_attention_heads=2, num_key_value_heads=2,
-                      head_dim=64, num_hidden_layers=2, intermediate_size=256, max_position_embeddings=256,
-                      num_labels=1, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForSequenceClassification(cfg)
+    from umm_ray.testbed.models import make_reward_model, save_model
+
+    model = make_reward_model("llama", tokenizer, seed=seed)
     # A visible score scale: the default head init makes every reward ~0, which would hide ordering bugs.
     torch.nn.init.normal_(model.score.weight, std=1.0)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    return save_model(model, tokenizer, out_dir)
 
 
 def build_rms(root: Path, members: int = 3) -> dict[str, Path]:
