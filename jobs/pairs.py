@@ -50,9 +50,9 @@ def run_pairs(cfg: Config, prompts_path: str | Path, policy_path: str | Path, ou
                                                              cfg.testbed.n_pairs)]
     a, b = sample_two(cfg, str(policy_path), chosen)
     pairs, stats = label_pairs(chosen, a, b, load_gold(cfg.reward.gold), cfg.testbed.label_noise, cfg.run.seed)
-    fracs = {"train": 1 - cfg.testbed.val_frac - cfg.testbed.test_frac, "val": cfg.testbed.val_frac,
-             "test": cfg.testbed.test_frac}
-    splits = split_pairs(pairs, fracs, seed=cfg.run.seed)
+    t = cfg.testbed
+    parts = split_pairs(pairs, (1 - t.val_frac - t.test_frac, t.val_frac, t.test_frac), seed=cfg.run.seed)
+    splits = dict(zip(("train", "val", "test"), parts))
     for name, rows in splits.items():
         write_jsonl(out / f"pairs_{name}.jsonl", rows)
     stats = {**stats, **{f"n_{k}": len(v) for k, v in splits.items()}}
