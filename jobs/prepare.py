@@ -26,7 +26,8 @@ def property_lines(summary: dict) -> list[str]:
         f"references {a['reference']['mean']:.3f}",
         f"b) Spearman({b['length_unit']}, gold) inside SFT = {b['spearman_length_gold']:.3f} "
         f"(per family: " + ", ".join(f"{f} {v:.2f}" for f, v in b["spearman_per_family"].items()) + "); "
-        f"padding with k repeats changes gold by " + ", ".join(f"k={k}: {v['mean_change']:+.3f}" for k, v in pad.items()),
+        "padding with k repeats changes gold by "
+        + ", ".join(f"k={k}: {v['mean_change']:+.3f}" for k, v in pad.items()),
     ]
     for kind, per_family in c["edit_change"].items():
         lines.append(f"c) {kind}: " + ", ".join(f"{f} {v:+.3f}" for f, v in per_family.items())

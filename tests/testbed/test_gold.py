@@ -40,7 +40,8 @@ def test_hand_computed(prompt, response, expected):
 def test_scorer_interface_and_errors():
     g = load_gold("testbed")
     assert isinstance(g, TestbedGold)
-    assert g.score(["List 2 fruits.\nAnswer:"] * 2, [" apple, pear.", " dog."]) == pytest.approx([1.7, 0.2])  # dog: format only
+    # " dog.": wrong item, right format only
+    assert g.score(["List 2 fruits.\nAnswer:"] * 2, [" apple, pear.", " dog."]) == pytest.approx([1.7, 0.2])
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         g.score(["a", "b"], ["c"])
     with pytest.raises(ValueError, match="item 1"):

@@ -40,10 +40,11 @@ def test_render_parse_round_trip_every_template():
     tasks = [Task("list", "fruits", n=3), Task("list", "tools", n=1, exclude="saw"),
              Task("describe", "color", subject="owl", n=2), Task("answer", "color", subject="apple"),
              Task("answer", "kind", subject="harp"), Task("answer", "sound", subject="dog"),
-             Task("answer", "opposite", subject="hot"), Task("answer", "pick", subject="fruit", words=("dog", "fig", "car")),
+             Task("answer", "opposite", subject="hot"),
+             Task("answer", "pick", subject="fruit", words=("dog", "fig", "car")),
              Task("rewrite", "opposites", words=("big", "up")), Task("rewrite", "plural", words=("fox", "berry"))]
     for task in tasks:
-        for variant in range(5):
+        for variant in range(12):
             assert parse_prompt(render(task, variant)) == task, render(task, variant)
 
 

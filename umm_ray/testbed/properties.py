@@ -78,7 +78,8 @@ def measure_properties(prompts: list[PromptRecord], seed: int = 0, k: int = 4, t
     a = {"sft": _stats(sft), "random": _stats(rand), "reference": _stats(ref),
          "sft_minus_random": statistics.fmean(sft) - statistics.fmean(rand),
          "per_family": {f: _stats([s for s, g in zip(sft, F) if g == f]) for f in FAMILIES}}
-    return {"a": a, "b": _length_property(P, R, F, sft, gold, rng, tokenizer), "c": _family_property(prompts, gold, rng)}
+    b = _length_property(P, R, F, sft, gold, rng, tokenizer)
+    return {"a": a, "b": b, "c": _family_property(prompts, gold, rng)}
 
 
 def _lengths(responses: list[str], tokenizer) -> list[int]:

@@ -50,8 +50,9 @@ def _art(word: str) -> str:
 
 # Templates per (family, variant). `{a}` is the article of the subject. Each has a regex built by `_pattern`.
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "list": ("List {n} {topic}.", "Name {n} {topic}.", "Give {n} examples of {topic}.",
-             "List {n} {topic} other than {exclude}.", "Name {n} {topic}, but not {exclude}."),
+    "list": ("List {n} {topic}.", "Name {n} {topic}.", "Give {n} examples of {topic}.", "Write down {n} {topic}.",
+             "List {n} {topic} other than {exclude}.", "Name {n} {topic}, but not {exclude}.",
+             "Give {n} examples of {topic}, not {exclude}."),
     "describe": ("Describe {a} {subject} with {n} words about {topic}.",
                  "Describe the {topic} of {a} {subject} using {n} words.",
                  "What is {a} {subject} like? Use {n} {topic} words."),
@@ -117,13 +118,15 @@ def parse_prompt(prompt: str) -> Task:
     raise ValueError(f"not a testbed prompt (no template matches): {prompt!r}")
 
 
-def _check_task(task: Task, prompt: str) -> None:
-    ok = {
-        "list": lambda t: t.topic in lx.CATEGORIES and t.n >= 1 and (not t.exclude or t.exclude in lx.CATEGORIES[t.topic]),
-        "describe": lambda t: t.topic in lx.ASPECTS and lx.category_of(t.subject) is not None and t.n >= 1,
-        "answer": lambda t: answer_of(t) is not None,
-        "rewrite": lambda t: len(t.words) >= 1 and all(_rewrite_word(t.topic, w) for w in t.words),
-    }[task.family](task)
+def _check_task(t: Task, prompt: str) -> None:
+    if t.family == "list":
+        ok = t.topic in lx.CATEGORIES and t.n >= 1 and (not t.exclude or t.exclude in lx.CATEGORIES[t.topic])
+    elif t.family == "describe":
+        ok = t.topic in lx.ASPECTS and lx.category_of(t.subject) is not None and t.n >= 1
+    elif t.family == "answer":
+        ok = answer_of(t) is not None
+    else:
+        ok = len(t.words) >= 1 and all(_rewrite_word(t.topic, w) for w in t.words)
     if not ok:
         raise ValueError(f"testbed prompt asks about unknown words or counts: {prompt!r}")
 
@@ -211,11 +214,12 @@ def _sample_task(family: str, rng: random.Random) -> Task:
     if family == "list":
         cat = rng.choice(list(lx.CATEGORIES))
         exclude = rng.choice(lx.CATEGORIES[cat]) if rng.random() < 0.5 else ""
-        return Task("list", cat, n=rng.randint(2, 6), exclude=exclude)
+        return Task("list", cat, n=rng.randint(2, 7), exclude=exclude)
     if family == "describe":
         cat = rng.choice(list(lx.CATEGORY_ASPECTS))
         aspect = rng.choice(lx.CATEGORY_ASPECTS[cat])
-        return Task("describe", aspect, subject=rng.choice(lx.CATEGORIES[cat]), n=rng.randint(1, min(4, len(lx.ASPECTS[aspect]))))
+        n = rng.randint(1, min(4, len(lx.ASPECTS[aspect])))
+        return Task("describe", aspect, subject=rng.choice(lx.CATEGORIES[cat]), n=n)
     if family == "answer":
         topic = rng.choice(("color", "kind", "sound", "opposite", "pick"))
         if topic == "pick":
@@ -232,7 +236,7 @@ def _sample_task(family: str, rng: random.Random) -> Task:
 
 
 def make_prompts(n: int, seed: int) -> list[PromptRecord]:
-    """`n` distinct prompts, families in equal shares (round-robin), deterministic in `seed`.
+    """`n` distinct prompts, families in equal shares (round-robin), deterministic in `seed` (n up to ~10000).
 
     Each record carries `family`, a perfect `reference` response, `source` "testbed:<seed>:<i>" and
     `meta` = the parsed task fields.
@@ -247,7 +251,7 @@ def make_prompts(n: int, seed: int) -> list[PromptRecord]:
     while len(out) < n:
         family = FAMILIES[len(out) % len(FAMILIES)]
         task = _sample_task(family, rng)
-        text = render(task, rng.randrange(5))
+        text = render(task, rng.randrange(12))
         if text in seen:
             misses += 1
             if misses > 50 * n + 1000:
@@ -348,17 +352,15 @@ def _sft_rewrite(task: Task, rng: random.Random) -> str:
     q = _skill(rng)
     out = []
     for s, t in zip(task.words, target_words(task)):
-        r = rng.random()
-        if r < 0.2 + 0.8 * q:
+        if rng.random() < 0.2 + 0.8 * q:
             out.append(t)
-        elif r < 0.2 + 0.8 * q + 0.8 * (1 - q) * 0.6:  # a miss is usually a skipped word or an echo of the source
-            out += [s] if rng.random() < 0.4 else []
-        else:
-            out.append(_other_words({t}, rng, 1)[0])
+            continue
+        r = rng.random()  # a miss is usually a skipped word, else an echo of the source or a random word
+        out += [] if r < 0.6 else [s] if r < 0.85 else _other_words({t}, rng, 1)
     r = rng.random()
     if r < 0.3 * (1 - q) and len(out) > 1:  # stops early
         out = out[:rng.randint(1, len(out) - 1)]
-    elif r > 0.9:  # keeps going: repeats outputs or echoes the source
+    elif r > 0.92:  # keeps going: repeats outputs or echoes the source
         out = out + rng.choices(out + list(task.words), k=rng.randint(1, 4))
     return " " + " ".join(out) + ("." if rng.random() < 0.7 + 0.3 * q else "")
 
