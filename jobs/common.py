@@ -11,6 +11,29 @@ from umm_ray.config import Config, ConfigError, describe, load_config, save_conf
 # Presets: partial config dicts applied below the YAML file and the CLI overrides.
 PRESETS: dict[str, dict] = {
     "tiny": {},
+    # CPU, longer: clearer curves (about an hour on 2 cores).
+    "small": {
+        "testbed": {"n_prompts": 6000, "n_pairs": 4000},
+        "sft": {"epochs": 3},
+        "rm": {"epochs": 3},
+        "ppo": {"steps": 120, "rollout_batch_size": 64},
+        "bon": {"n_prompts": 128, "n_samples": 64},
+    },
+    # The paper's scale on a GPU cluster (documented, not run on CPU machines): Qwen2.5-0.5B policy and RM backbone,
+    # AlpacaFarm preferences and prompts, a Llama-3-8B-class gold RM, 3000 PPO steps, vLLM + DeepSpeed ZeRO-2 in bf16.
+    "gpu": {
+        "run": {"num_gpus_per_actor": 1.0, "num_cpus_per_actor": 4.0},
+        "model": {"policy_path": "Qwen/Qwen2.5-0.5B", "max_seq_len": 1024, "hidden_size": 896},
+        "rm": {"base_path": "Qwen/Qwen2.5-0.5B", "data": "tatsu-lab/alpaca_farm", "batch_size": 8, "lr": 1e-5,
+               "epochs": 1, "num_workers": 4, "strategy": "deepspeed", "max_len": 1024},
+        "sft": {"lr": 1e-5, "batch_size": 8, "num_workers": 4},
+        "merge": {"lr": 1e-2},
+        "reward": {"gold": "Skywork/Skywork-Reward-Llama-3.1-8B", "batch_size": 16},
+        "rollout": {"num_engines": 2, "max_new_tokens": 300, "gpu_memory_utilization": 0.6},
+        "ppo": {"steps": 3000, "rollout_batch_size": 512, "micro_batch_size": 8, "world_size": 8, "zero_stage": 2,
+                "actor_lr": 1e-6, "critic_lr": 5e-6},
+        "bon": {"n_prompts": 500, "n_samples": 1024},
+    },
     # Seconds-scale stages, for the end-to-end test and smoke runs.
     "test": {
         "testbed": {"n_prompts": 200, "n_pairs": 120, "vocab_size": 512},
