@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
     },
     # Seconds-scale stages, for the end-to-end test and smoke runs.
     "test": {
-        "testbed": {"n_prompts": 200, "n_pairs": 120, "vocab_size": 512},
+        "testbed": {"n_prompts": 200, "n_pairs": 120},
         "sft": {"epochs": 1, "num_workers": 1},
         "rm": {"epochs": 1, "num_workers": 1},
         "ensemble": {"members": 2},
