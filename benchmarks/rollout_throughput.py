@@ -5,7 +5,8 @@
 
 Runs at the demo size by default: 64 testbed prompts x 48 new tokens on the tiny testbed Llama (hidden 128,
 2 layers, vocab 1024). Each backend runs in its own RolloutActor, one at a time (the other is killed), with the same
-torch thread count. Sync time = driver `ray.put(state_dict)` + `update_weights(ref)` round trip, fresh weights each time.
+torch thread count. Sync time = driver `ray.put(state_dict)` + `update_weights(ref)` round trip, new weights each
+time.
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def bench_backend(backend: str, path: str, prompts: list[str], args) -> dict:
             "sync_engine_s_median": statistics.median(engine_s), "sync_bytes": stats.num_bytes}
 
 
+def start_ray(attempts: int = 3) -> None:
+    """ray.init in-process; retried because Ray waits only 30 s for its raylet, too little on a saturated machine."""
+    env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env=env)
+            return
+        except Exception as e:  # Ray raises a bare Exception for the startup timeout
+            if attempt == attempts or "timed out during startup" not in str(e):
+                raise
+            print(f"ray.init attempt {attempt} timed out (machine busy); retrying")
+            time.sleep(10)
+
+
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'backend':8} {'start s':>8} {'tokens/call':>11} {'s/call':>8} {'tokens/s':>10} "
           f"{'sync s':>8} {'(in engine)':>11}")
@@ -91,8 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         path, prompts = build_policy(Path(tmp), args.prompts, args.hidden, args.layers, args.vocab)
         from transformers import AutoModelForCausalLM
         torch.save(AutoModelForCausalLM.from_pretrained(path).state_dict(), Path(path) / "sd.pt")
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+        start_ray()
         try:
             rows = [bench_backend(b, path, prompts, args) for b in args.backends.split(",")]
         finally:

@@ -80,7 +80,7 @@ class RolloutActor:
         if backend == "vllm":
             self._engine = _VLLMEngine(self.model_path, dtype, seed, self.max_model_len, gpu_memory_utilization)
         else:
-            self._engine = _HFEngine(self.model_path, dtype, self.tokenizer, hf_batch_size)
+            self._engine = _HFEngine(self.model_path, dtype, seed, self.tokenizer, hf_batch_size)
 
     def ready(self) -> bool:
         """True once the engine is built (call it to wait for start-up and surface constructor errors)."""
@@ -102,8 +102,8 @@ class RolloutActor:
             if not ids:
                 raise ValueError(f"RolloutActor.generate: prompt {i} is empty after tokenization")
             if len(ids) > self.max_model_len - 1:
-                raise ValueError(f"RolloutActor.generate: prompt {i} has {len(ids)} tokens; at most "
-                                 f"max_model_len - 1 = {self.max_model_len - 1} fit (prompt starts {prompts[i][:60]!r})")
+                raise ValueError(f"RolloutActor.generate: prompt {i} has {len(ids)} tokens; at most max_model_len - 1"
+                                 f" = {self.max_model_len - 1} fit (prompt starts {prompts[i][:60]!r})")
         caps = [min(self.max_new_tokens, self.max_model_len - len(ids)) for ids in prompt_ids]
         seeds = _per_prompt_seeds(seed, len(prompts))
         response_ids, logprobs = self._engine.sample(prompt_ids, caps, n, seeds, self.temperature, self.top_p)
@@ -202,11 +202,13 @@ class _VLLMEngine:
 class _HFEngine:
     """Transformers `generate` on a plain `AutoModelForCausalLM`."""
 
-    def __init__(self, model_path: str, dtype: str, tokenizer, batch_size: int):
+    def __init__(self, model_path: str, dtype: str, seed: int, tokenizer, batch_size: int):
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).eval()
         self.batch_size = batch_size
+        torch.manual_seed(seed)  # generate(seed=None) then continues one reproducible stream, as vLLM's engine seed
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
 
@@ -266,7 +268,8 @@ def sequence_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
     ids, mask = pad_batch([p + r for p, r in zip(prompt_ids, response_ids)], pad_id, side="right")  # [B, T]
     logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)             # [B, T, V]
     tok_lp = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)                      # [B, T-1]
-    return [tok_lp[i, len(p) - 1:len(p) - 1 + len(r)].tolist() for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
+    return [tok_lp[i, len(p) - 1:len(p) - 1 + len(r)].tolist()
+            for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
 
 
 class WeightNames:
