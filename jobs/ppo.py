@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -24,10 +25,7 @@ import torch
 from tqdm import tqdm
 
 from jobs.common import init_ray, parse_job_args, record_config
-from umm_ray.actors.policy import PolicyGroup
-from umm_ray.actors.reference import ReferenceActor
 from umm_ray.actors.reward import RewardGroup, ensemble_members, parse_reward_spec
-from umm_ray.actors.rollout import RolloutActor
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.algo.kl import make_kl_controller
 from umm_ray.algo.ppo import RunningMoments
@@ -35,71 +33,11 @@ from umm_ray.config import Config
 from umm_ray.data.prompts import load_prompts
 from umm_ray.ppo.assemble import build_experience, kl_stats, shape_scores
 from umm_ray.ppo.data import PromptStream, validate_prompts
-from umm_ray.ppo.experience import make_policy_batch, pad_ragged
-from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, load_driver_state, restore_rng, \
-    save_checkpoint
+from umm_ray.ppo.experience import make_policy_batch
+from umm_ray.ppo.roles import generate, resume_state, start_roles, sync_gap, sync_weights
+from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, save_checkpoint
 from umm_ray.ppo.timing import PhaseTimer
-from umm_ray.records import Rollout
 from umm_ray.report.metrics import MetricsLogger
-
-
-def make_engine(cfg: Config, policy_path: str):
-    """One RolloutActor (vLLM or HF backend) holding a copy of the starting policy."""
-    ro = cfg.rollout
-    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
-    return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
-                        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed)
-
-
-def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
-    """One response per prompt, prompts split into contiguous shards over the engines (order kept)."""
-    k = len(engines)
-    bounds = [len(prompts) * i // k for i in range(k + 1)]
-    refs = [e.generate.remote(prompts[a:b], n=1, seed=seed + i)
-            for i, (e, a, b) in enumerate(zip(engines, bounds, bounds[1:])) if b > a]
-    parts = ray.get(refs)
-    out = Rollout([], [], [], [], [])
-    for p in parts:
-        out.prompts += p.prompts
-        out.responses += p.responses
-        out.prompt_ids += p.prompt_ids
-        out.response_ids += p.response_ids
-        out.response_logprobs = None if p.response_logprobs is None or out.response_logprobs is None \
-            else out.response_logprobs + p.response_logprobs
-    if out.prompts != prompts:
-        raise RuntimeError(f"RolloutActors returned {len(out.prompts)} responses for {len(prompts)} prompts, or out "
-                           f"of order")
-    return out
-
-
-def sync_weights(policy: PolicyGroup, engines: list) -> None:
-    """Rank 0's full policy state dict -> object store -> every rollout engine (`update_weights`)."""
-    ref = policy.state_dict_ref()
-    ray.get([e.update_weights.remote(ref) for e in engines])
-
-
-def sync_gap(roll: Rollout, logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """|engine log-prob - policy log-prob| over the sampled tokens: ~0 when the weight sync worked (temperature 1)."""
-    if roll.response_logprobs is None:
-        return {}
-    diff = (pad_ragged(roll.response_logprobs, logp.shape[1]) - logp).abs() * mask
-    return {"rollout_logprob_gap": (diff.sum() / mask.sum()).item(), "rollout_logprob_gap_max": diff.max().item()}
-
-
-def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> DriverState:
-    """Load the latest checkpoint into the policy ranks and the rollout engines; a fresh DriverState otherwise."""
-    ckpt = latest_checkpoint(out) if cfg.ppo.resume else None
-    if ckpt is None:
-        return DriverState(data_seed=cfg.run.seed)
-    state = load_driver_state(ckpt)
-    if state.data_seed != cfg.run.seed:
-        raise ValueError(f"{ckpt}: checkpoint was made with run.seed={state.data_seed}, config has {cfg.run.seed}; "
-                         f"use a fresh run.output_dir or the same seed")
-    policy.load_checkpoint(str(ckpt))
-    sync_weights(policy, engines)
-    restore_rng(state.rng)
-    tqdm.write(f"ppo: resumed from {ckpt} (step {state.step})")
-    return state
 
 
 def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prompts_path: str,
@@ -125,17 +63,8 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
     members = ensemble_members(proxy)
     init_ray(cfg)
 
-    cpus, gpus = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor
-    policy = PolicyGroup(policy_path, ppo, seed=cfg.run.seed, temperature=cfg.rollout.temperature or 1.0,
-                         num_cpus=cpus, num_gpus=gpus)
-    engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
-    reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
-        policy_path, ppo.micro_batch_size, cfg.rollout.temperature or 1.0)
-    proxy_rm = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cpus, gpus)
-    gold_rm = RewardGroup([gold], "PACK", cpus, gpus)
-    ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])  # surface load errors before step 1
-    proxy_rm.ready(), gold_rm.ready()
-
+    roles = start_roles(cfg, policy_path, members, gold)
+    policy, engines = roles.policy, roles.engines
     state = resume_state(cfg, out, policy, engines)
     kl_ctl, moments = make_kl_controller(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon), RunningMoments()
     if state.step:
@@ -144,60 +73,65 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
     stream = PromptStream(len(prompts), ppo.rollout_batch_size, cfg.run.seed)
     logger = MetricsLogger(out, start_step=state.step + 1)
     bar = tqdm(range(state.step, ppo.steps), initial=state.step, total=ppo.steps, desc="ppo", dynamic_ncols=True)
-    for step in bar:
-        t = PhaseTimer()
-        idx = stream.indices(step)
-        with t("generate"):
-            roll = generate(engines, [prompts[i].prompt for i in idx], seed=cfg.run.seed * 100_003 + step * 101)
-        with t("score"):  # proxy members and gold score concurrently
-            refs = proxy_rm.submit(roll.prompts, roll.responses), gold_rm.submit(roll.prompts, roll.responses)
-            member_scores, gold_scores = RewardGroup.collect(refs[0]), RewardGroup.collect(refs[1])[0]
-            proxy_scores = aggregate(member_scores, how, lam).float()
-        batch = make_policy_batch(roll.prompt_ids, roll.response_ids, tok.pad_token_id or 0)
-        with t("reference"):
-            ref_logp = ray.get(reference.logprobs_batch.remote(batch))
-        with t("policy_forward"):
-            logp, values = policy.forward_logprobs_values(batch)
-        with t("advantages"):
-            shaped = shape_scores(proxy_scores, moments, ppo)
-            exp, adv_stats = build_experience(batch, logp, values, ref_logp, shaped, kl_ctl.value, ppo)
-            kl = kl_stats(logp, ref_logp, batch.response_mask)
-            gap = sync_gap(roll, logp, batch.response_mask) if cfg.rollout.temperature == 1.0 else {}
-        with t("update"):
-            train_stats = policy.train_step(exp, step)
-        with t("sync"):
-            sync_weights(policy, engines)
-        kl_coef_used = kl_ctl.value
-        kl_ctl.update(kl["kl_k1"], len(batch))
+    last_ckpt_s = 0.0
+    try:
+        for step in bar:
+            t = PhaseTimer()
+            idx = stream.indices(step)
+            with t("generate"):
+                roll = generate(engines, [prompts[i].prompt for i in idx], seed=cfg.run.seed * 100_003 + step * 101)
+            with t("score"):  # proxy members and gold score concurrently
+                refs = roles.proxy.submit(roll.prompts, roll.responses), roles.gold.submit(roll.prompts, roll.responses)
+                member_scores, gold_scores = RewardGroup.collect(refs[0]), RewardGroup.collect(refs[1])[0]
+                proxy_scores = aggregate(member_scores, how, lam).float()
+            batch = make_policy_batch(roll.prompt_ids, roll.response_ids, tok.pad_token_id or 0)
+            with t("reference"):
+                ref_logp = ray.get(roles.reference.logprobs_batch.remote(batch))
+            with t("policy_forward"):
+                logp, values = policy.forward_logprobs_values(batch)
+            with t("advantages"):
+                shaped = shape_scores(proxy_scores, moments, ppo)
+                exp, adv_stats = build_experience(batch, logp, values, ref_logp, shaped, kl_ctl.value, ppo)
+                kl = kl_stats(logp, ref_logp, batch.response_mask)
+                gap = sync_gap(roll, logp, batch.response_mask) if cfg.rollout.temperature == 1.0 else {}
+            with t("update"):
+                train_stats = policy.train_step(exp, step)
+            with t("sync"):
+                sync_weights(policy, engines)
+            kl_coef_used = kl_ctl.value
+            kl_ctl.update(kl["kl_k1"], len(batch))
 
-        n_tokens = batch.response_mask.sum().item()
-        metrics = {"proxy_reward": proxy_scores.mean().item(), "proxy_reward_std": proxy_scores.std().item(),
-                   "gold_reward": gold_scores.mean().item(), "gold_reward_std": gold_scores.std().item(),
-                   **kl, **gap, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
-                   "response_length": n_tokens / len(batch), "shaped_reward": shaped.mean().item(),
-                   **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if len(members) > 1},
-                   "data_cursor": stream.cursor(step), "data_order": f"{zlib.crc32(str(idx).encode()):08x}",
-                   "sample": roll.prompts[0][-80:] + " ||| " + roll.responses[0][:200]}
-        if (step + 1) % ppo.checkpoint_every == 0 or step + 1 == ppo.steps:
-            with t("checkpoint"):
+            n_tokens = batch.response_mask.sum().item()
+            logger.log(step + 1, {
+                "proxy_reward": proxy_scores.mean().item(), "proxy_reward_std": proxy_scores.std().item(),
+                "gold_reward": gold_scores.mean().item(), "gold_reward_std": gold_scores.std().item(),
+                **kl, **gap, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
+                "response_length": n_tokens / len(batch), "shaped_reward": shaped.mean().item(),
+                **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if len(members) > 1},
+                **t.as_metrics(), "time/last_checkpoint": last_ckpt_s,
+                "tokens_per_s": n_tokens / t.seconds["generate"],
+                "data_cursor": stream.cursor(step), "data_order": f"{zlib.crc32(str(idx).encode()):08x}",
+                "sample": roll.prompts[0][-80:] + " ||| " + roll.responses[0][:200]})
+            bar.set_postfix(proxy=f"{proxy_scores.mean():.3f}", gold=f"{gold_scores.mean():.3f}",
+                            kl=f"{kl['kl_k2']:.3f}", len=f"{n_tokens / len(batch):.1f}")
+            if (step + 1) % ppo.checkpoint_every == 0 or step + 1 == ppo.steps:
+                logger.flush()  # the step's row is on disk before the checkpoint that covers it
+                t0 = time.perf_counter()
                 state = DriverState(step + 1, stream.cursor(step + 1), cfg.run.seed, kl_ctl.state_dict(),
                                     moments.state_dict(), capture_rng())
-                logger.log(step + 1, {**metrics, **t.as_metrics(), "tokens_per_s": n_tokens / t.seconds["generate"]})
-                logger.flush()  # the row reaches disk before the checkpoint that covers it
                 save_checkpoint(out, state, policy.save_checkpoint, ppo.keep_checkpoints)
-        else:
-            logger.log(step + 1, {**metrics, **t.as_metrics(), "tokens_per_s": n_tokens / t.seconds["generate"]})
-        bar.set_postfix(proxy=f"{metrics['proxy_reward']:.3f}", gold=f"{metrics['gold_reward']:.3f}",
-                        kl=f"{kl['kl_k2']:.3f}", len=f"{metrics['response_length']:.1f}")
-    logger.close()
+                last_ckpt_s = time.perf_counter() - t0
+    except ray.exceptions.RayActorError as e:  # a dead policy rank / rollout engine: stop, checkpoint stays usable
+        raise RuntimeError(f"ppo: an actor died during step {step + 1}: {e}\nThe last checkpoint "
+                           f"({latest_checkpoint(out)}) is intact; rerun the same command to resume.") from None
+    finally:
+        logger.close()
 
     policy.save_hf(str(out / "policy"))
     summary = {"steps": ppo.steps, "peak_memory_mb": {"policy_ranks": policy.peak_memory_mb()},
                "proxy": proxy.describe(), "aggregate": how if len(members) > 1 else None, "gold": gold.describe()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    for e in engines + [reference]:
-        ray.kill(e)
-    policy.shutdown(), proxy_rm.shutdown(), gold_rm.shutdown()
+    roles.shutdown()
     return out
 
 

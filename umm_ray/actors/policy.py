@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import ray
@@ -57,6 +58,8 @@ class PolicyActor:
     def __init__(self, policy_path: str, ppo: PPOConfig, rank: int, world_size: int, seed: int = 0,
                  temperature: float = 1.0, trust_remote_code: bool = False, num_threads: int = 1):
         torch.set_num_threads(num_threads)
+        # DeepSpeed still calls torch.distributed's deprecated all_gather_into_tensor; one warning per call is noise.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
         self.path, self.ppo, self.rank, self.world_size = policy_path, ppo, rank, world_size
         self.seed, self.temperature, self.trust_remote_code = seed, temperature, trust_remote_code
         self.name = f"PolicyActor[rank {rank}/{world_size}]"

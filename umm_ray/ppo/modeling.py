@@ -89,9 +89,17 @@ def load_actor_critic(policy_path: str, dtype: torch.dtype = torch.float32, trus
     """Policy, critic and tokenizer from one HF causal-LM checkpoint (dir or hub name). Returns (model, tokenizer)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     kw = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    hf_logging.disable_progress_bar()
     policy = AutoModelForCausalLM.from_pretrained(policy_path, **kw)
-    critic = AutoModel.from_pretrained(policy_path, **kw)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the critic drops the LM head on purpose; its "unexpected key" report is noise
+    try:
+        critic = AutoModel.from_pretrained(policy_path, **kw)
+    finally:
+        hf_logging.set_verbosity(level)
     tok = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=trust_remote_code)
     model = ActorCritic(policy, critic)
     disable_dropout(model)

@@ -1,0 +1,118 @@
+"""The PPO run's roles and the driver's calls into them: start-up, generation over engines, weight sync, resume.
+
+Kept out of `jobs/ppo.py` so the driver reads as the loop itself (DESIGN.md §4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import torch
+from tqdm import tqdm
+
+from umm_ray.actors.policy import PolicyGroup
+from umm_ray.actors.reference import ReferenceActor
+from umm_ray.actors.reward import RewardGroup, RewardSpec
+from umm_ray.actors.rollout import RolloutActor
+from umm_ray.config import Config
+from umm_ray.ppo.experience import pad_ragged
+from umm_ray.ppo.state import DriverState, latest_checkpoint, load_driver_state, restore_rng
+from umm_ray.records import Rollout
+
+
+def make_engine(cfg: Config, policy_path: str):
+    """One RolloutActor (vLLM or HF backend) holding a copy of the starting policy."""
+    ro = cfg.rollout
+    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
+    return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
+                        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed)
+
+
+def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
+    """One response per prompt, prompts split into contiguous shards over the engines (order kept)."""
+    k = len(engines)
+    bounds = [len(prompts) * i // k for i in range(k + 1)]
+    refs = [e.generate.remote(prompts[a:b], n=1, seed=seed + i)
+            for i, (e, a, b) in enumerate(zip(engines, bounds, bounds[1:])) if b > a]
+    parts = ray.get(refs)
+    out = Rollout([], [], [], [], [])
+    for p in parts:
+        out.prompts += p.prompts
+        out.responses += p.responses
+        out.prompt_ids += p.prompt_ids
+        out.response_ids += p.response_ids
+        out.response_logprobs = None if p.response_logprobs is None or out.response_logprobs is None \
+            else out.response_logprobs + p.response_logprobs
+    if out.prompts != prompts:
+        raise RuntimeError(f"RolloutActors returned {len(out.prompts)} responses for {len(prompts)} prompts, or out "
+                           f"of order")
+    return out
+
+
+def sync_weights(policy: PolicyGroup, engines: list) -> None:
+    """Rank 0's full policy state dict -> object store -> every rollout engine (`update_weights`)."""
+    ref = policy.state_dict_ref()
+    ray.get([e.update_weights.remote(ref) for e in engines])
+
+
+def sync_gap(roll: Rollout, logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """|engine log-prob - policy log-prob| over the sampled tokens: ~0 when the weight sync worked (temperature 1)."""
+    if roll.response_logprobs is None:
+        return {}
+    diff = (pad_ragged(roll.response_logprobs, logp.shape[1]) - logp).abs() * mask
+    return {"rollout_logprob_gap": (diff.sum() / mask.sum()).item(), "rollout_logprob_gap_max": diff.max().item()}
+
+
+@dataclass
+class Roles:
+    """The actor groups of one PPO run (DESIGN.md §2)."""
+
+    policy: PolicyGroup
+    engines: list
+    reference: ray.actor.ActorHandle
+    proxy: RewardGroup
+    gold: RewardGroup
+
+    def shutdown(self) -> None:
+        for a in self.engines + [self.reference]:
+            ray.kill(a)
+        self.policy.shutdown()
+        self.proxy.shutdown()
+        self.gold.shutdown()
+
+
+def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
+    """Start every actor and wait until all have loaded their models (load errors surface before step 1).
+
+    Reward actors are stateless and restart on failure (the call is retried); a rollout engine or a policy rank that
+    dies stops the run with the last checkpoint intact (their weights are not recoverable from the actor alone).
+    """
+    cpus, gpus, temp = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor, cfg.rollout.temperature or 1.0
+    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp, num_cpus=cpus, num_gpus=gpus)
+    engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
+    reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
+        policy_path, cfg.ppo.micro_batch_size, temp)
+    proxy = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cpus, gpus)
+    gold_group = RewardGroup([gold], "PACK", cpus, gpus)
+    ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])
+    proxy.ready()
+    gold_group.ready()
+    return Roles(policy, engines, reference, proxy, gold_group)
+
+
+def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> DriverState:
+    """Load the latest checkpoint into the policy ranks and the rollout engines; a fresh DriverState otherwise."""
+    ckpt = latest_checkpoint(out) if cfg.ppo.resume else None
+    if ckpt is None:
+        return DriverState(data_seed=cfg.run.seed)
+    state = load_driver_state(ckpt)
+    if state.data_seed != cfg.run.seed:
+        raise ValueError(f"{ckpt}: checkpoint was made with run.seed={state.data_seed}, config has {cfg.run.seed}; "
+                         f"use a fresh run.output_dir or the same seed")
+    policy.load_checkpoint(str(ckpt))
+    sync_weights(policy, engines)
+    restore_rng(state.rng)
+    tqdm.write(f"ppo: resumed from {ckpt} (step {state.step})")
+    return state
