@@ -138,7 +138,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
 def resolve_inputs(cfg: Config) -> tuple[str, str, str, str]:
     """(policy, proxy, gold, prompts) from the config, failing before any compute when something is missing."""
     root = Path(cfg.run.output_dir)
-    policy = cfg.ppo.policy_path or cfg.model.policy_path or str(root / "sft" / "model")
+    policy = cfg.ppo.policy_path or str(root / "sft" / "model")
     if not Path(policy).exists():
         raise FileNotFoundError(f"{policy}: no policy; run `python -m jobs.sft` first or set --ppo.policy_path")
     prompts = cfg.ppo.prompts or str(root / "prepare" / "prompts_ppo.jsonl")

@@ -36,8 +36,11 @@ def world(tmp_path_factory) -> dict:
     sizes = dict(hidden_size=64, num_layers=1, intermediate_size=128, max_seq_len=96)
     save_model(make_causal_lm("llama", tok, seed=0, **sizes), tok, root / "policy")
     save_model(make_reward_model("llama", tok, seed=1, **sizes), tok, root / "rm")
+    save_model(make_reward_model("llama", tok, seed=2, **sizes), tok, root / "rm2")
+    (root / "ensemble.json").write_text(json.dumps({"members": ["rm", "rm2"]}))
     write_jsonl(root / "prompts.jsonl", prompts)
-    return {"policy": str(root / "policy"), "rm": str(root / "rm"), "prompts": str(root / "prompts.jsonl")}
+    return {"policy": str(root / "policy"), "rm": str(root / "rm"), "prompts": str(root / "prompts.jsonl"),
+            "ensemble": str(root / "ensemble.json")}
 
 
 def _args(world: dict, out: Path, address: str, steps: int, *extra: str) -> list[str]:
@@ -136,16 +139,21 @@ def test_sigkill_then_resume_has_every_step_once_in_the_same_order(ray_local, wo
 
 
 @pytest.mark.slow
-def test_vllm_backend_run(ray_local, world, tmp_path):
+def test_vllm_backend_ensemble_proxy_run(ray_local, world, tmp_path):
+    """vLLM rollout with weight sync, ZeRO-3 ranks, and a 2-member ensemble proxy aggregated with UWO."""
     out = tmp_path / "vllm"
-    args = _args(world, out, _address(ray_local), 2, "--ppo.world_size", "1", "--ppo.zero_stage", "0")
+    args = _args(world, out, _address(ray_local), 2, "--ppo.zero_stage", "3")
     args[args.index("--rollout.backend") + 1] = "vllm"
+    args[args.index("--reward.proxy_path") + 1] = world["ensemble"] + "#uwo:0.1"
     _finish(_start(args, tmp_path / "vllm.log"), tmp_path / "vllm.log")
     rows = read_metrics(out / "ppo" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("proxy_reward", "gold_reward", "kl_k1", "kl_k2", "kl_k3", "entropy", "response_length",
-                "clip_frac", "value_loss", "time/generate", "time/sync", "time/update"):
+                "clip_frac", "value_loss", "time/generate", "time/sync", "time/update", "proxy_member0",
+                "proxy_member1"):
         assert all(r[key] is not None for r in rows), key
+    summary = json.loads((out / "ppo" / "summary.json").read_text())
+    assert summary["aggregate"] == "uwo"
     assert rows[1]["kl_k2"] > 0  # the policy moved after one update
     # ... and vLLM sampled step 2 from the synced weights: its log-probs are the policy's.
     assert rows[1]["rollout_logprob_gap_max"] < 1e-3
