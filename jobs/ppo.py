@@ -51,7 +51,8 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
         prompts_path: prompt file / hub name for `data.load_prompts`.
         out_dir: run directory (metrics, checkpoints, final policy); an existing checkpoint there is resumed.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # actors run in other working directories: hand them absolute paths only
+    policy_path = str(Path(policy_path).resolve()) if Path(policy_path).exists() else policy_path
     ppo, r = cfg.ppo, cfg.reward
     from transformers import AutoTokenizer  # validation before any actor starts
     tok = AutoTokenizer.from_pretrained(policy_path)

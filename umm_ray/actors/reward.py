@@ -79,6 +79,7 @@ def parse_reward_spec(text: str, name: str, remote_token: str = "", max_len: int
         lam_value = float(lam) if lam else None
     except ValueError:
         raise ValueError(f"reward source {name!r}: lambda {lam!r} in {text!r} is not a number") from None
+    path = str(Path(path).resolve())  # the actor's working directory is not the caller's
     return RewardSpec(name, "path", path=path, max_len=max_len, batch_size=batch_size), how or None, lam_value
 
 
