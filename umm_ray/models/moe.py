@@ -126,8 +126,9 @@ class SharedExpertMoE(nn.Module):
             w = torch.empty(num_experts, hidden_size).normal_(0.0, ROUTER_INIT_STD, generator=generator)
             self.gate.weight.copy_(w)
             self.noise.weight.zero_()
-        self.register_buffer("load_counts", torch.zeros(num_experts, dtype=torch.float64), persistent=False)
-        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.float64), persistent=False)
+        # integer counters: a bf16/fp16 cast of the module (DeepSpeed) leaves them exact
+        self.register_buffer("load_counts", torch.zeros(num_experts, dtype=torch.long), persistent=False)
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
         self.aux_loss: torch.Tensor | None = None
 
     def route(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,7 +146,7 @@ class SharedExpertMoE(nn.Module):
         load = smooth_load(clean, logits, std, self.top_k) if use_noise and self.top_k < self.num_experts \
             else counts
         with torch.no_grad():
-            self.load_counts += counts.to(self.load_counts.dtype)
+            self.load_counts += counts.round().long()
             self.tokens_seen += h.shape[0]
         return gates, topk_idx, balance_loss(importance, load)
 
