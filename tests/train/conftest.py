@@ -20,7 +20,8 @@ def write_testbed_pairs(world, noise: float, seed: int, fracs=(0.7, 0.15, 0.15))
 
     by_prompt: dict[str, list[str]] = {}
     for _, row in read_jsonl(world.sft):
-        by_prompt.setdefault(row["prompt"], []).append(row["response"])
+        if row["response"].strip():  # the world has a few whitespace-only answers; a comparison needs two texts
+            by_prompt.setdefault(row["prompt"], []).append(row["response"])
     prompts, a, b = [], [], []
     for prompt, responses in by_prompt.items():
         for i in range(0, len(responses) - 1, 2):
@@ -37,6 +38,13 @@ def tiny_cfg(out: Path, *overrides: str):
     """The 'test' preset in `out`, with a local Ray cluster and the given dotted overrides."""
     return load_config(None, ["--run.output_dir", str(out), "--run.ray_address", "local", *overrides],
                        base=PRESETS["test"])
+
+
+@pytest.fixture(scope="session")
+def make_cfg():
+    """`make_cfg(out, *overrides)`: the 'test' preset writing to `out` (a fixture: importlib mode has no conftest
+    imports)."""
+    return tiny_cfg
 
 
 @pytest.fixture(scope="session")

@@ -34,15 +34,20 @@ MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, written bes
 
 @dataclass
 class RMData:
-    """Preference pairs of one RM run, split disjointly; `source` says where they came from."""
+    """Preference pairs of one RM run, split disjointly; `source` says where they came from.
+
+    `extra` holds further held-out sets (rm.eval_data, e.g. real HH pairs); `notes` what loading skipped.
+    """
 
     train: list[PreferencePair]
     val: list[PreferencePair]
     test: list[PreferencePair]
     source: str
+    extra: dict[str, list[PreferencePair]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def held_out(self) -> dict[str, list[PreferencePair]]:
-        return {"val": self.val, "test": self.test}
+        return {"val": self.val, "test": self.test, **self.extra}
 
 
 @dataclass
@@ -59,24 +64,44 @@ class RMResult:
 # Data and backbones.
 
 
-def load_rm_data(cfg: Config, world=None) -> RMData:
-    """Testbed pairs (`world.pairs_{train,val,test}`) when rm.data == 'testbed', else load and split rm.data."""
-    from umm_ray.data import load_preferences, split_pairs
+def _load(spec, on_error: str, notes: list[str]) -> list[PreferencePair]:
+    from umm_ray.data import load_preferences_with_report
 
+    pairs, report = load_preferences_with_report(spec, on_error=on_error)
+    if report.n_skipped or report.n_dropped:
+        notes.append(report.summary())
+        log.warning("%s", report.summary())
+    return pairs
+
+
+def load_rm_data(cfg: Config, world=None) -> RMData:
+    """Testbed pairs (`world.pairs_{train,val,test}`) when rm.data == 'testbed', else load and split rm.data by seed.
+
+    Testbed pairs are two policy samples per prompt; a whitespace-only sample is a real policy output but no valid
+    comparison, so those rows are skipped and counted (in `notes`, hence eval.json). Other data follow
+    rm.data_on_error. rm.eval_data, when set, becomes the extra held-out split 'eval_data'.
+    """
+    from umm_ray.data import split_pairs
+
+    notes: list[str] = []
     if cfg.rm.data == "testbed":
         if world is None:
             raise ValueError("rm.data='testbed' needs the prepared world (WorldPaths)")
-        missing = [str(p) for p in (world.pairs_train, world.pairs_val, world.pairs_test) if not Path(p).is_file()]
+        paths = (world.pairs_train, world.pairs_val, world.pairs_test)
+        missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"rm.data='testbed': preference pairs missing: {missing} (run the pairs stage)")
-        return RMData(load_preferences(world.pairs_train), load_preferences(world.pairs_val),
-                      load_preferences(world.pairs_test), source=str(Path(world.pairs_train).parent))
-    pairs = load_preferences(cfg.rm.data)
-    v, t = cfg.testbed.val_frac, cfg.testbed.test_frac
-    train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.run.seed)
-    if not train or not test:
-        raise ValueError(f"rm.data={cfg.rm.data!r}: {len(pairs)} pairs are too few to split train/val/test")
-    return RMData(train, val, test, source=cfg.rm.data)
+        train, val, test = (_load(p, "skip", notes) for p in paths)
+        source = str(Path(world.pairs_train).parent)
+    else:
+        pairs = _load(cfg.rm.data, cfg.rm.data_on_error, notes)
+        v, t = cfg.testbed.val_frac, cfg.testbed.test_frac
+        train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.run.seed)
+        if not train or not test:
+            raise ValueError(f"rm.data={cfg.rm.data!r}: {len(pairs)} pairs are too few to split train/val/test")
+        source = cfg.rm.data
+    extra = {"eval_data": _load(cfg.rm.eval_data, cfg.rm.data_on_error, notes)} if cfg.rm.eval_data else {}
+    return RMData(train, val, test, source=source, extra=extra, notes=notes)
 
 
 def default_backbone(cfg: Config, world=None) -> Path:
@@ -276,8 +301,8 @@ def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = 
 def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, seconds: float) -> dict:
     report = {
         "stage": task.stage, "name": result.name, "model_dir": str(result.model_dir), "data": data.source,
-        "n_pairs": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        **{k: final[k] for k in ("val", "test", "params") if k in final},
+        "n_pairs": {"train": len(data.train), **{k: len(v) for k, v in data.held_out().items()}},
+        "data_notes": data.notes, **{k: final[k] for k in (*data.held_out(), "params") if k in final},
         "steps": result.total_steps, "resumed_from": result.resumed_from,
         "started_at": result.started_at, "ended_at": result.ended_at,
         "train_seconds": round(result.ended_at - result.started_at, 2), "stage_seconds": round(seconds, 2),
@@ -344,7 +369,8 @@ def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMDa
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
     report = run_bt_stage(merge_task, data, spec, init_eval=False)
-    report["moe"] = {k: moe_report.get(k) for k in ("val", "test", "params", "expert_load", "steps", "train_seconds")}
+    report["moe"] = {k: moe_report.get(k) for k in (*data.held_out(), "params", "expert_load", "steps",
+                                                     "train_seconds")}
     report["dense_params"] = _dense_params(source)
     report["source"] = str(source)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
@@ -388,12 +414,12 @@ def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data:
 def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) -> dict:
     import ray
 
-    members = [{k: r.get(k) for k in ("name", "val", "test", "steps", "started_at", "ended_at", "train_seconds")}
-               for r in reports]
+    keys = ("name", *data.held_out(), "steps", "started_at", "ended_at", "train_seconds")
+    members = [{k: r.get(k) for k in keys} for r in reports]
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
                                                                     cfg.rm.max_len))
-    return {"stage": "ensemble", "data": data.source, "aggregate": cfg.ensemble.aggregate, **agg,
-            "members": members, "overlap_seconds": _overlap(members)}
+    return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
+            **agg, "members": members, "overlap_seconds": _overlap(members)}
 
 
 def _overlap(members: list[dict]) -> float:

@@ -1,0 +1,155 @@
+"""Reward-model stages on a real local Ray cluster with the tiny testbed world: UMM end to end (upcycle -> MoE BT ->
+learnable merge -> a plain-transformers checkpoint with the dense parameter count), concurrent seed ensembles, BT task
+pieces, and bad inputs failing before compute. (Dense training lowering held-out loss: tests/jobs/test_train_rm.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from umm_ray.records import PreferencePair
+from umm_ray.train.reward import BTTask, RMData, load_rm_data, train_ensemble, train_umm
+
+FAST_RM = ("--rm.num_workers", "2", "--rm.batch_size", "16", "--rm.epochs", "1", "--rm.checkpoint_every", "1000")
+
+
+@pytest.fixture(scope="module")
+def data(tiny_world) -> RMData:
+    cfg, world = tiny_world
+    return load_rm_data(cfg, world)
+
+
+def test_testbed_data_is_split_without_shared_prompts(data):
+    assert len(data.train) > 300 and data.val and data.test
+    train_prompts = {p.prompt for p in data.train}
+    assert not train_prompts & {p.prompt for p in data.val + data.test}
+    assert all(p.family for p in data.train)
+
+
+def test_bt_task_batches_chosen_then_rejected_and_scores_both(tiny_world, data):
+    _, world = tiny_world
+    task = BTTask("dense", world.base, max_len=128)
+    net = task.build()
+    batch = task.collate(data.train[:3])
+    assert batch["ids"].shape[0] == 6
+    loss, extra = task.loss(net, net, batch)
+    r = net(batch["ids"], batch["mask"])
+    expected = -torch.nn.functional.logsigmoid(r[:3] - r[3:]).mean()
+    torch.testing.assert_close(loss, expected)
+    assert 0.0 <= extra["acc"] <= 1.0
+
+
+def test_moe_task_adds_the_load_balancing_loss(tiny_world, data):
+    _, world = tiny_world
+    task = BTTask("moe", world.base, max_len=128, num_experts=3, top_k=1, aux_coef=10.0)
+    assert task.find_unused_parameters  # unrouted experts get no gradient; DDP must allow that
+    net = task.build()
+    net.train()
+    loss, extra = task.loss(net, net, task.collate(data.train[:4]))
+    assert extra["aux_loss"] > 0
+    torch.testing.assert_close(loss.item(), extra["bt_loss"] + 10.0 * extra["aux_loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_backbone_and_long_max_len_fail_before_compute(tiny_world, make_cfg, tmp_path):
+    from transformers import BertConfig
+
+    cfg, world = tiny_world
+    BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+               intermediate_size=32).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="unsupported backbone family"):
+        train_umm(cfg, world, stage_dir=tmp_path / "x", source=tmp_path / "bert")
+    long_cfg = make_cfg(cfg.run.output_dir, "--rm.max_len", "4096")
+    with pytest.raises(ValueError, match="rm.max_len=4096 exceeds"):
+        train_umm(long_cfg, world, stage_dir=tmp_path / "y", source=world.base)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_umm_end_to_end_writes_a_plain_transformers_checkpoint_of_dense_size(ray_local, tiny_world, make_cfg,
+                                                                            data, tmp_path):
+    cfg, world = tiny_world
+    cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--moe.num_experts", "3", "--moe.top_k", "2",
+                   "--merge.alpha", "0.5", "--merge.epochs", "1")
+    res = train_umm(cfg, world, stage_dir=tmp_path / "umm", data=data, source=world.base)
+    ev = json.loads((tmp_path / "umm" / "eval.json").read_text())
+    assert res.model_path == tmp_path / "umm" / "model"
+    assert ev["params"] == ev["dense_params"] < ev["moe"]["params"]
+    assert len(ev["moe"]["expert_load"]) == cfg.model.num_layers
+    for layer in ev["moe"]["expert_load"]:
+        assert len(layer) == 3 and abs(sum(layer) - 1) < 1e-6
+    coefs = ev["merge"]["softmax_theta"]
+    assert len(coefs) == cfg.model.num_layers and all(abs(sum(c) - 1) < 1e-5 for c in coefs)
+    assert any(abs(c - 1 / 3) > 1e-4 for layer in coefs for c in layer), "theta never moved"
+    assert 0.0 <= ev["test"]["accuracy"] <= 1.0 and len(ev["loss_curve"]) == ev["steps"]
+    assert (tmp_path / "umm" / "loss_curve.png").stat().st_size > 0
+
+    # A fresh interpreter that never imports umm_ray scores like umm_ray's loader does.
+    from umm_ray.models.reward_model import load_reward_model, reward_forward
+    from umm_ray.models.upcycle import load_moe
+
+    load_moe(tmp_path / "umm" / "moe" / "model")  # the unmerged MoE reloads too
+    model, tok = load_reward_model(res.model_path)
+    texts = [p.prompt + p.chosen for p in data.test[:4]]
+    with torch.no_grad():
+        ours = [reward_forward(model, e["input_ids"], e["attention_mask"]).item()
+                for e in (tok(t, return_tensors="pt") for t in texts)]
+    code = ("import json, sys, torch; from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+            "d, texts = sys.argv[1], json.loads(sys.argv[2])\n"
+            "m = AutoModelForSequenceClassification.from_pretrained(d).eval(); t = AutoTokenizer.from_pretrained(d)\n"
+            "with torch.no_grad(): s = [m(**t(x, return_tensors='pt')).logits[0, 0].item() for x in texts]\n"
+            "assert 'umm_ray' not in sys.modules\n"
+            "print(json.dumps({'n': sum(p.numel() for p in m.parameters()), 'scores': s}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code, str(res.model_path), json.dumps(texts)], env=env, cwd="/",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    plain = json.loads(out.stdout.strip().splitlines()[-1])
+    assert plain["n"] == ev["dense_params"]
+    torch.testing.assert_close(torch.tensor(plain["scores"]), torch.tensor(ours), rtol=0, atol=1e-5)
+
+
+def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, data, tmp_path):
+    cfg, world = tiny_world
+    cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--ensemble.members", "2", "--ensemble.placement", "SPREAD")
+    res = train_ensemble(cfg, world, stage_dir=tmp_path / "ens", data=data, source=world.base)
+    manifest = json.loads(res.model_path.read_text())
+    assert manifest["members"] == ["member_0/model", "member_1/model"] and manifest["seeds"] == [0, 1]
+    members = res.eval["members"]
+    # Overlap from the workers' own timestamps: each run started before the other one ended.
+    assert members[0]["started_at"] < members[1]["ended_at"] and members[1]["started_at"] < members[0]["ended_at"]
+    assert res.eval["overlap_seconds"] > 0
+    w0 = (tmp_path / "ens" / "member_0" / "model" / "model.safetensors").read_bytes()
+    w1 = (tmp_path / "ens" / "member_1" / "model" / "model.safetensors").read_bytes()
+    assert w0 != w1  # different seeds, different members
+    assert 0.0 <= res.eval["test"]["accuracy"] <= 1.0
+
+
+def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):
+    from umm_ray.data import write_jsonl
+
+    pairs = [PreferencePair(f"Q{i}?", f" good {i}", f" bad {i}") for i in range(40)]
+    write_jsonl(tmp_path / "prefs.jsonl", pairs)
+    cfg = make_cfg(tmp_path, "--rm.data", str(tmp_path / "prefs.jsonl"), "--testbed.val_frac", "0.1",
+                   "--testbed.test_frac", "0.2")
+    d = load_rm_data(cfg)
+    assert (len(d.train), len(d.val), len(d.test)) == (28, 4, 8)
+    assert {p.prompt for p in d.train}.isdisjoint({p.prompt for p in d.test})
+
+
+def test_testbed_pairs_with_an_empty_sample_are_skipped_and_reported(tmp_path, make_cfg):
+    from umm_ray.data import write_jsonl
+    from umm_ray.testbed.prepare import world_paths
+
+    world = world_paths(tmp_path)
+    good = [PreferencePair(f"Q{i}?", f" good {i}", f" bad {i}") for i in range(6)]
+    write_jsonl(world.pairs_train, good + [{"prompt": "Q?", "chosen": " fine.", "rejected": " "}])
+    write_jsonl(world.pairs_val, good[:2])
+    write_jsonl(world.pairs_test, good[2:])
+    d = load_rm_data(make_cfg(tmp_path), world)
+    assert len(d.train) == 6
+    assert len(d.notes) == 1 and "empty_response" in d.notes[0]

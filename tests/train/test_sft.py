@@ -1,0 +1,70 @@
+"""SFT pieces: the response-only loss mask, SFT data validation, sampling for the gold eval.
+
+The Ray Train run itself (2 workers, loss goes down, loadable checkpoint, gold gain) is tested through the job in
+tests/jobs/test_sft.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from umm_ray.train.sft import IGNORE, SFTExample, SFTTask, load_sft_examples, sample_responses
+
+
+@pytest.fixture(scope="module")
+def task(tiny_world):
+    cfg, world = tiny_world
+    return SFTTask(str(world.base), max_len=cfg.model.max_seq_len)
+
+
+def test_collate_masks_prompt_and_padding_keeps_response_and_eos(task):
+    examples = [SFTExample("Name a fruit.\nAnswer:", " apple."), SFTExample("Name two colours please.\nAnswer:", " red.")]
+    batch = task.collate(examples)
+    tok = task.tokenizer
+    for row, ex in enumerate(examples):
+        p = tok(ex.prompt, add_special_tokens=False)["input_ids"]
+        r = tok(ex.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        labels = batch["labels"][row]
+        assert (labels[:len(p)] == IGNORE).all()
+        assert labels[len(p):len(p) + len(r)].tolist() == r
+        assert (labels[len(p) + len(r):] == IGNORE).all()
+        assert batch["attention_mask"][row].sum() == len(p) + len(r)
+
+
+def test_loss_counts_response_tokens_only(task):
+    model = task.build()
+    batch = task.collate([SFTExample("Name a fruit.\nAnswer:", " apple.")])
+    loss, extra = task.loss(model, model, batch)
+    n_resp = len(task.tokenizer(" apple.", add_special_tokens=False)["input_ids"]) + 1
+    assert extra["response_tokens"] == n_resp
+    logits = model(input_ids=batch["input_ids"]).logits[0, :-1]
+    targets = batch["input_ids"][0, 1:]
+    keep = batch["labels"][0, 1:] != IGNORE
+    expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
+    torch.testing.assert_close(loss, expected)
+
+
+def test_task_pickles_without_its_tokenizer(task):
+    import pickle
+
+    task.tokenizer  # load it
+    clone = pickle.loads(pickle.dumps(task))
+    assert clone._tok is None and clone.model_path == task.model_path
+
+
+def test_sft_rows_are_validated_with_file_and_line(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response": " r"}) + "\n" + json.dumps({"prompt": "p"}) + "\n")
+    with pytest.raises(ValueError, match=r"sft.jsonl:2"):
+        load_sft_examples(path)
+
+
+def test_sample_responses_are_seeded(tiny_world):
+    _, world = tiny_world
+    prompts = ["Name a fruit.\nAnswer:", "What sound does a cat make?\nAnswer:"]
+    a = sample_responses(world.base, prompts, max_new_tokens=6, seed=1)
+    assert a == sample_responses(world.base, prompts, max_new_tokens=6, seed=1)
+    assert len(a) == 2 and all(isinstance(r, str) for r in a)
