@@ -90,7 +90,7 @@ def init_ray(cfg: Config, num_cpus: int = 8) -> None:
     os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     if cfg.run.ray_address == "local":
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+        start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
         return
     try:
         ray.init(address=cfg.run.ray_address)  # a submitted job's runtime env is inherited as is
@@ -98,7 +98,22 @@ def init_ray(cfg: Config, num_cpus: int = 8) -> None:
         if cfg.run.ray_address != "auto":
             raise
         print(f"no running Ray cluster found; starting a local one with {num_cpus} logical CPUs", file=sys.stderr)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+        start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+
+
+def start_local_ray(attempts: int = 3, **kwargs) -> None:
+    """`ray.init` a fresh local cluster, retrying when a busy machine makes node start-up time out."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as e:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            print(f"ray.init attempt {attempt} timed out (busy machine); retrying", file=sys.stderr)
+            ray.shutdown()
 
 
 def record_config(cfg: Config, stage: str) -> Path:

@@ -22,8 +22,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+        from jobs.common import start_local_ray
+
+        start_local_ray(num_cpus=8, include_dashboard=False, log_to_driver=False,
+                        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield ray
     ray.shutdown()
 
