@@ -131,6 +131,9 @@ def test_relaunch_continues_at_the_next_step_and_refuses_changed_settings(ray_lo
     assert more.resumed_from == 6
     assert [h["step"] for h in more.history] == list(range(1, 10))
     assert more.history[:6] == first.history
+    again = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=9))  # a finished run: nothing left to train
+    assert again.resumed_from == 9 and again.history == more.history
+    assert (again.model_dir / "model.safetensors").is_file()
     with pytest.raises(Exception, match="delete the run folder"):
         fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=12, lr=1e-2))
 

@@ -115,13 +115,14 @@ def test_umm_end_to_end_writes_a_plain_transformers_checkpoint_of_dense_size(ray
 
 def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, data, tmp_path):
     cfg, world = tiny_world
-    cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--ensemble.members", "2", "--ensemble.placement", "SPREAD")
+    cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--ensemble.members", "2", "--ensemble.placement", "SPREAD",
+                   "--rm.batch_size", "8", "--rm.epochs", "2")  # ~45 steps: long enough to outlast start-up jitter
     res = train_ensemble(cfg, world, stage_dir=tmp_path / "ens", data=data, source=world.base)
     manifest = json.loads(res.model_path.read_text())
     assert manifest["members"] == ["member_0/model", "member_1/model"] and manifest["seeds"] == [0, 1]
     members = res.eval["members"]
-    # Overlap from the workers' own timestamps: each run started before the other one ended.
-    assert members[0]["started_at"] < members[1]["ended_at"] and members[1]["started_at"] < members[0]["ended_at"]
+    # Overlap from the workers' own clocks: each member's worker group was up before the other one finished.
+    assert members[0]["entered_at"] < members[1]["ended_at"] and members[1]["entered_at"] < members[0]["ended_at"]
     assert res.eval["overlap_seconds"] > 0
     w0 = (tmp_path / "ens" / "member_0" / "model" / "model.safetensors").read_bytes()
     w1 = (tmp_path / "ens" / "member_1" / "model" / "model.safetensors").read_bytes()

@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class TrainResult:
 
     `history` holds one dict per optimizer step (all steps of the run, restored ones included): step, epoch, loss
     (mean over ranks), the task's extra metrics, wall time. `resumed_from` is the step the last launch started at.
-    `started_at`/`ended_at` are the workers' wall-clock times around the training steps of the last launch.
+    `started_at`/`ended_at` are rank 0's wall-clock times around the training steps of the last launch, and
+    `entered_at` when its worker entered the training function (the worker group was up).
     """
 
     name: str
@@ -70,8 +71,8 @@ class TrainResult:
     resumed_from: int
     started_at: float
     ended_at: float
+    entered_at: float = 0.0
     checkpoint_path: str = ""
-    extra: dict = field(default_factory=dict)
 
     def losses(self) -> list[float]:
         return [h["loss"] for h in self.history]
@@ -144,8 +145,9 @@ class _DDPEngine:
         self.raw, self.spec = raw, spec
         if ckpt_dir is not None:  # load before wrapping so every rank starts from identical weights
             load_model(raw, str(ckpt_dir / "model.safetensors"))
-        self.model = ray.train.torch.prepare_model(
-            raw, parallel_strategy_kwargs={"find_unused_parameters": task.find_unused_parameters})
+        # Buffers are constants (rotary tables) or per-rank statistics (MoE load counts): nothing to broadcast.
+        self.model = ray.train.torch.prepare_model(raw, parallel_strategy_kwargs={
+            "find_unused_parameters": task.find_unused_parameters, "broadcast_buffers": False})
         self.params = task.trainable(raw)
         self.opt = torch.optim.AdamW(self.params, lr=spec.lr, weight_decay=spec.weight_decay)
         if ckpt_dir is not None:
@@ -254,6 +256,7 @@ def _worker_loop(config: dict) -> dict | None:
     import ray.train
     from tqdm.auto import tqdm
 
+    entered_at = time.time()
     torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
     task, spec, examples = config["task"], config["spec"], config["examples"]
     ctx = ray.train.get_context()
@@ -291,7 +294,7 @@ def _worker_loop(config: dict) -> dict | None:
     if rank != 0:
         return None
     return {"history": history, "total_steps": n_total, "resumed_from": resumed_from,
-            "started_at": started_at, "ended_at": ended_at}
+            "entered_at": entered_at, "started_at": started_at, "ended_at": ended_at}
 
 
 class _nullpath:
@@ -335,7 +338,7 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     _export_final(result.checkpoint, model_dir, spec.name)
     return TrainResult(name=spec.name, model_dir=model_dir, history=out["history"], total_steps=out["total_steps"],
                        resumed_from=out["resumed_from"], started_at=out["started_at"], ended_at=out["ended_at"],
-                       checkpoint_path=result.checkpoint.path)
+                       entered_at=out["entered_at"], checkpoint_path=result.checkpoint.path)
 
 
 def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:

@@ -304,7 +304,7 @@ def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, second
         "n_pairs": {"train": len(data.train), **{k: len(v) for k, v in data.held_out().items()}},
         "data_notes": data.notes, **{k: final[k] for k in (*data.held_out(), "params") if k in final},
         "steps": result.total_steps, "resumed_from": result.resumed_from,
-        "started_at": result.started_at, "ended_at": result.ended_at,
+        "entered_at": result.entered_at, "started_at": result.started_at, "ended_at": result.ended_at,
         "train_seconds": round(result.ended_at - result.started_at, 2), "stage_seconds": round(seconds, 2),
         "loss_curve": [round(h["loss"], 5) for h in result.history], "loss_curve_png": "loss_curve.png",
     }
@@ -414,17 +414,20 @@ def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data:
 def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) -> dict:
     import ray
 
-    keys = ("name", *data.held_out(), "steps", "started_at", "ended_at", "train_seconds")
+    keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
                                                                     cfg.rm.max_len))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
-            **agg, "members": members, "overlap_seconds": _overlap(members)}
+            **agg, "members": members, "overlap_seconds": _overlap(members, "entered_at"),
+            "training_overlap_seconds": _overlap(members, "started_at")}
 
 
-def _overlap(members: list[dict]) -> float:
-    """Seconds during which all members were training at once (> 0 proves the runs were concurrent)."""
-    return max(0.0, min(m["ended_at"] for m in members) - max(m["started_at"] for m in members))
+def _overlap(members: list[dict], start: str) -> float:
+    """Seconds during which every member's run was up at once, from its workers' own clocks: from `start`
+    ('entered_at': worker group running; 'started_at': first training step) to its last step. > 0 proves the
+    runs were concurrent, not one after another."""
+    return max(0.0, min(m["ended_at"] for m in members) - max(m[start] for m in members))
 
 
 def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int) -> dict:
