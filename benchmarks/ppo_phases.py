@@ -61,33 +61,67 @@ def hacking_summary(rows: list[dict]) -> dict:
 
 
 def phase_summary(rows: list[dict]) -> dict:
-    """Mean seconds per phase over steps 2.. (step 1 pays actor start-up), the sync share and generation tokens/s."""
+    """Mean seconds per phase over steps 2.. (step 1 pays actor start-up), the sync share and generation tokens/s.
+
+    Checkpoint saves happen every K steps outside the step timer; they are reported apart (mean seconds per save).
+    """
     body = rows[1:] or rows
-    keys = sorted({k for r in body for k in r if k.startswith("time/")})
+    keys = sorted({k for r in body for k in r if k.startswith("time/") and k != "time/last_checkpoint"})
     means = {k[5:]: sum(r.get(k) or 0.0 for r in body) / len(body) for k in keys}
     step = means.pop("step")
+    saves = sorted({r["time/last_checkpoint"] for r in rows if r.get("time/last_checkpoint")})
     return {"seconds_per_step": step, "phases": means, "share": {k: v / step for k, v in means.items()},
-            "sync_share": means.get("sync", 0.0) / step,
+            "sync_share": means.get("sync", 0.0) / step, "checkpoint_save_seconds": saves,
             "tokens_per_s": sum(r["tokens_per_s"] for r in body) / len(body)}
 
 
-def engine_ratio(cfg: Config, policy: str, prompts: list[str], repeats: int = 3) -> dict:
-    """Generated tokens/s of vLLM and HF `generate` on the same prompts (after one warm-up call each)."""
+def engine_ratio(cfg: Config, policy: str, prompts: list[str], repeats: int = 5) -> dict:
+    """Generated tokens/s of vLLM and HF `generate` on the same prompts, calls interleaved so that load changes on a
+    shared machine hit both engines alike (one warm-up call each first)."""
     from umm_ray.actors.rollout import RolloutActor
 
-    out = {}
-    for backend in ("vllm", "hf"):
-        actor = ray.remote(RolloutActor).options(num_cpus=1).remote(
-            policy, backend=backend, max_new_tokens=cfg.rollout.max_new_tokens, temperature=1.0)
-        ray.get(actor.generate.remote(prompts[:4], n=1, seed=0))
-        tokens, t0 = 0, time.perf_counter()
-        for i in range(repeats):
-            roll = ray.get(actor.generate.remote(prompts, n=1, seed=i + 1))
-            tokens += sum(len(r) for r in roll.response_ids)
-        out[backend] = tokens / (time.perf_counter() - t0)
-        ray.kill(actor)
+    actors = {b: ray.remote(RolloutActor).options(num_cpus=1).remote(
+        policy, backend=b, max_new_tokens=cfg.rollout.max_new_tokens, temperature=1.0) for b in ("vllm", "hf")}
+    ray.get([a.generate.remote(prompts[:4], n=1, seed=0) for a in actors.values()])
+    tokens, seconds = {b: 0 for b in actors}, {b: 0.0 for b in actors}
+    for i in range(repeats):
+        for b, a in actors.items():
+            t0 = time.perf_counter()
+            roll = ray.get(a.generate.remote(prompts, n=1, seed=i + 1))
+            seconds[b] += time.perf_counter() - t0
+            tokens[b] += sum(len(r) for r in roll.response_ids)
+    for a in actors.values():
+        ray.kill(a)
+    out = {b: tokens[b] / seconds[b] for b in actors}
     out["vllm_over_hf"] = out["vllm"] / out["hf"]
+    out["prompts"], out["repeats"] = len(prompts), repeats
     return out
+
+
+def plot(runs: dict[str, list[dict]], path: Path) -> None:
+    """Gold and proxy (smoothed) against step and against sqrt(KL k2), one line per KL coefficient."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for kl, rows in runs.items():
+        steps = [r["step"] for r in rows]
+        d = [max(r["kl_k2"], 0.0) ** 0.5 for r in rows]
+        for key, style in (("gold_reward", "-"), ("proxy_reward", "--")):
+            ys = moving_average([r[key] for r in rows], SMOOTH)
+            axes[0].plot(steps, ys, style, label=f"{key.split('_')[0]} (kl_coef {kl})")
+            axes[1].plot(d, ys, style, label=f"{key.split('_')[0]} (kl_coef {kl})")
+    axes[0].set_xlabel("PPO step")
+    axes[1].set_xlabel("sqrt(KL k2)")
+    for ax in axes:
+        ax.set_ylabel(f"reward ({SMOOTH}-step mean)")
+        ax.legend(fontsize=8)
+    fig.suptitle("PPO on the dense proxy: proxy rises, gold peaks then falls")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown(result: dict) -> str:
@@ -99,7 +133,8 @@ def markdown(result: dict) -> str:
                      f"{h['kl_k2_final']:.2f} | {h['proxy_start']:.3f} -> {h['proxy_final']:.3f} |")
     p = result["phases"]
     lines += ["", f"seconds per step {p['seconds_per_step']:.2f}; sync share {100 * p['sync_share']:.1f}%; "
-              f"generation {p['tokens_per_s']:.0f} tokens/s", "", "| phase | seconds | share |", "|---|---|---|"]
+              f"generation {p['tokens_per_s']:.0f} tokens/s; checkpoint saves {p['checkpoint_save_seconds']} s",
+              "", "| phase | seconds | share |", "|---|---|---|"]
     lines += [f"| {k} | {v:.3f} | {100 * p['share'][k]:.1f}% |" for k, v in sorted(p["phases"].items())]
     e = result.get("engines")
     if e:
@@ -129,10 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
                          "max_new_tokens": cfg.rollout.max_new_tokens, "backend": cfg.rollout.backend,
                          "world_size": cfg.ppo.world_size, "zero_stage": cfg.ppo.zero_stage},
                "hacking": {}, "peak_memory_mb": {}}
+    runs = {}
     for kl in kls:
         run_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=kl))
         out = run_ppo(run_cfg, world["policy"], world["proxy"], cfg.reward.gold, world["prompts"], bench / f"kl{kl:g}")
-        rows = read_metrics(out / "metrics.jsonl")
+        rows = runs[f"{kl:g}"] = read_metrics(out / "metrics.jsonl")
         result["hacking"][f"{kl:g}"] = hacking_summary(rows)
         result["peak_memory_mb"][f"kl{kl:g}"] = json.loads((out / "summary.json").read_text())["peak_memory_mb"]
         if kl == kls[0]:
@@ -141,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["engines"] = engine_ratio(cfg, world["policy"], prompts)
     bench.mkdir(parents=True, exist_ok=True)
     (bench / "ppo_phases.json").write_text(json.dumps(result, indent=1))
+    plot(runs, bench / "ppo_hacking.png")
     print(markdown(result))
     return result
 

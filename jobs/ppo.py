@@ -129,7 +129,11 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
         logger.close()
 
     policy.save_hf(str(out / "policy"))
-    summary = {"steps": ppo.steps, "peak_memory_mb": {"policy_ranks": policy.peak_memory_mb()},
+    peak = policy.peak_memory_mb()
+    if (out / "summary.json").is_file():  # a resumed run keeps the peak of the launches before it
+        before = json.loads((out / "summary.json").read_text())["peak_memory_mb"]["policy_ranks"]
+        peak = [max(a, b) for a, b in zip(peak, before)] if len(before) == len(peak) else peak
+    summary = {"steps": ppo.steps, "peak_memory_mb": {"policy_ranks": peak},
                "proxy": proxy.describe(), "aggregate": how if len(members) > 1 else None, "gold": gold.describe()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     roles.shutdown()
