@@ -104,6 +104,23 @@ def test_bad_spec_fails_before_ray(tmp_path):
         fit(TinyLMTask(), [], _spec(tmp_path))
 
 
+def test_checkpoints_of_other_settings_or_data_are_refused_before_any_worker_starts(tmp_path):
+    import json
+
+    from umm_ray.train.loop import STATE_FILE, check_resumable, run_fingerprint
+
+    fp = run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path))
+    assert fp == run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=50, epochs=7))  # length may change
+    ckpt = tmp_path / "ray_train" / "tiny" / "checkpoint_0000003"
+    ckpt.mkdir(parents=True)
+    (ckpt / STATE_FILE).write_text(json.dumps({"step": 3, "history": [], "fingerprint": fp}))
+    check_resumable(ckpt.parent, fp)
+    with pytest.raises(ValueError, match=r"changed: \{'data'.*delete .*ray_train/tiny to start"):
+        check_resumable(ckpt.parent, run_fingerprint(TinyLMTask(), EXAMPLES[:10], _spec(tmp_path)))
+    with pytest.raises(ValueError, match=r"changed: \{'seed': \(3, 4\)\}"):
+        check_resumable(ckpt.parent, run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path, seed=4)))
+
+
 def test_crash_resumes_from_checkpoint_and_matches_uninterrupted_run(ray_local, tmp_path):
     """A worker dies in step 5; Ray Train restarts the group, which resumes at step 3 (the latest checkpoint) and
     ends bit-for-bit where an uninterrupted run ends (model, optimizer, data order and RNG all restored)."""
@@ -134,8 +151,10 @@ def test_relaunch_continues_at_the_next_step_and_refuses_changed_settings(ray_lo
     again = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=9))  # a finished run: nothing left to train
     assert again.resumed_from == 9 and again.history == more.history
     assert (again.model_dir / "model.safetensors").is_file()
-    with pytest.raises(Exception, match="delete the run folder"):
+    with pytest.raises(ValueError, match=r"different run \(changed: \{'lr'"):
         fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=12, lr=1e-2))
+    with pytest.raises(ValueError, match=r"changed: \{'data'"):
+        fit(TinyLMTask(), EXAMPLES[:-1], _spec(tmp_path, max_steps=12))
 
 
 @pytest.mark.slow

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from umm_ray.records import PreferencePair
-from umm_ray.train.reward import BTTask, RMData, load_rm_data, train_ensemble, train_umm
+from umm_ray.train.bt_task import BTTask
+from umm_ray.train.ensemble import train_ensemble
+from umm_ray.train.reward import RMData, load_rm_data, train_umm
 
 FAST_RM = ("--rm.num_workers", "2", "--rm.batch_size", "16", "--rm.epochs", "1", "--rm.checkpoint_every", "1000")
 

@@ -12,6 +12,7 @@ gloo (or DeepSpeed ZeRO), shards the data per rank deterministically by seed, ch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -227,8 +228,7 @@ def _restore_state(ckpt_dir: Path | None, rank: int, fingerprint: dict) -> tuple
         return 0, []
     state = json.loads((ckpt_dir / STATE_FILE).read_text())
     if state["fingerprint"] != fingerprint:
-        raise RuntimeError(f"checkpoint {ckpt_dir} was written by a run with settings {state['fingerprint']}, "
-                           f"this run has {fingerprint}; delete the run folder to start over")
+        raise RuntimeError(_mismatch(ckpt_dir, state["fingerprint"], fingerprint))
     rng_file = ckpt_dir / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when the world size changed: then ranks keep their fresh seeds
         torch.set_rng_state(torch.load(rng_file, weights_only=True))
@@ -261,7 +261,7 @@ def _worker_loop(config: dict) -> dict | None:
     task, spec, examples = config["task"], config["spec"], config["examples"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    fingerprint = {**spec.fingerprint(), **task.fingerprint()}
+    fingerprint = config["fingerprint"]
     ckpt = ray.train.get_checkpoint()
     with (ckpt.as_directory() if ckpt else _nullpath()) as ckpt_dir:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
@@ -320,9 +320,11 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
 
     _check(task, examples, spec)
     stage_dir = Path(spec.stage_dir).resolve()
+    fingerprint = run_fingerprint(task, examples, spec)
+    check_resumable(stage_dir / "ray_train" / spec.name, fingerprint)
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"task": task, "spec": spec, "examples": examples},
+        train_loop_config={"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint},
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=False, resources_per_worker={"CPU": 1},
                                      placement_strategy=spec.placement_strategy),
@@ -350,6 +352,28 @@ def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
         raise ValueError(f"run {spec.name!r}: strategy {spec.strategy!r} is not 'ddp' or 'deepspeed'")
     if not isinstance(task, TrainTask):
         raise TypeError(f"run {spec.name!r}: task must be a TrainTask, got {type(task).__name__}")
+
+
+def run_fingerprint(task: TrainTask, examples: list, spec: TrainSpec) -> dict:
+    """What a checkpoint must match to be resumed: spec settings, task identity, and a hash of the data."""
+    digest = hashlib.sha256(repr(examples).encode()).hexdigest()[:16]
+    return json.loads(json.dumps({**spec.fingerprint(), **task.fingerprint(), "data": f"{len(examples)}:{digest}"}))
+
+
+def _mismatch(where: Path, old: dict, new: dict) -> str:
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    return (f"{where} holds checkpoints of a different run (changed: {diff}); resuming would mix them — delete "
+            f"{where.parent if where.name.startswith('checkpoint_') else where} to start this run over")
+
+
+def check_resumable(run_dir: Path, fingerprint: dict) -> None:
+    """Fail before any worker starts if the latest checkpoint under `run_dir` came from different settings/data."""
+    states = sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}"))
+    if not states:
+        return
+    old = json.loads(states[-1].read_text()).get("fingerprint", {})
+    if old != fingerprint:
+        raise ValueError(_mismatch(run_dir, old, fingerprint))
 
 
 def _export_final(checkpoint, model_dir: Path, name: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +22,15 @@ from torch import nn
 
 from umm_ray.config import Config
 from umm_ray.records import PreferencePair
-from umm_ray.train.loop import TrainResult, TrainSpec, TrainTask, fit, save_history
+from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone, load_dense_rm
+from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
 from umm_ray.train.plots import plot_loss_curve
 
 log = logging.getLogger(__name__)
 
 KINDS = ("dense", "moe", "umm", "ensemble")
-MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, written beside the merged checkpoint
+__all__ = ["KINDS", "RMData", "RMResult", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm", "run_bt_stage",
+           "train_dense", "train_moe", "train_umm", "train_ensemble", "train_rm"]
 
 
 @dataclass
@@ -117,145 +118,6 @@ def default_backbone(cfg: Config, world=None) -> Path:
     return Path(world.base)
 
 
-def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
-    """A one-label sequence classifier from a reward-model dir (validated, head kept) or from a causal LM / backbone
-    (new score head, initialised from torch's global RNG, so the caller's seed decides it)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from umm_ray.models.reward_model import load_reward_model
-    from umm_ray.models.upcycle import check_family
-
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    check_family(config, str(path))
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return load_reward_model(path, trust_remote_code=trust_remote_code)[0].train()
-    config.num_labels = 1
-    if getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = config.eos_token_id
-    return AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True,
-                                                              dtype=torch.float32, trust_remote_code=trust_remote_code)
-
-
-def check_backbone(path: str | Path, max_len: int) -> None:
-    """Fail before any compute: unsupported family, or rm.max_len beyond the model's context."""
-    from transformers import AutoConfig
-
-    from umm_ray.models.upcycle import check_family
-
-    config = AutoConfig.from_pretrained(path)
-    check_family(config, str(path))
-    ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if ctx and max_len > ctx:
-        raise ValueError(f"rm.max_len={max_len} exceeds the context of {path} ({ctx} positions)")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The Bradley–Terry task (dense, MoE, merge stages).
-
-
-class RewardNet(nn.Module):
-    """Routes forward() to `reward_forward`, so DDP/DeepSpeed wrap a module whose forward yields rewards [B]."""
-
-    def __init__(self, rm: nn.Module):
-        super().__init__()
-        self.rm = rm
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from umm_ray.models.reward_model import reward_forward
-
-        return reward_forward(self.rm, ids, mask)
-
-
-class BTTask(TrainTask):
-    """Bradley–Terry training of a reward model.
-
-    stage 'dense': `source` is an RM or a causal LM; 'moe': the same, upcycled on the worker; 'merge': `source` is a
-    trained MoE dir, made mergeable (only theta trains). The MoE stage adds `aux_coef * moe_aux_loss`.
-    """
-
-    def __init__(self, stage: str, source: str | Path, max_len: int, num_experts: int = 0, top_k: int = 0,
-                 noisy: bool = True, router_seed: int = 0, aux_coef: float = 0.0, alpha: float = 0.5,
-                 trust_remote_code: bool = False):
-        if stage not in ("dense", "moe", "merge"):
-            raise ValueError(f"BTTask stage must be dense|moe|merge, got {stage!r}")
-        self.stage, self.source, self.max_len = stage, str(source), max_len
-        self.num_experts, self.top_k, self.noisy, self.router_seed = num_experts, top_k, noisy, router_seed
-        self.aux_coef, self.alpha, self.trust_remote_code = aux_coef, alpha, trust_remote_code
-        self.find_unused_parameters = stage == "moe"  # experts a batch never routes to get no gradient
-        self._tok = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_tok": None}
-
-    @property
-    def tokenizer(self):
-        if self._tok is None:
-            from transformers import AutoTokenizer
-
-            self._tok = AutoTokenizer.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
-            if self._tok.pad_token_id is None:
-                self._tok.pad_token = self._tok.eos_token
-        return self._tok
-
-    def build(self) -> RewardNet:
-        if self.stage == "merge":
-            from umm_ray.models.merge import make_mergeable
-            from umm_ray.models.upcycle import load_moe
-
-            moe, _ = load_moe(self.source, with_tokenizer=False)
-            return RewardNet(make_mergeable(moe.train(), self.alpha, inplace=True))
-        rm = load_dense_rm(self.source, self.trust_remote_code)
-        if self.stage == "moe":
-            from umm_ray.models.upcycle import upcycle
-
-            rm = upcycle(rm, self.num_experts, self.top_k, noisy=self.noisy, seed=self.router_seed, inplace=True)
-        return RewardNet(rm)
-
-    def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
-        """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both)."""
-        from umm_ray.data.tokenize import encode_texts
-
-        prompts = [p.prompt for p in pairs]
-        ids, mask = encode_texts(self.tokenizer, prompts + prompts, [p.chosen for p in pairs]
-                                 + [p.rejected for p in pairs], self.max_len)
-        return {"ids": ids, "mask": mask}
-
-    def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
-        from umm_ray.algo.bt import bt_loss, pref_accuracy
-
-        r = model(batch["ids"], batch["mask"])
-        rc, rr = r.chunk(2)
-        bt = bt_loss(rc, rr)
-        extra = {"bt_loss": bt.item(), "acc": pref_accuracy(rc.detach(), rr.detach())}
-        if self.stage != "moe":
-            return bt, extra
-        from umm_ray.models.moe import moe_aux_loss
-
-        aux = moe_aux_loss(raw.rm)
-        return bt + self.aux_coef * aux, {**extra, "aux_loss": aux.item()}
-
-    def save(self, raw: RewardNet, out_dir: Path) -> None:
-        if self.stage == "moe":
-            from umm_ray.models.upcycle import save_moe
-
-            save_moe(raw.rm, self.tokenizer, out_dir)
-        elif self.stage == "merge":
-            from umm_ray.models.merge import export_merged, merge_coefficients
-
-            coefs = merge_coefficients(raw.rm)
-            export_merged(raw.rm, self.tokenizer, out_dir)
-            (out_dir / MERGE_META).write_text(json.dumps({"alpha": self.alpha, "softmax_theta": coefs}, indent=1))
-        else:
-            raw.rm.config.architectures = [type(raw.rm).__name__]
-            raw.rm.save_pretrained(out_dir, safe_serialization=True)
-            self.tokenizer.save_pretrained(out_dir)
-
-    def fingerprint(self) -> dict:
-        return {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
-                "experts": [self.num_experts, self.top_k], "alpha": self.alpha}
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # One stage: initial eval (concurrently) -> fit -> held-out eval -> eval.json + curves.
 
@@ -320,7 +182,7 @@ def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, second
 # The four kinds.
 
 
-def _stage_dir(cfg: Config, stage_dir: Path | None, default: str) -> Path:
+def stage_dir_for(cfg: Config, stage_dir: Path | None, default: str) -> Path:
     return Path(stage_dir) if stage_dir else Path(cfg.run.output_dir) / default
 
 
@@ -330,7 +192,7 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
                   router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code)
 
 
-def _prepare(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
+def prepare_inputs(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
     data = data or load_rm_data(cfg, world)
     source = Path(source) if source else default_backbone(cfg, world)
     check_backbone(source, cfg.rm.max_len)
@@ -340,8 +202,8 @@ def _prepare(cfg: Config, world, data: RMData | None, source: Path | None) -> tu
 def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
                 source: Path | None = None) -> RMResult:
     """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
-    data, source = _prepare(cfg, world, data, source)
-    out = _stage_dir(cfg, stage_dir, "rm_dense")
+    data, source = prepare_inputs(cfg, world, data, source)
+    out = stage_dir_for(cfg, stage_dir, "rm_dense")
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
     return RMResult("dense", out, out / "model", report)
@@ -350,8 +212,8 @@ def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RM
 def train_moe(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
               source: Path | None = None) -> RMResult:
     """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
-    data, source = _prepare(cfg, world, data, source)
-    out = _stage_dir(cfg, stage_dir, "rm_moe")
+    data, source = prepare_inputs(cfg, world, data, source)
+    out = stage_dir_for(cfg, stage_dir, "rm_moe")
     report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
     return RMResult("moe", out, out / "model", report)
 
@@ -363,8 +225,8 @@ def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMDa
     from umm_ray.models.merge import validate_alpha
 
     validate_alpha(cfg.merge.alpha)
-    data, source = _prepare(cfg, world, data, source)
-    out = _stage_dir(cfg, stage_dir, "rm_umm")
+    data, source = prepare_inputs(cfg, world, data, source)
+    out = stage_dir_for(cfg, stage_dir, "rm_umm")
     moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
@@ -393,57 +255,10 @@ def load_dense_rm_meta(source: Path) -> nn.Module:
 
 def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
                    source: Path | None = None) -> RMResult:
-    """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement);
-    writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
-    data, source = _prepare(cfg, world, data, source)
-    out = _stage_dir(cfg, stage_dir, "rm_ensemble")
-    k = cfg.ensemble.members
-    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
-    specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
-                     placement=cfg.ensemble.placement) for i in range(k)]
-    with ThreadPoolExecutor(max_workers=k) as pool:  # k TorchTrainer.fit() calls in flight at once
-        reports = list(pool.map(lambda s: run_bt_stage(task, data, s, init_eval=False), specs))
-    manifest = {"members": [f"member_{i}/model" for i in range(k)], "aggregate": cfg.ensemble.aggregate,
-                "lambda": cfg.ensemble.uwo_lambda, "seeds": [s.seed for s in specs]}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    report = _ensemble_report(cfg, out, data, reports)
-    (out / "eval.json").write_text(json.dumps(report, indent=1))
-    return RMResult("ensemble", out, out / "manifest.json", report)
+    """k seed members trained concurrently; see `umm_ray.train.ensemble.train_ensemble`."""
+    from umm_ray.train.ensemble import train_ensemble as train
 
-
-def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) -> dict:
-    import ray
-
-    keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
-    members = [{k: r.get(k) for k in keys} for r in reports]
-    agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
-                                                                    cfg.rm.max_len))
-    return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
-            **agg, "members": members, "overlap_seconds": _overlap(members, "entered_at"),
-            "training_overlap_seconds": _overlap(members, "started_at")}
-
-
-def _overlap(members: list[dict], start: str) -> float:
-    """Seconds during which every member's run was up at once, from its workers' own clocks: from `start`
-    ('entered_at': worker group running; 'started_at': first training step) to its last step. > 0 proves the
-    runs were concurrent, not one after another."""
-    return max(0.0, min(m["ended_at"] for m in members) - max(m[start] for m in members))
-
-
-def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int) -> dict:
-    """Held-out metrics of an ensemble's aggregate score (runs as a Ray task)."""
-    from umm_ray.models.reward_model import load_scorer
-    from umm_ray.train.evaluate import pair_metrics
-
-    torch.set_num_threads(1)
-    scorer = load_scorer(manifest, max_len=max_len)
-    out = {}
-    for name, pairs in splits.items():
-        if pairs:
-            prompts = [p.prompt for p in pairs]
-            s = torch.tensor(scorer.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
-            out[name] = pair_metrics(s[:len(pairs)], s[len(pairs):], [p.family for p in pairs])
-    return out
+    return train(cfg, world, stage_dir=stage_dir, data=data, source=source)
 
 
 TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble": train_ensemble}

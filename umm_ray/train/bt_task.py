@@ -1,0 +1,151 @@
+"""The Bradley–Terry training task shared by every reward stage (dense, MoE with aux loss, theta-only merge), and
+the backbone loading/validation it needs. Pure torch + transformers; `umm_ray.train.loop.fit` runs it on Ray Train.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from umm_ray.records import PreferencePair
+from umm_ray.train.loop import TrainTask
+
+MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, written beside the merged checkpoint
+
+
+def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
+    """A one-label sequence classifier from a reward-model dir (validated, head kept) or from a causal LM / backbone
+    (new score head, initialised from torch's global RNG, so the caller's seed decides it)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from umm_ray.models.reward_model import load_reward_model
+    from umm_ray.models.upcycle import check_family
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    check_family(config, str(path))
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return load_reward_model(path, trust_remote_code=trust_remote_code)[0].train()
+    config.num_labels = 1
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = config.eos_token_id
+    return AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True,
+                                                              dtype=torch.float32, trust_remote_code=trust_remote_code)
+
+
+def check_backbone(path: str | Path, max_len: int) -> None:
+    """Fail before any compute: unsupported family, or rm.max_len beyond the model's context."""
+    from transformers import AutoConfig
+
+    from umm_ray.models.upcycle import check_family
+
+    config = AutoConfig.from_pretrained(path)
+    check_family(config, str(path))
+    ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if ctx and max_len > ctx:
+        raise ValueError(f"rm.max_len={max_len} exceeds the context of {path} ({ctx} positions)")
+
+
+class RewardNet(nn.Module):
+    """Routes forward() to `reward_forward`, so DDP/DeepSpeed wrap a module whose forward yields rewards [B]."""
+
+    def __init__(self, rm: nn.Module):
+        super().__init__()
+        self.rm = rm
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from umm_ray.models.reward_model import reward_forward
+
+        return reward_forward(self.rm, ids, mask)
+
+
+class BTTask(TrainTask):
+    """Bradley–Terry training of a reward model.
+
+    stage 'dense': `source` is an RM or a causal LM; 'moe': the same, upcycled on the worker; 'merge': `source` is a
+    trained MoE dir, made mergeable (only theta trains). The MoE stage adds `aux_coef * moe_aux_loss`.
+    """
+
+    def __init__(self, stage: str, source: str | Path, max_len: int, num_experts: int = 0, top_k: int = 0,
+                 noisy: bool = True, router_seed: int = 0, aux_coef: float = 0.0, alpha: float = 0.5,
+                 trust_remote_code: bool = False):
+        if stage not in ("dense", "moe", "merge"):
+            raise ValueError(f"BTTask stage must be dense|moe|merge, got {stage!r}")
+        self.stage, self.source, self.max_len = stage, str(source), max_len
+        self.num_experts, self.top_k, self.noisy, self.router_seed = num_experts, top_k, noisy, router_seed
+        self.aux_coef, self.alpha, self.trust_remote_code = aux_coef, alpha, trust_remote_code
+        self.find_unused_parameters = stage == "moe"  # experts a batch never routes to get no gradient
+        self._tok = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tok": None}
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
+            if self._tok.pad_token_id is None:
+                self._tok.pad_token = self._tok.eos_token
+        return self._tok
+
+    def build(self) -> RewardNet:
+        if self.stage == "merge":
+            from umm_ray.models.merge import make_mergeable
+            from umm_ray.models.upcycle import load_moe
+
+            moe, _ = load_moe(self.source, with_tokenizer=False)
+            return RewardNet(make_mergeable(moe.train(), self.alpha, inplace=True))
+        rm = load_dense_rm(self.source, self.trust_remote_code)
+        if self.stage == "moe":
+            from umm_ray.models.upcycle import upcycle
+
+            rm = upcycle(rm, self.num_experts, self.top_k, noisy=self.noisy, seed=self.router_seed, inplace=True)
+        return RewardNet(rm)
+
+    def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
+        """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both)."""
+        from umm_ray.data.tokenize import encode_texts
+
+        prompts = [p.prompt for p in pairs]
+        ids, mask = encode_texts(self.tokenizer, prompts + prompts, [p.chosen for p in pairs]
+                                 + [p.rejected for p in pairs], self.max_len)
+        return {"ids": ids, "mask": mask}
+
+    def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
+        from umm_ray.algo.bt import bt_loss, pref_accuracy
+
+        r = model(batch["ids"], batch["mask"])
+        rc, rr = r.chunk(2)
+        bt = bt_loss(rc, rr)
+        extra = {"bt_loss": bt.item(), "acc": pref_accuracy(rc.detach(), rr.detach())}
+        if self.stage != "moe":
+            return bt, extra
+        from umm_ray.models.moe import moe_aux_loss
+
+        aux = moe_aux_loss(raw.rm)
+        return bt + self.aux_coef * aux, {**extra, "aux_loss": aux.item()}
+
+    def save(self, raw: RewardNet, out_dir: Path) -> None:
+        if self.stage == "moe":
+            from umm_ray.models.upcycle import save_moe
+
+            save_moe(raw.rm, self.tokenizer, out_dir)
+        elif self.stage == "merge":
+            from umm_ray.models.merge import export_merged, merge_coefficients
+
+            coefs = merge_coefficients(raw.rm)
+            export_merged(raw.rm, self.tokenizer, out_dir)
+            (out_dir / MERGE_META).write_text(json.dumps({"alpha": self.alpha, "softmax_theta": coefs}, indent=1))
+        else:
+            raw.rm.config.architectures = [type(raw.rm).__name__]
+            raw.rm.save_pretrained(out_dir, safe_serialization=True)
+            self.tokenizer.save_pretrained(out_dir)
+
+    def fingerprint(self) -> dict:
+        return {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
+                "experts": [self.num_experts, self.top_k], "alpha": self.alpha}
