@@ -156,3 +156,39 @@ def test_testbed_pairs_with_an_empty_sample_are_skipped_and_reported(tmp_path, m
     d = load_rm_data(make_cfg(tmp_path), world)
     assert len(d.train) == 6
     assert len(d.notes) == 1 and "empty_response" in d.notes[0]
+
+
+def test_moe_stage_upcycles_a_trained_dense_rm_keeping_its_scores(tiny_world, data, tmp_path):
+    """Upcycling from a dense RM checkpoint keeps its score head: at initialisation the MoE scores like the RM."""
+    from umm_ray.models.reward_model import load_reward_model
+    from umm_ray.testbed.models import make_reward_model, save_model
+    from umm_ray.train.evaluate import pair_rewards
+
+    from transformers import AutoTokenizer
+
+    cfg, world = tiny_world
+    tok = AutoTokenizer.from_pretrained(world.tokenizer)
+    rm_dir = save_model(make_reward_model(cfg.model.family, tok, seed=5, hidden_size=cfg.model.hidden_size,
+                                          num_layers=cfg.model.num_layers), tok, tmp_path / "rm")
+    dense, _ = load_reward_model(rm_dir)
+    moe = BTTask("moe", rm_dir, max_len=128, num_experts=2, top_k=1).build().rm.eval()
+    a = pair_rewards(dense, tok, data.test[:8], 128)
+    b = pair_rewards(moe, tok, data.test[:8], 128)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_dense_on_real_hh_pairs_trains_on_part_and_tests_on_the_rest(ray_local, tiny_world, make_cfg, shared_data,
+                                                                      tmp_path):
+    from umm_ray.train.reward import train_dense
+
+    cfg, world = tiny_world
+    hh = shared_data / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+    cfg = make_cfg(tmp_path, "--rm.data", str(hh), "--rm.data_on_error", "skip", "--rm.max_len", "128",
+                   "--rm.num_workers", "2", "--rm.batch_size", "32", "--rm.epochs", "1")
+    res = train_dense(cfg, world, stage_dir=tmp_path / "hh", source=world.base)
+    ev = res.eval
+    assert sum(ev["n_pairs"].values()) == 2308  # 2312 rows, 4 with an empty response skipped and reported
+    assert any("empty_response': 4" in n for n in ev["data_notes"])
+    assert ev["test"]["n"] == ev["n_pairs"]["test"] > 300
+    assert 0.0 <= ev["test"]["accuracy"] <= 1.0
