@@ -71,6 +71,8 @@ class SFTConfig:
     batch_size: int = opt(32, "Per-worker batch size.", lo=1)
     lr: float = opt(3e-3, "AdamW learning rate.", lo=0)
     num_workers: int = opt(2, "Ray Train workers (DDP over gloo on CPU).", lo=1)
+    strategy: str = opt("ddp", "Distributed strategy inside Ray Train (deepspeed = ZeRO-1).",
+                        choices=("ddp", "deepspeed"))
     checkpoint_every: int = opt(200, "Save a resumable checkpoint every K optimizer steps.", lo=1)
 
 
@@ -87,6 +89,7 @@ class RMConfig:
     lr: float = opt(1e-3, "AdamW learning rate.", lo=0)
     num_workers: int = opt(2, "Ray Train workers per run.", lo=1)
     strategy: str = opt("ddp", "Distributed strategy inside Ray Train.", choices=("ddp", "deepspeed"))
+    zero_stage: int = opt(1, "DeepSpeed ZeRO stage when rm.strategy is deepspeed.", choices=(0, 1, 2))
     checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
     max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
 

@@ -21,7 +21,8 @@ def task(tiny_world):
 
 
 def test_collate_masks_prompt_and_padding_keeps_response_and_eos(task):
-    examples = [SFTExample("Name a fruit.\nAnswer:", " apple."), SFTExample("Name two colours please.\nAnswer:", " red.")]
+    examples = [SFTExample("Name a fruit.\nAnswer:", " apple."),
+                SFTExample("Name two colours please.\nAnswer:", " red.")]
     batch = task.collate(examples)
     tok = task.tokenizer
     for row, ex in enumerate(examples):

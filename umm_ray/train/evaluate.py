@@ -35,7 +35,8 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: lis
         "n": int(r_chosen.numel()),
         "bt_loss": float(bt_loss(r_chosen, r_rejected)),
         "accuracy": pref_accuracy(r_chosen, r_rejected),
-        "accuracy_by_family": {f: pref_accuracy(r_chosen[idx], r_rejected[idx]) for f, idx in sorted(by_family.items())},
+        "accuracy_by_family": {f: pref_accuracy(r_chosen[idx], r_rejected[idx])
+                               for f, idx in sorted(by_family.items())},
     }
 
 

@@ -128,7 +128,7 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
     return TrainSpec(name=name, stage_dir=stage_dir, num_workers=r.num_workers, batch_size=r.batch_size,
                      epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
                      seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
-                     strategy=r.strategy, placement_strategy=placement)
+                     strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement)
 
 
 def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:
@@ -155,8 +155,9 @@ def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = 
     plot_loss_curve(result.history, stage_dir / "loss_curve.png", f"{spec.name}: BT loss", key="bt_loss",
                     held_out=held_pts)
     (stage_dir / "eval.json").write_text(json.dumps(report, indent=1))
-    log.info("%s: test accuracy %.3f, test BT loss %.4f", spec.name, final.get("test", {}).get("accuracy", float("nan")),
-             final.get("test", {}).get("bt_loss", float("nan")))
+    test = final.get("test", {})
+    log.info("%s: test accuracy %.3f, test BT loss %.4f", spec.name, test.get("accuracy", float("nan")),
+             test.get("bt_loss", float("nan")))
     return report
 
 

@@ -163,7 +163,8 @@ def _eval_prompts(world) -> list[str]:
 def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
     s = cfg.sft
     return TrainSpec(name="sft", stage_dir=stage_dir, num_workers=s.num_workers, batch_size=s.batch_size,
-                     epochs=s.epochs, lr=s.lr, seed=cfg.run.seed, checkpoint_every=s.checkpoint_every)
+                     epochs=s.epochs, lr=s.lr, seed=cfg.run.seed, checkpoint_every=s.checkpoint_every,
+                     strategy=s.strategy)
 
 
 def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool = True) -> Path:
