@@ -157,3 +157,43 @@ def test_vllm_backend_ensemble_proxy_run(ray_local, world, tmp_path):
     assert rows[1]["kl_k2"] > 0  # the policy moved after one update
     # ... and vLLM sampled step 2 from the synced weights: its log-probs are the policy's.
     assert rows[1]["rollout_logprob_gap_max"] < 1e-3
+
+
+def _cluster_actor_pid(ray_local, class_name: str) -> int:
+    """PID of a live actor process of `class_name` in *this test's* cluster (a descendant of its raylet only, so
+    other clusters on the machine are never touched)."""
+    import psutil
+    from ray._private import ray_constants
+    from ray._private.worker import _global_node
+
+    raylet = _global_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    for proc in psutil.Process(raylet).children(recursive=True):
+        try:
+            if f"ray::{class_name}" in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no live {class_name} process under raylet {raylet}")
+
+
+@pytest.mark.slow
+def test_dead_reward_actor_is_restarted_dead_rollout_stops_cleanly(ray_local, world, tmp_path):
+    steps = 8
+    out = tmp_path / "faults"
+    args = _args(world, out, _address(ray_local), steps, "--ppo.world_size", "1", "--ppo.zero_stage", "0")
+    proc = _start(args, tmp_path / "faults.log")
+    deadline = time.time() + 1200
+    while _latest_step(out) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(_cluster_actor_pid(ray_local, "RewardActor"), signal.SIGKILL)  # stateless: Ray restarts it, retries
+    while _latest_step(out) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, (tmp_path / "faults.log").read_text()[-3000:]
+    os.kill(_cluster_actor_pid(ray_local, "RolloutActor"), signal.SIGKILL)  # holds synced weights: the run stops
+    rc = proc.wait(timeout=600)
+    text = (tmp_path / "faults.log").read_text()
+    assert rc != 0 and "ppo: an actor died during step" in text and "is intact; rerun the same command" in text
+    stopped_at = _latest_step(out)
+    assert 4 <= stopped_at < steps
+    _finish(_start(args, tmp_path / "faults2.log"), tmp_path / "faults2.log")
+    assert [r["step"] for r in read_metrics(out / "ppo" / "metrics.jsonl")] == list(range(1, steps + 1))
