@@ -2,7 +2,7 @@
 
 A stage is a `TrainTask` (build the model, batch examples, compute the loss, save the result) plus a `TrainSpec`
 (workers, batch size, epochs, checkpoint cadence). `fit(task, examples, spec)` runs it on CPU workers with DDP over
-gloo (or DeepSpeed ZeRO), shards the data per rank deterministically by seed, checkpoints every K steps through
+gloo (GPU workers with NCCL when `spec.use_gpu`), or DeepSpeed ZeRO, shards the data per rank deterministically by seed, checkpoints every K steps through
 `ray.train.report` and resumes from the latest checkpoint of a run with the same name under the same stage directory
 (model + optimizer + step + per-rank RNG + metrics so far), so a killed job restarts where it stopped.
 
@@ -12,6 +12,7 @@ gloo (or DeepSpeed ZeRO), shards the data per rank deterministically by seed, ch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ class TrainSpec:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     placement_strategy: str = "PACK"
+    use_gpu: bool = False  # one GPU per worker, NCCL; CPU workers use gloo
     max_failures: int = 0  # worker-group restarts Ray Train may do (each resumes from the latest checkpoint)
     keep_checkpoints: int = 2
 
@@ -231,7 +233,10 @@ def _restore_state(ckpt_dir: Path | None, rank: int, fingerprint: dict) -> tuple
         raise RuntimeError(_mismatch(ckpt_dir, state["fingerprint"], fingerprint))
     rng_file = ckpt_dir / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when the world size changed: then ranks keep their fresh seeds
-        torch.set_rng_state(torch.load(rng_file, weights_only=True))
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["cpu"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
     return int(state["step"]), list(state["history"])
 
 
@@ -242,7 +247,8 @@ def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) ->
     with tempfile.TemporaryDirectory(prefix="umm_ckpt_") as tmp:
         out = Path(tmp)
         engine.save(out, rank)
-        torch.save(torch.get_rng_state(), out / f"rng_rank{rank}.pt")
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+        torch.save(rng, out / f"rng_rank{rank}.pt")
         if rank == 0:
             (out / STATE_FILE).write_text(json.dumps({"step": step, "history": history, "fingerprint": fingerprint}))
             if final:
@@ -254,6 +260,7 @@ def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) ->
 
 def _worker_loop(config: dict) -> dict | None:
     import ray.train
+    import ray.train.torch
     from tqdm.auto import tqdm
 
     entered_at = time.time()
@@ -263,13 +270,14 @@ def _worker_loop(config: dict) -> dict | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     fingerprint = config["fingerprint"]
     ckpt = ray.train.get_checkpoint()
-    with (ckpt.as_directory() if ckpt else _nullpath()) as ckpt_dir:
+    with (ckpt.as_directory() if ckpt else contextlib.nullcontext()) as ckpt_dir:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         torch.manual_seed(spec.seed)  # identical initial weights on every rank
         raw = task.build()
         engine = _make_engine(raw, task, spec, ckpt_dir)
         torch.manual_seed(spec.seed * 1000 + rank + 1)  # per-rank stream for dropout / noisy gating
         step, history = _restore_state(ckpt_dir, rank, fingerprint)
+    device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
     n_total, per_epoch = total_steps(spec, len(examples)), steps_per_epoch(len(examples), world, spec.batch_size)
     resumed_from, started_at = step, time.time()
     bar = tqdm(total=n_total, initial=step, desc=spec.name, disable=rank != 0, mininterval=2.0)
@@ -279,7 +287,8 @@ def _worker_loop(config: dict) -> dict | None:
         if epoch != batches_epoch:
             batches, batches_epoch = rank_batches(len(examples), epoch, rank, world, spec.batch_size, spec.seed), epoch
         raw.train()
-        loss, extra = task.loss(engine.model, raw, task.collate([examples[j] for j in batches[i]]))
+        batch = {k: v.to(device) for k, v in task.collate([examples[j] for j in batches[i]]).items()}
+        loss, extra = task.loss(engine.model, raw, batch)
         engine.step(loss)
         step += 1
         keys = ["loss", *extra]
@@ -295,14 +304,6 @@ def _worker_loop(config: dict) -> dict | None:
         return None
     return {"history": history, "total_steps": n_total, "resumed_from": resumed_from,
             "entered_at": entered_at, "started_at": started_at, "ended_at": ended_at}
-
-
-class _nullpath:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -325,8 +326,9 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=False, resources_per_worker={"CPU": 1},
+        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
+                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if spec.use_gpu else {})},
                                      placement_strategy=spec.placement_strategy),
         run_config=RunConfig(name=spec.name, storage_path=str(stage_dir / "ray_train"),
                              checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),

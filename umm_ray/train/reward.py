@@ -128,7 +128,8 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
     return TrainSpec(name=name, stage_dir=stage_dir, num_workers=r.num_workers, batch_size=r.batch_size,
                      epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
                      seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
-                     strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement)
+                     strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement,
+                     use_gpu=cfg.run.num_gpus_per_actor > 0)
 
 
 def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:

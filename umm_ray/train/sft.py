@@ -164,7 +164,7 @@ def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
     s = cfg.sft
     return TrainSpec(name="sft", stage_dir=stage_dir, num_workers=s.num_workers, batch_size=s.batch_size,
                      epochs=s.epochs, lr=s.lr, seed=cfg.run.seed, checkpoint_every=s.checkpoint_every,
-                     strategy=s.strategy)
+                     strategy=s.strategy, use_gpu=cfg.run.num_gpus_per_actor > 0)
 
 
 def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool = True) -> Path:
