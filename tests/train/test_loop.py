@@ -104,21 +104,27 @@ def test_bad_spec_fails_before_ray(tmp_path):
         fit(TinyLMTask(), [], _spec(tmp_path))
 
 
-def test_checkpoints_of_other_settings_or_data_are_refused_before_any_worker_starts(tmp_path):
+def test_checkpoints_of_other_settings_or_data_are_set_aside_before_any_worker_starts(tmp_path):
     import json
 
-    from umm_ray.train.loop import STATE_FILE, check_resumable, run_fingerprint
+    from umm_ray.train.loop import STATE_FILE, run_fingerprint, set_aside_stale_run
 
     fp = run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path))
     assert fp == run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=50, epochs=7))  # length may change
-    ckpt = tmp_path / "ray_train" / "tiny" / "checkpoint_0000003"
-    ckpt.mkdir(parents=True)
-    (ckpt / STATE_FILE).write_text(json.dumps({"step": 3, "history": [], "fingerprint": fp}))
-    check_resumable(ckpt.parent, fp)
-    with pytest.raises(ValueError, match=r"changed: \{'data'.*delete .*ray_train/tiny to start"):
-        check_resumable(ckpt.parent, run_fingerprint(TinyLMTask(), EXAMPLES[:10], _spec(tmp_path)))
-    with pytest.raises(ValueError, match=r"changed: \{'seed': \(3, 4\)\}"):
-        check_resumable(ckpt.parent, run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path, seed=4)))
+    run = tmp_path / "ray_train" / "tiny"
+
+    def write_checkpoint(fingerprint):
+        (run / "checkpoint_0000003").mkdir(parents=True)
+        (run / "checkpoint_0000003" / STATE_FILE).write_text(json.dumps({"step": 3, "fingerprint": fingerprint}))
+
+    write_checkpoint(fp)
+    assert set_aside_stale_run(run, fp) is None and run.is_dir()  # same run: resume from it
+    assert set_aside_stale_run(run, run_fingerprint(TinyLMTask(), EXAMPLES[:10], _spec(tmp_path))) \
+        == run.with_name("tiny.stale-1")  # other data: start fresh, keep the old run aside
+    assert not run.exists()
+    write_checkpoint(fp)
+    assert set_aside_stale_run(run, run_fingerprint(TinyLMTask(), EXAMPLES, _spec(tmp_path, seed=4))) \
+        == run.with_name("tiny.stale-2")
 
 
 def test_crash_resumes_from_checkpoint_and_matches_uninterrupted_run(ray_local, tmp_path):
@@ -142,7 +148,7 @@ def test_crash_resumes_from_checkpoint_and_matches_uninterrupted_run(ray_local, 
 
 
 @pytest.mark.slow
-def test_relaunch_continues_at_the_next_step_and_refuses_changed_settings(ray_local, tmp_path):
+def test_relaunch_continues_at_the_next_step_and_restarts_on_changed_settings(ray_local, tmp_path):
     first = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=6))
     more = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=9))
     assert more.resumed_from == 6
@@ -151,10 +157,9 @@ def test_relaunch_continues_at_the_next_step_and_refuses_changed_settings(ray_lo
     again = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=9))  # a finished run: nothing left to train
     assert again.resumed_from == 9 and again.history == more.history
     assert (again.model_dir / "model.safetensors").is_file()
-    with pytest.raises(ValueError, match=r"different run \(changed: \{'lr'"):
-        fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=12, lr=1e-2))
-    with pytest.raises(ValueError, match=r"changed: \{'data'"):
-        fit(TinyLMTask(), EXAMPLES[:-1], _spec(tmp_path, max_steps=12))
+    fresh = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path, max_steps=3, lr=1e-2))  # other settings: no resume
+    assert fresh.resumed_from == 0 and len(fresh.history) == 3
+    assert (tmp_path / "ray_train" / "tiny.stale-1").is_dir()
 
 
 @pytest.mark.slow

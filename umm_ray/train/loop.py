@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 HF_DIR = "hf"
@@ -322,7 +325,7 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     _check(task, examples, spec)
     stage_dir = Path(spec.stage_dir).resolve()
     fingerprint = run_fingerprint(task, examples, spec)
-    check_resumable(stage_dir / "ray_train" / spec.name, fingerprint)
+    set_aside_stale_run(stage_dir / "ray_train" / spec.name, fingerprint)
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint},
@@ -364,18 +367,26 @@ def run_fingerprint(task: TrainTask, examples: list, spec: TrainSpec) -> dict:
 
 def _mismatch(where: Path, old: dict, new: dict) -> str:
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-    return (f"{where} holds checkpoints of a different run (changed: {diff}); resuming would mix them — delete "
-            f"{where.parent if where.name.startswith('checkpoint_') else where} to start this run over")
+    return f"{where} holds checkpoints of a different run (changed: {diff})"
 
 
-def check_resumable(run_dir: Path, fingerprint: dict) -> None:
-    """Fail before any worker starts if the latest checkpoint under `run_dir` came from different settings/data."""
+def set_aside_stale_run(run_dir: Path, fingerprint: dict) -> Path | None:
+    """Before any worker starts: if the latest checkpoint under `run_dir` came from other settings or data (e.g. an
+    upstream stage was redone), move the run to `<run_dir>.stale-<n>` so this run starts fresh instead of resuming
+    from it. Nothing is deleted and nothing is mixed; returns the new location (None when there was nothing stale)."""
     states = sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}"))
     if not states:
-        return
+        return None
     old = json.loads(states[-1].read_text()).get("fingerprint", {})
-    if old != fingerprint:
-        raise ValueError(_mismatch(run_dir, old, fingerprint))
+    if old == fingerprint:
+        return None
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
+        n += 1
+    dest = run_dir.with_name(f"{run_dir.name}.stale-{n}")
+    run_dir.rename(dest)
+    log.warning("%s; moved it to %s and starting this run from scratch", _mismatch(run_dir, old, fingerprint), dest)
+    return dest
 
 
 def _export_final(checkpoint, model_dir: Path, name: str) -> None:
