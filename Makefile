@@ -10,7 +10,7 @@ export RAY_AUTH_MODE ?= token
 export TOKENIZERS_PARALLELISM := false
 export RAY_agent_register_timeout_ms ?= 180000
 
-.PHONY: install test test-fast demo bench ray-up ray-down clean
+.PHONY: install test test-all demo bench ray-up ray-down clean
 
 install: $(STAMP)
 
@@ -18,11 +18,13 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 	touch $(STAMP)
 
+# The CI suite: everything not marked slow (real Ray, Ray Train, Serve, DeepSpeed, vLLM included).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
-
-test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow"
+
+# Everything, slow tests too (vLLM per-family sync, autoscaling, PPO hacking runs): about an hour on 2 cores.
+test-all: $(STAMP)
+	$(PY) -m pytest -q tests
 
 ray-up: $(STAMP)
 	@$(RAY) status >/dev/null 2>&1 || $(RAY) start --head --num-cpus $(RAY_CPUS) --include-dashboard true --dashboard-host 127.0.0.1 --disable-usage-stats

@@ -49,13 +49,18 @@ def run_pairs(cfg: Config, prompts_path: str | Path, policy_path: str | Path, ou
     chosen = [prompts[i % len(prompts)] for i in rng.sample(range(max(len(prompts), cfg.testbed.n_pairs)),
                                                              cfg.testbed.n_pairs)]
     a, b = sample_two(cfg, str(policy_path), chosen)
+    # A sample that is only EOS decodes to an empty response; preference files forbid those, so such prompts are
+    # left out here and counted in the stats (never silently).
+    keep = [i for i in range(len(chosen)) if a[i].strip() and b[i].strip()]
+    n_empty = len(chosen) - len(keep)
+    chosen, a, b = [chosen[i] for i in keep], [a[i] for i in keep], [b[i] for i in keep]
     pairs, stats = label_pairs(chosen, a, b, load_gold(cfg.reward.gold), cfg.testbed.label_noise, cfg.run.seed)
     t = cfg.testbed
     parts = split_pairs(pairs, (1 - t.val_frac - t.test_frac, t.val_frac, t.test_frac), seed=cfg.run.seed)
     splits = dict(zip(("train", "val", "test"), parts))
     for name, rows in splits.items():
         write_jsonl(out / f"pairs_{name}.jsonl", rows)
-    stats = {**stats, **{f"n_{k}": len(v) for k, v in splits.items()}}
+    stats = {**stats, "n_empty_dropped": n_empty, **{f"n_{k}": len(v) for k, v in splits.items()}}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 
