@@ -105,6 +105,8 @@ def start_local_ray(attempts: int = 3, **kwargs) -> None:
     """`ray.init` a fresh local cluster, retrying when a busy machine makes node start-up time out."""
     import ray
 
+    # "local" always starts a fresh cluster: without it ray.init joins one left running by `ray start` (make demo).
+    kwargs.setdefault("address", "local")
     for attempt in range(1, attempts + 1):
         try:
             ray.init(**kwargs)
