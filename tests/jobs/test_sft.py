@@ -5,24 +5,10 @@ loss curve and the gold gain over the base model."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_job(module: str, args: list[str], log: Path, timeout: float = 1500) -> str:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, stdout=f,
-                            stderr=subprocess.STDOUT, timeout=timeout).returncode
-    text = log.read_text()
-    assert rc == 0, f"{module} exited {rc}:\n{text[-4000:]}"
-    return text
+from tests.jobs.jobrun import run_job
 
 
 def test_sft_job_with_two_workers_lowers_loss_and_writes_a_loadable_checkpoint(ray_local, tmp_path):

@@ -5,9 +5,6 @@ chain from an empty directory (prepare -> SFT -> pairs -> UMM)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +13,11 @@ from jobs.common import PRESETS
 from jobs.train_rm import expand_kind
 from umm_ray.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.jobs.jobrun import run_job as _run_job
 
 
 def run_job(module: str, args: list[str], log: Path, timeout: float = 2400) -> str:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, stdout=f,
-                            stderr=subprocess.STDOUT, timeout=timeout).returncode
-    text = log.read_text()
-    assert rc == 0, f"{module} exited {rc}:\n{text[-4000:]}"
-    return text
+    return _run_job(module, args, log, timeout)
 
 
 def gold_pairs_from_sft_rows(world, noise: float, seed: int) -> None:
