@@ -6,6 +6,9 @@ RAY     := .venv/bin/ray
 PRESET  ?= tiny
 RAY_CPUS ?= 8
 DASH    := http://127.0.0.1:8265
+# Real HH-RLHF harmless pairs for the report's "acc HH" column, when the shared data folder sits beside the clone
+# (the job runs from Ray's copy of the working dir, so it is handed an absolute path).
+HH_FILE := $(wildcard $(abspath $(CURDIR)/..)/shared/data/hh-rlhf/harmless-base/test.jsonl.gz)
 export RAY_AUTH_MODE ?= token
 export TOKENIZERS_PARALLELISM := false
 export RAY_agent_register_timeout_ms ?= 180000
@@ -34,10 +37,15 @@ ray-down:
 
 demo: $(STAMP) ray-up
 	$(RAY) job submit --address $(DASH) --working-dir . --runtime-env-json '{"excludes": [".venv", "runs", ".git"]}' \
-		-- $(CURDIR)/$(PY) -m jobs.compare --preset $(PRESET) --run.output_dir $(CURDIR)/runs/demo
+		-- $(CURDIR)/$(PY) -m jobs.compare --preset $(PRESET) --run.output_dir $(CURDIR)/runs/demo \
+		$(if $(HH_FILE),--compare.hh_eval $(HH_FILE))
 
+# Every benchmark in turn (about 25 min on 2 cores); each writes its JSON under runs/bench and prints a table.
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	$(PY) benchmarks/rm_throughput.py
+	$(PY) -m benchmarks.rollout_throughput
+	$(PY) -m benchmarks.ppo_phases --preset tiny --run.output_dir runs/bench
+	$(PY) benchmarks/serve_load.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs.common import init_ray, parse_job_args, record_config
 from umm_ray.config import Config
 from umm_ray.pipeline import Stage, StageRunner
+from umm_ray.ppo.roles import RolePool
 
 
 def rm_names(cfg: Config) -> dict[str, tuple[str, dict]]:
@@ -56,18 +57,26 @@ def main(argv: list[str] | None = None) -> Path:
                                      sections=sections, deps=("pairs",), extra=extra))
     specs = S.proxy_specs(cfg, rms)
     rm_stages = tuple(f"rm_{n}" for n in rm_names(cfg))
-    evals = runner.run(Stage("eval", lambda out: S.evaluate(cfg, specs, out), sections=("rm",), deps=rm_stages))
+    hh = S.hh_pairs_path(cfg)
+    evals = runner.run(Stage("eval", lambda out: S.evaluate(cfg, specs, out), sections=("rm",), deps=rm_stages,
+                             extra={"hh": str(hh or ""), "hh_pairs": cfg.compare.hh_eval_pairs}))
     bon = runner.run(Stage("bon", lambda out: S.bon(cfg, specs, out), sections=("bon", "rollout"), deps=rm_stages))
 
-    ppo = {}
-    for name in S.ppo_proxies(cfg, evals, specs):
-        ppo[name] = runner.run(Stage(f"ppo_{name}", lambda out, n=name: S.ppo(cfg, specs[n], out),
-                                     sections=("ppo", "rollout"), deps=(f"rm_{specs[name]['stage']}",),
-                                     extra={"proxy": specs[name]["spec"]}))
+    ppo, pool = {}, RolePool()  # the PPO runs share policy, engines, reference and gold; only the proxy changes
+    try:
+        for name in S.ppo_proxies(cfg, evals, specs):
+            ppo[name] = runner.run(Stage(f"ppo_{name}", lambda out, n=name: S.ppo(cfg, specs[n], out, pool),
+                                         sections=("ppo", "rollout"), deps=(f"rm_{specs[name]['stage']}",),
+                                         extra={"proxy": specs[name]["spec"]}))
+    finally:
+        pool.shutdown()
 
     notes = [f"Wall time {time.time() - t_start:.0f} s (stage seconds: "
              + ", ".join(f"{k} {v:.0f}{' cached' if runner.cached[k] else ''}" for k, v in runner.timings.items())
              + f"); driver peak RSS {peak_rss_gb():.2f} GB."]
+    if hh:
+        notes.append(f"acc HH: accuracy on the first {cfg.compare.hh_eval_pairs or 'all'} pairs of {hh} (real "
+                     "Anthropic HH-RLHF); these RMs were trained on testbed pairs, so it measures transfer, not fit.")
     report = S.report(cfg, specs, evals, bon, ppo, root / "report", notes)
     (root / "compare" / "timings.json").write_text(json.dumps({"timings": runner.timings,
                                                                 "cached": runner.cached}, indent=1))

@@ -54,7 +54,8 @@ def run_pairs(cfg: Config, prompts_path: str | Path, policy_path: str | Path, ou
     keep = [i for i in range(len(chosen)) if a[i].strip() and b[i].strip()]
     n_empty = len(chosen) - len(keep)
     chosen, a, b = [chosen[i] for i in keep], [a[i] for i in keep], [b[i] for i in keep]
-    pairs, stats = label_pairs(chosen, a, b, load_gold(cfg.reward.gold), cfg.testbed.label_noise, cfg.run.seed)
+    pairs, stats = label_pairs(chosen, a, b, load_gold(cfg.reward.gold), cfg.testbed.label_noise, cfg.run.seed,
+                               cfg.testbed.label_length_bias)
     t = cfg.testbed
     parts = split_pairs(pairs, (1 - t.val_frac - t.test_frac, t.val_frac, t.test_frac), seed=cfg.run.seed)
     splits = dict(zip(("train", "val", "test"), parts))

@@ -34,14 +34,14 @@ from umm_ray.data.prompts import load_prompts
 from umm_ray.ppo.assemble import build_experience, kl_stats, shape_scores
 from umm_ray.ppo.data import PromptStream, validate_prompts
 from umm_ray.ppo.experience import make_policy_batch
-from umm_ray.ppo.roles import generate, resume_state, start_roles, sync_gap, sync_weights
+from umm_ray.ppo.roles import RolePool, Roles, generate, resume_state, sync_gap, sync_weights
 from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, save_checkpoint
 from umm_ray.ppo.timing import PhaseTimer
 from umm_ray.report.metrics import MetricsLogger
 
 
 def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prompts_path: str,
-            out_dir: str | Path) -> Path:
+            out_dir: str | Path, pool: RolePool | None = None) -> Path:
     """Train `policy_path` with PPO against `proxy_spec`, measuring `gold_spec`; returns `out_dir`.
 
     Args:
@@ -50,10 +50,11 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
         proxy_spec / gold_spec: 'testbed', an RM dir, an ensemble manifest ('#wco', '#uwo:0.1' suffixes), or a URL.
         prompts_path: prompt file / hub name for `data.load_prompts`.
         out_dir: run directory (metrics, checkpoints, final policy); an existing checkpoint there is resumed.
+        pool: keeps the actors for the caller's next run (see `RolePool`); without one they are shut down at the end.
     """
     out = Path(out_dir).resolve()  # actors run in other working directories: hand them absolute paths only
     policy_path = str(Path(policy_path).resolve()) if Path(policy_path).exists() else policy_path
-    ppo, r = cfg.ppo, cfg.reward
+    r = cfg.reward
     from transformers import AutoTokenizer  # validation before any actor starts
     tok = AutoTokenizer.from_pretrained(policy_path)
     prompts = load_prompts(prompts_path)
@@ -64,9 +65,34 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
     members = ensemble_members(proxy)
     init_ray(cfg)
 
-    roles = start_roles(cfg, policy_path, members, gold)
+    own_pool = pool is None
+    pool = pool or RolePool()
+    roles = pool.acquire(cfg, policy_path, members, gold)
     policy, engines = roles.policy, roles.engines
-    state = resume_state(cfg, out, policy, engines)
+    try:
+        state = resume_state(cfg, out, policy, engines)
+        _train(cfg, roles, state, prompts, tok, how, lam, len(members), out)
+        policy.save_hf(str(out / "policy"))
+        peak = policy.peak_memory_mb()
+    except BaseException:
+        pool.discard()  # the actors' state is unknown after a failure: the next run starts them afresh
+        raise
+    if own_pool:
+        pool.shutdown()
+    if (out / "summary.json").is_file():  # a resumed run keeps the peak of the launches before it
+        before = json.loads((out / "summary.json").read_text())["peak_memory_mb"]["policy_ranks"]
+        peak = [max(a, b) for a, b in zip(peak, before)] if len(before) == len(peak) else peak
+    summary = {"steps": cfg.ppo.steps, "peak_memory_mb": {"policy_ranks": peak}, "roles_reused": pool.last_reused,
+               "proxy": proxy.describe(), "aggregate": how if len(members) > 1 else None,
+               "gold": gold.describe()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, how: str, lam: float, n_members: int,
+           out: Path) -> None:
+    """The PPO loop from `state.step` to `ppo.steps`: metrics every step, a checkpoint every K steps and at the end."""
+    ppo, policy, engines = cfg.ppo, roles.policy, roles.engines
     kl_ctl, moments = make_kl_controller(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon), RunningMoments()
     if state.step:
         kl_ctl.load_state_dict(state.kl_controller)
@@ -108,7 +134,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
                 "gold_reward": gold_scores.mean().item(), "gold_reward_std": gold_scores.std().item(),
                 **kl, **gap, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
                 "response_length": n_tokens / len(batch), "shaped_reward": shaped.mean().item(),
-                **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if len(members) > 1},
+                **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if n_members > 1},
                 **t.as_metrics(), "time/last_checkpoint": last_ckpt_s,
                 "tokens_per_s": n_tokens / t.seconds["generate"],
                 "data_cursor": stream.cursor(step), "data_order": f"{zlib.crc32(str(idx).encode()):08x}",
@@ -127,17 +153,6 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
                            f"({latest_checkpoint(out)}) is intact; rerun the same command to resume.") from None
     finally:
         logger.close()
-
-    policy.save_hf(str(out / "policy"))
-    peak = policy.peak_memory_mb()
-    if (out / "summary.json").is_file():  # a resumed run keeps the peak of the launches before it
-        before = json.loads((out / "summary.json").read_text())["peak_memory_mb"]["policy_ranks"]
-        peak = [max(a, b) for a, b in zip(peak, before)] if len(before) == len(peak) else peak
-    summary = {"steps": ppo.steps, "peak_memory_mb": {"policy_ranks": peak},
-               "proxy": proxy.describe(), "aggregate": how if len(members) > 1 else None, "gold": gold.describe()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    roles.shutdown()
-    return out
 
 
 def resolve_inputs(cfg: Config) -> tuple[str, str, str, str]:

@@ -49,6 +49,8 @@ class TestbedConfig:
     n_prompts: int = opt(3000, "Prompts generated for the embedded instruction world.", lo=16)
     vocab_size: int = opt(1024, "Size of the locally trained tokenizer's vocabulary.", lo=64)
     label_noise: float = opt(0.25, "Probability a gold preference label is flipped.", lo=0.0, hi=0.5)
+    label_length_bias: float = opt(0.3, "Probability the labeller picks the longer response whatever gold says "
+                                        "(human raters' length bias; the shortcut proxies learn).", lo=0.0, hi=1.0)
     n_pairs: int = opt(2000, "Preference pairs sampled from the SFT policy (split train/val/test).", lo=8)
     val_frac: float = opt(0.1, "Fraction of pairs held out for validation.", lo=0.0, hi=0.5)
     test_frac: float = opt(0.2, "Fraction of pairs held out for testing.", lo=0.0, hi=0.5)
@@ -197,12 +199,12 @@ class ServeConfig:
 @dataclass
 class CompareConfig:
     expert_counts: list = opt([2, 4, 6], "UMM expert counts to train and compare.")
-    stages: list = opt([], "Stages to run (empty = all).")
     force: list = opt([], "Stages to redo even if cached.")
     ppo_rms: list = opt(["dense", "umm_best", "ensemble-mean", "ensemble-wco", "ensemble-uwo"],
                         "Proxies PPO runs against; 'umm_best' = the UMM with the best validation accuracy.")
     bon_uwo_lambda: float = opt(0.5, "UWO variance penalty used in Best-of-N (PPO uses ensemble.uwo_lambda).", lo=0)
     hh_eval: str = opt("auto", "Real HH pairs for accuracy: a file, 'auto' (../shared/data when present) or ''.")
+    hh_eval_pairs: int = opt(500, "How many HH pairs (from the start of the file) to score; 0 = all.", lo=0)
 
 
 @dataclass

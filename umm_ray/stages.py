@@ -95,7 +95,7 @@ def evaluate(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
     """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
     from umm_ray.eval.rm_metrics import evaluate_rms
 
-    return evaluate_rms(cfg, specs, _root(cfg) / "pairs" / "pairs_test.jsonl", out)
+    return evaluate_rms(cfg, specs, _root(cfg) / "pairs" / "pairs_test.jsonl", out, hh_pairs_path(cfg))
 
 
 def bon(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
@@ -124,13 +124,14 @@ def ppo_proxies(cfg: Config, evals: dict, specs: dict[str, dict]) -> dict[str, d
     return chosen
 
 
-def ppo(cfg: Config, spec: dict, out: Path) -> dict:
+def ppo(cfg: Config, spec: dict, out: Path, pool=None) -> dict:
+    """One PPO run against `spec`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
     from jobs.ppo import run_ppo
     from umm_ray.report.metrics import read_metrics
 
     t0 = time.perf_counter()
     run_ppo(cfg, str(_root(cfg) / "sft" / "model"), spec["spec"], cfg.reward.gold,
-            str(_root(cfg) / "prepare" / "prompts_ppo.jsonl"), out)
+            str(_root(cfg) / "prepare" / "prompts_ppo.jsonl"), out, pool=pool)
     rows = read_metrics(out / "metrics.jsonl")
     return {"spec": spec["spec"], "rows": rows, "seconds": time.perf_counter() - t0}
 

@@ -33,6 +33,15 @@ def test_reduced_compare_end_to_end(tmp_path):
     dense = next(r for r in results if r["name"] == "dense")
     merged = next(r for r in results if r["name"] == "umm-2")
     assert merged["params"] == dense["params"]  # merged back to the dense size
+    # Both PPO runs went through one RolePool: the second reused the first one's actors.
+    reused = [json.loads((out / f"ppo_{n}" / "summary.json").read_text())["roles_reused"] for n in ("dense",
+                                                                                                   "ensemble-wco")]
+    assert reused == [False, True]
+    hh_file = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+    if hh_file.is_file():  # 'auto' finds the real HH pairs beside the clone and scores them
+        meta = json.loads((out / "eval" / "eval.json").read_text())["_meta"]
+        assert meta["n_pairs"]["hh"] == 500 and meta["hh_source"] == str(hh_file)
+        assert all(0.0 <= r["acc_hh"] <= 1.0 for r in results)
 
     again = _run(out)
     assert again.returncode == 0, again.stderr[-3000:]

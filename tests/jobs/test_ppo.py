@@ -100,6 +100,34 @@ def test_validation_fails_before_any_actor(world, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world, tmp_path):
+    """Two runs through one RolePool (another proxy first): the second reuses every actor but the proxy, after a
+    reset, and its metrics equal those of a run that started every actor afresh."""
+    from umm_ray.config import load_config
+    from umm_ray.ppo.roles import RolePool
+
+    from jobs.ppo import run_ppo
+
+    cfg = load_config(None, _args(world, tmp_path, "auto", 2)[2:])
+    keys = ("proxy_reward", "gold_reward", "kl_k2", "policy_loss", "value_loss", "response_length", "data_order")
+    fresh = run_ppo(cfg, world["policy"], world["rm"], "testbed", world["prompts"], tmp_path / "fresh")
+    pool = RolePool()
+    try:
+        run_ppo(cfg, world["policy"], world["ensemble"], "testbed", world["prompts"], tmp_path / "first", pool=pool)
+        engines = list(pool.roles.engines)
+        run_ppo(cfg, world["policy"], world["rm"], "testbed", world["prompts"], tmp_path / "second", pool=pool)
+        assert pool.roles.engines == engines and len(pool.roles.proxy.actors) == 1  # same engines, proxy swapped
+    finally:
+        pool.shutdown()
+    assert json.loads((tmp_path / "second" / "summary.json").read_text())["roles_reused"] is True
+    assert json.loads((fresh / "summary.json").read_text())["roles_reused"] is False
+    want, got = read_metrics(fresh / "metrics.jsonl"), read_metrics(tmp_path / "second" / "metrics.jsonl")
+    assert len(want) == len(got) == 2
+    for a, b in zip(want, got):
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], abs=1e-5), (k, a["step"])
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_has_every_step_once_in_the_same_order(ray_local, world, tmp_path):
     steps, kill_after = 6, 2

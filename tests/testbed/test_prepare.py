@@ -82,8 +82,26 @@ def test_label_pairs_noise_flips_at_the_given_rate():
     assert label_pairs(prompts, a, b, TestbedGold(), noise=0.25, seed=3) == (pairs, stats)  # deterministic
 
 
+def test_label_pairs_length_bias_picks_the_longer_response_at_the_given_rate():
+    n = 2000
+    # Gold prefers the short correct answer; a biased labeller picks the padded one. Equal lengths fall back to gold.
+    prompts, a, b = [P] * n, [" apple, pear."] * n, [" apple, pear, dog, dog, dog."] * n
+    pairs, stats = label_pairs(prompts, a, b, TestbedGold(), noise=0.0, seed=3, length_bias=0.3)
+    biased = sum(p.chosen == b[0] for p in pairs)
+    assert biased == stats["n_length_biased"] and 0.26 < biased / n < 0.34 and stats["n_flipped"] == 0
+    everyone, stats = label_pairs(prompts, a, b, TestbedGold(), noise=0.25, seed=3, length_bias=1.0)
+    assert all(p.chosen == b[0] for p in everyone) and stats["n_flipped"] == 0
+    same_len, stats = label_pairs([P] * 4, [" apple, pear."] * 4, [" dog, cat."] * 4, TestbedGold(), 0.0, 0, 1.0)
+    assert all(p.chosen == " apple, pear." for p in same_len) and stats["n_length_biased"] == 0
+    # With no bias the labels are exactly those of the unbiased labeller (the bias draws use their own stream).
+    assert label_pairs(prompts, a, b, TestbedGold(), 0.25, 3, 0.0)[0] == label_pairs(prompts, a, b, TestbedGold(),
+                                                                                         0.25, 3)[0]
+
+
 def test_label_pairs_validates():
     with pytest.raises(ValueError, match="2 prompts, 1 a"):
         label_pairs([P, P], [" a"], [" b", " c"], TestbedGold(), 0.1, 0)
     with pytest.raises(ValueError, match="noise"):
         label_pairs([P], [" a"], [" b"], TestbedGold(), 0.7, 0)
+    with pytest.raises(ValueError, match="length_bias must be in"):
+        label_pairs([P], [" a"], [" b"], TestbedGold(), 0.1, 0, length_bias=1.5)

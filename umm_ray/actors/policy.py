@@ -13,6 +13,7 @@ the group always calls all ranks, with equal-sized shards.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import warnings
@@ -80,6 +81,19 @@ class PolicyActor:
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
         gpu = torch.cuda.is_available()
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo", auto_mpi_discovery=False, verbose=False)
+        return self.reset()
+
+    def reset(self, policy_path: str | None = None) -> int:
+        """(Re)load policy + critic from `policy_path` (default: the current one) with a fresh optimizer and DeepSpeed
+        engine, seeded as at start: the rank is then as if newly started, so one group can serve several PPO runs.
+        Collective. Returns the number of trainable parameters (policy + critic)."""
+        import deepspeed
+
+        self.path = policy_path or self.path
+        self.engine = None  # drop the previous engine (and its optimizer state) before building the next
+        gc.collect()
+        gpu = torch.cuda.is_available()
+        torch.manual_seed(self.seed)  # the value head's initialisation
         dtype = torch.bfloat16 if gpu else torch.float32
         model, self.tokenizer = load_actor_critic(self.path, dtype=dtype, trust_remote_code=self.trust_remote_code)
         critic_params = list(model.critic.parameters()) + list(model.value_head.parameters())
@@ -228,6 +242,10 @@ class PolicyGroup:
                       for r in range(n)]
         addr, port = ray.get(self.ranks[0].master_address.remote())
         self.num_params = ray.get([a.init.remote(addr, port) for a in self.ranks])[0]
+
+    def reset(self, policy_path: str) -> None:
+        """Every rank back to `policy_path` with fresh optimizer state (`PolicyActor.reset`)."""
+        ray.get([a.reset.remote(policy_path) for a in self.ranks])
 
     def forward_logprobs_values(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole batch -> (logprobs, values) Tensor[B, R] each, computed data-parallel over the ranks."""

@@ -15,10 +15,17 @@ import torch
 from umm_ray.config import Config
 
 
-def _pairs(path: Path) -> tuple[list[str], list[str], list[str]]:
-    from umm_ray.data import load_preferences
+def _pairs(path: Path, limit: int | None = None, notes: list[str] | None = None
+           ) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, chosen, rejected) of a preference file. With `notes`, bad rows are skipped and counted there."""
+    from umm_ray.data import load_preferences_with_report
 
-    pairs = load_preferences(str(path))
+    pairs, report = load_preferences_with_report(str(path), on_error="skip" if notes is not None else "raise",
+                                                 limit=limit)
+    if notes is not None and (report.n_skipped or report.n_dropped):
+        notes.append(f"{path}: {report.summary()}")
+    if not pairs:
+        raise ValueError(f"{path}: no preference pairs to evaluate on")
     return [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs]
 
 
@@ -44,17 +51,23 @@ def _accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
     return float((chosen > rejected).double().mean())
 
 
-def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Path) -> dict:
-    """Evaluate every spec on `test_pairs` (and the val pairs beside it). Writes `out/eval.json`.
+def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Path, hh_pairs: Path | None = None
+                 ) -> dict:
+    """Evaluate every spec on `test_pairs` (and the val pairs beside it), and on real HH pairs when given (the first
+    `compare.hh_eval_pairs`; rows the loader rejects are skipped and counted in eval.json's notes).
 
     Returns:
-        {name: {acc_test, acc_val, params, throughput (sequences/s on the test pairs), seconds}}.
+        {name: {acc_test, acc_val, [acc_hh], params, throughput (sequences/s on the test pairs)}}; eval.json also
+        holds {"_meta": {"n_pairs": {split: n}, "hh_source", "notes"}}.
     """
     from umm_ray.algo.ensemble import aggregate
     from umm_ray.models.reward_model import load_scorer
 
     torch.manual_seed(cfg.run.seed)
     splits = {"test": _pairs(test_pairs), "val": _pairs(test_pairs.with_name("pairs_val.jsonl"))}
+    notes: list[str] = []
+    if hh_pairs is not None:
+        splits["hh"] = _pairs(hh_pairs, limit=cfg.compare.hh_eval_pairs or None, notes=notes)
     cache: dict[str, dict] = {}
     results = {}
     for name, spec in specs.items():
@@ -80,6 +93,7 @@ def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Pat
                 mc, mr = mc[0], mr[0]
             row[f"acc_{split}"] = _accuracy(mc, mr)
         results[name] = row
+    meta = {"n_pairs": {k: len(v[0]) for k, v in splits.items()}, "hh_source": str(hh_pairs or ""), "notes": notes}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=1))
+    (out / "eval.json").write_text(json.dumps({**results, "_meta": meta}, indent=1))
     return results

@@ -102,6 +102,58 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     return Roles(policy, engines, reference, proxy, gold_group)
 
 
+class RolePool:
+    """Keeps one run's actors for the next PPO run that shares its policy, gold and settings.
+
+    The compare job runs PPO several times from the same SFT policy, differing only in the proxy. Instead of starting
+    every role per run (vLLM engine, DeepSpeed ranks, reference, gold: most of a short CPU run), the pool resets the
+    policy ranks to the starting weights with fresh optimizer state, re-syncs the engines from them, and swaps only
+    the proxy group. A run that fails discards the pool's actors, so the next run starts clean.
+
+        pool = RolePool()
+        run_ppo(..., pool=pool); run_ppo(..., pool=pool)   # the second run reuses the roles
+        pool.shutdown()
+    """
+
+    def __init__(self):
+        self.roles: Roles | None = None
+        self.key: str | None = None
+        self.last_reused = False  # whether the last `acquire` reused running actors
+
+    @staticmethod
+    def _key(cfg: Config, policy_path: str, gold: RewardSpec) -> str:
+        # Everything the policy ranks, engines, reference and gold were built from; the proxy is swapped instead.
+        return repr((policy_path, gold, cfg.ppo, cfg.rollout, cfg.run, cfg.model.trust_remote_code))
+
+    def acquire(self, cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
+        """Roles for a run starting from `policy_path`: reused and reset when the key matches, else started fresh."""
+        key = self._key(cfg, policy_path, gold)
+        if self.roles is None or key != self.key:
+            self.shutdown()
+            self.roles, self.key = start_roles(cfg, policy_path, members, gold), key
+            self.last_reused = False
+            return self.roles
+        roles = self.roles
+        roles.policy.reset(policy_path)
+        sync_weights(roles.policy, roles.engines)
+        if roles.proxy.specs != members:
+            roles.proxy.shutdown()
+            roles.proxy = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK",
+                                      cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor)
+            roles.proxy.ready()
+        self.last_reused = True
+        return roles
+
+    def discard(self) -> None:
+        """Forget the actors after a failed run (they are shut down; their state is not trusted)."""
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.roles is not None:
+            self.roles.shutdown()
+        self.roles, self.key = None, None
+
+
 def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> DriverState:
     """Load the latest checkpoint into the policy ranks and the rollout engines; a fresh DriverState otherwise."""
     ckpt = latest_checkpoint(out) if cfg.ppo.resume else None

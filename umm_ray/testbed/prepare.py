@@ -28,7 +28,7 @@ from pathlib import Path
 from umm_ray.config import Config
 from umm_ray.data import write_jsonl
 from umm_ray.records import PreferencePair, PromptRecord, Scorer
-from umm_ray.testbed.gold import FAMILY_WEIGHTS, TestbedGold
+from umm_ray.testbed.gold import FAMILY_WEIGHTS, TestbedGold, words_of
 from umm_ray.testbed.models import make_causal_lm, save_model
 from umm_ray.testbed.properties import measure_properties
 from umm_ray.testbed.tokenizer import tokenizer_stats, train_tokenizer
@@ -163,44 +163,57 @@ def prepare_world(cfg: Config, force: bool = False) -> WorldPaths:
 
 
 def label_pairs(prompts: list[str | PromptRecord], responses_a: list[str], responses_b: list[str], gold: Scorer,
-                noise: float, seed: int) -> tuple[list[PreferencePair], dict]:
+                noise: float, seed: int, length_bias: float = 0.0) -> tuple[list[PreferencePair], dict]:
     """Preference pairs labelled by `gold`: chosen = the higher-gold response, then flipped with probability `noise`.
 
-    Ties (equal gold, which includes identical responses) are dropped and counted, never silently.
+    A labeller with a length bias (probability `length_bias`) instead picks the response with more words, whatever
+    gold says, as human raters favour longer answers: the shortcut a proxy learns and a policy exploits past the
+    length budget gold allows. Ties (equal gold, which includes identical responses) are dropped and counted, never
+    silently; a biased pick between responses of equal length falls back to gold.
 
     Args:
         prompts: prompt texts or PromptRecords (family from the record, else parsed from a testbed prompt, else "").
         responses_a, responses_b: two responses per prompt.
         gold: any Scorer.
         noise: label-flip probability in [0, 0.5].
-        seed: seeds the flips.
+        seed: seeds the flips (and, separately, the biased picks).
+        length_bias: probability in [0, 1] that the longer response is chosen regardless of gold (then no flip).
 
     Returns:
-        (pairs, stats) with stats = {n_in, n_ties, n_flipped, n_pairs, noise, mean_abs_margin}.
+        (pairs, stats) with stats = {n_in, n_ties, n_flipped, n_length_biased, n_pairs, noise, length_bias,
+        mean_abs_margin}; n_length_biased counts the biased picks that went against gold.
     """
     if not (len(prompts) == len(responses_a) == len(responses_b)):
         raise ValueError(f"label_pairs: {len(prompts)} prompts, {len(responses_a)} a, {len(responses_b)} b responses")
     if not 0.0 <= noise <= 0.5:
         raise ValueError(f"label_pairs: noise must be in [0, 0.5], got {noise}")
+    if not 0.0 <= length_bias <= 1.0:
+        raise ValueError(f"label_pairs: length_bias must be in [0, 1], got {length_bias}")
     texts = [p.prompt if isinstance(p, PromptRecord) else p for p in prompts]
     scores = gold.score(texts + texts, list(responses_a) + list(responses_b))
     sa, sb = scores[:len(texts)], scores[len(texts):]
-    rng = random.Random(seed)
-    pairs, ties, flipped, margins = [], 0, 0, []
+    rng, bias_rng = random.Random(seed), random.Random(seed + 7919)
+    pairs, ties, flipped, biased, margins = [], 0, 0, 0, []
     for i, (p, a, b) in enumerate(zip(prompts, responses_a, responses_b)):
         flip = rng.random() < noise  # drawn for every item so the flips do not depend on which items tie
+        by_length = bias_rng.random() < length_bias
         if sa[i] == sb[i] or a == b:
             ties += 1
             continue
         chosen, rejected = (a, b) if sa[i] > sb[i] else (b, a)
-        if flip:
+        n_chosen, n_rejected = len(words_of(chosen)), len(words_of(rejected))
+        if by_length and n_chosen != n_rejected:
+            if n_chosen < n_rejected:
+                chosen, rejected = rejected, chosen
+                biased += 1
+        elif flip:
             chosen, rejected = rejected, chosen
             flipped += 1
         margins.append(abs(sa[i] - sb[i]))
         pairs.append(PreferencePair(prompt=texts[i], chosen=chosen, rejected=rejected, source=f"gold-labelled:{i}",
                                     family=_family(p)))
-    stats = {"n_in": len(texts), "n_ties": ties, "n_flipped": flipped, "n_pairs": len(pairs), "noise": noise,
-             "mean_abs_margin": sum(margins) / len(margins) if margins else 0.0}
+    stats = {"n_in": len(texts), "n_ties": ties, "n_flipped": flipped, "n_length_biased": biased,
+             "n_pairs": len(pairs), "noise": noise, "length_bias": length_bias, "mean_abs_margin": sum(margins) / len(margins) if margins else 0.0}
     if ties:
         log.info("label_pairs: dropped %d of %d pairs with equal gold (ties)", ties, len(texts))
     return pairs, stats
