@@ -5,6 +5,9 @@
 Stages (each cached by its config slice in `<output_dir>/<stage>/`; `--compare.force sft,pairs` redoes some):
 prepare -> sft -> pairs -> RMs (dense, UMM per expert count with its unmerged MoE, ensemble) -> eval (accuracy,
 throughput) -> bon (every RM on the same samples) -> ppo (dense, best UMM, ensemble mean/wco/uwo) -> report.
+
+With `--rm.data` naming your own preferences (a file or hub dataset), prepare/sft/pairs give way to one `pairs` stage
+that splits them; then `--ppo.policy_path`, `--ppo.prompts` and `--reward.gold` are required (checked at start).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 from jobs.common import init_ray, parse_job_args, record_config
+from umm_ray import stages as S
 from umm_ray.config import Config
 from umm_ray.pipeline import Stage, StageRunner
 from umm_ray.ppo.roles import RolePool
@@ -40,15 +44,23 @@ def peak_rss_gb() -> float:
 def main(argv: list[str] | None = None) -> Path:
     t_start = time.time()
     cfg = parse_job_args(argv, "compare")
+    if not S.uses_testbed(cfg):
+        try:
+            S.check_own_data(cfg)
+        except ValueError as e:
+            print(f"compare: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     init_ray(cfg)
     record_config(cfg, "compare")
     root = Path(cfg.run.output_dir)
     runner = StageRunner(root, cfg, force=cfg.compare.force)
-    from umm_ray import stages as S
 
-    runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
-    runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
-    runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",)))
+    if S.uses_testbed(cfg):  # the embedded world: a policy, prompts and gold-labelled preferences of our own
+        runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
+        runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
+        runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",)))
+    else:  # the user's policy, prompts, preferences and gold RM
+        runner.run(Stage("pairs", lambda out: S.own_pairs(cfg, out), sections=("run", "rm", "testbed")))
 
     rms = {}
     for name, (kind, extra) in rm_names(cfg).items():

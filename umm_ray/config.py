@@ -204,7 +204,7 @@ class CompareConfig:
                         "Proxies PPO runs against; 'umm_best' = the UMM with the best validation accuracy.")
     bon_uwo_lambda: float = opt(0.5, "UWO variance penalty used in Best-of-N (PPO uses ensemble.uwo_lambda).", lo=0)
     hh_eval: str = opt("auto", "Real HH pairs for accuracy: a file, 'auto' (../shared/data when present) or ''.")
-    hh_eval_pairs: int = opt(500, "How many HH pairs (from the start of the file) to score; 0 = all.", lo=0)
+    hh_eval_pairs: int = opt(200, "How many HH pairs (from the start of the file) to score; 0 = all.", lo=0)
 
 
 @dataclass
@@ -331,6 +331,11 @@ def validate(obj: Any, prefix: str = "") -> None:
             _check_bounds(f"{prefix}{f.name}", value, f.metadata)
     if isinstance(obj, MoEConfig) and obj.top_k > obj.num_experts:
         raise ConfigError(f"{prefix}top_k: {obj.top_k} exceeds {prefix}num_experts={obj.num_experts}")
+    if isinstance(obj, ServeConfig) and obj.min_replicas > obj.max_replicas:
+        raise ConfigError(f"{prefix}min_replicas: {obj.min_replicas} exceeds {prefix}max_replicas={obj.max_replicas}")
+    if isinstance(obj, TestbedConfig) and obj.val_frac + obj.test_frac >= 1.0:
+        raise ConfigError(f"{prefix}val_frac + {prefix}test_frac: {obj.val_frac} + {obj.test_frac} leaves no "
+                          f"training pairs")
     if isinstance(obj, ModelConfig) and obj.hidden_size % 64:
         raise ConfigError(f"{prefix}hidden_size: {obj.hidden_size} must be a multiple of 64 (head_dim 64)")
 

@@ -20,6 +20,50 @@ def _root(cfg: Config) -> Path:
     return Path(cfg.run.output_dir)
 
 
+def uses_testbed(cfg: Config) -> bool:
+    """The embedded world (prepare -> SFT -> gold-labelled pairs) unless rm.data names the user's own preferences."""
+    return cfg.rm.data == "testbed"
+
+
+def policy_path(cfg: Config) -> str:
+    """The policy PPO starts from: ppo.policy_path, else the SFT stage's model."""
+    return cfg.ppo.policy_path or str(_root(cfg) / "sft" / "model")
+
+
+def ppo_prompts(cfg: Config) -> str:
+    return cfg.ppo.prompts or str(_root(cfg) / "prepare" / "prompts_ppo.jsonl")
+
+
+def check_own_data(cfg: Config) -> None:
+    """With rm.data set the testbed stages are skipped, so the policy, prompts and gold must come from the user."""
+    missing = []
+    if not cfg.ppo.policy_path:
+        missing.append("--ppo.policy_path (the SFT policy BoN samples from and PPO starts from)")
+    if not cfg.ppo.prompts:
+        missing.append("--ppo.prompts (prompt file or hub dataset; also BoN's unless --bon.prompts is set)")
+    if cfg.reward.gold == "testbed":
+        missing.append("--reward.gold (an HF reward model path or 'remote'; the testbed gold scores testbed prompts "
+                       "only)")
+    if missing:
+        raise ValueError(f"compare with --rm.data {cfg.rm.data!r} (your own preferences) also needs: "
+                         + "; ".join(missing))
+
+
+def own_pairs(cfg: Config, out: Path) -> dict:
+    """The user's preference data, split train/val/test by seed exactly as the RM stages split it, written to `out`
+    so every RM is evaluated on the same held-out pairs."""
+    from umm_ray.data import write_jsonl
+    from umm_ray.train.reward import load_rm_data
+
+    data = load_rm_data(cfg)
+    for split, rows in (("train", data.train), ("val", data.val), ("test", data.test)):
+        write_jsonl(out / f"pairs_{split}.jsonl", rows)
+    stats = {"source": data.source, "notes": data.notes,
+             **{f"n_{k}": len(v) for k, v in (("train", data.train), ("val", data.val), ("test", data.test))}}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
 def prepare(cfg: Config) -> dict:
     from umm_ray.testbed.prepare import prepare_world
 
@@ -49,6 +93,8 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     from umm_ray.train.reward import train_rm as train
 
     cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
+    if not uses_testbed(cfg) and not cfg.rm.base_path:  # own data: the RMs start from the user's policy
+        cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, base_path=cfg.ppo.policy_path))
     if "num_experts" in extra:
         n = extra["num_experts"]
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
@@ -99,10 +145,15 @@ def evaluate(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
 
 
 def bon(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+    """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
+    from umm_ray.data import load_prompts
     from umm_ray.eval.bon import run_bon
 
-    curves = run_bon(cfg, str(_root(cfg) / "sft" / "model"), {k: v["spec"] for k, v in specs.items()},
-                     gold_spec=cfg.reward.gold, out_dir=out)
+    prompts = None
+    if not cfg.bon.prompts and not uses_testbed(cfg):  # own data: BoN samples the PPO prompts
+        prompts = [p.prompt for p in load_prompts(cfg.ppo.prompts, limit=cfg.bon.n_prompts)]
+    curves = run_bon(cfg, cfg.bon.policy_path or policy_path(cfg), {k: v["spec"] for k, v in specs.items()},
+                     gold_spec=cfg.reward.gold, prompts=prompts, out_dir=out)
     return {k: c.to_dict() for k, c in curves.items()}
 
 
@@ -130,8 +181,7 @@ def ppo(cfg: Config, spec: dict, out: Path, pool=None) -> dict:
     from umm_ray.report.metrics import read_metrics
 
     t0 = time.perf_counter()
-    run_ppo(cfg, str(_root(cfg) / "sft" / "model"), spec["spec"], cfg.reward.gold,
-            str(_root(cfg) / "prepare" / "prompts_ppo.jsonl"), out, pool=pool)
+    run_ppo(cfg, policy_path(cfg), spec["spec"], cfg.reward.gold, ppo_prompts(cfg), out, pool=pool)
     rows = read_metrics(out / "metrics.jsonl")
     return {"spec": spec["spec"], "rows": rows, "seconds": time.perf_counter() - t0}
 

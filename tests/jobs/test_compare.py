@@ -40,7 +40,7 @@ def test_reduced_compare_end_to_end(tmp_path):
     hh_file = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
     if hh_file.is_file():  # 'auto' finds the real HH pairs beside the clone and scores them
         meta = json.loads((out / "eval" / "eval.json").read_text())["_meta"]
-        assert meta["n_pairs"]["hh"] == 500 and meta["hh_source"] == str(hh_file)
+        assert meta["n_pairs"]["hh"] == 200 and meta["hh_source"] == str(hh_file)
         assert all(0.0 <= r["acc_hh"] <= 1.0 for r in results)
 
     again = _run(out)
@@ -58,3 +58,57 @@ def test_bad_flag_fails_before_any_work(tmp_path):
     r = _run(tmp_path / "run", "--ppo.kl_cof", "1")
     assert r.returncode == 2 and "did you mean 'kl_coef'" in r.stderr
     assert not (tmp_path / "run" / "prepare").exists()
+
+
+@pytest.fixture(scope="module")
+def own_world(tmp_path_factory) -> dict:
+    """A user's own inputs, as files: a policy checkpoint, a gold RM checkpoint, preference pairs, prompts."""
+    import random
+
+    from umm_ray.data.jsonl import write_jsonl
+    from umm_ray.testbed.gold import TestbedGold
+    from umm_ray.testbed.models import make_causal_lm, make_reward_model, save_model
+    from umm_ray.testbed.prepare import label_pairs
+    from umm_ray.testbed.tokenizer import train_tokenizer
+    from umm_ray.testbed.world import make_prompts, sft_responses
+
+    root = tmp_path_factory.mktemp("own_world")
+    prompts = make_prompts(200, seed=5)
+    rng = random.Random(0)
+    a, b = zip(*(sft_responses(p, 2, rng) for p in prompts))
+    tok = train_tokenizer([p.prompt + r for p, x, y in zip(prompts, a, b) for r in (x, y)], vocab_size=320)
+    sizes = dict(hidden_size=64, num_layers=1, intermediate_size=128, max_seq_len=256)
+    save_model(make_causal_lm("llama", tok, seed=0, **sizes), tok, root / "policy")
+    save_model(make_reward_model("llama", tok, seed=1, **sizes), tok, root / "gold")
+    keep = [i for i in range(150) if a[i].strip() and b[i].strip()]  # the SFT data has some empty responses
+    pairs, _ = label_pairs([prompts[i] for i in keep], [a[i] for i in keep], [b[i] for i in keep], TestbedGold(),
+                           noise=0.1, seed=0)
+    write_jsonl(root / "prefs.jsonl", pairs)
+    write_jsonl(root / "prompts.jsonl", prompts[150:])
+    return {k: str(root / k) for k in ("policy", "gold")} | {"prefs": str(root / "prefs.jsonl"),
+                                                             "prompts": str(root / "prompts.jsonl")}
+
+
+def test_compare_on_own_policy_data_and_gold_skips_the_testbed(tmp_path, own_world):
+    out = tmp_path / "own"
+    r = _run(out, "--rm.data", own_world["prefs"], "--ppo.policy_path", own_world["policy"], "--ppo.prompts",
+             own_world["prompts"], "--reward.gold", own_world["gold"], "--compare.ppo_rms", "dense",
+             "--compare.hh_eval", "")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    assert not (out / "prepare").exists() and not (out / "sft").exists()
+    stats = json.loads((out / "pairs" / "stats.json").read_text())
+    assert stats["source"] == own_world["prefs"] and stats["n_train"] + stats["n_val"] + stats["n_test"] > 100
+    results = {x["name"]: x for x in json.loads((out / "report" / "results.json").read_text())["results"]}
+    assert {"dense", "umm-2", "moe-2", "ensemble-mean"} <= set(results) and results["dense"]["ppo"]
+    bon_meta = json.loads((out / "bon" / "bon.json").read_text())
+    assert bon_meta["policy"] == own_world["policy"] and bon_meta["gold"] == own_world["gold"]
+    rm_eval = json.loads((out / "rm_dense" / "eval.json").read_text())
+    assert rm_eval["data"] == own_world["prefs"] and rm_eval["n_pairs"]["test"] == stats["n_test"]
+
+
+def test_own_data_without_policy_prompts_or_gold_fails_naming_them(tmp_path, own_world):
+    r = _run(tmp_path / "run", "--rm.data", own_world["prefs"])
+    assert r.returncode == 2
+    for flag in ("--ppo.policy_path", "--ppo.prompts", "--reward.gold"):
+        assert flag in r.stderr
+    assert not (tmp_path / "run").exists()

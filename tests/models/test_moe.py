@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from umm_ray.models.moe import (SharedExpertMoE, balance_loss, cv_squared, expert_load, importance_and_load,
-                                moe_aux_loss, reset_expert_load, routing_weights, smooth_load, validate_moe_args)
+                                moe_aux_loss, real_tokens, reset_expert_load, routing_weights, smooth_load,
+                                validate_moe_args)
 
 
 def test_routing_weights_hand_values():
@@ -131,3 +132,28 @@ def test_expert_load_stats():
     assert len(frac) == 1 and sum(frac[0]) == pytest.approx(1.0)
     reset_expert_load(moe)
     assert expert_load(moe) == [[0.0] * 4]
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_real_tokens_leave_padding_out_of_load_stats_and_balance_loss(noisy):
+    """Padded batch under `real_tokens` == the real tokens alone: same counts, same balance loss, same outputs."""
+    moe = SharedExpertMoE(_mlp(), 16, 4, 2, noisy=noisy, generator=torch.Generator().manual_seed(2)).train(noisy)
+    x = torch.randn(3, 6, 16)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
+    real = x[mask.bool()]  # [12, 16]
+    torch.manual_seed(0)
+    y_real = moe(real)
+    aux_real, counts_real = moe.aux_loss, moe.load_counts.clone()
+    reset_expert_load(moe)
+    with real_tokens(moe, mask):
+        torch.manual_seed(0)
+        y = moe(x)
+    assert moe.token_mask is None  # cleared on exit
+    assert moe.tokens_seen.item() == 12 and moe.load_counts.sum().item() == 12 * 2
+    if not noisy:  # the noise draw covers padding too, so only the deterministic router compares exactly
+        assert torch.equal(moe.load_counts, counts_real)
+        torch.testing.assert_close(moe.aux_loss, aux_real)
+        torch.testing.assert_close(y[mask.bool()], y_real)
+    reset_expert_load(moe)
+    moe(x)  # outside the block every position counts
+    assert moe.tokens_seen.item() == 18

@@ -75,6 +75,8 @@ def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Pat
         if path not in cache:
             scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size)
             entry = {"params": count_params(scorer)}
+            p, c, _ = splits["test"]
+            _member_matrix(scorer, p[:cfg.reward.batch_size], c[:cfg.reward.batch_size])  # warm-up, not timed
             for split, (p, c, r) in splits.items():
                 mc, tc = _member_matrix(scorer, p, c)
                 mr, tr = _member_matrix(scorer, p, r)

@@ -12,6 +12,7 @@ The weights sum to 1, so with identical experts (right after upcycling) the MoE 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -110,7 +111,8 @@ class SharedExpertMoE(nn.Module):
 
     Input and output have the FFN's own shape, [..., H]. After each forward, `aux_loss` holds this layer's
     load-balancing loss, and `load_counts` / `tokens_seen` accumulate how many tokens each normal expert received
-    (for reports; reset with `reset_load_stats`). Tokens are counted as they reach the layer, padding included.
+    (for reports; reset with `reset_load_stats`). Inside `real_tokens(model, mask)` (the reward forward sets it) both
+    cover real tokens only; otherwise every position that reaches the layer counts, padding included.
     """
 
     def __init__(self, ffn: nn.Module, hidden_size: int, num_experts: int, top_k: int, noisy: bool = True,
@@ -130,6 +132,7 @@ class SharedExpertMoE(nn.Module):
         self.register_buffer("load_counts", torch.zeros(num_experts, dtype=torch.long), persistent=False)
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
         self.aux_loss: torch.Tensor | None = None
+        self.token_mask: torch.Tensor | None = None  # [N] bool over flattened positions, set by `real_tokens`
 
     def route(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router for flat tokens h [N, H] -> (gates [N, n+1], topk_idx [N, k], aux loss scalar)."""
@@ -142,12 +145,15 @@ class SharedExpertMoE(nn.Module):
             logits = clean
         probs = torch.softmax(logits, dim=-1)
         gates, topk_idx = routing_weights(probs, self.top_k)
-        importance, counts = importance_and_load(probs, topk_idx)
-        load = smooth_load(clean, logits, std, self.top_k) if use_noise and self.top_k < self.num_experts \
-            else counts
+        mask = self.token_mask
+        if mask is None or mask.numel() != h.shape[0]:  # no (matching) mask: every position counts
+            mask = torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
+        importance, counts = importance_and_load(probs[mask], topk_idx[mask])
+        load = smooth_load(clean[mask], logits[mask], std[mask], self.top_k) \
+            if use_noise and self.top_k < self.num_experts else counts
         with torch.no_grad():
             self.load_counts += counts.round().long()
-            self.tokens_seen += h.shape[0]
+            self.tokens_seen += int(mask.sum())
         return gates, topk_idx, balance_loss(importance, load)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,6 +216,23 @@ def expert_load(model: nn.Module) -> list[list[float]]:
         total = m.load_counts.sum().item()
         out.append([c / total if total else 0.0 for c in m.load_counts.tolist()])
     return out
+
+
+@contextlib.contextmanager
+def real_tokens(model: nn.Module, attention_mask: torch.Tensor):
+    """Within this block every MoE layer of `model` leaves padding out of its balance loss and load statistics.
+
+    attention_mask: [B, T] (1 = real token), the mask of the forward pass run inside the block.
+    """
+    layers = moe_layers(model)
+    flat = attention_mask.reshape(-1).bool()
+    for m in layers:
+        m.token_mask = flat.to(m.gate.weight.device)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.token_mask = None
 
 
 def reset_expert_load(model: nn.Module) -> None:

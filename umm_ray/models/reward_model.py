@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import SUPPORTED_FAMILIES, check_family, is_moe_dir, load_moe
 
 __all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "load_scorer", "check_reward_config",
@@ -32,7 +33,8 @@ def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> t
     Returns:
         rewards [B] (float32): the head at the last real token of each row.
     """
-    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, H]
+    with real_tokens(model, mask):  # MoE layers: balance loss and load statistics over real tokens only
+        hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B,T,H]
     positions = torch.arange(ids.shape[1], device=ids.device)
     last = (positions * mask.to(positions.dtype)).argmax(dim=-1)  # rightmost real token
     h_last = hidden[torch.arange(ids.shape[0], device=ids.device), last]  # [B, H]
