@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-COMMANDS = [c.strip() for c in re.findall(r"python -m (jobs\.\w+[^\n#`]*)", (ROOT / "README.md").read_text())]
+README = re.sub(r"\\\n\s*", " ", (ROOT / "README.md").read_text())  # join shell line continuations
+COMMANDS = [c.strip() for c in re.findall(r"python -m (jobs\.\w+[^\n#`]*)", README)]
 
 
 def test_readme_has_commands():
