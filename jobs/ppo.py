@@ -75,7 +75,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
         policy.save_hf(str(out / "policy"))
         peak = policy.peak_memory_mb()
     except BaseException:
-        pool.discard()  # the actors' state is unknown after a failure: the next run starts them afresh
+        pool.shutdown()  # the actors' state is unknown after a failure: the next run starts them afresh
         raise
     if own_pool:
         pool.shutdown()

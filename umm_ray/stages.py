@@ -56,10 +56,10 @@ def own_pairs(cfg: Config, out: Path) -> dict:
     from umm_ray.train.reward import load_rm_data
 
     data = load_rm_data(cfg)
-    for split, rows in (("train", data.train), ("val", data.val), ("test", data.test)):
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    for split, rows in splits.items():
         write_jsonl(out / f"pairs_{split}.jsonl", rows)
-    stats = {"source": data.source, "notes": data.notes,
-             **{f"n_{k}": len(v) for k, v in (("train", data.train), ("val", data.val), ("test", data.test))}}
+    stats = {"source": data.source, "notes": data.notes, **{f"n_{k}": len(v) for k, v in splits.items()}}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
 

@@ -83,6 +83,12 @@ class Roles:
         self.gold.shutdown()
 
 
+def proxy_group(cfg: Config, members: list[RewardSpec]) -> RewardGroup:
+    """The proxy's reward actors: one per ensemble member, placed by ensemble.placement (PACK for a single RM)."""
+    return RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cfg.run.num_cpus_per_actor,
+                       cfg.run.num_gpus_per_actor)
+
+
 def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
     """Start every actor and wait until all have loaded their models (load errors surface before step 1).
 
@@ -94,7 +100,7 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
     reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
         policy_path, cfg.ppo.micro_batch_size, temp)
-    proxy = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cpus, gpus)
+    proxy = proxy_group(cfg, members)
     gold_group = RewardGroup([gold], "PACK", cpus, gpus)
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])
     proxy.ready()
@@ -108,7 +114,7 @@ class RolePool:
     The compare job runs PPO several times from the same SFT policy, differing only in the proxy. Instead of starting
     every role per run (vLLM engine, DeepSpeed ranks, reference, gold: most of a short CPU run), the pool resets the
     policy ranks to the starting weights with fresh optimizer state, re-syncs the engines from them, and swaps only
-    the proxy group. A run that fails discards the pool's actors, so the next run starts clean.
+    the proxy group. A run that fails shuts the pool's actors down, so the next run starts clean.
 
         pool = RolePool()
         run_ppo(..., pool=pool); run_ppo(..., pool=pool)   # the second run reuses the roles
@@ -138,17 +144,13 @@ class RolePool:
         sync_weights(roles.policy, roles.engines)
         if roles.proxy.specs != members:
             roles.proxy.shutdown()
-            roles.proxy = RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK",
-                                      cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor)
+            roles.proxy = proxy_group(cfg, members)
             roles.proxy.ready()
         self.last_reused = True
         return roles
 
-    def discard(self) -> None:
-        """Forget the actors after a failed run (they are shut down; their state is not trusted)."""
-        self.shutdown()
-
     def shutdown(self) -> None:
+        """Stop the kept actors (also after a failed run, whose actors' state is not trusted)."""
         if self.roles is not None:
             self.roles.shutdown()
         self.roles, self.key = None, None
