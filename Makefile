@@ -29,7 +29,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Token auth needs a token before the head starts: `--generate` writes ~/.ray/auth_token on a machine that has none
+# (a fresh HOME) and leaves an existing one alone; `ray job submit` reads the same file.
 ray-up: $(STAMP)
+	@$(RAY) get-auth-token --generate >/dev/null
 	@$(RAY) status >/dev/null 2>&1 || $(RAY) start --head --num-cpus $(RAY_CPUS) --include-dashboard true --dashboard-host 127.0.0.1 --disable-usage-stats
 
 ray-down:
