@@ -8,7 +8,7 @@ Defaults: policy `<output_dir>/sft/model` (or --ppo.policy_path), prompts `<outp
 `ensemble.aggregate`), gold `reward.gold`. Writes `<output_dir>/ppo/`: metrics.jsonl, tb/, checkpoints/,
 policy/ (final HF checkpoint), summary.json. Rerunning the same command resumes from the latest checkpoint.
 
-Roles (DESIGN.md §2): PolicyGroup (DeepSpeed ZeRO ranks, policy + critic), RolloutActor x rollout.num_engines,
+Roles (docs/design.md §3): PolicyGroup (DeepSpeed ZeRO ranks, policy + critic), RolloutActor x rollout.num_engines,
 ReferenceActor, RewardGroup for the proxy (one actor per ensemble member, SPREAD) and for the gold.
 """
 

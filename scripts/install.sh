@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install umm_ray into .venv for CPU machines (the default). For GPU clusters see README ("GPU install").
+# Install umm_ray into .venv for CPU machines (the default). For GPU nodes install the `gpu` extra instead
+# (`pip install -e ".[gpu]"`, as cluster.yaml does): docs/cluster.md, "Launch an autoscaling GPU cluster".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

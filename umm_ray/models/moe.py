@@ -2,7 +2,7 @@
 
 One `SharedExpertMoE` replaces one decoder layer's FFN. It holds n + 1 copies of that FFN: `experts[0]` is the
 shared expert E_0 (always active), `experts[1..n]` are the normal experts E_1..E_n scored by the router.
-The routing math (DESIGN.md §1, XFT / UMM-RM eq. 5-7) lives in the pure functions below so it can be checked by hand:
+The routing math (docs/design.md §1.2; UMM-RM eq. 5-7) lives in the pure functions below so it can be checked by hand:
 
     p = softmax(l),  p_max = max_i p_i,  S = top_k indices of p
     g_0 = 1 - p_max,  g_i = p_max * exp(p_i) / sum_{j in S} exp(p_j)  (i in S),  y = g_0 E_0(x) + sum_{i in S} g_i E_i(x)

@@ -1,6 +1,6 @@
 """The PPO run's roles and the driver's calls into them: start-up, generation over engines, weight sync, resume.
 
-Kept out of `jobs/ppo.py` so the driver reads as the loop itself (DESIGN.md §4.2).
+Kept out of `jobs/ppo.py` so the driver reads as the loop itself (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def sync_gap(roll: Rollout, logp: torch.Tensor, mask: torch.Tensor) -> dict[str,
 
 @dataclass
 class Roles:
-    """The actor groups of one PPO run (DESIGN.md §2)."""
+    """The actor groups of one PPO run (docs/design.md §3)."""
 
     policy: PolicyGroup
     engines: list
