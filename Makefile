@@ -39,7 +39,7 @@ ray-down:
 	-$(RAY) stop --force
 
 demo: $(STAMP) ray-up
-	$(RAY) job submit --address $(DASH) --working-dir . --runtime-env-json '{"excludes": [".venv", "runs", ".git"]}' \
+	RAY=$(RAY) RAY_DASHBOARD=$(DASH) bash scripts/submit.sh --working-dir . --runtime-env-json '{"excludes": [".venv", "runs", ".git"]}' \
 		-- $(CURDIR)/$(PY) -m jobs.compare --preset $(PRESET) --run.output_dir $(CURDIR)/runs/demo \
 		$(if $(HH_FILE),--compare.hh_eval $(HH_FILE))
 

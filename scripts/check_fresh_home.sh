@@ -9,7 +9,7 @@ HOME=$(mktemp -d)
 trap 'make -s ray-down >/dev/null 2>&1 || true; rm -rf "$HOME"' EXIT
 export RAY_AUTH_MODE=token
 make -s ray-up RAY_CPUS=2
-out=$(.venv/bin/ray job submit --address http://127.0.0.1:8265 -- "$PWD/.venv/bin/python" -c \
+out=$(bash scripts/submit.sh -- "$PWD/.venv/bin/python" -c \
     "import ray; ray.init(); print('fresh-HOME cluster ok:', int(ray.cluster_resources()['CPU']), 'CPUs')")
 echo "$out" | tail -3
 grep -q "fresh-HOME cluster ok" <<<"$out"
