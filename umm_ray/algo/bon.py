@@ -34,7 +34,7 @@ def bon_ns(n_samples: int) -> list[int]:
 
 
 @lru_cache(maxsize=256)
-def _weights(N: int, n: int) -> np.ndarray:
+def subset_best_weights(N: int, n: int) -> np.ndarray:
     """w[i-1] = C(i-1, n-1) / C(N, n) for i = 1..N (0 for i < n); exact integers, one correctly rounded division."""
     total = math.comb(N, n)
     w = np.zeros(N, dtype=np.float64)
@@ -52,7 +52,7 @@ def _as_1d(x, name: str) -> np.ndarray:
     return arr
 
 
-def _tie_averaged(sorted_proxy: np.ndarray, sorted_gold: np.ndarray) -> np.ndarray:
+def tie_averaged(sorted_proxy: np.ndarray, sorted_gold: np.ndarray) -> np.ndarray:
     """Replace gold within each run of equal proxy scores by the run's mean (random tie-breaking in expectation)."""
     out = sorted_gold.copy()
     _, starts, counts = np.unique(sorted_proxy, return_index=True, return_counts=True)
@@ -80,8 +80,8 @@ def bon_estimate(proxy, gold, n: int) -> tuple[float, float]:
         raise ValueError(f"bon_estimate: n={n} must be in [1, N={p.size}]")
     order = np.argsort(p, kind="stable")
     sp, sg = p[order], g[order]
-    w = _weights(p.size, n)
-    return float(w @ sp), float(w @ _tie_averaged(sp, sg))
+    w = subset_best_weights(p.size, n)
+    return float(w @ sp), float(w @ tie_averaged(sp, sg))
 
 
 @dataclass
