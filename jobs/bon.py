@@ -4,7 +4,8 @@
         --bon.rms "dense=runs/default/rm/dense,ens-uwo=runs/default/rm/ensemble.json#uwo:0.5"
 
 Defaults: policy `<output_dir>/sft/model` (or --bon.policy_path), prompts `<output_dir>/prepare/prompts_bon.jsonl`
-(or --bon.prompts), proxy `reward.proxy_path` named `reward.proxy` when --bon.rms is empty, gold `reward.gold`.
+(or --bon.prompts), the `reward.proxy` / `reward.proxy_path` proxy (named by its kind) when --bon.rms is empty, gold
+`reward.gold`.
 Writes `<output_dir>/bon/{bon.json, scores.json, samples.jsonl, config.yaml}` and prints gold/proxy per n.
 """
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from jobs.common import init_ray, parse_job_args, record_config
+from umm_ray.actors.reward import proxy_source
 from umm_ray.config import Config
 from umm_ray.eval.bon import RMSpec, curve_table, parse_rm_entries, run_bon
 
@@ -25,12 +27,14 @@ def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RMSpec]]:
         raise FileNotFoundError(f"{policy}: no SFT policy; run `python -m jobs.sft` first or set --bon.policy_path")
     if cfg.bon.rms:
         specs = parse_rm_entries(cfg.bon.rms)
-    elif cfg.reward.proxy_path:
-        specs = {cfg.reward.proxy: RMSpec.parse(cfg.reward.proxy_path)}
+    elif cfg.reward.proxy == "auto" and not cfg.reward.proxy_path:
+        raise ValueError("no proxy RM to evaluate: set --bon.rms name=path,... or --reward.proxy_path (or "
+                         "--reward.proxy dense|umm|moe|ensemble for the jobs.train_rm output)")
     else:
-        raise ValueError("no proxy RM to evaluate: set --bon.rms name=path,... or --reward.proxy_path")
+        text, kind = proxy_source(cfg)
+        specs = {kind: RMSpec.parse(text)}
     for name, spec in specs.items():
-        if not Path(spec.path).exists():
+        if not spec.path.startswith(("http://", "https://")) and not Path(spec.path).exists():
             raise FileNotFoundError(f"RM {name!r}: {spec.path} does not exist")
     return policy, specs
 

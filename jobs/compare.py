@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> Path:
     if S.uses_testbed(cfg):  # the embedded world: a policy, prompts and gold-labelled preferences of our own
         runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
         runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
-        runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",)))
+        runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",),
+                         extra={"split": [cfg.rm.val_frac, cfg.rm.test_frac]}))
     else:  # the user's policy, prompts, preferences and gold RM
         runner.run(Stage("pairs", lambda out: S.own_pairs(cfg, out), sections=("run", "rm", "testbed")))
 

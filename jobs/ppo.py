@@ -5,7 +5,8 @@
 
 Defaults: policy `<output_dir>/sft/model` (or --ppo.policy_path), prompts `<output_dir>/prepare/prompts_ppo.jsonl`
 (or --ppo.prompts), proxy `reward.proxy_path` (an ensemble manifest may carry '#wco' / '#uwo:0.1'; else
-`ensemble.aggregate`), gold `reward.gold`. Writes `<output_dir>/ppo/`: metrics.jsonl, tb/, checkpoints/,
+`ensemble.aggregate`; `reward.proxy` checks its kind, or finds jobs.train_rm's model of that kind when the path is
+empty), gold `reward.gold`. Writes `<output_dir>/ppo/`: metrics.jsonl, tb/, checkpoints/,
 policy/ (final HF checkpoint), summary.json. Rerunning the same command resumes from the latest checkpoint.
 
 Roles (docs/design.md §3): PolicyGroup (DeepSpeed ZeRO ranks, policy + critic), RolloutActor x rollout.num_engines,
@@ -25,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from jobs.common import init_ray, parse_job_args, record_config
-from umm_ray.actors.reward import RewardGroup, ensemble_members, parse_reward_spec
+from umm_ray.actors.reward import RewardGroup, ensemble_members, parse_reward_spec, proxy_source
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.algo.kl import make_kl_controller
 from umm_ray.algo.ppo import RunningMoments
@@ -56,11 +57,12 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
     policy_path = str(Path(policy_path).resolve()) if Path(policy_path).exists() else policy_path
     r = cfg.reward
     from transformers import AutoTokenizer  # validation before any actor starts
-    tok = AutoTokenizer.from_pretrained(policy_path)
+    trust = cfg.model.trust_remote_code
+    tok = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=trust)
     prompts = load_prompts(prompts_path)
     validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path))
-    proxy, how, lam = parse_reward_spec(proxy_spec, "proxy", r.remote_token, cfg.rm.max_len, r.batch_size)
-    gold, _, _ = parse_reward_spec(gold_spec, "gold", r.remote_token, cfg.rm.max_len, r.batch_size)
+    proxy, how, lam = parse_reward_spec(proxy_spec, "proxy", r.remote_token, cfg.rm.max_len, r.batch_size, trust)
+    gold, _, _ = parse_reward_spec(gold_spec, "gold", r.remote_token, cfg.rm.max_len, r.batch_size, trust)
     how, lam = how or cfg.ensemble.aggregate, cfg.ensemble.uwo_lambda if lam is None else lam
     members = ensemble_members(proxy)
     init_ray(cfg)
@@ -164,9 +166,7 @@ def resolve_inputs(cfg: Config) -> tuple[str, str, str, str]:
     prompts = cfg.ppo.prompts or str(root / "prepare" / "prompts_ppo.jsonl")
     if not cfg.ppo.prompts and not Path(prompts).exists():
         raise FileNotFoundError(f"{prompts}: no PPO prompts; run `python -m jobs.prepare` or set --ppo.prompts")
-    proxy = cfg.reward.remote_url if cfg.reward.proxy == "remote" else cfg.reward.proxy_path
-    if not proxy:
-        raise ValueError("no proxy reward: set --reward.proxy_path (or --reward.proxy remote --reward.remote_url)")
+    proxy, _ = proxy_source(cfg)
     gold = cfg.reward.remote_url if cfg.reward.gold == "remote" else cfg.reward.gold
     return policy, proxy, gold, prompts
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_job_args(argv, "serve_rm")
     try:
         spec = spec_from_config(cfg)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     _check(cfg, spec)

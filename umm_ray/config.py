@@ -33,13 +33,23 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | No
 
 
 FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
+PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "remote")
+
+# Keys that were renamed or moved: a config that still uses one stops with the new name instead of "unknown key".
+RENAMED = {
+    "testbed.val_frac": "rm.val_frac (the split fractions govern every preference file, not only the testbed's)",
+    "testbed.test_frac": "rm.test_frac (the split fractions govern every preference file, not only the testbed's)",
+    "model.policy_path": "sft.base_path (it only ever chose the model SFT starts from; the policy PPO / BoN start "
+                         "from is ppo.policy_path / bon.policy_path)",
+}
 
 
 @dataclass
 class RunConfig:
     output_dir: str = opt("runs/default", "Where every stage writes its outputs and checkpoints.")
     seed: int = opt(0, "Global seed; everything is deterministic given it.")
-    ray_address: str = opt("auto", "Ray address; 'auto' joins a running cluster, 'local' starts one in-process.")
+    ray_address: str = opt("auto", "Ray address; 'auto' joins a running cluster (or starts a local one when none is "
+                                   "running), 'local' always starts a fresh in-process one.")
     num_cpus_per_actor: float = opt(1.0, "Logical CPUs each role actor asks Ray for.", lo=0)
     num_gpus_per_actor: float = opt(0.0, "GPUs each role actor asks Ray for (0 on CPU machines).", lo=0)
 
@@ -51,24 +61,26 @@ class TestbedConfig:
     label_noise: float = opt(0.25, "Probability a gold preference label is flipped.", lo=0.0, hi=0.5)
     label_length_bias: float = opt(0.3, "Probability the labeller picks the longer response whatever gold says "
                                         "(human raters' length bias; the shortcut proxies learn).", lo=0.0, hi=1.0)
-    n_pairs: int = opt(2000, "Preference pairs sampled from the SFT policy (split train/val/test).", lo=8)
-    val_frac: float = opt(0.1, "Fraction of pairs held out for validation.", lo=0.0, hi=0.5)
-    test_frac: float = opt(0.2, "Fraction of pairs held out for testing.", lo=0.0, hi=0.5)
+    n_pairs: int = opt(2000, "Preference pairs sampled from the SFT policy (split by rm.val_frac/rm.test_frac).",
+                       lo=8)
 
 
 @dataclass
 class ModelConfig:
     family: str = opt("llama", "Backbone family of the tiny testbed models.", choices=FAMILIES)
-    policy_path: str = opt("", "HF causal LM name or path for the policy; empty = the testbed's tiny model.")
     hidden_size: int = opt(128, "Tiny model hidden size (head_dim is fixed at 64).", lo=64)
     num_layers: int = opt(2, "Tiny model depth.", lo=1)
     intermediate_size: int = opt(256, "Tiny model FFN width.", lo=8)
     max_seq_len: int = opt(256, "Context length (prompt + response tokens).", lo=16)
-    trust_remote_code: bool = opt(False, "Allow HF remote code when loading hub models (off: safe default).")
+    trust_remote_code: bool = opt(False, "Allow a checkpoint's own modelling code (HF trust_remote_code) wherever a "
+                                         "model or tokenizer is loaded: SFT, RM training, the PPO policy, reference, "
+                                         "reward and rollout actors, pairs, BoN, serving (off: safe default).")
 
 
 @dataclass
 class SFTConfig:
+    base_path: str = opt("", "Causal LM (HF name or dir) the SFT stage fine-tunes; empty = the testbed's tiny base "
+                             "model. PPO/BoN start from ppo.policy_path / bon.policy_path (default: the SFT output).")
     epochs: int = opt(2, "Passes over the SFT responses.", lo=1)
     batch_size: int = opt(32, "Per-worker batch size.", lo=1)
     lr: float = opt(3e-3, "AdamW learning rate.", lo=0)
@@ -81,7 +93,8 @@ class SFTConfig:
 @dataclass
 class RMConfig:
     kind: str = opt("dense", "Reward model kind to train.", choices=("dense", "moe", "umm", "ensemble"))
-    base_path: str = opt("", "Backbone to start from (HF name/path); empty = the testbed SFT model.")
+    base_path: str = opt("", "Backbone to start from (HF name/path); empty = <run.output_dir>/sft/model (the testbed's "
+                             "untrained base model when there is none).")
     data: str = opt("testbed", "Preference data: 'testbed', a .jsonl/.jsonl.gz file, or a hub dataset name.")
     data_on_error: str = opt("raise", "Bad preference rows: stop naming file:line, or skip and report counts.",
                              choices=("raise", "skip"))
@@ -94,6 +107,10 @@ class RMConfig:
     zero_stage: int = opt(1, "DeepSpeed ZeRO stage when rm.strategy is deepspeed.", choices=(0, 1, 2))
     checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
     max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
+    val_frac: float = opt(0.1, "Fraction of preference pairs held out for validation, by seed (the testbed's "
+                               "pairs stage and rm.data alike).", lo=0.0, hi=0.5)
+    test_frac: float = opt(0.2, "Fraction of preference pairs held out for testing, by seed (the testbed's pairs "
+                                "stage and rm.data alike).", lo=0.0, hi=0.5)
 
 
 @dataclass
@@ -121,10 +138,15 @@ class EnsembleConfig:
 
 @dataclass
 class RewardConfig:
-    proxy: str = opt("dense", "Proxy RM kind used by PPO/BoN.", choices=("dense", "umm", "moe", "ensemble", "remote"))
-    proxy_path: str = opt("", "Path of the proxy RM checkpoint (dense/umm/moe dir or ensemble manifest).")
+    proxy: str = opt("auto", "Proxy RM of PPO, BoN and serve_rm: 'auto' = whatever reward.proxy_path holds; "
+                             "dense/umm/moe/ensemble = reward.proxy_path must hold that kind (else stop), and when it "
+                             "is empty jobs.train_rm's output <run.output_dir>/rm_<kind>/model (ensemble: "
+                             "manifest.json); 'remote' = the endpoint at reward.remote_url (PPO, BoN).",
+                     choices=PROXY_KINDS)
+    proxy_path: str = opt("", "The proxy RM: a dense/umm/moe checkpoint dir or an ensemble manifest (.json, "
+                              "optionally '#wco' / '#uwo:0.1'); see reward.proxy.")
     gold: str = opt("testbed", "Gold scorer: 'testbed', an HF RM path, or 'remote'.")
-    remote_url: str = opt("", "URL of a Ray Serve reward endpoint for the 'remote' kind.")
+    remote_url: str = opt("", "URL of a Ray Serve reward endpoint, used where reward.proxy or reward.gold is 'remote'.")
     remote_token: str = opt("", "Bearer token for the remote endpoint.")
     batch_size: int = opt(64, "Scoring batch size.", lo=1)
 
@@ -173,9 +195,12 @@ class PPOConfig:
 class BoNConfig:
     n_prompts: int = opt(64, "Prompts for Best-of-N.", lo=1)
     n_samples: int = opt(32, "Samples N per prompt; n = 1, 2, 4, ... <= N are reported.", lo=1)
-    policy_path: str = opt("", "Policy to sample from; empty = <run.output_dir>/sft/model.")
-    prompts: str = opt("", "Prompt file or dataset; empty = <run.output_dir>/prepare/prompts_bon.jsonl.")
-    rms: list = opt([], "Proxy RMs as name=path[#aggregate[:lambda]] (ensemble manifests); empty = reward.proxy_path.")
+    policy_path: str = opt("", "Policy to sample from; empty = <run.output_dir>/sft/model (jobs.compare: the policy "
+                               "PPO starts from, i.e. ppo.policy_path when set).")
+    prompts: str = opt("", "Prompt file or dataset; empty = <run.output_dir>/prepare/prompts_bon.jsonl (jobs.compare "
+                           "with rm.data set: ppo.prompts).")
+    rms: list = opt([], "Proxy RMs as name=path[#aggregate[:lambda]] (ensemble manifests); empty = the proxy that "
+                        "reward.proxy / reward.proxy_path name.")
 
 
 @dataclass
@@ -298,6 +323,8 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if f"{prefix}{key}" in RENAMED:
+            raise ConfigError(f"config key '{prefix}{key}' was renamed: use {RENAMED[prefix + key]}")
         if key not in fields:
             raise ConfigError(f"unknown config key '{prefix}{key}'{_suggest(key, fields)}")
     kwargs = {}
@@ -333,7 +360,7 @@ def validate(obj: Any, prefix: str = "") -> None:
         raise ConfigError(f"{prefix}top_k: {obj.top_k} exceeds {prefix}num_experts={obj.num_experts}")
     if isinstance(obj, ServeConfig) and obj.min_replicas > obj.max_replicas:
         raise ConfigError(f"{prefix}min_replicas: {obj.min_replicas} exceeds {prefix}max_replicas={obj.max_replicas}")
-    if isinstance(obj, TestbedConfig) and obj.val_frac + obj.test_frac >= 1.0:
+    if isinstance(obj, RMConfig) and obj.val_frac + obj.test_frac >= 1.0:
         raise ConfigError(f"{prefix}val_frac + {prefix}test_frac: {obj.val_frac} + {obj.test_frac} leaves no "
                           f"training pairs")
     if isinstance(obj, ModelConfig) and obj.hidden_size % 64:

@@ -63,6 +63,19 @@ def test_reference_logprobs_match_unpadded_hf(ray_local, lm_dir):
         ray.kill(actor)
 
 
+def test_reference_loads_remote_code_only_when_trusted(tmp_path):
+    """model.trust_remote_code reaches the reference: a checkpoint with its own code loads only with the flag."""
+    from umm_ray.actors.reference import ReferenceActor
+    from tests.remote_code import save_remote_lm
+
+    path = save_remote_lm(tmp_path / "remote")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        ReferenceActor(path)
+    ref = ReferenceActor(path, micro_batch_size=2, trust_remote_code=True)
+    assert type(ref.model).__name__ == "RemoteLlamaForCausalLM"
+    assert [len(r) for r in ref.logprobs(PROMPTS, RESPONSES)] == [len(r) for r in RESPONSES]
+
+
 def test_reference_rejects_empty_response(ray_local, lm_dir):
     from umm_ray.actors.reference import ReferenceActor
 

@@ -146,3 +146,88 @@ def test_parse_reward_spec_errors(tmp_path):
         parse_reward_spec(str(tmp_path) + "#max", "proxy")
     with pytest.raises(ValueError, match="is empty"):
         parse_reward_spec("", "gold")
+
+
+def test_trust_remote_code_runs_the_rm_checkpoints_own_code(tmp_path):
+    """model.trust_remote_code reaches reward actors through the spec: the checkpoint's own code (which adds a
+    bonus to every score) runs only with the flag; without it transformers' built-in classes load."""
+    from tests.remote_code import REMOTE_BONUS, save_remote_rm
+
+    path = save_remote_rm(tmp_path / "rm")
+    spec, _, _ = parse_reward_spec(path, "proxy")
+    trusted, _, _ = parse_reward_spec(path, "proxy", trust_remote_code=True)
+    assert not spec.trust_remote_code and trusted.trust_remote_code
+    plain = RewardActor(spec).score(TEXTS[:3], RESPONSES[:3])
+    remote = RewardActor(trusted).score(TEXTS[:3], RESPONSES[:3])
+    assert remote == pytest.approx([s + REMOTE_BONUS for s in plain], abs=1e-3)
+
+
+def _proxy_cfg(tmp_path, *overrides):
+    from umm_ray.config import load_config
+
+    return load_config(None, ["--run.output_dir", str(tmp_path / "run"), *overrides])
+
+
+@pytest.fixture(scope="module")
+def rm_kinds(rm_dirs, tmp_path_factory):
+    """A checkpoint of every kind: dense dir, merged UMM dir (umm_merge.json beside it), MoE dir, manifest."""
+    import shutil
+
+    from umm_ray.models.merge import MERGE_META
+    from umm_ray.models.upcycle import MOE_CONFIG_NAME
+
+    root = tmp_path_factory.mktemp("kinds")
+    umm = shutil.copytree(rm_dirs["members"][0], root / "umm")
+    (umm / MERGE_META).write_text(json.dumps({"alpha": 0.5, "softmax_theta": []}))
+    moe = shutil.copytree(rm_dirs["members"][1], root / "moe")
+    (moe / MOE_CONFIG_NAME).write_text("{}")
+    return {"dense": rm_dirs["members"][0], "umm": str(umm), "moe": str(moe), "ensemble": rm_dirs["manifest"]}
+
+
+def test_proxy_auto_takes_whatever_proxy_path_holds(tmp_path, rm_kinds):
+    from umm_ray.actors.reward import proxy_source
+
+    for kind, path in rm_kinds.items():
+        assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy_path", path)) == (path, kind)
+    manifest = rm_kinds["ensemble"] + "#uwo:0.1"
+    assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy_path", manifest)) == (manifest, "ensemble")
+    with pytest.raises(ValueError, match="no proxy reward"):
+        proxy_source(_proxy_cfg(tmp_path))
+
+
+def test_proxy_kind_must_match_the_checkpoint(tmp_path, rm_kinds):
+    """reward.proxy dense/umm/moe/ensemble: the path must hold that kind, else a clear stop naming both kinds."""
+    from umm_ray.actors.reward import proxy_source
+
+    for kind, path in rm_kinds.items():
+        assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", kind, "--reward.proxy_path", path))[1] == kind
+    with pytest.raises(ValueError, match="reward.proxy is 'umm' but reward.proxy_path .* of kind 'dense'"):
+        proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm", "--reward.proxy_path", rm_kinds["dense"]))
+    with pytest.raises(ValueError, match="reward.proxy is 'dense' but .* of kind 'ensemble'"):
+        proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "dense", "--reward.proxy_path", rm_kinds["ensemble"]))
+
+
+def test_proxy_kind_without_path_finds_the_train_rm_output(tmp_path, rm_kinds):
+    """reward.proxy K with no proxy_path: <run.output_dir>/rm_K/model (jobs.train_rm's output), or a clear stop."""
+    import shutil
+
+    from umm_ray.actors.reward import TRAIN_RM_OUTPUT, proxy_source
+
+    with pytest.raises(FileNotFoundError, match="jobs.train_rm --rm.kind umm"):
+        proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm"))
+    want = tmp_path / "run" / TRAIN_RM_OUTPUT["umm"]
+    shutil.copytree(rm_kinds["umm"], want)
+    assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm")) == (str(want), "umm")
+    shutil.rmtree(want)
+    shutil.copytree(rm_kinds["dense"], want)  # a dense model left where the UMM should be
+    with pytest.raises(ValueError, match="of kind 'dense'"):
+        proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm"))
+
+
+def test_proxy_remote_uses_remote_url(tmp_path):
+    from umm_ray.actors.reward import proxy_source
+
+    url = "http://127.0.0.1:8000"
+    assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "remote", "--reward.remote_url", url)) == (url, "remote")
+    with pytest.raises(ValueError, match="remote_url is empty"):
+        proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "remote"))

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from umm_ray.actors.rollout import RolloutActor, SyncStats, WeightNames, sequence_logprobs
 from umm_ray.testbed.models import make_causal_lm, save_model, tiny_config
 from umm_ray.testbed.tokenizer import train_tokenizer
+from tests.remote_code import save_remote_lm
 
 # Tests that start engines are marked slow: one vLLM engine start is ~40-120 s on a busy 2-core machine.
 slow = pytest.mark.slow
@@ -177,6 +178,17 @@ def test_constructor_rejects_bad_arguments(llama_dir):
         RolloutActor(llama_dir, backend="sglang")
     with pytest.raises(ValueError, match="max_model_len"):
         RolloutActor(llama_dir, backend="hf", max_model_len=10_000)
+
+
+def test_trust_remote_code_reaches_every_loader_of_the_engine(tmp_path):
+    """model.trust_remote_code: off, a checkpoint with its own modelling code is refused; on, tokenizer, config,
+    weight names and model all load through it and the engine generates."""
+    path = save_remote_lm(tmp_path / "remote")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        RolloutActor(path, backend="hf", max_new_tokens=4)
+    engine = RolloutActor(path, backend="hf", max_new_tokens=4, trust_remote_code=True)
+    assert type(engine._engine.model).__name__ == "RemoteLlamaForCausalLM"
+    assert len(engine.generate(PROMPTS[:2], n=2, seed=0).responses) == 4
 
 
 @slow

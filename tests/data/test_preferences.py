@@ -213,6 +213,7 @@ BAD_ROWS = {
                           r"chosen transcript has no '\\n\\nAssistant:' turn"),
     "not_an_object": ("[1, 2]", r"expected a JSON object, got list"),
     "unknown_format": ({"text": "hello"}, r"cannot tell the format"),
+    "too_long": (_hh("q" * 100_000, " fine", " bad"), r"prompt has 100,0\d\d characters, over the limit of 100,000"),
 }
 
 
@@ -240,6 +241,33 @@ def test_generic_pairs_bad_rows(tmp_path):
     path = _write_lines(tmp_path / "g.jsonl", lines)
     _, rep = load_preferences_with_report(path, on_error="skip")
     assert rep.skipped == {"empty_prompt": 1, "empty_response": 1, "wrong_type": 1, "identical_responses": 1}
+
+
+def test_texts_over_the_character_limit_stop_or_are_counted(tmp_path, caplog):
+    """A 5,000,000-character prompt, chosen or rejected stops the load naming file:line and the limit (raise), or is
+    skipped and counted as "too_long" (skip); a text at the limit loads."""
+    from umm_ray.data.validate import MAX_TEXT_CHARS
+
+    good = {"prompt": "Q?", "chosen": " a", "rejected": " b"}
+    huge = "x" * 5_000_000
+    lines = [good, dict(good, prompt=huge), dict(good, chosen=huge), dict(good, rejected=huge),
+             dict(good, prompt="y" * MAX_TEXT_CHARS)]
+    path = _write_lines(tmp_path / "long.jsonl", lines)
+    with pytest.raises(DataError, match=r"long\.jsonl:2: prompt has 5,000,000 characters, over the limit of "
+                                        r"100,000 \(umm_ray\.data\.validate\.MAX_TEXT_CHARS\)") as e:
+        load_preferences(path)
+    assert (e.value.line, e.value.reason) == (2, "too_long")
+    with caplog.at_level(logging.WARNING):
+        pairs, rep = load_preferences_with_report(path, on_error="skip")
+    assert [p.source for p in pairs] == ["long.jsonl:1", "long.jsonl:5"] and rep.skipped == {"too_long": 3}
+    assert [re.search(r"long\.jsonl:(\d+): (\w+) has", x).groups() for x in rep.examples] == [
+        ("2", "prompt"), ("3", "chosen"), ("4", "rejected")]
+    assert "skipped 3 rows: {'too_long': 3}" in caplog.text
+    # the limit is the loader's max_chars
+    with pytest.raises(DataError, match=r"short\.jsonl:2: prompt has 100,000 characters, over the limit of 99,999"):
+        load_preferences(_write_lines(tmp_path / "short.jsonl", [good, lines[-1]]), max_chars=99_999)
+    with pytest.raises(ValueError, match="max_chars must be >= 1"):
+        load_preferences(path, max_chars=0)
 
 
 # ---- hub names -----------------------------------------------------------------------------------------------------

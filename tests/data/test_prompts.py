@@ -82,6 +82,26 @@ def test_bad_prompt_rows_raise_and_skip(tmp_path, caplog):
     assert "skipped 5 rows:" in caplog.text
 
 
+def test_prompts_over_the_character_limit_stop_or_are_counted(tmp_path, caplog):
+    """A 5,000,000-character prompt (or reference) in a prompt file stops the load naming file:line and the limit,
+    or is skipped and counted as "too_long"."""
+    huge = "x" * 5_000_000
+    rows = [{"prompt": "ok"}, {"prompt": huge}, {"prompt": "fine", "reference": huge}, {"prompt": "last"}]
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"long\.jsonl:2: prompt has 5,000,000 characters, over the limit of 100,000"):
+        load_prompts(path)
+    with caplog.at_level(logging.WARNING):
+        prompts, rep = load_prompts_with_report(path, on_error="skip")
+    assert [p.prompt for p in prompts] == ["ok", "last"] and rep.skipped == {"too_long": 2}
+    assert "long.jsonl:3: reference has 5,000,000 characters" in rep.examples[1]
+    alpaca = tmp_path / "a.json"
+    alpaca.write_text(json.dumps([{"instruction": "Do it.", "input": huge}]))
+    with pytest.raises(DataError, match=r"a\.json:\d+: prompt has 5,000,0\d\d characters"):
+        load_prompts(alpaca)
+    assert load_prompts(path, max_chars=5_000_000, limit=2)[1].prompt == huge
+
+
 def test_bad_alpaca_prompt_rows(tmp_path):
     rows = [{"instruction": "Do it.", "input": "", "output": "Done."}, {"instruction": "", "input": "x"},
             {"instruction": "Hi", "input": 3}, {"instruction": "Hi", "output": [1]}, {"input": "no instruction"}]

@@ -73,3 +73,23 @@ def test_bon_job_fails_early_on_missing_inputs(tiny_world, capsys):
     with pytest.raises(SystemExit):
         main(["--bon.policy_path", str(tiny_world["policy"]), "--bon.rms", "d=/no/such/rm"])
     assert "RM 'd': /no/such/rm does not exist" in capsys.readouterr().err
+
+
+def test_without_bon_rms_the_reward_proxy_keys_choose_the_rm(tiny_world):
+    """No --bon.rms: reward.proxy (auto: whatever reward.proxy_path holds) picks the proxy, named by its kind; an
+    explicit kind that the checkpoint does not have stops before any compute."""
+    from jobs.bon import resolve_inputs
+    from umm_ray.config import load_config
+
+    root = tiny_world["root"]
+    base = ["--bon.policy_path", str(tiny_world["policy"]), "--run.output_dir", str(root / "run_keys")]
+    _, specs = resolve_inputs(load_config(None, base + ["--reward.proxy_path", f"{root / 'ens.json'}#wco"]))
+    assert list(specs) == ["ensemble"] and specs["ensemble"].aggregate == "wco"
+    _, specs = resolve_inputs(load_config(None, base + ["--reward.proxy", "dense", "--reward.proxy_path",
+                                                        str(tiny_world["rm0"])]))
+    assert list(specs) == ["dense"]
+    with pytest.raises(ValueError, match="reward.proxy is 'ensemble' but .* of kind 'dense'"):
+        resolve_inputs(load_config(None, base + ["--reward.proxy", "ensemble", "--reward.proxy_path",
+                                                 str(tiny_world["rm0"])]))
+    with pytest.raises(ValueError, match="no proxy RM to evaluate"):
+        resolve_inputs(load_config(None, base))

@@ -143,3 +143,18 @@ def test_binds_loopback_only_by_default(served):
     with socket.socket() as s:
         s.settimeout(5)
         assert s.connect_ex((ip, served["port"])) != 0, f"the endpoint answers on {ip}, not only on 127.0.0.1"
+
+
+def test_spec_from_config_follows_the_reward_keys(tiny_rms):
+    """serve_rm: reward.proxy checks the kind of reward.proxy_path; model.trust_remote_code reaches the replicas."""
+    from umm_ray.config import load_config
+    from umm_ray.serve.app import spec_from_config
+
+    dense = str(tiny_rms["dense"])
+    spec = spec_from_config(load_config(None, ["--reward.proxy_path", dense, "--model.trust_remote_code", "true"]))
+    assert spec.path == dense and spec.trust_remote_code
+    assert spec_from_config(load_config(None, ["--reward.proxy", "dense", "--reward.proxy_path", dense])).path == dense
+    with pytest.raises(ValueError, match="reward.proxy is 'ensemble' but .* of kind 'dense'"):
+        spec_from_config(load_config(None, ["--reward.proxy", "ensemble", "--reward.proxy_path", dense]))
+    with pytest.raises(ValueError, match="serve_rm serves a local reward model"):
+        spec_from_config(load_config(None, ["--reward.proxy", "remote", "--reward.remote_url", "http://h:1"]))

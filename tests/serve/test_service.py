@@ -66,3 +66,15 @@ def test_member_returning_wrong_count_is_an_error():
 
     with pytest.raises(RuntimeError, match="member short returned 1 scores for 2 items"):
         RewardService([Short(), Short()], ["short", "other"]).score(["a", "b"], ["c", "d"])
+
+
+def test_trust_remote_code_reaches_the_served_model(tmp_path, pairs):
+    """model.trust_remote_code (via ServeSpec): the checkpoint's own code, which adds a bonus to every score, runs
+    only with the flag."""
+    from tests.remote_code import REMOTE_BONUS, save_remote_rm
+
+    prompts, responses = pairs
+    path = save_remote_rm(tmp_path / "rm")
+    plain = load_service(path).score(prompts, responses)
+    remote = load_service(path, trust_remote_code=True).score(prompts, responses)
+    assert remote == pytest.approx([s + REMOTE_BONUS for s in plain], abs=1e-3)

@@ -137,11 +137,15 @@ def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):
 
     pairs = [PreferencePair(f"Q{i}?", f" good {i}", f" bad {i}") for i in range(40)]
     write_jsonl(tmp_path / "prefs.jsonl", pairs)
-    cfg = make_cfg(tmp_path, "--rm.data", str(tmp_path / "prefs.jsonl"), "--testbed.val_frac", "0.1",
-                   "--testbed.test_frac", "0.2")
+    cfg = make_cfg(tmp_path, "--rm.data", str(tmp_path / "prefs.jsonl"), "--rm.val_frac", "0.1",
+                   "--rm.test_frac", "0.2")
     d = load_rm_data(cfg)
     assert (len(d.train), len(d.val), len(d.test)) == (28, 4, 8)
     assert {p.prompt for p in d.train}.isdisjoint({p.prompt for p in d.test})
+    # rm.val_frac / rm.test_frac set the split of the user's file
+    d = load_rm_data(make_cfg(tmp_path, "--rm.data", str(tmp_path / "prefs.jsonl"), "--rm.val_frac", "0.25",
+                              "--rm.test_frac", "0.25"))
+    assert (len(d.train), len(d.val), len(d.test)) == (20, 10, 10)
 
 
 def test_testbed_pairs_with_an_empty_sample_are_skipped_and_reported(tmp_path, make_cfg):

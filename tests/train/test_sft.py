@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from umm_ray.train.sft import IGNORE, SFTExample, SFTTask, load_sft_examples, sample_responses
+from umm_ray.train.sft import IGNORE, SFTExample, SFTTask, load_sft_examples, sample_responses, sft_base
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,12 @@ def test_sample_responses_are_seeded(tiny_world):
     a = sample_responses(world.base, prompts, max_new_tokens=6, seed=1)
     assert a == sample_responses(world.base, prompts, max_new_tokens=6, seed=1)
     assert len(a) == 2 and all(isinstance(r, str) for r in a)
+
+
+def test_sft_base_path_chooses_the_model_sft_starts_from(tmp_path, make_cfg):
+    """sft.base_path is the model SFT fine-tunes; empty, the testbed's tiny base model."""
+    from umm_ray.testbed.prepare import world_paths
+
+    world = world_paths(tmp_path)
+    assert sft_base(make_cfg(tmp_path), world) == world.base
+    assert sft_base(make_cfg(tmp_path, "--sft.base_path", "Qwen/Qwen2.5-0.5B"), world).as_posix() == "Qwen/Qwen2.5-0.5B"

@@ -21,6 +21,9 @@ import torch
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
 
 KINDS = ("testbed", "path", "remote")
+# Where `jobs.train_rm --rm.kind K` leaves its model under run.output_dir: reward.proxy K finds it there by default.
+TRAIN_RM_OUTPUT = {"dense": "rm_dense/model", "umm": "rm_umm/model", "moe": "rm_moe/model",
+                   "ensemble": "rm_ensemble/manifest.json"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class RewardSpec:
         path: checkpoint directory / manifest for kind "path".
         url, token: endpoint and bearer token for kind "remote".
         max_len, batch_size: tokenisation cap and scoring batch for learned RMs.
+        trust_remote_code: let a learned RM's own modelling/tokenizer code run (model.trust_remote_code).
     """
 
     name: str
@@ -42,6 +46,7 @@ class RewardSpec:
     token: str = ""
     max_len: int = 256
     batch_size: int = 64
+    trust_remote_code: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -55,8 +60,8 @@ class RewardSpec:
         return {"testbed": "testbed gold", "path": self.path, "remote": self.url}[self.kind]
 
 
-def parse_reward_spec(text: str, name: str, remote_token: str = "", max_len: int = 256, batch_size: int = 64
-                      ) -> tuple[RewardSpec, str | None, float | None]:
+def parse_reward_spec(text: str, name: str, remote_token: str = "", max_len: int = 256, batch_size: int = 64,
+                      trust_remote_code: bool = False) -> tuple[RewardSpec, str | None, float | None]:
     """A reward source as written in configs -> (spec, aggregate override, lambda override).
 
     'testbed' -> programmatic gold; 'http(s)://host:port' -> remote endpoint; anything else a checkpoint path or
@@ -80,7 +85,50 @@ def parse_reward_spec(text: str, name: str, remote_token: str = "", max_len: int
     except ValueError:
         raise ValueError(f"reward source {name!r}: lambda {lam!r} in {text!r} is not a number") from None
     path = str(Path(path).resolve())  # the actor's working directory is not the caller's
-    return RewardSpec(name, "path", path=path, max_len=max_len, batch_size=batch_size), how or None, lam_value
+    spec = RewardSpec(name, "path", path=path, max_len=max_len, batch_size=batch_size,
+                      trust_remote_code=trust_remote_code)
+    return spec, how or None, lam_value
+
+
+def proxy_source(cfg) -> tuple[str, str]:
+    """The proxy reward from reward.proxy / proxy_path / remote_url: (source text for `parse_reward_spec`, kind).
+
+    'remote' -> reward.remote_url. 'auto' -> reward.proxy_path, whatever it holds. A kind (dense / umm / moe /
+    ensemble) -> reward.proxy_path, or when empty the jobs.train_rm output of that kind; either must hold that kind
+    (`checkpoint_kind`), so a proxy of the wrong kind stops before any compute.
+
+    Raises:
+        ValueError: nothing to use, or a checkpoint of another kind. FileNotFoundError: the path does not exist.
+    """
+    from umm_ray.models.reward_model import checkpoint_kind
+
+    r = cfg.reward
+    if r.proxy == "remote":
+        if not r.remote_url:
+            raise ValueError("reward.proxy is 'remote' but reward.remote_url is empty")
+        return r.remote_url, "remote"
+    text = r.proxy_path.strip()
+    if not text:
+        if r.proxy == "auto":
+            raise ValueError("no proxy reward: set --reward.proxy_path, or --reward.proxy dense|umm|moe|ensemble (the "
+                             "jobs.train_rm output), or --reward.proxy remote --reward.remote_url URL")
+        text = str(Path(cfg.run.output_dir) / TRAIN_RM_OUTPUT[r.proxy])
+        if not Path(text).exists():
+            raise FileNotFoundError(f"reward.proxy={r.proxy!r} and no reward.proxy_path: {text} does not exist; train "
+                                    f"it with `python -m jobs.train_rm --rm.kind {r.proxy}` or set --reward.proxy_path")
+    if r.proxy == "auto" and text == "testbed":
+        return text, "testbed"
+    if r.proxy == "auto" and text.startswith(("http://", "https://")):
+        return text, "remote"
+    path = text.partition("#")[0]
+    if not Path(path).exists():
+        raise FileNotFoundError(f"reward.proxy_path: {path} does not exist")
+    kind = checkpoint_kind(path)
+    if r.proxy not in ("auto", kind):
+        raise ValueError(f"reward.proxy is {r.proxy!r} but reward.proxy_path {path} holds a reward model of kind "
+                         f"{kind!r}; set --reward.proxy {kind} (or auto), or point reward.proxy_path at a {r.proxy} "
+                         f"checkpoint")
+    return text, kind
 
 
 def build_scorer(spec: RewardSpec, device: str = "cpu"):
@@ -95,7 +143,8 @@ def build_scorer(spec: RewardSpec, device: str = "cpu"):
         return RemoteScorer(spec.url, token=spec.token, batch_size=spec.batch_size)
     from umm_ray.models.reward_model import load_scorer
 
-    return load_scorer(spec.path, max_len=spec.max_len, batch_size=spec.batch_size, device=device)
+    return load_scorer(spec.path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
+                       trust_remote_code=spec.trust_remote_code)
 
 
 def check_scores(scores, n: int, who: str) -> list[float]:

@@ -59,12 +59,13 @@ class RolloutActor:
         dtype: weights and compute dtype of the engine ("float32" makes log-probs comparable to 1e-3).
         num_threads: torch intra-op threads in this process (None leaves torch's default).
         hf_batch_size: sequences per HF forward / generate call.
+        trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
     """
 
     def __init__(self, model_path: str, backend: str = "vllm", max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
                  max_model_len: int | None = None, dtype: str = "float32", num_threads: int | None = 1,
-                 hf_batch_size: int = 64):
+                 hf_batch_size: int = 64, trust_remote_code: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
         if num_threads:
@@ -74,13 +75,16 @@ class RolloutActor:
 
         self.model_path, self.backend = str(model_path), backend
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.max_model_len = _resolve_max_len(AutoConfig.from_pretrained(self.model_path), max_model_len)
-        self._names = WeightNames(self.model_path)
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
+        self.max_model_len = _resolve_max_len(config, max_model_len)
+        self._names = WeightNames(self.model_path, trust_remote_code)
         if backend == "vllm":
-            self._engine = _VLLMEngine(self.model_path, dtype, seed, self.max_model_len, gpu_memory_utilization)
+            self._engine = _VLLMEngine(self.model_path, dtype, seed, self.max_model_len, gpu_memory_utilization,
+                                       trust_remote_code)
         else:
-            self._engine = _HFEngine(self.model_path, dtype, seed, self.tokenizer, hf_batch_size)
+            self._engine = _HFEngine(self.model_path, dtype, seed, self.tokenizer, hf_batch_size, trust_remote_code)
 
     def ready(self) -> bool:
         """True once the engine is built (call it to wait for start-up and surface constructor errors)."""
@@ -150,7 +154,8 @@ class RolloutActor:
 class _VLLMEngine:
     """vLLM `LLM` in this process, with the weight-sync worker extension."""
 
-    def __init__(self, model_path: str, dtype: str, seed: int, max_model_len: int, memory_fraction: float):
+    def __init__(self, model_path: str, dtype: str, seed: int, max_model_len: int, memory_fraction: float,
+                 trust_remote_code: bool = False):
         # In-process engine core + uni-process executor: no spawned processes (so no __main__ guard needed),
         # and collective_rpc hands tensors to the worker by reference instead of msgpack (which drops tensor types).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -165,7 +170,7 @@ class _VLLMEngine:
             kv = {"kv_cache_memory_bytes": int(memory_fraction * psutil.virtual_memory().total)}
         self.llm = LLM(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=True,
                        enable_prefix_caching=False, distributed_executor_backend="uni",
-                       worker_extension_cls=EXTENSION, **kv)
+                       worker_extension_cls=EXTENSION, trust_remote_code=trust_remote_code, **kv)
 
     def sample(self, prompt_ids, caps, n, seeds, temperature, top_p):
         from vllm import SamplingParams
@@ -202,11 +207,13 @@ class _VLLMEngine:
 class _HFEngine:
     """Transformers `generate` on a plain `AutoModelForCausalLM`."""
 
-    def __init__(self, model_path: str, dtype: str, seed: int, tokenizer, batch_size: int):
+    def __init__(self, model_path: str, dtype: str, seed: int, tokenizer, batch_size: int,
+                 trust_remote_code: bool = False):
         from transformers import AutoModelForCausalLM
 
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype,
+                                                          trust_remote_code=trust_remote_code).eval()
         self.batch_size = batch_size
         torch.manual_seed(seed)  # generate(seed=None) then continues one reproducible stream, as vLLM's engine seed
         self.eos = tokenizer.eos_token_id
@@ -280,9 +287,9 @@ class WeightNames:
     `lm_head.weight`) are accepted and dropped: they repeat the embedding.
     """
 
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, trust_remote_code: bool = False):
         self.shapes = checkpoint_shapes(model_path)
-        memory = _memory_names(model_path)                                # in-memory name -> checkpoint name
+        memory = _memory_names(model_path, trust_remote_code)          # in-memory name -> checkpoint name
         self.to_checkpoint = {m: c for m, c in memory.items() if m != c}
         self.to_memory = {c: m for m, c in self.to_checkpoint.items()}
         self.aliases = {c for c in memory.values() if c not in self.shapes} if self.shapes else set()
@@ -307,12 +314,13 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _memory_names(model_path: str) -> dict[str, str]:
+def _memory_names(model_path: str, trust_remote_code: bool = False) -> dict[str, str]:
     """In-memory state-dict name -> checkpoint name, from a weightless (meta-device) copy of the model."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     try:
         from transformers.core_model_loading import revert_weight_conversion  # transformers >= 5
     except ImportError:

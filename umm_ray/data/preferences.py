@@ -10,7 +10,8 @@ Specs:
   (`datasets.load_dataset` resolves a local folder before the hub).
 
 Bad rows raise `DataError` naming file and line (on_error="raise", the default) or are skipped and counted by reason
-(on_error="skip"); see `validate.py`. Text layout: see `formats.py`.
+(on_error="skip"); see `validate.py`. A prompt or response longer than `max_chars` (default
+`validate.MAX_TEXT_CHARS`) characters is such a bad row ("too_long"). Text layout: see `formats.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from umm_ray.data.formats import PARSERS, detect_format
 from umm_ray.data.hub import PREFERENCE_DATASETS, hub_rows, looks_like_hub_name
 from umm_ray.data.jsonl import DataError, iter_records
-from umm_ray.data.validate import LoadReport, RowDropped, RowError, RowSink
+from umm_ray.data.validate import MAX_TEXT_CHARS, LoadReport, RowDropped, RowError, RowSink, check_text_lengths
 from umm_ray.records import PreferencePair
 
 T = TypeVar("T")
@@ -47,17 +48,20 @@ def open_rows(spec: str | os.PathLike, split: str | None, table: dict) -> tuple[
 
 
 def parse_rows(rows: Iterable[tuple[int, Any]], label: str, short: str, parse: Callable[[dict, str], T],
-               on_error: str, limit: int | None) -> tuple[list[T], LoadReport]:
+               on_error: str, limit: int | None, max_chars: int = MAX_TEXT_CHARS) -> tuple[list[T], LoadReport]:
     """Run `parse(row, source)` over rows (source = "short:line"), applying the on_error policy.
 
     Every row ends up returned, skipped (counted by reason; `RowError`/`DataError`) or dropped (`RowDropped`).
-    Reading stops once `limit` records were returned.
+    A record with a text over `max_chars` characters is a bad row ("too_long"). Reading stops once `limit`
+    records were returned.
 
     Raises:
         DataError: for a bad row with on_error="raise"; and in both modes when no record at all could be loaded.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
     sink, out = RowSink(label, on_error), []
     for line, row in rows:
         if limit is not None and len(out) >= limit:
@@ -68,7 +72,9 @@ def parse_rows(rows: Iterable[tuple[int, Any]], label: str, short: str, parse: C
                 raise row
             if not isinstance(row, dict):
                 raise RowError("not_an_object", f"expected a JSON object, got {type(row).__name__}")
-            out.append(parse(row, f"{short}:{line}"))
+            record = parse(row, f"{short}:{line}")
+            check_text_lengths(record, max_chars)
+            out.append(record)
         except RowError as e:
             sink.error(DataError(label, line, e.reason, str(e)))
         except DataError as e:
@@ -98,7 +104,7 @@ class _FormatParser:
 
 
 def load_preferences_with_report(spec: str | os.PathLike, split: str | None = None, on_error: str = "raise",
-                                 limit: int | None = None, fmt: str | None = None
+                                 limit: int | None = None, fmt: str | None = None, max_chars: int = MAX_TEXT_CHARS
                                  ) -> tuple[list[PreferencePair], LoadReport]:
     """Load preference pairs and report what happened to every row.
 
@@ -109,15 +115,17 @@ def load_preferences_with_report(spec: str | os.PathLike, split: str | None = No
             rows, counts them by reason in the report and logs "skipped N rows: {reason: count}".
         limit: stop after this many pairs (None: all).
         fmt: force the row format ("hh", "alpaca", "webgpt", "pairs"); None detects it from the first row.
+        max_chars: a prompt, chosen or rejected text longer than this many characters is a bad row ("too_long").
 
     Returns:
         (pairs, report). Each pair's `source` is "file-name:line" (hub: "dataset[split]:row").
     """
     rows, label, short, hub_fmt = open_rows(spec, split, PREFERENCE_DATASETS)
-    return parse_rows(rows, label, short, _FormatParser(fmt or hub_fmt), on_error, limit)
+    return parse_rows(rows, label, short, _FormatParser(fmt or hub_fmt), on_error, limit, max_chars)
 
 
 def load_preferences(spec: str | os.PathLike, split: str | None = None, on_error: str = "raise",
-                     limit: int | None = None, fmt: str | None = None) -> list[PreferencePair]:
+                     limit: int | None = None, fmt: str | None = None, max_chars: int = MAX_TEXT_CHARS
+                     ) -> list[PreferencePair]:
     """Load preference pairs; same arguments as `load_preferences_with_report`, without the report."""
-    return load_preferences_with_report(spec, split, on_error, limit, fmt)[0]
+    return load_preferences_with_report(spec, split, on_error, limit, fmt, max_chars)[0]

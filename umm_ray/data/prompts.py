@@ -10,6 +10,7 @@ Row formats (detected from the first row's fields):
 - Anthropic HH `{chosen[, rejected]}` transcripts -> the conversation up to the last "\\n\\nAssistant:",
   reference = the chosen last turn.
 Hub: "tatsu-lab/alpaca_farm" (config alpaca_farm_evaluation, split eval), "Anthropic/hh-rlhf[:data_dir]" (split test).
+A prompt or reference longer than `max_chars` (default `validate.MAX_TEXT_CHARS`) characters is a bad row ("too_long").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 from umm_ray.data.formats import alpaca_prompt, as_response, split_hh_pair, split_transcript
 from umm_ray.data.hub import PROMPT_DATASETS
 from umm_ray.data.preferences import open_rows, parse_rows
-from umm_ray.data.validate import LoadReport, RowError, get_str
+from umm_ray.data.validate import MAX_TEXT_CHARS, LoadReport, RowError, get_str
 from umm_ray.records import PromptRecord
 
 ALPACA_META = ("instruction", "input", "generator", "dataset", "datasplit")
@@ -94,7 +95,7 @@ class _PromptParser:
 
 
 def load_prompts_with_report(spec: str | os.PathLike, on_error: str = "raise", limit: int | None = None,
-                             split: str | None = None, fmt: str | None = None
+                             split: str | None = None, fmt: str | None = None, max_chars: int = MAX_TEXT_CHARS
                              ) -> tuple[list[PromptRecord], LoadReport]:
     """Load prompts and report what happened to every row.
 
@@ -104,15 +105,17 @@ def load_prompts_with_report(spec: str | os.PathLike, on_error: str = "raise", l
         limit: stop after this many prompts (None: all).
         split: hub split; ignored for a local file.
         fmt: force "alpaca", "prompt" or "hh"; None detects it from the first row.
+        max_chars: a prompt or reference longer than this many characters is a bad row ("too_long").
 
     Returns:
         (prompts, report). A record's `source` is "file-name:line" unless the row stored its own.
     """
     rows, label, short, hub_fmt = open_rows(spec, split, PROMPT_DATASETS)
-    return parse_rows(rows, label, short, _PromptParser(fmt or hub_fmt), on_error, limit)
+    return parse_rows(rows, label, short, _PromptParser(fmt or hub_fmt), on_error, limit, max_chars)
 
 
 def load_prompts(spec: str | os.PathLike, on_error: str = "raise", limit: int | None = None,
-                 split: str | None = None, fmt: str | None = None) -> list[PromptRecord]:
+                 split: str | None = None, fmt: str | None = None, max_chars: int = MAX_TEXT_CHARS
+                 ) -> list[PromptRecord]:
     """Load prompts; same arguments as `load_prompts_with_report`, without the report."""
-    return load_prompts_with_report(spec, on_error, limit, split, fmt)[0]
+    return load_prompts_with_report(spec, on_error, limit, split, fmt, max_chars)[0]

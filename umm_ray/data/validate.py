@@ -3,6 +3,8 @@
 Every row a loader reads ends up in exactly one of three places: the returned list, `LoadReport.skipped` (bad rows,
 only with on_error="skip"; by reason), or `LoadReport.dropped` (valid rows a format says to leave out, e.g. WebGPT
 ties). So nothing is dropped without a count, and skip mode also logs one warning line per file.
+
+A text longer than `MAX_TEXT_CHARS` characters is a bad row too (reason "too_long"); see `check_text_lengths`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from umm_ray.data.jsonl import DataError
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
+
+# The longest prompt, chosen, rejected or reference text a loader accepts, in characters (loaders take `max_chars` to
+# change it). Real rows are far shorter (the longest HH-RLHF harmless-base test transcript is ~4,300 characters,
+# AlpacaFarm fields under 2,000); a text of 100,000+ characters is a broken export or a concatenation gone wrong. It
+# would cost memory and tokenizer time on every pass only to be truncated to rm.max_len / model.max_seq_len tokens.
+MAX_TEXT_CHARS = 100_000
+TEXT_FIELDS = ("prompt", "chosen", "rejected", "reference")  # the record fields the limit applies to
 
 
 class RowError(ValueError):
@@ -98,6 +107,18 @@ class RowSink:
         if r.dropped:
             log.warning("dropped %d rows: %s (source %s)", r.n_dropped, r.dropped, r.source)
         return r
+
+
+def check_text_lengths(record: Any, max_chars: int = MAX_TEXT_CHARS) -> None:
+    """Raise RowError("too_long") naming the first of `TEXT_FIELDS` of `record` longer than `max_chars` characters.
+
+    Applied to the parsed record, so an HH transcript is measured as the prompt and response it is split into.
+    """
+    for name in TEXT_FIELDS:
+        text = getattr(record, name, None)
+        if isinstance(text, str) and len(text) > max_chars:
+            raise RowError("too_long", f"{name} has {len(text):,} characters, over the limit of {max_chars:,} "
+                                       f"(umm_ray.data.validate.MAX_TEXT_CHARS)")
 
 
 def get_field(row: dict, key: str) -> Any:

@@ -94,7 +94,8 @@ def start_rollout_engine(cfg: Config, policy_path: str, seed: int):
     actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor,
                                              num_gpus=cfg.run.num_gpus_per_actor).remote(
         str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
-        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=seed)
+        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=seed,
+        trust_remote_code=cfg.model.trust_remote_code)
     return actor
 
 
@@ -190,9 +191,10 @@ def score_samples(cfg: Config, samples: BoNSamples, rm_specs: dict[str, RMSpec |
             raise FileNotFoundError(f"RM {name!r}: {spec.path} does not exist")
         else:
             rspecs[spec.path] = RewardSpec(f"bon:{name}", "path", path=spec.path, max_len=cfg.rm.max_len,
-                                           batch_size=r.batch_size)
+                                           batch_size=r.batch_size, trust_remote_code=cfg.model.trust_remote_code)
     gold_text = r.remote_url if gold_spec == "remote" else gold_spec
-    gold_rs, _, _ = parse_reward_spec(gold_text, "gold", r.remote_token, cfg.rm.max_len, r.batch_size)
+    gold_rs, _, _ = parse_reward_spec(gold_text, "gold", r.remote_token, cfg.rm.max_len, r.batch_size,
+                                      cfg.model.trust_remote_code)
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
     opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}

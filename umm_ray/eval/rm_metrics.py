@@ -73,7 +73,8 @@ def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Pat
     for name, spec in specs.items():
         path, _, agg = spec["spec"].partition("#")
         if path not in cache:
-            scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size)
+            scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size,
+                                 trust_remote_code=cfg.model.trust_remote_code)
             entry = {"params": count_params(scorer)}
             p, c, _ = splits["test"]
             _member_matrix(scorer, p[:cfg.reward.batch_size], c[:cfg.reward.batch_size])  # warm-up, not timed

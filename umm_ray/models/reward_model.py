@@ -18,7 +18,7 @@ from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import SUPPORTED_FAMILIES, check_family, is_moe_dir, load_moe
 
 __all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "load_scorer", "check_reward_config",
-           "load_tokenizer_checked", "SUPPORTED_FAMILIES"]
+           "load_tokenizer_checked", "checkpoint_kind", "SUPPORTED_FAMILIES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -178,6 +178,27 @@ def read_manifest(path) -> dict:
         raise ValueError(f"{path}: ensemble manifest needs a non-empty list of member paths under 'members'")
     resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in members]
     return {"members": resolved, "aggregate": data.get("aggregate", "mean"), "lambda": float(data.get("lambda", 0.0))}
+
+
+def checkpoint_kind(path) -> str:
+    """What kind of reward model `path` holds, from the files our trainers write beside it.
+
+    Returns "ensemble" (a manifest .json), "moe" (a `save_moe` dir), "umm" (a merged checkpoint: `umm_merge.json`
+    beside it) or "dense" (any other HF model dir). Raises ValueError naming the path when it is none of these.
+    """
+    from umm_ray.models.merge import MERGE_META
+
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        return "ensemble"
+    if is_moe_dir(p):
+        return "moe"
+    if (p / MERGE_META).is_file():
+        return "umm"
+    if (p / "config.json").is_file():
+        return "dense"
+    raise ValueError(f"{path}: not a reward model checkpoint (expected an HF model dir with config.json, a MoE dir "
+                     f"or an ensemble manifest .json)")
 
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",

@@ -27,7 +27,8 @@ def make_engine(cfg: Config, policy_path: str):
     ro = cfg.rollout
     actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
     return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
-                        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed)
+                        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed,
+                        trust_remote_code=cfg.model.trust_remote_code)
 
 
 def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
@@ -96,10 +97,12 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     dies stops the run with the last checkpoint intact (their weights are not recoverable from the actor alone).
     """
     cpus, gpus, temp = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor, cfg.rollout.temperature or 1.0
-    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp, num_cpus=cpus, num_gpus=gpus)
+    trust = cfg.model.trust_remote_code
+    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp, num_cpus=cpus, num_gpus=gpus,
+                         trust_remote_code=trust)
     engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
     reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
-        policy_path, cfg.ppo.micro_batch_size, temp)
+        policy_path, cfg.ppo.micro_batch_size, temp, trust_remote_code=trust)
     proxy = proxy_group(cfg, members)
     gold_group = RewardGroup([gold], "PACK", cpus, gpus)
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])

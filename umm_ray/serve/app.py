@@ -50,20 +50,30 @@ class ServeSpec:
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.01
     torch_threads: int = 1
+    trust_remote_code: bool = False
 
 
 def spec_from_config(cfg) -> ServeSpec:
-    """Build the replica spec from a `Config` (reward.proxy_path, ensemble.*, rm.max_len, serve.*)."""
-    s = cfg.serve
-    if not cfg.reward.proxy_path:
+    """Build the replica spec from a `Config` (reward.proxy[_path], ensemble.*, rm.max_len, serve.*,
+    model.trust_remote_code)."""
+    from umm_ray.actors.reward import proxy_source
+
+    s, r = cfg.serve, cfg.reward
+    if r.proxy == "remote":
+        raise ValueError("reward.proxy is 'remote': serve_rm serves a local reward model (set reward.proxy to auto "
+                         "or the model's kind)")
+    if r.proxy == "auto" and not r.proxy_path:
         raise ValueError("reward.proxy_path is empty: give the RM directory or ensemble manifest to serve")
+    # An explicit kind is checked against the checkpoint (or finds jobs.train_rm's output), as PPO and BoN do.
+    path = r.proxy_path if r.proxy == "auto" else proxy_source(cfg)[0]
     return ServeSpec(
-        path=cfg.reward.proxy_path, aggregate=cfg.ensemble.aggregate, uwo_lambda=cfg.ensemble.uwo_lambda,
+        path=path, aggregate=cfg.ensemble.aggregate, uwo_lambda=cfg.ensemble.uwo_lambda,
         max_len=cfg.rm.max_len, device="cuda" if s.num_gpus > 0 else "cpu",
         limits=Limits(max_request_bytes=s.max_request_bytes, max_items=s.max_items_per_request,
                       max_chars=s.max_chars_per_item),
         token=s.token or os.environ.get(TOKEN_ENV, ""), max_batch_size=s.max_batch_size,
-        batch_wait_timeout_s=s.batch_wait_timeout_s, torch_threads=max(1, int(s.num_cpus)))
+        batch_wait_timeout_s=s.batch_wait_timeout_s, torch_threads=max(1, int(s.num_cpus)),
+        trust_remote_code=cfg.model.trust_remote_code)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -96,7 +106,7 @@ class RewardDeployment:
         torch.set_num_threads(spec.torch_threads)
         self.spec = spec
         self.service: RewardService = load_service(spec.path, spec.aggregate, spec.uwo_lambda, spec.max_len,
-                                                   spec.max_batch_size, spec.device)
+                                                   spec.max_batch_size, spec.device, spec.trust_remote_code)
         self._score_item.set_max_batch_size(spec.max_batch_size)
         self._score_item.set_batch_wait_timeout_s(spec.batch_wait_timeout_s)
         logger.info("serving %s (%d member(s), aggregate=%s)", spec.path, len(self.service.members),

@@ -58,7 +58,7 @@ def _special_tokens(scorer) -> tuple[str, ...]:
 
 
 def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 256, batch_size: int = 64,
-                 device: str = "cpu") -> RewardService:
+                 device: str = "cpu", trust_remote_code: bool = False) -> RewardService:
     """Load what `path` names: an HF RM dir (dense or merged UMM), a MoE RM dir, or an ensemble manifest.
 
     Args:
@@ -69,6 +69,7 @@ def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 
         lam: UWO variance penalty.
         max_len: truncate prompt + response to this many tokens. batch_size: scorer's inner batch.
         device: where the model(s) run ("cpu", "cuda").
+        trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
     """
     if path == "testbed":
         from umm_ray.testbed.gold import TestbedGold
@@ -78,7 +79,8 @@ def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 
         raise FileNotFoundError(f"reward model path {path!r} does not exist")
     from umm_ray.models.reward_model import EnsembleScorer, load_scorer, read_manifest
 
-    scorer = load_scorer(path, max_len=max_len, batch_size=batch_size, device=device)
+    scorer = load_scorer(path, max_len=max_len, batch_size=batch_size, device=device,
+                         trust_remote_code=trust_remote_code)
     if isinstance(scorer, EnsembleScorer):
         names = [Path(m).name for m in read_manifest(path)["members"]]
         return RewardService(list(scorer.members), names, how, lam, _special_tokens(scorer.members[0]))

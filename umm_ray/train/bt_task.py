@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from umm_ray.models.merge import MERGE_META
 from umm_ray.records import PreferencePair
 from umm_ray.train.loop import TrainTask
-
-MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, written beside the merged checkpoint
 
 
 def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
@@ -36,13 +35,13 @@ def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Modul
                                                               dtype=torch.float32, trust_remote_code=trust_remote_code)
 
 
-def check_backbone(path: str | Path, max_len: int) -> None:
+def check_backbone(path: str | Path, max_len: int, trust_remote_code: bool = False) -> None:
     """Fail before any compute: unsupported family, or rm.max_len beyond the model's context."""
     from transformers import AutoConfig
 
     from umm_ray.models.upcycle import check_family
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     check_family(config, str(path))
     ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if ctx and max_len > ctx:

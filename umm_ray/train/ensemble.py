@@ -43,7 +43,7 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) 
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
-                                                                    cfg.rm.max_len))
+                                                                    cfg.rm.max_len, cfg.model.trust_remote_code))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "overlap_seconds": _overlap(members, "entered_at"),
             "training_overlap_seconds": _overlap(members, "started_at")}
@@ -56,13 +56,14 @@ def _overlap(members: list[dict], start: str) -> float:
     return max(0.0, min(m["ended_at"] for m in members) - max(m[start] for m in members))
 
 
-def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int) -> dict:
+def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int,
+                      trust_remote_code: bool = False) -> dict:
     """Held-out metrics of an ensemble's aggregate score (runs as a Ray task)."""
     from umm_ray.models.reward_model import load_scorer
     from umm_ray.train.evaluate import pair_metrics
 
     torch.set_num_threads(1)
-    scorer = load_scorer(manifest, max_len=max_len)
+    scorer = load_scorer(manifest, max_len=max_len, trust_remote_code=trust_remote_code)
     out = {}
     for name, pairs in splits.items():
         if pairs:

@@ -59,11 +59,11 @@ def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len:
 
 
 def evaluate_dir(model_dir: str | Path, splits: dict[str, list[PreferencePair]], max_len: int,
-                 batch_size: int = 64) -> dict:
+                 batch_size: int = 64, trust_remote_code: bool = False) -> dict:
     """Load a dense/merged HF or MoE reward-model directory (validated) and evaluate it on `splits`."""
     from umm_ray.models.reward_model import load_reward_model
 
-    model, tok = load_reward_model(model_dir)
+    model, tok = load_reward_model(model_dir, trust_remote_code=trust_remote_code)
     metrics = evaluate_model(model, tok, splits, max_len, batch_size)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     return metrics

@@ -96,7 +96,7 @@ def load_rm_data(cfg: Config, world=None) -> RMData:
         source = str(Path(world.pairs_train).parent)
     else:
         pairs = _load(cfg.rm.data, cfg.rm.data_on_error, notes)
-        v, t = cfg.testbed.val_frac, cfg.testbed.test_frac
+        v, t = cfg.rm.val_frac, cfg.rm.test_frac
         train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.run.seed)
         if not train or not test:
             raise ValueError(f"rm.data={cfg.rm.data!r}: {len(pairs)} pairs are too few to split train/val/test")
@@ -145,7 +145,8 @@ def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = 
                 if init_eval and data.val else None)
     t0 = time.time()
     result = fit(task, data.train, spec)
-    final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len))
+    final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len,
+                                                trust_remote_code=task.trust_remote_code))
     report = _report(task, data, result, final, time.time() - t0)
     if init_ref is not None:
         report["initial"] = ray.get(init_ref)
@@ -197,7 +198,7 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
 def prepare_inputs(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
     data = data or load_rm_data(cfg, world)
     source = Path(source) if source else default_backbone(cfg, world)
-    check_backbone(source, cfg.rm.max_len)
+    check_backbone(source, cfg.rm.max_len, cfg.model.trust_remote_code)
     return data, source
 
 
@@ -235,24 +236,24 @@ def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMDa
     report = run_bt_stage(merge_task, data, spec, init_eval=False)
     report["moe"] = {k: moe_report.get(k) for k in (*data.held_out(), "params", "expert_load", "steps",
                                                      "train_seconds")}
-    report["dense_params"] = _dense_params(source)
+    report["dense_params"] = _dense_params(source, cfg.model.trust_remote_code)
     report["source"] = str(source)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     return RMResult("umm", out, out / "model", report)
 
 
-def _dense_params(source: Path) -> int:
+def _dense_params(source: Path, trust_remote_code: bool = False) -> int:
     with torch.device("meta"):
-        return sum(p.numel() for p in load_dense_rm_meta(source).parameters())
+        return sum(p.numel() for p in load_dense_rm_meta(source, trust_remote_code).parameters())
 
 
-def load_dense_rm_meta(source: Path) -> nn.Module:
+def load_dense_rm_meta(source: Path, trust_remote_code: bool = False) -> nn.Module:
     """The dense RM architecture of `source` with no weights (for parameter counts)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(source)
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     config.num_labels = 1
-    return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
 
 
 def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,

@@ -106,13 +106,15 @@ class SFTTask(TrainTask):
 
 @torch.no_grad()
 def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
-                     top_p: float = 1.0, seed: int = 0, batch_size: int = 64) -> list[str]:
+                     top_p: float = 1.0, seed: int = 0, batch_size: int = 64, trust_remote_code: bool = False
+                     ) -> list[str]:
     """Sample one response per prompt with HF `generate` (left padding; special tokens stripped)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code).eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     torch.manual_seed(seed)
     out = []
@@ -127,11 +129,12 @@ def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: 
 
 
 def gold_of_samples(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
-                    seed: int) -> dict:
+                    seed: int, trust_remote_code: bool = False) -> dict:
     """Mean testbed gold of one sampled response per prompt (runs as a Ray task)."""
     from umm_ray.testbed.gold import TestbedGold
 
-    responses = sample_responses(model_dir, prompts, max_new_tokens, temperature, top_p, seed)
+    responses = sample_responses(model_dir, prompts, max_new_tokens, temperature, top_p, seed,
+                                 trust_remote_code=trust_remote_code)
     scores = TestbedGold().score(prompts, responses)
     return {"mean": sum(scores) / len(scores), "n": len(scores), "examples": list(zip(prompts[:3], responses[:3]))}
 
@@ -142,7 +145,7 @@ def sft_gold_gain(cfg: Config, base_dir: Path, sft_dir: Path, prompts: list[str]
 
     task = ray.remote(num_cpus=1)(gold_of_samples)
     r = cfg.rollout
-    args = (prompts, r.max_new_tokens, r.temperature, r.top_p, cfg.run.seed)
+    args = (prompts, r.max_new_tokens, r.temperature, r.top_p, cfg.run.seed, cfg.model.trust_remote_code)
     base, sft = ray.get([task.remote(str(base_dir), *args), task.remote(str(sft_dir), *args)])
     return {"gold_base": base["mean"], "gold_sft": sft["mean"], "gain": sft["mean"] - base["mean"],
             "n_prompts": len(prompts), "samples_base": base["examples"], "samples_sft": sft["examples"]}
@@ -167,11 +170,17 @@ def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
                      strategy=s.strategy, use_gpu=cfg.run.num_gpus_per_actor > 0)
 
 
+def sft_base(cfg: Config, world) -> Path:
+    """The model SFT fine-tunes: sft.base_path (HF name or dir), else the testbed's tiny base model."""
+    return Path(cfg.sft.base_path) if cfg.sft.base_path else Path(world.base)
+
+
 def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool = True) -> Path:
     """Fine-tune the policy on `world.sft` with Ray Train; write `<output_dir>/sft/{model/, eval.json, ...}`.
 
     Args:
-        cfg: uses sft.*, run.seed/output_dir, model.policy_path/max_seq_len, rollout.* (sampling for the gold eval).
+        cfg: uses sft.* (sft.base_path: the model to start from), run.seed/output_dir, model.max_seq_len,
+            model.trust_remote_code, rollout.* (sampling for the gold eval).
         world: the `WorldPaths` of the prepare stage.
         spec: override the TrainSpec built from cfg.sft (tests cap steps this way).
         gold_eval: measure the gold gain of SFT over the base model (needs testbed prompts).
@@ -180,7 +189,7 @@ def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool =
         The directory of the fine-tuned HF causal LM (+ tokenizer).
     """
     stage_dir = Path(cfg.run.output_dir) / "sft"
-    base = Path(cfg.model.policy_path) if cfg.model.policy_path else Path(world.base)
+    base = sft_base(cfg, world)
     examples = load_sft_examples(world.sft)
     task = SFTTask(str(base), cfg.model.max_seq_len, cfg.model.trust_remote_code)
     spec = spec or sft_spec(cfg, stage_dir)
