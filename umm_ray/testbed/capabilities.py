@@ -6,7 +6,7 @@ is asked twice with the responses swapped and inconsistent answers are dropped, 
 here, terms differing by at most `near_tie`. Each kept label is then flipped with probability `noise` (the overall
 labels' noise rate), so the capability labels are no cleaner than the overall ones.
 
-    caps = testbed_capability_pairs(pairs, noise=0.25, near_tie=0.05, seed=0)
+    caps = gold_capability_pairs(pairs, noise=0.25, near_tie=0.05, seed=0)
     caps["list"]["coverage"]   # -> [PreferencePair, ...]: chosen = more coverage (then noised)
 """
 
@@ -28,7 +28,7 @@ CAPABILITY_TERMS: dict[str, tuple[str, int]] = {
 }
 CAPABILITIES: tuple[str, ...] = tuple(CAPABILITY_TERMS)
 
-__all__ = ["CAPABILITIES", "CAPABILITY_TERMS", "capability_margin", "testbed_capability_pairs"]
+__all__ = ["CAPABILITIES", "CAPABILITY_TERMS", "capability_margin", "gold_capability_pairs"]
 
 
 def capability_margin(cap: str, a: Terms, b: Terms) -> float:
@@ -37,7 +37,7 @@ def capability_margin(cap: str, a: Terms, b: Terms) -> float:
     return sign * (getattr(a, field) - getattr(b, field))
 
 
-def testbed_capability_pairs(pairs: list[PreferencePair], noise: float, near_tie: float, seed: int,
+def gold_capability_pairs(pairs: list[PreferencePair], noise: float, near_tie: float, seed: int,
                              capabilities: tuple[str, ...] = CAPABILITIES
                              ) -> dict[str, dict[str, list[PreferencePair]]]:
     """Capability labels of testbed pairs, by task (the pair's family) and capability.

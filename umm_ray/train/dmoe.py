@@ -56,10 +56,10 @@ def _dmoe_cfg(cfg, dmoe: DMoEConfig | None) -> DMoEConfig:
 def _capability_pairs(cfg, dm: DMoEConfig, train: list[PreferencePair]):
     """(train pairs with their task in `family`, {task: {capability: pairs}}, capability names)."""
     if cfg.rm.data == "testbed":
-        from umm_ray.testbed.capabilities import CAPABILITIES, testbed_capability_pairs
+        from umm_ray.testbed.capabilities import CAPABILITIES, gold_capability_pairs
 
         caps = tuple(dm.capabilities) or CAPABILITIES
-        return train, testbed_capability_pairs(train, cfg.testbed.label_noise, dm.near_tie, cfg.run.seed, caps), caps
+        return train, gold_capability_pairs(train, cfg.testbed.label_noise, dm.near_tie, cfg.run.seed, caps), caps
     from umm_ray.data.capabilities import load_capability_table, user_capability_pairs
 
     table = load_capability_table(dm.capability_data or cfg.rm.data)
@@ -246,10 +246,14 @@ def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, world=None, sou
         "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targets": list(lora.targets)},
     }
     initial.pop("params", None)
+    pooled: tuple[list, list] = ([], [])
     for split, metrics in final.items():
         init = initial[split]
+        pooled[0].extend(metrics["correct"]), pooled[1].extend(init["correct"])
         report["vs_initial"][split] = paired_gain(metrics.pop("correct"), init.pop("correct"))
         report[split], report["initial"][split] = metrics, init
+    if pooled[0]:  # every held-out pair at once: the tightest standard error
+        report["vs_initial"]["held_out"] = paired_gain(*pooled)
     for name, r in (("router", router), ("phase1", p1), ("phase2", p2), ("phase3", p3)):
         save_history(r.history, out / f"metrics_{name}.json")
     (out / "eval.json").write_text(json.dumps(report, indent=1))
