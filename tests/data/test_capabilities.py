@@ -8,7 +8,8 @@ from umm_ray.data import DataError, load_preferences, write_jsonl
 from umm_ray.data.capabilities import load_capability_table, user_capability_pairs
 
 ROWS = [
-    {"prompt": "p1", "chosen": "c1", "rejected": "r1", "task": "code", "cap_correct": "chosen", "cap_style": "rejected"},
+    {"prompt": "p1", "chosen": "c1", "rejected": "r1", "task": "code", "cap_correct": "chosen",
+     "cap_style": "rejected"},
     {"prompt": "p2", "chosen": "c2", "rejected": "r2", "category": "chat", "cap_correct": -1, "cap_style": "tie"},
     {"prompt": "p3", "chosen": "c3", "rejected": "r3", "task": "code", "cap_correct": None, "cap_style": 1},
 ]

@@ -18,8 +18,9 @@ from umm_ray.testbed.world import FAMILIES
 from umm_ray.train.dmoe import dmoe_inputs, train_dmoe
 from umm_ray.train.reward import load_rm_data
 
-FAST = ("--rm.num_workers", "2", "--rm.batch_size", "16", "--rm.checkpoint_every", "1000")
-SMALL = DMoEConfig(lora_r=8, lora_alpha=8.0)  # r 32 on a hidden size of 128 would be a quarter-rank adapter
+FAST = ("--rm.num_workers", "2", "--rm.batch_size", "8", "--rm.checkpoint_every", "1000")
+# r 32 on a hidden size of 128 would be a quarter-rank adapter; ~60 phase-1 pairs per task need a few epochs
+SMALL = DMoEConfig(lora_r=8, lora_alpha=8.0, phase1_epochs=6, phase2_epochs=4, phase3_epochs=6)
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,8 @@ class RouterTask(_TokenizerMixin, TrainTask):
     """Cross-entropy training of the TaskRouter on prompts (prompt + eos, no response) and their task labels."""
 
     def __init__(self, source: str | Path, tasks: tuple[str, ...], max_len: int, seed: int = 0):
-        self.source, self.tok_source, self.tasks, self.max_len, self.seed = str(source), str(source), tasks, max_len, seed
+        self.source = self.tok_source = str(source)
+        self.tasks, self.max_len, self.seed = tuple(tasks), max_len, seed
 
     def build(self) -> nn.Module:
         from umm_ray.models.dmoe import TaskRouter, _hidden_size
