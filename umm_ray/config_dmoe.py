@@ -4,7 +4,8 @@ Kept in its own module until `Config` gains a `dmoe: DMoEConfig` field. Fields c
 `umm_ray.config.opt` (help, choices, lo, hi), so the section validates, prints `--help` lines and takes
 `--dmoe.key value` overrides like every other section once wired; this module imports nothing from umm_ray.config,
 so config.py can import DMoEConfig at its top without an import cycle.
-Defaults train the testbed's tiny backbones on CPU; the paper's LoRA settings (r 32, alpha 32, dropout 0.05 on
+Defaults train the testbed's tiny backbones on CPU (the epochs were checked on the training tests' world: the 'test'
+preset with 600 prompts, ~60 phase-1 pairs per task); the paper's LoRA settings (r 32, alpha 32, dropout 0.05 on
 q_proj / v_proj, 60% of a task's pairs for phase 1) are the defaults too.
 """
 
@@ -44,11 +45,11 @@ class DMoEConfig:
                                   "rest trains the phase-3 aggregation MLP.", lo=0.05, hi=0.95)
     router_epochs: int = opt(2, "Epochs of the outer router (task classification of the prompt).", lo=1)
     router_lr: float = opt(1e-3, "Learning rate of the router.", lo=0.0)
-    phase1_epochs: int = opt(3, "Phase 1 epochs: each task's backbone + scalar head, BT on overall labels.", lo=1)
+    phase1_epochs: int = opt(6, "Phase 1 epochs: each task's backbone + scalar head, BT on overall labels.", lo=1)
     phase1_lr: float = opt(1e-3, "Phase 1 learning rate.", lo=0.0)
-    phase2_epochs: int = opt(3, "Phase 2 epochs: one LoRA expert (+ its head) per capability, BT on capability "
+    phase2_epochs: int = opt(4, "Phase 2 epochs: one LoRA expert (+ its head) per capability, BT on capability "
                                 "labels.", lo=1)
     phase2_lr: float = opt(2e-3, "Phase 2 learning rate (LoRA weights and capability heads).", lo=0.0)
-    phase3_epochs: int = opt(3, "Phase 3 epochs: the aggregation MLP over the K experts' hidden states, BT on "
+    phase3_epochs: int = opt(6, "Phase 3 epochs: the aggregation MLP over the K experts' hidden states, BT on "
                                 "the held-back overall labels.", lo=1)
     phase3_lr: float = opt(1e-3, "Phase 3 learning rate (aggregation MLP).", lo=0.0)
