@@ -47,6 +47,27 @@ def test_inputs_cover_every_task_and_capability_with_disjoint_phases(tiny_world,
     assert all(e.cap == -1 for e in inp.phase1 + inp.phase3)
 
 
+def test_a_users_task_and_capability_columns_drive_the_inputs(make_cfg, tmp_path):
+    from umm_ray.data import write_jsonl
+
+    rows = [{"prompt": f"q{i}?", "chosen": f" good {i}", "rejected": f" bad {i}", "category": ("chat", "code")[i % 2],
+             "cap_helpful": "chosen", "cap_safe": ("rejected" if i % 3 else "tie")} for i in range(60)]
+    write_jsonl(tmp_path / "prefs.jsonl", rows)
+    cfg = make_cfg(tmp_path / "run", "--rm.data", str(tmp_path / "prefs.jsonl"))
+    data = load_rm_data(cfg)
+    inp = dmoe_inputs(cfg, DMoEConfig(), data.train)
+    assert inp.tasks == ("chat", "code") and inp.capabilities == ("helpful", "safe")
+    assert len(inp.phase1) + len(inp.phase3) == len(data.train)
+    safe = [e for e in inp.phase2 if e.cap == 1]
+    assert safe and all(e.chosen.startswith(" bad") for e in safe)  # cap_safe says the rejected response wins
+    for r in rows:
+        if r["category"] == "code":
+            r["cap_safe"] = None
+    write_jsonl(tmp_path / "prefs.jsonl", rows)
+    with pytest.raises(ValueError, match="task 'code' has no preference pairs for capability 'safe'"):
+        dmoe_inputs(cfg, DMoEConfig(), load_rm_data(cfg).train)
+
+
 def test_a_task_without_data_or_a_capability_without_pairs_stops_before_compute(tiny_world, data, tmp_path):
     cfg, world = tiny_world
     with pytest.raises(ValueError, match="task 'poetry' has 0 training pairs"):
