@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from umm_ray.models.families import ARCH_FAMILIES
+
 
 class ConfigError(ValueError):
     """A configuration key, type or value is wrong; the message names the key."""
@@ -30,9 +32,6 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | No
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
 
 
 @dataclass
@@ -58,7 +57,7 @@ class TestbedConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = opt("llama", "Backbone family of the tiny testbed models.", choices=FAMILIES)
+    family: str = opt("llama", "Backbone family of the tiny testbed models.", choices=ARCH_FAMILIES)
     policy_path: str = opt("", "HF causal LM name or path for the policy; empty = the testbed's tiny model.")
     hidden_size: int = opt(128, "Tiny model hidden size (head_dim is fixed at 64).", lo=64)
     num_layers: int = opt(2, "Tiny model depth.", lo=1)

@@ -91,7 +91,7 @@ class RewardDeployment:
     """One replica: loads the reward model(s) once, answers scoring requests with dynamic batching."""
 
     def __init__(self, spec: ServeSpec):
-        import torch
+        import torch  # heavy: ~1.5 s; the replica needs it, the process building the app does not
 
         torch.set_num_threads(spec.torch_threads)
         self.spec = spec
