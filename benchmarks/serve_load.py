@@ -25,12 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-KINDS = ("dense", "merged", "ensemble", "moe")
+# The served model layouts this benchmark builds (not the training stages' RM_KINDS: "merged" is a UMM export).
+SERVED_KINDS = ("dense", "merged", "ensemble", "moe")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {KINDS}")
+    ap.add_argument("--kinds", default=",".join(SERVED_KINDS), help=f"comma list of {SERVED_KINDS}")
     ap.add_argument("--requests", type=int, default=200, help="requests per kind (all launched at once)")
     ap.add_argument("--concurrency", type=int, default=200, help="max requests in flight")
     ap.add_argument("--items", type=int, default=4, help="(prompt, response) pairs per request")
@@ -153,8 +154,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     kinds = [k for k in args.kinds.split(",") if k]
-    if bad := [k for k in kinds if k not in KINDS]:
-        raise SystemExit(f"--kinds: unknown {bad}; choose from {KINDS}")
+    if bad := [k for k in kinds if k not in SERVED_KINDS]:
+        raise SystemExit(f"--kinds: unknown {bad}; choose from {SERVED_KINDS}")
     root = Path(tempfile.mkdtemp(prefix="umm_serve_load_"))
     paths, merged_note = build_models(root, args.members, args.experts)
     kinds = [k for k in kinds if k in paths]

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from umm_ray.models.families import ARCH_FAMILIES
+
 
 class ConfigError(ValueError):
     """A configuration key, type or value is wrong; the message names the key."""
@@ -32,7 +34,6 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | No
     return field(default=default, metadata=meta)
 
 
-FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
 PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "remote")
 
 # Keys that were renamed or moved: a config that still uses one stops with the new name instead of "unknown key".
@@ -67,7 +68,7 @@ class TestbedConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = opt("llama", "Backbone family of the tiny testbed models.", choices=FAMILIES)
+    family: str = opt("llama", "Backbone family of the tiny testbed models.", choices=ARCH_FAMILIES)
     hidden_size: int = opt(128, "Tiny model hidden size (head_dim is fixed at 64).", lo=64)
     num_layers: int = opt(2, "Tiny model depth.", lo=1)
     intermediate_size: int = opt(256, "Tiny model FFN width.", lo=8)

@@ -123,8 +123,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict:
     transformers keeps a `quantization_config` on GGUF-loaded models and then refuses `save_pretrained`, so the
     weights are moved into a fresh model of the same class built from the config without it.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: the catalog and resolve_model stay importable without torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~2 s; only when converting or checking
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -154,8 +154,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict:
 def check_generation(model_dir: Path, prompt: str, max_new_tokens: int = 40) -> str:
     """Greedy-generate an answer to `prompt` (through the chat template when there is one); FetchError if the
     model produces no words, which is what a broken conversion (scrambled weights) looks like."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: the catalog and resolve_model stay importable without torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~2 s; only when converting or checking
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

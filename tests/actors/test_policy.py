@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import ray
 import torch
 
+from tests.fixtures import save_tiny_lm, tiny_corpus, tiny_tokenizer
 from umm_ray.config import PPOConfig
 from umm_ray.ppo.experience import Experience, make_policy_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-def _tiny_policy(out_dir) -> str:
-    """A tiny testbed tokenizer + Llama causal LM saved as one HF directory."""
-    from umm_ray.testbed.models import make_causal_lm, save_model
-    from umm_ray.testbed.tokenizer import train_tokenizer
-    from umm_ray.testbed.world import make_prompts, sft_responses
-
-    prompts = make_prompts(60, seed=0)
-    rng = random.Random(0)
-    texts = [p.prompt + r for p in prompts for r in sft_responses(p, 2, rng)]
-    tok = train_tokenizer(texts, vocab_size=320)
-    model = make_causal_lm("llama", tok, seed=0, hidden_size=64, num_layers=2, intermediate_size=128,
-                           max_seq_len=128)
-    save_model(model, tok, out_dir)
-    return str(out_dir)
-
-
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
-    return _tiny_policy(tmp_path_factory.mktemp("policy"))
+    """A tiny testbed tokenizer + two-layer Llama causal LM saved as one HF directory."""
+    tok = tiny_tokenizer(tiny_corpus(60, seed=0)[1], vocab_size=320)
+    return save_tiny_lm(tmp_path_factory.mktemp("policy"), tok, seed=0, hidden_size=64, num_layers=2,
+                        intermediate_size=128, max_seq_len=128)
 
 
 def _batch():

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import ray
 import torch
 
+from tests.fixtures import SMALL, save_tiny_lm, tiny_corpus, tiny_tokenizer
 from umm_ray.ppo.experience import make_policy_batch
 
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
-    from umm_ray.testbed.models import make_causal_lm, save_model
-    from umm_ray.testbed.tokenizer import train_tokenizer
-    from umm_ray.testbed.world import make_prompts, sft_responses
-
-    prompts = make_prompts(40, seed=1)
-    rng = random.Random(1)
-    tok = train_tokenizer([p.prompt + r for p in prompts for r in sft_responses(p, 2, rng)], vocab_size=300)
-    model = make_causal_lm("qwen2", tok, seed=2, hidden_size=64, num_layers=1, intermediate_size=64, max_seq_len=64)
-    out = tmp_path_factory.mktemp("ref")
-    save_model(model, tok, out)
-    return str(out)
+    tok = tiny_tokenizer(tiny_corpus(40, seed=1)[1], vocab_size=300)
+    return save_tiny_lm(tmp_path_factory.mktemp("ref"), tok, "qwen2", seed=2, **{**SMALL, "max_seq_len": 64})
 
 
 PROMPTS = [[5, 6, 7, 8], [9], [10, 11]]

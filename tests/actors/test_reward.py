@@ -11,6 +11,7 @@ import pytest
 import ray
 import torch
 
+from tests.fixtures import SMALL, save_tiny_rm, tiny_tokenizer, write_manifest
 from umm_ray.actors.reward import (RewardActor, RewardGroup, RewardSpec, check_scores, ensemble_members,
                                    parse_reward_spec)
 from umm_ray.testbed.world import make_prompts, sft_responses
@@ -20,26 +21,14 @@ TEXTS = [p.prompt for p in PROMPTS]
 RESPONSES = [sft_responses(p, 1, random.Random(i))[0] for i, p in enumerate(PROMPTS)]
 
 
-def _save_rm(out_dir, seed: int, nan_head: bool = False) -> str:
-    from umm_ray.testbed.models import make_reward_model, save_model
-    from umm_ray.testbed.tokenizer import train_tokenizer
-
-    tok = train_tokenizer([p + r for p, r in zip(TEXTS, RESPONSES)] * 4, vocab_size=300)
-    model = make_reward_model("llama", tok, seed=seed, hidden_size=64, num_layers=1, intermediate_size=64,
-                              max_seq_len=128)
-    if nan_head:  # a broken checkpoint: the score head produces NaN for every input
-        with torch.no_grad():
-            model.score.weight.fill_(float("nan"))
-    save_model(model, tok, out_dir)
-    return str(out_dir)
-
-
 @pytest.fixture(scope="module")
 def rm_dirs(tmp_path_factory):
+    """Two tiny RMs (seeds 0, 1), their ensemble manifest, and a broken checkpoint whose head scores NaN."""
     root = tmp_path_factory.mktemp("rms")
-    dirs = [_save_rm(root / f"m{i}", seed=i) for i in range(2)]
-    (root / "ensemble.json").write_text(json.dumps({"members": ["m0", "m1"], "aggregate": "mean"}))
-    return {"members": dirs, "manifest": str(root / "ensemble.json"), "nan": _save_rm(root / "nan", 0, True)}
+    tok = tiny_tokenizer([p + r for p, r in zip(TEXTS, RESPONSES)] * 4, vocab_size=300)
+    dirs = [save_tiny_rm(root / f"m{i}", tok, seed=i, **SMALL) for i in range(2)]
+    return {"members": dirs, "manifest": write_manifest(root / "ensemble.json", ["m0", "m1"], aggregate="mean"),
+            "nan": save_tiny_rm(root / "nan", tok, seed=0, nan_head=True, **SMALL)}
 
 
 def _actor(spec: RewardSpec):

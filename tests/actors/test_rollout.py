@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.fixtures import save_tiny_lm, tiny_tokenizer
 from umm_ray.actors.rollout import RolloutActor, SyncStats, WeightNames, sequence_logprobs
-from umm_ray.testbed.models import make_causal_lm, save_model, tiny_config
-from umm_ray.testbed.tokenizer import train_tokenizer
+from umm_ray.testbed.models import save_model, tiny_config
 from tests.remote_code import save_remote_lm
 
 # Tests that start engines are marked slow: one vLLM engine start is ~40-120 s on a busy 2-core machine.
@@ -26,8 +26,7 @@ TEXTS = ["sort the list 3 1 2 answer 1 2 3", "add 4 and 5 answer 9", "name a col
 
 
 def _model_dir(root, family: str):
-    tok = train_tokenizer(TEXTS, vocab_size=300)
-    return str(save_model(make_causal_lm(family, tok, seed=0, max_seq_len=128), tok, root / family))
+    return save_tiny_lm(root / family, tiny_tokenizer(TEXTS, vocab_size=300), family, seed=0, max_seq_len=128)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +226,7 @@ def test_weight_names_map_policy_names_to_checkpoint_names(tmp_path):
 
 
 def test_weight_names_drop_tied_aliases(tmp_path):
-    tok = train_tokenizer(TEXTS, vocab_size=300)
+    tok = tiny_tokenizer(TEXTS, vocab_size=300)
     cfg = tiny_config("llama", tokenizer=tok)
     cfg.tie_word_embeddings = True
     path = str(save_model(AutoModelForCausalLM.from_config(cfg), tok, tmp_path / "tied"))

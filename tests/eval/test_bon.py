@@ -7,16 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.fixtures import SMALL, save_tiny_rm, tiny_tokenizer, write_manifest
 from umm_ray.algo.bon import bon_estimate
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
 from umm_ray.eval.bon import BoNSamples, RMSpec, parse_rm_entries, read_bon, run_bon, score_samples
 from umm_ray.testbed.gold import TestbedGold
-from umm_ray.testbed.models import make_reward_model, save_model
-from umm_ray.testbed.tokenizer import train_tokenizer
 from umm_ray.testbed.world import make_prompts, sft_responses
-
-SIZES = {"hidden_size": 64, "num_layers": 1, "intermediate_size": 64, "max_seq_len": 128}
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +23,11 @@ def world(tmp_path_factory):
     records = make_prompts(6, seed=0)
     rng = random.Random(0)
     samples = BoNSamples([r.prompt for r in records], [sft_responses(r, 4, rng) for r in records])
-    tok = train_tokenizer([p for p in samples.prompts] + [x for rs in samples.responses for x in rs], 300)
-    rms = {}
-    for seed in (0, 1):
-        rms[f"m{seed}"] = str(save_model(make_reward_model("llama", tok, seed=seed, **SIZES), tok, root / f"rm{seed}"))
-    broken = make_reward_model("llama", tok, seed=2, **SIZES)
-    with torch.no_grad():
-        broken.score.weight.fill_(float("nan"))  # a corrupted head: every score is NaN
-    rms["nan"] = str(save_model(broken, tok, root / "rm_nan"))
-    manifest = root / "ensemble.json"
-    manifest.write_text(json.dumps({"members": ["rm0", "rm1"], "aggregate": "mean", "lambda": 0.0}))
-    return {"samples": samples, "rms": rms, "manifest": str(manifest), "root": root}
+    tok = tiny_tokenizer([p for p in samples.prompts] + [x for rs in samples.responses for x in rs], 300)
+    rms = {f"m{seed}": save_tiny_rm(root / f"rm{seed}", tok, seed=seed, **SMALL) for seed in (0, 1)}
+    rms["nan"] = save_tiny_rm(root / "rm_nan", tok, seed=2, nan_head=True, **SMALL)  # every score is NaN
+    manifest = write_manifest(root / "ensemble.json", ["rm0", "rm1"], aggregate="mean", lam=0.0)
+    return {"samples": samples, "rms": rms, "manifest": manifest, "root": root}
 
 
 def test_spec_parsing():

@@ -5,26 +5,20 @@ import json
 
 import pytest
 
-from umm_ray.testbed.models import make_causal_lm, make_reward_model, save_model
-from umm_ray.testbed.tokenizer import train_tokenizer
-from umm_ray.testbed.world import make_prompts, sft_responses
-
-SIZES = {"hidden_size": 64, "num_layers": 1, "intermediate_size": 64, "max_seq_len": 128}
+from tests.fixtures import (SMALL, save_tiny_lm, save_tiny_rm, tiny_corpus, tiny_tokenizer, write_manifest,
+                            write_prompts)
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("bon_job")
-    records = make_prompts(8, seed=1)
-    texts = [r.prompt for r in records] + [x for r in records for x in sft_responses(r, 3, 0)]
-    tok = train_tokenizer(texts, 300)
-    policy = save_model(make_causal_lm("llama", tok, seed=0, **SIZES), tok, root / "policy")
-    rm0 = save_model(make_reward_model("llama", tok, seed=0, **SIZES), tok, root / "rm0")
-    save_model(make_reward_model("llama", tok, seed=1, **SIZES), tok, root / "rm1")
-    (root / "ens.json").write_text(json.dumps({"members": ["rm0", "rm1"], "aggregate": "mean"}))
-    with open(root / "prompts.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps({"prompt": r.prompt, "family": r.family}) + "\n")
+    records, texts = tiny_corpus(8, seed=1, responses_per_prompt=3)
+    tok = tiny_tokenizer(texts, 300)
+    policy = save_tiny_lm(root / "policy", tok, seed=0, **SMALL)
+    rm0 = save_tiny_rm(root / "rm0", tok, seed=0, **SMALL)
+    save_tiny_rm(root / "rm1", tok, seed=1, **SMALL)
+    write_manifest(root / "ens.json", ["rm0", "rm1"], aggregate="mean")
+    write_prompts(root / "prompts.jsonl", records)
     return {"root": root, "policy": policy, "rm0": rm0}
 
 

@@ -1,21 +1,17 @@
 """End to end: a reduced compare (seconds-scale stages) writes the report; a rerun reuses every stage."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures import ROOT, run_job_captured
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "jobs.compare", "--preset", "test", "--run.output_dir", str(out),
-           "--run.ray_address", "local", "--rollout.backend", "hf", *extra]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    return run_job_captured("jobs.compare", ["--preset", "test", "--run.output_dir", str(out), "--run.ray_address",
+                                             "local", "--rollout.backend", "hf", *extra], timeout=1800)
 
 
 def test_reduced_compare_end_to_end(tmp_path):

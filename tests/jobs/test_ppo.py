@@ -7,40 +7,30 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures import (finish_job, save_tiny_lm, save_tiny_rm, start_job, tiny_corpus, tiny_tokenizer,
+                            write_manifest, write_prompts)
 from umm_ray.report.metrics import read_metrics
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """Tiny testbed world: tokenizer + Llama policy, a (randomly initialised) dense RM, 64 PPO prompts."""
-    from umm_ray.data.jsonl import write_jsonl
-    from umm_ray.testbed.models import make_causal_lm, make_reward_model, save_model
-    from umm_ray.testbed.tokenizer import train_tokenizer
-    from umm_ray.testbed.world import make_prompts, sft_responses
-
     root = tmp_path_factory.mktemp("ppo_world")
-    prompts = make_prompts(64, seed=0)
-    rng = random.Random(0)
-    tok = train_tokenizer([p.prompt + r for p in prompts for r in sft_responses(p, 2, rng)], vocab_size=320)
+    prompts, texts = tiny_corpus(64, seed=0)
+    tok = tiny_tokenizer(texts, vocab_size=320)
     sizes = dict(hidden_size=64, num_layers=1, intermediate_size=128, max_seq_len=96)
-    save_model(make_causal_lm("llama", tok, seed=0, **sizes), tok, root / "policy")
-    save_model(make_reward_model("llama", tok, seed=1, **sizes), tok, root / "rm")
-    save_model(make_reward_model("llama", tok, seed=2, **sizes), tok, root / "rm2")
-    (root / "ensemble.json").write_text(json.dumps({"members": ["rm", "rm2"]}))
-    write_jsonl(root / "prompts.jsonl", prompts)
-    return {"policy": str(root / "policy"), "rm": str(root / "rm"), "prompts": str(root / "prompts.jsonl"),
-            "ensemble": str(root / "ensemble.json")}
+    save_tiny_rm(root / "rm2", tok, seed=2, **sizes)
+    return {"policy": save_tiny_lm(root / "policy", tok, seed=0, **sizes),
+            "rm": save_tiny_rm(root / "rm", tok, seed=1, **sizes),
+            "prompts": write_prompts(root / "prompts.jsonl", prompts),
+            "ensemble": write_manifest(root / "ensemble.json", ["rm", "rm2"])}
 
 
 def _args(world: dict, out: Path, address: str, steps: int, *extra: str) -> list[str]:
@@ -52,17 +42,12 @@ def _args(world: dict, out: Path, address: str, steps: int, *extra: str) -> list
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     # A new session: the driver and anything it spawns form one process group we can SIGKILL as a whole.
-    return subprocess.Popen([sys.executable, "-m", "jobs.ppo", *args], cwd=ROOT, env=env, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return start_job("jobs.ppo", args, log, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float = 1200) -> str:
-    rc = proc.wait(timeout=timeout)
-    text = log.read_text()
-    assert rc == 0, f"jobs.ppo exited {rc}:\n{text[-4000:]}"
-    return text
+    return finish_job(proc, log, timeout)
 
 
 def _latest_step(out: Path) -> int:

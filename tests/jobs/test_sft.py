@@ -8,7 +8,7 @@ import json
 
 import torch
 
-from tests.jobs.jobrun import run_job
+from tests.fixtures import run_job
 
 
 def test_sft_job_with_two_workers_lowers_loss_and_writes_a_loadable_checkpoint(ray_local, tmp_path):

@@ -13,7 +13,7 @@ from jobs.common import PRESETS
 from jobs.train_rm import expand_kind
 from umm_ray.config import load_config
 
-from tests.jobs.jobrun import run_job as _run_job
+from tests.fixtures import run_job as _run_job
 
 
 def run_job(module: str, args: list[str], log: Path, timeout: float = 2400) -> str:

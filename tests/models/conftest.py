@@ -8,7 +8,6 @@ import torch
 
 from umm_ray.testbed import models as testbed_models
 
-FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2")
 WORDS = ("the a cat dog sat on mat good bad answer question is not very yes no one two three four five "
          "six seven eight nine ten red blue green list sort sum word long short repeat").split()
 

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from tests.models.conftest import FAMILIES, make_rm
+from tests.models.conftest import make_rm
 from umm_ray.algo.bt import bt_loss
+from umm_ray.models.families import ARCH_FAMILIES
 from umm_ray.models.merge import (MergedFFN, bake, export_merged, make_mergeable, merge_coefficients, merge_weights,
                                   validate_alpha)
 from umm_ray.models.moe import moe_layers
@@ -56,7 +57,7 @@ def test_make_mergeable_needs_moe(tok):
         make_mergeable(make_rm("llama", tok), 0.5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_alpha_one_gives_shared_expert(family, tok):
     moe = _trained_like_moe(family, tok)
     merged = make_mergeable(moe, 1.0)
@@ -67,7 +68,7 @@ def test_alpha_one_gives_shared_expert(family, tok):
             torch.testing.assert_close(layer.mlp(x), moe_layer.experts[0](x), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_only_theta_trains_and_gets_gradients(family, tok, batch):
     ids, mask = batch
     merged = make_mergeable(_trained_like_moe(family, tok), 0.5).train()
@@ -82,7 +83,7 @@ def test_only_theta_trains_and_gets_gradients(family, tok, batch):
     assert all(row == pytest.approx([0.25] * 4) for row in merge_coefficients(merged))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_bake_keeps_class_and_dense_parameter_count(family, tok, batch):
     ids, mask = batch
     dense = make_rm(family, tok)
@@ -121,7 +122,7 @@ def test_exported_checkpoints_score_the_same_in_plain_transformers(tok, batch, t
     """One fresh interpreter that never imports umm_ray loads every family's export and scores the batch."""
     ids, mask = batch
     dirs, want, dense = {}, {}, {}
-    for family in FAMILIES:
+    for family in ARCH_FAMILIES:
         ref = make_rm(family, tok)
         dense[family] = (sum(p.numel() for p in ref.parameters()), type(ref).__name__)
         merged = make_mergeable(_trained_like_moe(family, tok), 0.5)
@@ -139,6 +140,6 @@ def test_exported_checkpoints_score_the_same_in_plain_transformers(tok, batch, t
                           env={"PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    for family in FAMILIES:
+    for family in ARCH_FAMILIES:
         assert (res[family]["params"], res[family]["cls"]) == dense[family], family
         assert (torch.tensor(res[family]["scores"]) - want[family]).abs().max().item() <= 1e-5, family

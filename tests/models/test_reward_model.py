@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from tests.models.conftest import FAMILIES, make_rm, tiny_config
+from tests.models.conftest import make_rm, tiny_config
+from umm_ray.models.families import ARCH_FAMILIES
 from umm_ray.models.reward_model import (EnsembleScorer, RewardModelScorer, load_reward_model, load_scorer,
                                          reward_forward)
 from umm_ray.models.upcycle import save_moe, upcycle
@@ -18,7 +19,7 @@ PROMPTS = ["the cat sat on", "question one two", "list red blue", "sum", "word l
 RESPONSES = [" the mat", " yes good answer", " green blue red", " ten", " long long long long"]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_reward_forward_matches_hf_and_ignores_padding(family, tok, batch):
     ids, mask = batch
     model = make_rm(family, tok)

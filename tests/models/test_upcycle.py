@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
-from tests.models.conftest import FAMILIES, WORDS, make_rm
+from tests.models.conftest import WORDS, make_rm
 from umm_ray.algo.bt import bt_loss
+from umm_ray.models.families import ARCH_FAMILIES
 from umm_ray.models.moe import SharedExpertMoE, expert_load, moe_aux_loss, moe_layers
 from umm_ray.models.reward_model import reward_forward
 from umm_ray.models.upcycle import decoder_layers, load_moe, save_moe, upcycle
@@ -16,7 +17,7 @@ from umm_ray.models.upcycle import decoder_layers, load_moe, save_moe, upcycle
 SETTINGS = [(2, 1), (4, 2), (6, 2), (4, 4)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 @pytest.mark.parametrize("n,k", SETTINGS)
 def test_upcycled_scores_equal_dense(family, n, k, tok, batch):
     ids, mask = batch
@@ -33,7 +34,7 @@ def test_upcycled_scores_equal_dense(family, n, k, tok, batch):
         assert (got - want).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_upcycle_structure(family, tok):
     dense = make_rm(family, tok)
     moe = upcycle(dense, 4, 2)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures import save_tiny_rm, tiny_tokenizer, write_manifest
 
 
 def free_port() -> int:
@@ -25,30 +26,16 @@ def world_texts(n: int = 80) -> tuple[list[str], list[str]]:
     return prompts, responses
 
 
-def make_rm_dir(out_dir: Path, tokenizer, seed: int) -> Path:
-    """A tiny testbed Llama reward model (hidden 128, head_dim 64, num_labels 1) saved as an HF checkpoint."""
-    import torch
-
-    from umm_ray.testbed.models import make_reward_model, save_model
-
-    model = make_reward_model("llama", tokenizer, seed=seed)
-    # A visible score scale: the default head init makes every reward ~0, which would hide ordering bugs.
-    torch.nn.init.normal_(model.score.weight, std=1.0)
-    return save_model(model, tokenizer, out_dir)
-
-
 def build_rms(root: Path, members: int = 3) -> dict[str, Path]:
-    """{"dense": dir, "m0".. : member dirs, "ensemble": manifest.json} under `root`."""
-    from umm_ray.testbed.tokenizer import train_tokenizer
-
+    """{"dense": dir, "m0".. : member dirs, "ensemble": manifest.json} under `root`: tiny testbed Llama RMs
+    (hidden 128, head_dim 64) with a visible score scale (head std 1)."""
     prompts, responses = world_texts()
-    tok = train_tokenizer(prompts + responses, vocab_size=400, out_dir=root / "tokenizer")
-    out = {"dense": make_rm_dir(root / "dense", tok, seed=0)}
+    tok = tiny_tokenizer(prompts + responses, vocab_size=400, out_dir=root / "tokenizer")
+    out = {"dense": Path(save_tiny_rm(root / "dense", tok, seed=0, head_std=1.0))}
     for i in range(members):
-        out[f"m{i}"] = make_rm_dir(root / f"m{i}", tok, seed=10 + i)
-    manifest = root / "ensemble.json"
-    manifest.write_text(json.dumps({"members": [f"m{i}" for i in range(members)]}))  # relative to the manifest
-    out["ensemble"] = manifest
+        out[f"m{i}"] = Path(save_tiny_rm(root / f"m{i}", tok, seed=10 + i, head_std=1.0))
+    # Member paths relative to the manifest.
+    out["ensemble"] = Path(write_manifest(root / "ensemble.json", [f"m{i}" for i in range(members)]))
     return out
 
 

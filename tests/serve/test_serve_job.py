@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.fixtures import job_env, start_job
 from tests.serve.conftest import free_port
 from umm_ray.models.reward_model import load_scorer
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
-    env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": ""}
-    return subprocess.Popen([sys.executable, "-m", "jobs.serve_rm", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+    return start_job("jobs.serve_rm", args, env=job_env(RAY_ADDRESS=""), **kw)  # its own Ray, not the tests'
 
 
 def test_missing_model_fails_before_starting_ray(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from umm_ray.records import PreferencePair
 from umm_ray.testbed.capabilities import CAPABILITIES, capability_margin, gold_capability_pairs
 from umm_ray.testbed.gold import rubric_terms
-from umm_ray.testbed.world import FAMILIES, make_prompts, parse_prompt, sft_responses
+from umm_ray.testbed.world import TASK_FAMILIES, make_prompts, parse_prompt, sft_responses
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def pairs() -> list[PreferencePair]:
 
 def test_noiseless_labels_follow_each_term_and_drop_near_ties(pairs):
     caps = gold_capability_pairs(pairs, noise=0.0, near_tie=0.05, seed=0)
-    assert set(caps) == set(FAMILIES) and all(tuple(c) == CAPABILITIES for c in caps.values())
+    assert set(caps) == set(TASK_FAMILIES) and all(tuple(c) == CAPABILITIES for c in caps.values())
     for fam, by_cap in caps.items():
         for cap, cpairs in by_cap.items():
             assert cpairs, (fam, cap)

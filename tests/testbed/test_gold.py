@@ -9,7 +9,7 @@ import pytest
 
 from umm_ray.testbed.gold import FAMILY_WEIGHTS, TestbedGold, gold_score, load_gold
 from umm_ray.testbed.properties import edit, measure_properties, pad_with_repeats
-from umm_ray.testbed.world import FAMILIES, make_prompts, sft_responses
+from umm_ray.testbed.world import TASK_FAMILIES, make_prompts, sft_responses
 
 
 @pytest.mark.parametrize("prompt,response,expected", [
@@ -60,7 +60,7 @@ def measured():
 def test_property_a_spread_and_above_random(measured):
     a = measured["a"]
     assert a["sft"]["std"] > 0.3
-    assert all(a["per_family"][f]["std"] > 0.2 for f in FAMILIES)
+    assert all(a["per_family"][f]["std"] > 0.2 for f in TASK_FAMILIES)
     assert a["sft"]["mean"] - a["random"]["mean"] > 1.0  # far above what random tokens get
     assert a["reference"]["mean"] > a["sft"]["mean"]  # and room above SFT for optimisation to climb
 
@@ -90,7 +90,7 @@ def test_property_c_families_weigh_terms_differently(measured):
     # the ordering of families differs between edits: no single family is simply "more sensitive"
     orders = {kind: tuple(sorted(v, key=v.get)) for kind, v in c["edit_change"].items()}
     assert len(set(orders.values())) > 1
-    assert len({w.format for w in FAMILY_WEIGHTS.values()}) == len(FAMILIES)
+    assert len({w.format for w in FAMILY_WEIGHTS.values()}) == len(TASK_FAMILIES)
 
 
 def test_edit_kinds():

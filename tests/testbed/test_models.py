@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from umm_ray.testbed.models import MODEL_FAMILIES, make_causal_lm, make_reward_model, save_model, tiny_config
+from umm_ray.models.families import ARCH_FAMILIES
+from umm_ray.testbed.models import make_causal_lm, make_reward_model, save_model, tiny_config
 from umm_ray.testbed.tokenizer import train_tokenizer
 from umm_ray.testbed.world import make_prompts
 
@@ -28,7 +29,7 @@ def _batch(tok):
     return ids, mask
 
 
-@pytest.mark.parametrize("family", MODEL_FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_config_shapes(family, tok):
     cfg = tiny_config(family, tokenizer=tok, hidden_size=192, num_layers=3, intermediate_size=96, max_seq_len=128)
     assert cfg.hidden_size == 192 and cfg.num_attention_heads == 3  # head_dim 64
@@ -38,7 +39,7 @@ def test_config_shapes(family, tok):
     assert cfg.max_position_embeddings == 128
 
 
-@pytest.mark.parametrize("family", MODEL_FAMILIES)
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
 def test_build_forward_save_reload(family, tok, tmp_path):
     ids, mask = _batch(tok)
     lm = make_causal_lm(family, tok, seed=1)

@@ -12,7 +12,7 @@ from umm_ray.data import load_prompts, read_jsonl
 from umm_ray.records import PromptRecord
 from umm_ray.testbed.gold import TestbedGold
 from umm_ray.testbed.prepare import SFT_SAMPLES, is_prepared, label_pairs, prepare_world, world_paths
-from umm_ray.testbed.world import FAMILIES, make_prompts
+from umm_ray.testbed.world import TASK_FAMILIES, make_prompts
 
 
 def _cfg(out, *extra):
@@ -33,7 +33,7 @@ def test_prepare_world_outputs_and_idempotence(tmp_path, capsys):
     texts = {s: {p.prompt for p in v} for s, v in splits.items()}
     assert not (texts["sft"] & texts["ppo"] or texts["sft"] & texts["bon"] or texts["ppo"] & texts["bon"])
     assert set().union(*texts.values()) == {p.prompt for p in make_prompts(64, cfg.run.seed)}
-    assert all({p.family for p in v} == set(FAMILIES) for v in splits.values())  # stratified
+    assert all({p.family for p in v} == set(TASK_FAMILIES) for v in splits.values())  # stratified
     sft = [row for _, row in read_jsonl(paths.sft)]
     assert len(sft) == SFT_SAMPLES * len(splits["sft"]) and {r["prompt"] for r in sft} == texts["sft"]
     assert all(r["response"].startswith(" ") and isinstance(r["gold"], float) for r in sft)

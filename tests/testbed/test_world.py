@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from umm_ray.testbed import lexicon as lx
-from umm_ray.testbed.world import (FAMILIES, Task, make_prompts, parse_prompt, plural, random_responses, render,
+from umm_ray.testbed.world import (TASK_FAMILIES, Task, make_prompts, parse_prompt, plural, random_responses, render,
                                    sft_responses, target_words)
 
 
@@ -28,7 +28,7 @@ def test_deterministic_by_seed(prompts):
 
 def test_prompts_distinct_balanced_and_parse_back(prompts):
     assert len({p.prompt for p in prompts}) == len(prompts)
-    assert Counter(p.family for p in prompts) == {f: 200 for f in FAMILIES}
+    assert Counter(p.family for p in prompts) == {f: 200 for f in TASK_FAMILIES}
     for p in prompts:
         assert p.prompt.endswith("\nAnswer:")
         task = parse_prompt(p.prompt)

@@ -14,7 +14,7 @@ import pytest
 
 from umm_ray.config_dmoe import DMoEConfig
 from umm_ray.testbed.capabilities import CAPABILITIES
-from umm_ray.testbed.world import FAMILIES
+from umm_ray.testbed.world import TASK_FAMILIES
 from umm_ray.train.dmoe import dmoe_inputs, train_dmoe
 from umm_ray.train.reward import load_rm_data
 
@@ -32,7 +32,7 @@ def data(tiny_world):
 def test_inputs_cover_every_task_and_capability_with_disjoint_phases(tiny_world, data):
     cfg, _ = tiny_world
     inp = dmoe_inputs(cfg, SMALL, data.train)
-    assert inp.tasks == tuple(sorted(FAMILIES)) and inp.capabilities == CAPABILITIES
+    assert inp.tasks == tuple(sorted(TASK_FAMILIES)) and inp.capabilities == CAPABILITIES
     assert {e.task for e in inp.router} == set(range(4))
     assert sorted(e.prompt for e in inp.router) == sorted({p.prompt for p in data.train})
     for ti, task in enumerate(inp.tasks):
@@ -72,7 +72,7 @@ def test_a_task_without_data_or_a_capability_without_pairs_stops_before_compute(
     cfg, world = tiny_world
     with pytest.raises(ValueError, match="task 'poetry' has 0 training pairs"):
         train_dmoe(cfg, data, tmp_path / "a", world=world, source=world.base,
-                   dmoe=DMoEConfig(tasks=[*FAMILIES, "poetry"]))
+                   dmoe=DMoEConfig(tasks=[*TASK_FAMILIES, "poetry"]))
     with pytest.raises(ValueError, match="no preference pairs for capability 'coverage'"):
         train_dmoe(cfg, data, tmp_path / "b", world=world, source=world.base, dmoe=DMoEConfig(near_tie=5.0))
     with pytest.raises(ValueError, match="training pairs have tasks .* that dmoe.tasks"):

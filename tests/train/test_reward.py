@@ -6,6 +6,7 @@ pieces, and bad inputs failing before compute. (Dense training lowering held-out
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,12 +14,45 @@ import sys
 import pytest
 import torch
 
+from tests.fixtures import save_tiny_rm
+from umm_ray.algo.bt import pref_accuracy
+from umm_ray.algo.ensemble import aggregate
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import BTTask
 from umm_ray.train.ensemble import train_ensemble
+from umm_ray.train.evaluate import pair_rewards
 from umm_ray.train.reward import RMData, load_rm_data, train_umm
 
 FAST_RM = ("--rm.num_workers", "2", "--rm.batch_size", "16", "--rm.epochs", "1", "--rm.checkpoint_every", "1000")
+
+
+def held_out_accuracy(ev: dict) -> tuple[float, int]:
+    """(accuracy, n) over the val and test splits of an eval.json together (more pairs, a smaller standard error)."""
+    n = ev["val"]["n"] + ev["test"]["n"]
+    return (ev["val"]["accuracy"] * ev["val"]["n"] + ev["test"]["accuracy"] * ev["test"]["n"]) / n, n
+
+
+def untrained_accuracy(task: BTTask, seeds: list[int], pairs: list[PreferencePair], how: str = "mean",
+                       lam: float = 0.0) -> float:
+    """Accuracy on `pairs` of what training starts from: the model(s) `task` builds under each seed, as the workers
+    build them, scores aggregated over members like the trained ensemble's."""
+    per_seed = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        net = task.build()
+        per_seed.append(pair_rewards(net.rm, task.tokenizer, pairs, task.max_len))
+    chosen = aggregate(torch.stack([c for c, _ in per_seed]), how, lam)
+    rejected = aggregate(torch.stack([r for _, r in per_seed]), how, lam)
+    return pref_accuracy(chosen, rejected)
+
+
+def assert_beats_untrained(trained: float, untrained: float, n: int) -> None:
+    """Training must raise held-out accuracy above the untrained model's by more than the trained accuracy's standard
+    error SE = sqrt(p(1-p)/n): a gain the sampling noise of n held-out pairs does not explain (both are measured on
+    the same pairs)."""
+    se = math.sqrt(trained * (1 - trained) / n)
+    print(f"held-out accuracy {trained:.3f} vs untrained {untrained:.3f} (n={n}, SE {se:.3f})")
+    assert trained - untrained > se, (trained, untrained, n, se)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +78,7 @@ def test_bt_task_batches_chosen_then_rejected_and_scores_both(tiny_world, data):
     r = net(batch["ids"], batch["mask"])
     expected = -torch.nn.functional.logsigmoid(r[:3] - r[3:]).mean()
     torch.testing.assert_close(loss, expected)
-    assert 0.0 <= extra["acc"] <= 1.0
+    assert extra["acc"] == pytest.approx(((r[:3] > r[3:]).float() + 0.5 * (r[:3] == r[3:]).float()).mean().item())
 
 
 def test_moe_task_adds_the_load_balancing_loss(tiny_world, data):
@@ -87,7 +121,11 @@ def test_umm_end_to_end_writes_a_plain_transformers_checkpoint_of_dense_size(ray
     coefs = ev["merge"]["softmax_theta"]
     assert len(coefs) == cfg.model.num_layers and all(abs(sum(c) - 1) < 1e-5 for c in coefs)
     assert any(abs(c - 1 / 3) > 1e-4 for layer in coefs for c in layer), "theta never moved"
-    assert 0.0 <= ev["test"]["accuracy"] <= 1.0 and len(ev["loss_curve"]) == ev["steps"]
+    assert len(ev["loss_curve"]) == ev["steps"]
+    untrained = BTTask("moe", world.base, cfg.rm.max_len, num_experts=3, top_k=2, noisy=cfg.moe.noisy_gating,
+                       router_seed=cfg.run.seed, aux_coef=cfg.moe.aux_loss_coef)
+    acc, n = held_out_accuracy(ev)
+    assert_beats_untrained(acc, untrained_accuracy(untrained, [cfg.run.seed], data.val + data.test), n)
     assert (tmp_path / "umm" / "loss_curve.png").stat().st_size > 0
 
     # A fresh interpreter that never imports umm_ray scores like umm_ray's loader does.
@@ -129,7 +167,11 @@ def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, da
     w0 = (tmp_path / "ens" / "member_0" / "model" / "model.safetensors").read_bytes()
     w1 = (tmp_path / "ens" / "member_1" / "model" / "model.safetensors").read_bytes()
     assert w0 != w1  # different seeds, different members
-    assert 0.0 <= res.eval["test"]["accuracy"] <= 1.0
+    members_at_start = BTTask("dense", world.base, cfg.rm.max_len)
+    start = untrained_accuracy(members_at_start, manifest["seeds"], data.val + data.test, cfg.ensemble.aggregate,
+                               cfg.ensemble.uwo_lambda)
+    acc, n = held_out_accuracy(res.eval)
+    assert_beats_untrained(acc, start, n)
 
 
 def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):
@@ -165,15 +207,13 @@ def test_testbed_pairs_with_an_empty_sample_are_skipped_and_reported(tmp_path, m
 def test_moe_stage_upcycles_a_trained_dense_rm_keeping_its_scores(tiny_world, data, tmp_path):
     """Upcycling from a dense RM checkpoint keeps its score head: at initialisation the MoE scores like the RM."""
     from umm_ray.models.reward_model import load_reward_model
-    from umm_ray.testbed.models import make_reward_model, save_model
-    from umm_ray.train.evaluate import pair_rewards
 
     from transformers import AutoTokenizer
 
     cfg, world = tiny_world
     tok = AutoTokenizer.from_pretrained(world.tokenizer)
-    rm_dir = save_model(make_reward_model(cfg.model.family, tok, seed=5, hidden_size=cfg.model.hidden_size,
-                                          num_layers=cfg.model.num_layers), tok, tmp_path / "rm")
+    rm_dir = save_tiny_rm(tmp_path / "rm", tok, cfg.model.family, seed=5, hidden_size=cfg.model.hidden_size,
+                          num_layers=cfg.model.num_layers)
     dense, _ = load_reward_model(rm_dir)
     moe = BTTask("moe", rm_dir, max_len=128, num_experts=2, top_k=1).build().rm.eval()
     a = pair_rewards(dense, tok, data.test[:8], 128)

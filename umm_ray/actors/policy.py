@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import socket
 import warnings
 from pathlib import Path
@@ -75,7 +76,7 @@ class PolicyActor:
 
         Returns the number of trainable parameters (policy + critic).
         """
-        import deepspeed
+        import deepspeed  # heavy: probes accelerators and builds op registries on import
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
@@ -87,7 +88,7 @@ class PolicyActor:
         """(Re)load policy + critic from `policy_path` (default: the current one) with a fresh optimizer and DeepSpeed
         engine, seeded as at start: the rank is then as if newly started, so one group can serve several PPO runs.
         Collective. Returns the number of trainable parameters (policy + critic)."""
-        import deepspeed
+        import deepspeed  # heavy: probes accelerators and builds op registries on import
 
         self.path = policy_path or self.path
         self.engine = None  # drop the previous engine (and its optimizer state) before building the next
@@ -172,7 +173,7 @@ class PolicyActor:
 
     def _gathered(self, module: torch.nn.Module):
         """Yield (name, full tensor) for every parameter; under ZeRO-3 each is all-gathered (collective)."""
-        import deepspeed
+        import deepspeed  # heavy: probes accelerators and builds op registries on import
 
         for name, p in module.named_parameters():
             if hasattr(p, "ds_id"):
@@ -223,8 +224,6 @@ class PolicyActor:
         """Peak resident memory of this process (CPU: ru_maxrss; GPU: max allocated), MiB."""
         if torch.cuda.is_available():
             return torch.cuda.max_memory_allocated() / 2 ** 20
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -16,7 +16,7 @@ class ReferenceActor:
 
     def __init__(self, policy_path: str, micro_batch_size: int = 16, temperature: float = 1.0,
                  trust_remote_code: bool = False, num_threads: int = 1):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~3 s; paid in the actor, not the driver
 
         torch.set_num_threads(num_threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from umm_ray.data.tokenize import pad_batch
 from umm_ray.records import Rollout
@@ -71,7 +72,7 @@ class RolloutActor:
         if num_threads:
             torch.set_num_threads(num_threads)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer  # heavy: ~3 s; paid in the actor, not the driver
 
         self.model_path, self.backend = str(model_path), backend
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
@@ -159,13 +160,13 @@ class _VLLMEngine:
         # In-process engine core + uni-process executor: no spawned processes (so no __main__ guard needed),
         # and collective_rpc hands tensors to the worker by reference instead of msgpack (which drops tensor types).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        from vllm import LLM
+        from vllm import LLM  # heavy (~10 s) and only with backend='vllm'; must follow the env var above
 
         kv = {"gpu_memory_utilization": memory_fraction}
         if not torch.cuda.is_available():
             # On CPU vLLM sizes the KV cache as fraction * node RAM - this process's RSS, which fails or starves
             # on busy machines; an explicit byte count is stable and also skips the warm-up pass.
-            import psutil
+            import psutil  # not a declared dependency: it comes with vllm, which this branch already needs
 
             kv = {"kv_cache_memory_bytes": int(memory_fraction * psutil.virtual_memory().total)}
         self.llm = LLM(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=True,
@@ -173,7 +174,7 @@ class _VLLMEngine:
                        worker_extension_cls=EXTENSION, trust_remote_code=trust_remote_code, **kv)
 
     def sample(self, prompt_ids, caps, n, seeds, temperature, top_p):
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # vllm: heavy, and only with backend='vllm' (already loaded by then)
         from vllm.inputs import TokensPrompt
 
         params = [SamplingParams(n=n, max_tokens=cap, temperature=temperature, top_p=top_p, seed=s, logprobs=0,
@@ -191,7 +192,7 @@ class _VLLMEngine:
         self.llm.collective_rpc("umm_load_weights", args=(pairs,))
 
     def logprobs(self, prompt_ids, response_ids):
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # vllm: heavy, and only with backend='vllm' (already loaded by then)
         from vllm.inputs import TokensPrompt
 
         # Prompt log-probs of prompt + response (one throwaway sampled token): entry j is log p(seq[j] | seq[:j]).
@@ -209,7 +210,7 @@ class _HFEngine:
 
     def __init__(self, model_path: str, dtype: str, seed: int, tokenizer, batch_size: int,
                  trust_remote_code: bool = False):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # heavy: ~2 s; only the HF backend needs the model class
 
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype,
@@ -234,7 +235,7 @@ class _HFEngine:
         return ids, lps
 
     def _generate(self, prompts, max_new, temperature, top_p):
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig  # heavy module; only the HF backend generates with it
 
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
         gen = GenerationConfig(max_new_tokens=max_new, eos_token_id=self.eos, pad_token_id=self.pad,
@@ -304,8 +305,6 @@ class WeightNames:
 
 def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of the safetensors weights in `model_path` (headers only; {} when there are none)."""
-    from safetensors import safe_open
-
     shapes = {}
     for file in sorted(Path(model_path).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
@@ -316,7 +315,7 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
 
 def _memory_names(model_path: str, trust_remote_code: bool = False) -> dict[str, str]:
     """In-memory state-dict name -> checkpoint name, from a weightless (meta-device) copy of the model."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: ~2 s; only when weights are synced
 
     with torch.device("meta"):
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)

@@ -73,7 +73,7 @@ def hub_rows(spec: str, split: str | None, table: dict[str, HubDataset]) -> tupl
     """
     kwargs, label, fmt = resolve(spec, split, table)
     try:
-        import datasets
+        import datasets  # heavy: ~0.6 s plus its own deps; only hub specs need it
 
         ds = datasets.load_dataset(**kwargs)
     except Exception as e:  # offline, missing dataset, bad split: all end here with one clear message

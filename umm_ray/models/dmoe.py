@@ -22,7 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
+
+from umm_ray.data.tokenize import encode_texts
+from umm_ray.models.reward_model import load_tokenizer_checked
+from umm_ray.models.upcycle import check_family
 
 __all__ = ["DMOE_CONFIG_NAME", "STAGES", "LoRASpec", "DMoESpec", "last_token_hidden", "TaskRouter", "InnerRM",
            "DMoERM", "new_dmoe", "add_capabilities", "add_aggregators", "save_dmoe", "load_dmoe", "is_dmoe_dir",
@@ -133,7 +138,7 @@ class InnerRM(nn.Module):
             raise KeyError(f"unknown capability {cap!r}; this model has {list(self.capabilities)}")
         if cap == self._active:
             return
-        from peft.functional import set_adapter
+        from peft.functional import set_adapter  # heavy: peft loads accelerate internals; only with adapters
 
         flags = [(p, p.requires_grad) for p in self.backbone.parameters()]
         set_adapter(self.backbone, cap)
@@ -184,7 +189,6 @@ def new_dmoe(rm: nn.Module, tasks: list[str], capabilities: list[str], lora: LoR
     """A phase-1 DMoERM from a dense reward model `rm` (HF *ForSequenceClassification, num_labels 1): every task and
     the router get a copy of its backbone; each task starts from its score head; the router head is N(0, 0.02) from
     a local generator seeded by `seed` (the global RNG is untouched)."""
-    from umm_ray.models.upcycle import check_family
 
     family = check_family(rm.config, type(rm).__name__)
     hidden = _hidden_size(rm.config)
@@ -213,7 +217,10 @@ def add_capabilities(model: DMoERM) -> DMoERM:
     """Phase 1 -> phase 2, in place: inject one LoRA adapter per capability (named after it) into every task's
     backbone, and give each a scalar head copied from the task's phase-1 head. LoRA B starts at zero, so every
     expert starts out scoring exactly like the phase-1 model."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import (  # heavy: peft pulls in accelerate/transformers internals; only when adapters are built
+        LoraConfig,
+        inject_adapter_in_model,
+    )
 
     spec = model.spec
     if spec.stage != "phase1":
@@ -260,7 +267,6 @@ def is_dmoe_dir(path) -> bool:
 
 def save_dmoe(model: DMoERM, tok, out_dir) -> Path:
     """Write umm_dmoe.json + config.json + model.safetensors (+ the tokenizer when given) to `out_dir`."""
-    from safetensors.torch import save_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,11 +297,8 @@ def load_dmoe(path, with_tokenizer: bool = True) -> tuple[DMoERM, object]:
     Returns:
         (model in eval mode with every parameter frozen, tokenizer or None).
     """
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel  # heavy: ~2 s; only when a model is loaded
 
-    from umm_ray.models.reward_model import load_tokenizer_checked
-    from umm_ray.models.upcycle import check_family
 
     path = Path(path)
     if not is_dmoe_dir(path):
@@ -336,7 +339,6 @@ class DMoEScorer:
     @torch.no_grad()
     def route(self, prompts: list[str]) -> list[str]:
         """The task each prompt is sent to."""
-        from umm_ray.data.tokenize import encode_texts
 
         device = next(self.model.parameters()).device
         out: list[str] = []
@@ -350,7 +352,6 @@ class DMoEScorer:
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One reward per (prompt, response) pair, in order."""
-        from umm_ray.data.tokenize import encode_texts
 
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")

@@ -115,7 +115,7 @@ def merge_coefficients(model: nn.Module) -> list[list[float]]:
 
 
 def _dense_param_count(config) -> int:
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification  # heavy: ~2 s; only for the dense param count
 
     with torch.device("meta"):
         ref = AutoModelForSequenceClassification.from_config(config)

@@ -14,13 +14,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from umm_ray.algo.ensemble import AGGREGATES
+from umm_ray.algo.ensemble import aggregate as aggregate_scores
+from umm_ray.data.tokenize import encode_texts
+from umm_ray.models.families import ARCH_FAMILIES, check_reward_config, check_weight_files, load_tokenizer_checked
+from umm_ray.models.merge import MERGE_META
 from umm_ray.models.moe import real_tokens
-from umm_ray.models.upcycle import SUPPORTED_FAMILIES, check_family, is_moe_dir, load_moe
+from umm_ray.models.upcycle import is_moe_dir, load_moe
 
-__all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "load_scorer", "check_reward_config",
-           "load_tokenizer_checked", "checkpoint_kind", "SUPPORTED_FAMILIES"]
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+__all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "EnsembleScorer", "load_scorer",
+           "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind", "ARCH_FAMILIES"]
 
 
 def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,47 +44,6 @@ def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> t
     return model.score(h_last).squeeze(-1).float()
 
 
-def check_reward_config(config, where: str) -> None:
-    """Raise a ValueError naming `where` unless `config` describes a supported one-label sequence classifier."""
-    check_family(config, where)
-    archs = getattr(config, "architectures", None) or []
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ValueError(f"{where}: not a reward model: architectures={archs} (need a *ForSequenceClassification "
-                         f"checkpoint with num_labels=1; train one with jobs.train_rm)")
-    if getattr(config, "num_labels", None) != 1:
-        raise ValueError(f"{where}: not a reward model: num_labels={config.num_labels} (a reward model has 1)")
-
-
-def load_tokenizer_checked(path, config, trust_remote_code: bool = False):
-    """Load the tokenizer at `path`; refuse one whose ids exceed the model's vocab; make sure a pad id exists."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    if len(tok) > config.vocab_size:
-        raise ValueError(f"{path}: tokenizer/model vocab mismatch: tokenizer has {len(tok)} tokens but the model's "
-                         f"vocab_size is {config.vocab_size}")
-    if tok.pad_token_id is None:
-        if tok.eos_token_id is None:
-            raise ValueError(f"{path}: tokenizer has neither a pad nor an eos token; set one before scoring")
-        tok.pad_token = tok.eos_token
-    if getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = tok.pad_token_id
-    return tok
-
-
-def _check_weight_files(path: Path) -> None:
-    """A local checkpoint must have safetensors weights; refuse pickle-only ones (arbitrary code on load)."""
-    if not path.is_dir():
-        return  # a hub name: from_pretrained(use_safetensors=True) refuses pickles itself
-    if any(path.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise ValueError(f"{path}: only pickle weights {pickles} found; umm_ray loads safetensors only (convert with "
-                         f"`model.save_pretrained(dir)` in a trusted environment)")
-    raise FileNotFoundError(f"{path}: no *.safetensors weights found")
-
-
 def load_reward_model(path, trust_remote_code: bool = False, dtype: torch.dtype | None = torch.float32):
     """Load and validate a reward model (HF directory or hub name, or a MoE directory from `save_moe`).
 
@@ -96,13 +58,13 @@ def load_reward_model(path, trust_remote_code: bool = False, dtype: torch.dtype 
     Raises:
         ValueError: unsupported family, not a one-label sequence classifier, vocab mismatch, pickle-only weights.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: ~2 s; in-memory scoring skips it
 
     if is_moe_dir(path):
         return load_moe(path, dtype=dtype)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     check_reward_config(config, str(path))
-    _check_weight_files(Path(path))
+    check_weight_files(Path(path))
     tok = load_tokenizer_checked(path, config, trust_remote_code)
     model, info = AutoModelForSequenceClassification.from_pretrained(
         path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code,
@@ -125,8 +87,6 @@ class RewardModelScorer:
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One reward per (prompt, response) pair, in order."""
-        from umm_ray.data.tokenize import encode_texts
-
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         self.model.eval()
@@ -146,8 +106,6 @@ class EnsembleScorer:
     """A `Scorer` combining k member scorers with `umm_ray.algo.ensemble.aggregate` (mean | wco | uwo)."""
 
     def __init__(self, members: list, aggregate: str = "mean", lam: float = 0.0):
-        from umm_ray.algo.ensemble import AGGREGATES
-
         if len(members) < 1:
             raise ValueError("EnsembleScorer needs at least one member")
         if aggregate not in AGGREGATES:
@@ -160,10 +118,8 @@ class EnsembleScorer:
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """Aggregated scores [B]."""
-        from umm_ray.algo.ensemble import aggregate
-
         per = torch.tensor(self.member_scores(prompts, responses), dtype=torch.float64)
-        return aggregate(per, self.aggregate, self.lam).tolist()
+        return aggregate_scores(per, self.aggregate, self.lam).tolist()
 
 
 def read_manifest(path) -> dict:
@@ -186,8 +142,6 @@ def checkpoint_kind(path) -> str:
     Returns "ensemble" (a manifest .json), "moe" (a `save_moe` dir), "umm" (a merged checkpoint: `umm_merge.json`
     beside it) or "dense" (any other HF model dir). Raises ValueError naming the path when it is none of these.
     """
-    from umm_ray.models.merge import MERGE_META
-
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
         return "ensemble"

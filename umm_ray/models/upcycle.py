@@ -14,21 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
+from umm_ray.models.families import FFN_PARTS, check_family, check_reward_config, load_tokenizer_checked
 from umm_ray.models.moe import SharedExpertMoE, moe_aux_loss, moe_layers, validate_moe_args
 
-__all__ = ["FFN_PARTS", "SUPPORTED_FAMILIES", "MoESpec", "upcycle", "save_moe", "load_moe", "moe_aux_loss",
-           "decoder_layers", "check_family", "is_moe_dir", "MOE_CONFIG_NAME"]
+__all__ = ["MoESpec", "upcycle", "save_moe", "load_moe", "moe_aux_loss", "decoder_layers", "is_moe_dir",
+           "MOE_CONFIG_NAME"]
 
-# The FFN submodules of each supported family (all weights and biases of these are copied into every expert).
-FFN_PARTS: dict[str, tuple[str, ...]] = {
-    "llama": ("gate_proj", "up_proj", "down_proj"),
-    "qwen2": ("gate_proj", "up_proj", "down_proj"),
-    "gpt_neox": ("dense_h_to_4h", "dense_4h_to_h"),
-    "gpt2": ("c_fc", "c_proj"),
-}
-SUPPORTED_FAMILIES: tuple[str, ...] = tuple(FFN_PARTS)
 MOE_CONFIG_NAME = "umm_moe.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -43,15 +37,6 @@ class MoESpec:
     family: str
     format: str = "umm_moe"
     version: int = 1
-
-
-def check_family(config, where: str = "model") -> str:
-    """Return config.model_type if it is a supported family, else raise a ValueError naming it and `where`."""
-    family = getattr(config, "model_type", None)
-    if family not in FFN_PARTS:
-        raise ValueError(f"{where}: unsupported backbone family model_type={family!r}; "
-                         f"supported: {', '.join(SUPPORTED_FAMILIES)}")
-    return family
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -111,8 +96,6 @@ def save_moe(model: nn.Module, tok, out_dir) -> Path:
     Returns:
         The directory path.
     """
-    from safetensors.torch import save_model
-
     spec = getattr(model, "umm_moe", None)
     if spec is None or not moe_layers(model):
         raise ValueError(f"save_moe: {type(model).__name__} is not an upcycled MoE model (use upcycle() first)")
@@ -151,10 +134,7 @@ def load_moe(path, dtype: torch.dtype | None = None, with_tokenizer: bool = True
     Returns:
         (model, tokenizer) — tokenizer is None when `with_tokenizer` is False.
     """
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from umm_ray.models.reward_model import check_reward_config, load_tokenizer_checked
+    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: ~2 s; upcycle() never needs it
 
     path = Path(path)
     spec, saved_dtype = _read_spec(path)

@@ -87,8 +87,7 @@ def batch_logprobs(lm: nn.Module, batch: PolicyBatch, micro_batch_size: int, tem
 def load_actor_critic(policy_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
                       ) -> tuple[ActorCritic, object]:
     """Policy, critic and tokenizer from one HF causal-LM checkpoint (dir or hub name). Returns (model, tokenizer)."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # heavy: ~3 s; paid on the PPO ranks
     from transformers.utils import logging as hf_logging
 
     kw = {"dtype": dtype, "trust_remote_code": trust_remote_code}

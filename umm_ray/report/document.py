@@ -1,35 +1,16 @@
 """The report's document model: sections of paragraphs, tables, images and preformatted blocks, rendered to both
-Markdown (`markdown.py`, images as files beside it) and one self-contained HTML page (`html.py`, images inlined)."""
+Markdown (`markdown.py`, images as files beside it) and one self-contained HTML page (`html.py`, images inlined).
+The content types themselves live in `elements.py`, below the renderers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from umm_ray.report.elements import Section, Table
+from umm_ray.report.html import render_html
+from umm_ray.report.markdown import render_markdown
 
-@dataclass
-class Table:
-    """A table: `rows` are lists of already-formatted cells, one per header; `caption` goes under it."""
-
-    headers: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-
-    def __post_init__(self):
-        for i, row in enumerate(self.rows):
-            if len(row) != len(self.headers):
-                raise ValueError(f"Table row {i} has {len(row)} cells but there are {len(self.headers)} headers")
-
-
-@dataclass
-class Section:
-    """One titled part of the report. Paragraphs may use `code` and **bold** inline markup (rendered in both)."""
-
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    images: list[Path] = field(default_factory=list)
-    code: str = ""  # preformatted block (config YAML, versions)
+__all__ = ["Section", "Table", "write_report"]
 
 
 def write_report(out_dir: str | Path, title: str, sections: list[Section]) -> tuple[Path, Path]:
@@ -43,9 +24,6 @@ def write_report(out_dir: str | Path, title: str, sections: list[Section]) -> tu
     Returns:
         (markdown_path, html_path).
     """
-    from umm_ray.report.html import render_html
-    from umm_ray.report.markdown import render_markdown
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, html = out / "report.md", out / "report.html"

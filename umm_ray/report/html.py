@@ -7,7 +7,7 @@ import html
 import re
 from pathlib import Path
 
-from umm_ray.report.document import Section, Table
+from umm_ray.report.elements import Section, Table
 
 STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto;

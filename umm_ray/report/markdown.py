@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from umm_ray.report.document import Section, Table
+from umm_ray.report.elements import Section, Table
 
 
 def _cell(text: str) -> str:

@@ -71,7 +71,7 @@ class MetricsLogger:
         self._fh = open(self.path, "a", buffering=1)  # line-buffered: every row hits the OS before log() returns
         self._tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # heavy (tensorboard + protobuf); only when asked for
             self._tb = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=self.start_step)
 
     def _truncate(self) -> None:

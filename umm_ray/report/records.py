@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 
 from umm_ray.algo.bon import BoNCurve
 
-__all__ = ["BoNCurve", "PPOCurve", "RMResult", "KINDS"]
+__all__ = ["BoNCurve", "PPOCurve", "RMResult", "ROW_KINDS"]
 
-KINDS = ("dense", "umm", "moe", "ensemble", "gold", "other")
+# What a report row can stand for: a trained RM kind (`umm_ray.train.reward.RM_KINDS`), the gold scorer, or anything
+# else; kept here rather than imported so the report never imports the training stack.
+ROW_KINDS = ("dense", "umm", "moe", "ensemble", "gold", "other")
 
 
 @dataclass
@@ -75,9 +77,11 @@ class PPOCurve:
 class RMResult:
     """Everything the report shows about one reward model (a table row, a verdict, curves).
 
+    (Not the training stages' `umm_ray.train.bt_stage.TrainedRM`, which says where a trained model was written.)
+
     Attributes:
         name: display name, unique in a report (e.g. "umm-4", "ensemble-wco").
-        kind: one of KINDS; the "dense" row is the reference the verdicts compare against.
+        kind: one of ROW_KINDS; the "dense" row is the reference the verdicts compare against.
         params: parameter count of the scoring model(s) (sum over members for an ensemble).
         throughput: scoring throughput in sequences per second (None when not measured).
         acc_testbed: held-out preference accuracy on the testbed's test pairs (None when not measured).
@@ -99,8 +103,8 @@ class RMResult:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"RMResult {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind not in ROW_KINDS:
+            raise ValueError(f"RMResult {self.name!r}: kind {self.kind!r} is not one of {ROW_KINDS}")
         for name in ("acc_testbed", "acc_hh", "throughput"):
             v = getattr(self, name)
             if v is not None and not math.isfinite(v):

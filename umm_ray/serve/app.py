@@ -56,7 +56,7 @@ class ServeSpec:
 def spec_from_config(cfg) -> ServeSpec:
     """Build the replica spec from a `Config` (reward.proxy[_path], ensemble.*, rm.max_len, serve.*,
     model.trust_remote_code)."""
-    from umm_ray.actors.reward import proxy_source
+    from umm_ray.actors.reward import proxy_source  # actors.reward imports ray: kept out of the app module
 
     s, r = cfg.serve, cfg.reward
     if r.proxy == "remote":
@@ -101,7 +101,7 @@ class RewardDeployment:
     """One replica: loads the reward model(s) once, answers scoring requests with dynamic batching."""
 
     def __init__(self, spec: ServeSpec):
-        import torch
+        import torch  # heavy: ~1.5 s; the replica needs it, the process building the app does not
 
         torch.set_num_threads(spec.torch_threads)
         self.spec = spec

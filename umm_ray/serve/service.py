@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umm_ray.records import Scorer
+from umm_ray.testbed.gold import TestbedGold
 
 
 @dataclass
@@ -37,9 +38,9 @@ class RewardService:
                 raise RuntimeError(f"member {name} returned {len(s)} scores for {len(prompts)} items")
         if len(self.members) == 1:
             return ServiceScores(rewards=member_scores[0], member_scores=member_scores)
-        import torch
+        import torch  # heavy: ~1.5 s; a testbed-gold or single-RM service never aggregates
 
-        from umm_ray.algo.ensemble import aggregate
+        from umm_ray.algo.ensemble import aggregate  # imports torch (see above)
 
         agg = aggregate(torch.tensor(member_scores, dtype=torch.float64), self.how, self.lam)
         return ServiceScores(rewards=[float(x) for x in agg.tolist()], member_scores=member_scores)
@@ -72,12 +73,10 @@ def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 
         trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
     """
     if path == "testbed":
-        from umm_ray.testbed.gold import TestbedGold
-
         return RewardService([TestbedGold()], ["testbed-gold"], how, lam)
     if not Path(path).exists():
         raise FileNotFoundError(f"reward model path {path!r} does not exist")
-    from umm_ray.models.reward_model import EnsembleScorer, load_scorer, read_manifest
+    from umm_ray.models.reward_model import EnsembleScorer, load_scorer, read_manifest  # heavy: torch
 
     scorer = load_scorer(path, max_len=max_len, batch_size=batch_size, device=device,
                          trust_remote_code=trust_remote_code)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from umm_ray.testbed import lexicon as lx
-from umm_ray.testbed.world import FAMILIES, Task, answer_of, answer_sentence, parse_prompt, target_words
+from umm_ray.testbed.world import TASK_FAMILIES, Task, answer_of, answer_sentence, parse_prompt, target_words
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ FAMILY_WEIGHTS: dict[str, Weights] = {
     "answer": Weights(coverage=1.2, precision=0.4, format=0.3, length=1.0, repetition=0.6),
     "rewrite": Weights(coverage=1.1, precision=0.2, format=0.4, length=0.8, repetition=0.2),
 }
-assert set(FAMILY_WEIGHTS) == set(FAMILIES)
+assert set(FAMILY_WEIGHTS) == set(TASK_FAMILIES)
 MAX_EXCESS = 3.0
 _WORD = re.compile(r"[a-z]+")
 _COMMA_LIST = re.compile(r"[a-z]+(, [a-z]+)*")
@@ -174,7 +174,7 @@ class HFGoldScorer:
     def __init__(self, path: str, max_len: int = 512, batch_size: int = 32, trust_remote_code: bool = False):
         self.path = str(path)
         try:
-            from umm_ray.models.reward_model import RewardModelScorer, load_reward_model
+            from umm_ray.models.reward_model import RewardModelScorer, load_reward_model  # heavy: torch
         except ImportError:
             RewardModelScorer = None
         if RewardModelScorer is not None:
@@ -191,7 +191,7 @@ class _PlainHFScorer:
     """Self-contained fallback used only until the models package provides RewardModelScorer."""
 
     def __init__(self, path: str, max_len: int, batch_size: int, trust_remote_code: bool):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer  # heavy: ~3 s; HF gold only
 
         self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -203,9 +203,9 @@ class _PlainHFScorer:
         self.max_len, self.batch_size = max_len, batch_size
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        import torch
+        import torch  # heavy: ~1.5 s; the programmatic TestbedGold in this module never needs it
 
-        from umm_ray.data.tokenize import encode_texts
+        from umm_ray.data.tokenize import encode_texts  # imports torch (see above)
 
         out: list[float] = []
         with torch.no_grad():

@@ -17,10 +17,10 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig, GPT2Config,
                           GPTNeoXConfig, LlamaConfig, PretrainedConfig, Qwen2Config)
 
+from umm_ray.models.families import ARCH_FAMILIES
 from umm_ray.testbed.tokenizer import portable_class_name
 
 HEAD_DIM = 64
-MODEL_FAMILIES: tuple[str, ...] = ("llama", "qwen2", "gpt_neox", "gpt2")
 
 
 def _special_ids(tokenizer) -> dict:
@@ -35,7 +35,7 @@ def tiny_config(family: str, vocab_size: int | None = None, hidden_size: int = 1
     """Config of a tiny model of `family` with head_dim 64.
 
     Args:
-        family: one of MODEL_FAMILIES.
+        family: one of ARCH_FAMILIES.
         vocab_size: embedding rows; defaults to `len(tokenizer)` (then required).
         hidden_size: a multiple of 64; num_attention_heads = hidden_size // 64.
         max_seq_len: max_position_embeddings (context length in tokens).
@@ -44,8 +44,8 @@ def tiny_config(family: str, vocab_size: int | None = None, hidden_size: int = 1
     Raises:
         ValueError: naming the bad argument (unknown family, hidden_size not a multiple of 64, vocab too small).
     """
-    if family not in MODEL_FAMILIES:
-        raise ValueError(f"model family {family!r} is not one of {list(MODEL_FAMILIES)}")
+    if family not in ARCH_FAMILIES:
+        raise ValueError(f"model family {family!r} is not one of {list(ARCH_FAMILIES)}")
     if hidden_size % HEAD_DIM:
         raise ValueError(f"hidden_size {hidden_size} must be a multiple of {HEAD_DIM} (head_dim is fixed at 64)")
     if vocab_size is None:

@@ -32,7 +32,7 @@ from umm_ray.testbed.gold import FAMILY_WEIGHTS, TestbedGold, words_of
 from umm_ray.testbed.models import make_causal_lm, save_model
 from umm_ray.testbed.properties import measure_properties
 from umm_ray.testbed.tokenizer import tokenizer_stats, train_tokenizer
-from umm_ray.testbed.world import FAMILIES, make_prompts, parse_prompt, sft_responses
+from umm_ray.testbed.world import TASK_FAMILIES, make_prompts, parse_prompt, sft_responses
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def split_prompts(prompts: list[PromptRecord], seed: int) -> dict[str, list[Prom
     """Disjoint sft/ppo/bon splits with SPLIT_FRACS of every family (deterministic in `seed`)."""
     rng = random.Random(seed)
     out: dict[str, list[PromptRecord]] = {name: [] for name in SPLIT_FRACS}
-    for fam in FAMILIES:
+    for fam in TASK_FAMILIES:
         group = [p for p in prompts if p.family == fam]
         rng.shuffle(group)
         n_sft, n_ppo = round(len(group) * SPLIT_FRACS["sft"]), round(len(group) * SPLIT_FRACS["ppo"])
@@ -149,7 +149,7 @@ def prepare_world(cfg: Config, force: bool = False) -> WorldPaths:
     measured = splits["sft"] + splits["ppo"]
     summary = {
         "fingerprint": fingerprint(cfg),
-        "counts": {name: {f: sum(p.family == f for p in part) for f in FAMILIES} for name, part in splits.items()},
+        "counts": {name: {f: sum(p.family == f for p in part) for f in TASK_FAMILIES} for name, part in splits.items()},
         "n_sft_records": len(sft),
         "tokenizer": {"vocab_size": len(tok), "prompts": tokenizer_stats(tok, [p.prompt for p in prompts]),
                       "sft_responses": tokenizer_stats(tok, [r["response"] for r in sft])},

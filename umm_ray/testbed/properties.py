@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from umm_ray.records import PromptRecord
 from umm_ray.testbed import lexicon as lx
 from umm_ray.testbed.gold import TestbedGold, words_of
-from umm_ray.testbed.world import FAMILIES, random_responses, sft_responses
+from umm_ray.testbed.world import TASK_FAMILIES, random_responses, sft_responses
 
 
 def _split_period(response: str) -> tuple[str, str]:
@@ -77,7 +77,7 @@ def measure_properties(prompts: list[PromptRecord], seed: int = 0, k: int = 4, t
     ref = gold.score(texts, [p.reference for p in prompts])
     a = {"sft": _stats(sft), "random": _stats(rand), "reference": _stats(ref),
          "sft_minus_random": statistics.fmean(sft) - statistics.fmean(rand),
-         "per_family": {f: _stats([s for s, g in zip(sft, F) if g == f]) for f in FAMILIES}}
+         "per_family": {f: _stats([s for s, g in zip(sft, F) if g == f]) for f in TASK_FAMILIES}}
     b = _length_property(P, R, F, sft, gold, rng, tokenizer)
     return {"a": a, "b": b, "c": _family_property(prompts, gold, rng)}
 
@@ -92,7 +92,7 @@ def _length_property(P, R, F, sft, gold, rng, tokenizer) -> dict:
     """Spearman(length, gold) inside the SFT samples, and what padding with repeats does to gold."""
     lengths = _lengths(R, tokenizer)
     per_family = {f: _spearman([n for n, g in zip(lengths, F) if g == f], [s for s, g in zip(sft, F) if g == f])
-                  for f in FAMILIES}
+                  for f in TASK_FAMILIES}
     padded = {}
     for k in (1, 2, 4, 8):
         after = gold.score(P, [pad_with_repeats(r, k, rng) for r in R])
@@ -108,7 +108,7 @@ def _family_property(prompts: list[PromptRecord], gold: TestbedGold, rng: random
     out: dict[str, dict[str, float]] = {}
     for kind in ("drop_period", "add_repeat", "add_offtopic"):
         out[kind] = {}
-        for fam in FAMILIES:
+        for fam in TASK_FAMILIES:
             ps = [p for p in prompts if p.family == fam]
             if not ps:
                 continue

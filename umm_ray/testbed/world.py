@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from umm_ray.records import PromptRecord
 from umm_ray.testbed import lexicon as lx
 
-FAMILIES: tuple[str, ...] = ("list", "describe", "answer", "rewrite")
+# The instruction-task families of the testbed world (PreferencePair.family); not the backbone architectures, which
+# are `umm_ray.models.families.ARCH_FAMILIES`.
+TASK_FAMILIES: tuple[str, ...] = ("list", "describe", "answer", "rewrite")
 SUFFIX = "\nAnswer:"
 
 
@@ -249,7 +251,7 @@ def make_prompts(n: int, seed: int) -> list[PromptRecord]:
     out: list[PromptRecord] = []
     misses = 0
     while len(out) < n:
-        family = FAMILIES[len(out) % len(FAMILIES)]
+        family = TASK_FAMILIES[len(out) % len(TASK_FAMILIES)]
         task = _sample_task(family, rng)
         text = render(task, rng.randrange(12))
         if text in seen:

@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from umm_ray.models.merge import MERGE_META
+from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.data.tokenize import encode_texts
+from umm_ray.models.families import check_family
+from umm_ray.models.merge import MERGE_META, export_merged, make_mergeable, merge_coefficients
+from umm_ray.models.moe import moe_aux_loss
+from umm_ray.models.reward_model import load_reward_model, reward_forward
+from umm_ray.models.upcycle import load_moe, save_moe, upcycle
 from umm_ray.records import PreferencePair
 from umm_ray.train.loop import TrainTask
 
@@ -18,10 +24,7 @@ from umm_ray.train.loop import TrainTask
 def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Module:
     """A one-label sequence classifier from a reward-model dir (validated, head kept) or from a causal LM / backbone
     (new score head, initialised from torch's global RNG, so the caller's seed decides it)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from umm_ray.models.reward_model import load_reward_model
-    from umm_ray.models.upcycle import check_family
+    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: ~2 s, paid when a model is built
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     check_family(config, str(path))
@@ -37,9 +40,7 @@ def load_dense_rm(path: str | Path, trust_remote_code: bool = False) -> nn.Modul
 
 def check_backbone(path: str | Path, max_len: int, trust_remote_code: bool = False) -> None:
     """Fail before any compute: unsupported family, or rm.max_len beyond the model's context."""
-    from transformers import AutoConfig
-
-    from umm_ray.models.upcycle import check_family
+    from transformers import AutoConfig  # heavy: ~1 s, paid when a backbone is checked
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     check_family(config, str(path))
@@ -56,8 +57,6 @@ class RewardNet(nn.Module):
         self.rm = rm
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from umm_ray.models.reward_model import reward_forward
-
         return reward_forward(self.rm, ids, mask)
 
 
@@ -85,7 +84,7 @@ class BTTask(TrainTask):
     @property
     def tokenizer(self):
         if self._tok is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy: ~3 s, paid when the tokenizer is first needed
 
             self._tok = AutoTokenizer.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
             if self._tok.pad_token_id is None:
@@ -94,49 +93,34 @@ class BTTask(TrainTask):
 
     def build(self) -> RewardNet:
         if self.stage == "merge":
-            from umm_ray.models.merge import make_mergeable
-            from umm_ray.models.upcycle import load_moe
-
             moe, _ = load_moe(self.source, with_tokenizer=False)
             return RewardNet(make_mergeable(moe.train(), self.alpha, inplace=True))
         rm = load_dense_rm(self.source, self.trust_remote_code)
         if self.stage == "moe":
-            from umm_ray.models.upcycle import upcycle
-
             rm = upcycle(rm, self.num_experts, self.top_k, noisy=self.noisy, seed=self.router_seed, inplace=True)
         return RewardNet(rm)
 
     def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
         """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both)."""
-        from umm_ray.data.tokenize import encode_texts
-
         prompts = [p.prompt for p in pairs]
         ids, mask = encode_texts(self.tokenizer, prompts + prompts, [p.chosen for p in pairs]
                                  + [p.rejected for p in pairs], self.max_len)
         return {"ids": ids, "mask": mask}
 
     def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
-        from umm_ray.algo.bt import bt_loss, pref_accuracy
-
         r = model(batch["ids"], batch["mask"])
         rc, rr = r.chunk(2)
         bt = bt_loss(rc, rr)
         extra = {"bt_loss": bt.item(), "acc": pref_accuracy(rc.detach(), rr.detach())}
         if self.stage != "moe":
             return bt, extra
-        from umm_ray.models.moe import moe_aux_loss
-
         aux = moe_aux_loss(raw.rm)
         return bt + self.aux_coef * aux, {**extra, "aux_loss": aux.item()}
 
     def save(self, raw: RewardNet, out_dir: Path) -> None:
         if self.stage == "moe":
-            from umm_ray.models.upcycle import save_moe
-
             save_moe(raw.rm, self.tokenizer, out_dir)
         elif self.stage == "merge":
-            from umm_ray.models.merge import export_merged, merge_coefficients
-
             coefs = merge_coefficients(raw.rm)
             export_merged(raw.rm, self.tokenizer, out_dir)
             (out_dir / MERGE_META).write_text(json.dumps({"alpha": self.alpha, "softmax_theta": coefs}, indent=1))

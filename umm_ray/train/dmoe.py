@@ -24,11 +24,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import torch
 
 from umm_ray.config_dmoe import DMoEConfig
+from umm_ray.data import split_pairs
+from umm_ray.data.capabilities import load_capability_table, user_capability_pairs
+from umm_ray.models.dmoe import DMoEScorer, LoRASpec, add_aggregators, add_capabilities, load_dmoe, new_dmoe
 from umm_ray.records import PreferencePair
+from umm_ray.testbed.capabilities import CAPABILITIES, gold_capability_pairs
+from umm_ray.train.bt_stage import prepare_inputs
+from umm_ray.train.bt_task import load_dense_rm
 from umm_ray.train.dmoe_tasks import PairExample, PhaseTask, RouteExample, RouterTask
+from umm_ray.train.evaluate import pair_metrics
 from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
 
 log = logging.getLogger(__name__)
@@ -56,11 +64,9 @@ def _dmoe_cfg(cfg, dmoe: DMoEConfig | None) -> DMoEConfig:
 def _capability_pairs(cfg, dm: DMoEConfig, train: list[PreferencePair]):
     """(train pairs with their task in `family`, {task: {capability: pairs}}, capability names)."""
     if cfg.rm.data == "testbed":
-        from umm_ray.testbed.capabilities import CAPABILITIES, gold_capability_pairs
 
         caps = tuple(dm.capabilities) or CAPABILITIES
         return train, gold_capability_pairs(train, cfg.testbed.label_noise, dm.near_tie, cfg.run.seed, caps), caps
-    from umm_ray.data.capabilities import load_capability_table, user_capability_pairs
 
     table = load_capability_table(dm.capability_data or cfg.rm.data)
     tasked, by_task = user_capability_pairs(train, table, tuple(dm.capabilities))
@@ -75,7 +81,6 @@ def dmoe_inputs(cfg, dm: DMoEConfig, train: list[PreferencePair]) -> DMoEInputs:
     Raises:
         ValueError: naming the task (and capability) that lacks data.
     """
-    from umm_ray.data import split_pairs
 
     train, by_task, caps = _capability_pairs(cfg, dm, train)
     found = sorted({p.family for p in train})
@@ -118,15 +123,12 @@ def _spec(cfg, name: str, stage_dir: Path, epochs: int, lr: float) -> TrainSpec:
 
 
 def _lora(dm: DMoEConfig):
-    from umm_ray.models.dmoe import LoRASpec
 
     return LoRASpec(dm.lora_r, float(dm.lora_alpha), dm.lora_dropout, tuple(dm.target_modules))
 
 
 def initial_dmoe(source: str, tasks, capabilities, lora, seed: int):
     """The untrained DMoERM `train_dmoe` starts from (router, experts and MLP as initialised, under `seed`)."""
-    from umm_ray.models.dmoe import add_aggregators, add_capabilities, new_dmoe
-    from umm_ray.train.bt_task import load_dense_rm
 
     torch.manual_seed(seed)
     model = new_dmoe(load_dense_rm(source), list(tasks), list(capabilities), lora, seed=seed)
@@ -141,8 +143,6 @@ def evaluate_dmoe(model_or_dir, splits: dict[str, list[PreferencePair]], max_len
                   batch_size: int = 64) -> dict:
     """Held-out metrics of a final DMoERM (a directory, or (model, tokenizer)): per split pair_metrics, routing
     accuracy against the pairs' task labels, and per-pair correctness `correct` [n] (1, 0, or 0.5 for a tie)."""
-    from umm_ray.models.dmoe import DMoEScorer, load_dmoe
-    from umm_ray.train.evaluate import pair_metrics
 
     torch.set_num_threads(1)
     if isinstance(model_or_dir, (str, Path)):
@@ -167,7 +167,7 @@ def evaluate_dmoe(model_or_dir, splits: dict[str, list[PreferencePair]], max_len
 
 
 def _evaluate_initial(source, tasks, capabilities, lora, seed, splits, max_len) -> dict:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: ~2 s; only when a model is loaded
 
     tok = AutoTokenizer.from_pretrained(source)
     if tok.pad_token_id is None:
@@ -203,9 +203,7 @@ def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, world=None, sou
     Returns:
         (final DMoERM directory, the eval dict also written to eval.json).
     """
-    import ray
 
-    from umm_ray.train.reward import prepare_inputs
 
     dm = _dmoe_cfg(cfg, dmoe)
     data, source = prepare_inputs(cfg, world, data, source)

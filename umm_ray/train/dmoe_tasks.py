@@ -17,8 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
+from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.data.tokenize import encode_texts
+from umm_ray.models.dmoe import (
+    TaskRouter,
+    _hidden_size,
+    add_aggregators,
+    add_capabilities,
+    load_dmoe,
+    new_dmoe,
+    save_dmoe,
+)
+from umm_ray.train.bt_task import load_dense_rm
 from umm_ray.train.loop import TrainTask
 
 PHASES = (1, 2, 3)
@@ -55,7 +68,7 @@ class _TokenizerMixin:
     @property
     def tokenizer(self):
         if self._tok is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy: ~2 s; only when a model is loaded
 
             self._tok = AutoTokenizer.from_pretrained(self.tok_source)
             if self._tok.pad_token_id is None:
@@ -71,8 +84,6 @@ class RouterTask(_TokenizerMixin, TrainTask):
         self.tasks, self.max_len, self.seed = tuple(tasks), max_len, seed
 
     def build(self) -> nn.Module:
-        from umm_ray.models.dmoe import TaskRouter, _hidden_size
-        from umm_ray.train.bt_task import load_dense_rm
 
         rm = load_dense_rm(self.source)
         router = TaskRouter(rm.base_model, len(self.tasks), _hidden_size(rm.config))
@@ -82,7 +93,6 @@ class RouterTask(_TokenizerMixin, TrainTask):
         return router.float()
 
     def collate(self, examples: list[RouteExample]) -> dict[str, torch.Tensor]:
-        from umm_ray.data.tokenize import encode_texts
 
         ids, mask = encode_texts(self.tokenizer, [e.prompt for e in examples], [""] * len(examples), self.max_len)
         return {"ids": ids, "mask": mask, "label": torch.tensor([e.task for e in examples])}
@@ -93,7 +103,6 @@ class RouterTask(_TokenizerMixin, TrainTask):
         return loss, {"acc": (logits.argmax(-1) == batch["label"]).float().mean().item()}
 
     def save(self, raw: nn.Module, out_dir: Path) -> None:
-        from safetensors.torch import save_model
 
         out_dir.mkdir(parents=True, exist_ok=True)
         save_model(raw, str(out_dir / "router.safetensors"))
@@ -173,8 +182,6 @@ class PhaseTask(_TokenizerMixin, TrainTask):
         self.router_dir = str(router_dir) if router_dir else None
 
     def build(self) -> PhaseNet:
-        from umm_ray.models.dmoe import add_aggregators, add_capabilities, load_dmoe, new_dmoe
-        from umm_ray.train.bt_task import load_dense_rm
 
         if self.phase == 1:
             model = new_dmoe(load_dense_rm(self.source), list(self.tasks), list(self.capabilities), self.lora,
@@ -184,7 +191,6 @@ class PhaseTask(_TokenizerMixin, TrainTask):
             if self.phase == 2:
                 add_capabilities(model)
             else:
-                from safetensors.torch import load_model
 
                 add_aggregators(model, seed=self.seed)
                 load_model(model.router, str(Path(self.router_dir) / "router.safetensors"), strict=True)
@@ -192,7 +198,6 @@ class PhaseTask(_TokenizerMixin, TrainTask):
 
     def collate(self, examples: list[PairExample]) -> dict[str, torch.Tensor]:
         """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones; task/cap [2B]."""
-        from umm_ray.data.tokenize import encode_texts
 
         prompts = [e.prompt for e in examples]
         ids, mask = encode_texts(self.tokenizer, prompts + prompts, [e.chosen for e in examples]
@@ -202,14 +207,12 @@ class PhaseTask(_TokenizerMixin, TrainTask):
         return {"ids": ids, "mask": mask, "task": task, "cap": cap}
 
     def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
-        from umm_ray.algo.bt import bt_loss, pref_accuracy
 
         r = model(batch["ids"], batch["mask"], batch["task"], batch["cap"])
         rc, rr = r.chunk(2)
         return bt_loss(rc, rr), {"acc": pref_accuracy(rc.detach(), rr.detach())}
 
     def save(self, raw: PhaseNet, out_dir: Path) -> None:
-        from umm_ray.models.dmoe import save_dmoe
 
         save_dmoe(raw.dmoe, self.tokenizer, out_dir)
 

@@ -9,16 +9,19 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ray
 import torch
 
 from umm_ray.config import Config
+from umm_ray.models.reward_model import load_scorer
 from umm_ray.records import PreferencePair
+from umm_ray.train.bt_stage import RMData, TrainedRM, bt_spec, prepare_inputs, run_bt_stage, stage_dir_for
 from umm_ray.train.bt_task import BTTask
-from umm_ray.train.reward import RMData, RMResult, bt_spec, prepare_inputs, run_bt_stage, stage_dir_for
+from umm_ray.train.evaluate import pair_metrics
 
 
 def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                   source: Path | None = None) -> RMResult:
+                   source: Path | None = None) -> TrainedRM:
     """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement);
     writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
     data, source = prepare_inputs(cfg, world, data, source)
@@ -34,12 +37,10 @@ def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     report = _ensemble_report(cfg, out, data, reports)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
-    return RMResult("ensemble", out, out / "manifest.json", report)
+    return TrainedRM("ensemble", out, out / "manifest.json", report)
 
 
 def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) -> dict:
-    import ray
-
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
@@ -59,9 +60,6 @@ def _overlap(members: list[dict], start: str) -> float:
 def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int,
                       trust_remote_code: bool = False) -> dict:
     """Held-out metrics of an ensemble's aggregate score (runs as a Ray task)."""
-    from umm_ray.models.reward_model import load_scorer
-    from umm_ray.train.evaluate import pair_metrics
-
     torch.set_num_threads(1)
     scorer = load_scorer(manifest, max_len=max_len, trust_remote_code=trust_remote_code)
     out = {}

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.models.moe import expert_load, moe_layers, reset_expert_load
+from umm_ray.models.reward_model import RewardModelScorer, load_reward_model
 from umm_ray.records import PreferencePair
 
 
@@ -17,8 +19,6 @@ from umm_ray.records import PreferencePair
 def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_size: int = 64
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards of the chosen and the rejected response of every pair: (r_chosen [N], r_rejected [N])."""
-    from umm_ray.models.reward_model import RewardModelScorer
-
     scorer = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size)
     prompts = [p.prompt for p in pairs]
     scores = scorer.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
@@ -42,8 +42,6 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: lis
 
 def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len: int, batch_size: int = 64) -> dict:
     """Metrics per split name; for a MoE model also `expert_load` [layers][experts] over each split's tokens."""
-    from umm_ray.models.moe import expert_load, moe_layers, reset_expert_load
-
     torch.set_num_threads(1)
     model.eval()
     out = {}
@@ -61,8 +59,6 @@ def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len:
 def evaluate_dir(model_dir: str | Path, splits: dict[str, list[PreferencePair]], max_len: int,
                  batch_size: int = 64, trust_remote_code: bool = False) -> dict:
     """Load a dense/merged HF or MoE reward-model directory (validated) and evaluate it on `splits`."""
-    from umm_ray.models.reward_model import load_reward_model
-
     model, tok = load_reward_model(model_dir, trust_remote_code=trust_remote_code)
     metrics = evaluate_model(model, tok, splits, max_len, batch_size)
     metrics["params"] = sum(p.numel() for p in model.parameters())

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +147,7 @@ def total_steps(spec: TrainSpec, n_examples: int) -> int:
 
 class _DDPEngine:
     def __init__(self, raw: torch.nn.Module, task: TrainTask, spec: TrainSpec, ckpt_dir: Path | None):
-        import ray.train.torch
-        from safetensors.torch import load_model
+        import ray.train.torch  # heavy: ~2 s; Ray Train is only needed where training runs
 
         self.raw, self.spec = raw, spec
         if ckpt_dir is not None:  # load before wrapping so every rank starts from identical weights
@@ -167,8 +168,6 @@ class _DDPEngine:
         self.opt.step()
 
     def save(self, out: Path, rank: int) -> None:
-        from safetensors.torch import save_model
-
         if rank == 0:  # DDP keeps replicas identical: one copy is the whole state
             save_model(self.raw, str(out / "model.safetensors"))
             torch.save(self.opt.state_dict(), out / "optimizer.pt")
@@ -178,7 +177,7 @@ class _DeepSpeedEngine:
     """DeepSpeed ZeRO inside Ray Train: reuses the gloo process group Ray Train created (dist_init_required=False)."""
 
     def __init__(self, raw: torch.nn.Module, task: TrainTask, spec: TrainSpec, ckpt_dir: Path | None):
-        import deepspeed
+        import deepspeed  # heavy: probes accelerators and builds op registries on import; only this strategy
 
         if spec.zero_stage not in (0, 1, 2):
             raise ValueError(f"TrainSpec.zero_stage={spec.zero_stage}: only ZeRO 0-2 are supported (stage 3 "
@@ -245,7 +244,7 @@ def _restore_state(ckpt_dir: Path | None, rank: int, fingerprint: dict) -> tuple
 
 def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) -> None:
     """Write a resumable checkpoint (plus the final HF model when `final`) and hand it to Ray Train."""
-    import ray.train
+    import ray.train  # heavy: ~1 s; runs on the training workers only
 
     with tempfile.TemporaryDirectory(prefix="umm_ckpt_") as tmp:
         out = Path(tmp)
@@ -262,9 +261,8 @@ def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) ->
 
 
 def _worker_loop(config: dict) -> dict | None:
-    import ray.train
+    import ray.train  # heavy: ~2 s with ray.train.torch; runs on the training workers only
     import ray.train.torch
-    from tqdm.auto import tqdm
 
     entered_at = time.time()
     torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
@@ -319,7 +317,7 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     Must be called with Ray initialised (a job joins its cluster first). Resumes from the latest checkpoint under
     `<stage_dir>/ray_train/<name>` when one exists; a finished run relaunched trains zero steps and re-exports.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit() only
     from ray.train.torch import TorchConfig, TorchTrainer
 
     _check(task, examples, spec)

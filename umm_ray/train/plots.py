@@ -19,10 +19,10 @@ def smooth(values: list[float], window: int) -> list[float]:
 def plot_loss_curve(history: list[dict], path: Path, title: str, key: str = "loss",
                     held_out: dict[int, float] | None = None) -> Path:
     """Plot `history[i][key]` per step (raw and smoothed), plus optional held-out points {step: loss}."""
-    import matplotlib
+    import matplotlib  # the Agg backend must be chosen before pyplot is imported; plotting is rare and slow to load
 
     matplotlib.use("Agg")  # no display on workers and CI
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (see above)
 
     steps = [h["step"] for h in history]
     values = [h[key] for h in history]

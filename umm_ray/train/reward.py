@@ -7,186 +7,33 @@ Every stage trains with the Bradley–Terry loss (`umm_ray.algo.bt`) through the
 and writes `eval.json` (held-out BT loss and preference accuracy on val/test, before and after training, the loss
 curve as a list and a PNG, and for MoE the expert load per layer) beside the model.
 Data: the testbed's gold-labelled pairs, or any spec `load_preferences` accepts (then split train/val/test by seed).
+What every kind shares (data, spec, the stage runner, `TrainedRM`) is in `umm_ray.train.bt_stage`; the ensemble kind
+is `umm_ray.train.ensemble`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from umm_ray.config import Config
-from umm_ray.records import PreferencePair
-from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone, load_dense_rm
-from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
-from umm_ray.train.plots import plot_loss_curve
+from umm_ray.models.merge import validate_alpha
+from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
+                                    run_bt_stage, stage_dir_for)
+from umm_ray.train.bt_task import BTTask, load_dense_rm
+from umm_ray.train.ensemble import train_ensemble
 
-log = logging.getLogger(__name__)
-
-KINDS = ("dense", "moe", "umm", "ensemble")
-__all__ = ["KINDS", "RMData", "RMResult", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm", "run_bt_stage",
-           "train_dense", "train_moe", "train_umm", "train_ensemble", "train_rm"]
-
-
-@dataclass
-class RMData:
-    """Preference pairs of one RM run, split disjointly; `source` says where they came from.
-
-    `extra` holds further held-out sets (rm.eval_data, e.g. real HH pairs); `notes` what loading skipped.
-    """
-
-    train: list[PreferencePair]
-    val: list[PreferencePair]
-    test: list[PreferencePair]
-    source: str
-    extra: dict[str, list[PreferencePair]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def held_out(self) -> dict[str, list[PreferencePair]]:
-        return {"val": self.val, "test": self.test, **self.extra}
-
-
-@dataclass
-class RMResult:
-    """What a reward stage produced: `model_path` is an HF dir, a MoE dir, or an ensemble manifest (.json)."""
-
-    kind: str
-    stage_dir: Path
-    model_path: Path
-    eval: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Data and backbones.
-
-
-def _load(spec, on_error: str, notes: list[str]) -> list[PreferencePair]:
-    from umm_ray.data import load_preferences_with_report
-
-    pairs, report = load_preferences_with_report(spec, on_error=on_error)
-    if report.n_skipped or report.n_dropped:
-        notes.append(report.summary())
-        log.warning("%s", report.summary())
-    return pairs
-
-
-def load_rm_data(cfg: Config, world=None) -> RMData:
-    """Testbed pairs (`world.pairs_{train,val,test}`) when rm.data == 'testbed', else load and split rm.data by seed.
-
-    Testbed pairs are two policy samples per prompt; a whitespace-only sample is a real policy output but no valid
-    comparison, so those rows are skipped and counted (in `notes`, hence eval.json). Other data follow
-    rm.data_on_error. rm.eval_data, when set, becomes the extra held-out split 'eval_data'.
-    """
-    from umm_ray.data import split_pairs
-
-    notes: list[str] = []
-    if cfg.rm.data == "testbed":
-        if world is None:
-            raise ValueError("rm.data='testbed' needs the prepared world (WorldPaths)")
-        paths = (world.pairs_train, world.pairs_val, world.pairs_test)
-        missing = [str(p) for p in paths if not Path(p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"rm.data='testbed': preference pairs missing: {missing} (run the pairs stage)")
-        train, val, test = (_load(p, "skip", notes) for p in paths)
-        source = str(Path(world.pairs_train).parent)
-    else:
-        pairs = _load(cfg.rm.data, cfg.rm.data_on_error, notes)
-        v, t = cfg.rm.val_frac, cfg.rm.test_frac
-        train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.run.seed)
-        if not train or not test:
-            raise ValueError(f"rm.data={cfg.rm.data!r}: {len(pairs)} pairs are too few to split train/val/test")
-        source = cfg.rm.data
-    extra = {"eval_data": _load(cfg.rm.eval_data, cfg.rm.data_on_error, notes)} if cfg.rm.eval_data else {}
-    return RMData(train, val, test, source=source, extra=extra, notes=notes)
-
-
-def default_backbone(cfg: Config, world=None) -> Path:
-    """rm.base_path if set, else the SFT model when it exists, else the testbed base model."""
-    if cfg.rm.base_path:
-        return Path(cfg.rm.base_path)
-    sft = Path(cfg.run.output_dir) / "sft" / "model"
-    if (sft / "config.json").is_file():
-        return sft
-    if world is None:
-        raise ValueError("rm.base_path is empty and there is neither an SFT model nor a prepared world")
-    log.warning("no SFT model at %s; reward models start from the untrained base %s", sft, world.base)
-    return Path(world.base)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# One stage: initial eval (concurrently) -> fit -> held-out eval -> eval.json + curves.
-
-
-def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, epochs: int | None = None,
-            lr: float | None = None, placement: str = "PACK") -> TrainSpec:
-    r = cfg.rm
-    return TrainSpec(name=name, stage_dir=stage_dir, num_workers=r.num_workers, batch_size=r.batch_size,
-                     epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
-                     seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
-                     strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement,
-                     use_gpu=cfg.run.num_gpus_per_actor > 0)
-
-
-def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:
-    """Train one BT stage and evaluate it; returns (and writes to `<stage_dir>/eval.json`) the report."""
-    import ray
-
-    from umm_ray.train.evaluate import evaluate_dir, evaluate_initial
-
-    stage_dir = Path(spec.stage_dir)
-    held = data.held_out()
-    remote = ray.remote(num_cpus=1)
-    init_ref = (remote(evaluate_initial).remote(task, spec.seed, {"val": data.val}, task.max_len)
-                if init_eval and data.val else None)
-    t0 = time.time()
-    result = fit(task, data.train, spec)
-    final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len,
-                                                trust_remote_code=task.trust_remote_code))
-    report = _report(task, data, result, final, time.time() - t0)
-    if init_ref is not None:
-        report["initial"] = ray.get(init_ref)
-    save_history(result.history, stage_dir / "metrics.json")
-    held_pts = {0: report["initial"]["val"]["bt_loss"]} if "initial" in report else {}
-    if "val" in final:
-        held_pts[result.total_steps] = final["val"]["bt_loss"]
-    plot_loss_curve(result.history, stage_dir / "loss_curve.png", f"{spec.name}: BT loss", key="bt_loss",
-                    held_out=held_pts)
-    (stage_dir / "eval.json").write_text(json.dumps(report, indent=1))
-    test = final.get("test", {})
-    log.info("%s: test accuracy %.3f, test BT loss %.4f", spec.name, test.get("accuracy", float("nan")),
-             test.get("bt_loss", float("nan")))
-    return report
-
-
-def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, seconds: float) -> dict:
-    report = {
-        "stage": task.stage, "name": result.name, "model_dir": str(result.model_dir), "data": data.source,
-        "n_pairs": {"train": len(data.train), **{k: len(v) for k, v in data.held_out().items()}},
-        "data_notes": data.notes, **{k: final[k] for k in (*data.held_out(), "params") if k in final},
-        "steps": result.total_steps, "resumed_from": result.resumed_from,
-        "entered_at": result.entered_at, "started_at": result.started_at, "ended_at": result.ended_at,
-        "train_seconds": round(result.ended_at - result.started_at, 2), "stage_seconds": round(seconds, 2),
-        "loss_curve": [round(h["loss"], 5) for h in result.history], "loss_curve_png": "loss_curve.png",
-    }
-    if task.stage == "moe":
-        report["num_experts"], report["top_k"] = task.num_experts, task.top_k
-        report["expert_load"] = final.get("test", final.get("val", {})).get("expert_load")
-    if task.stage == "merge":
-        report["merge"] = json.loads((result.model_dir / MERGE_META).read_text())
-    return report
+# The name jobs/train_rm.py still imports (that file belongs to the stages refactor); same class, not a second one.
+RMResult = TrainedRM
+__all__ = ["RM_KINDS", "RMData", "TrainedRM", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm",
+           "run_bt_stage", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_rm"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The four kinds.
-
-
-def stage_dir_for(cfg: Config, stage_dir: Path | None, default: str) -> Path:
-    return Path(stage_dir) if stage_dir else Path(cfg.run.output_dir) / default
 
 
 def _moe_task(cfg: Config, source: Path) -> BTTask:
@@ -195,38 +42,29 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
                   router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code)
 
 
-def prepare_inputs(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
-    data = data or load_rm_data(cfg, world)
-    source = Path(source) if source else default_backbone(cfg, world)
-    check_backbone(source, cfg.rm.max_len, cfg.model.trust_remote_code)
-    return data, source
-
-
 def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                source: Path | None = None) -> RMResult:
+                source: Path | None = None) -> TrainedRM:
     """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_dense")
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
-    return RMResult("dense", out, out / "model", report)
+    return TrainedRM("dense", out, out / "model", report)
 
 
 def train_moe(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-              source: Path | None = None) -> RMResult:
+              source: Path | None = None) -> TrainedRM:
     """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_moe")
     report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
-    return RMResult("moe", out, out / "model", report)
+    return TrainedRM("moe", out, out / "model", report)
 
 
 def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-              source: Path | None = None) -> RMResult:
+              source: Path | None = None) -> TrainedRM:
     """UMM-RM: upcycle -> MoE BT training (`<stage_dir>/moe/`) -> learn theta on the same loss and data ->
     export a standard HF checkpoint of the dense architecture and parameter count (`<stage_dir>/model`)."""
-    from umm_ray.models.merge import validate_alpha
-
     validate_alpha(cfg.merge.alpha)
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_umm")
@@ -239,7 +77,7 @@ def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMDa
     report["dense_params"] = _dense_params(source, cfg.model.trust_remote_code)
     report["source"] = str(source)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
-    return RMResult("umm", out, out / "model", report)
+    return TrainedRM("umm", out, out / "model", report)
 
 
 def _dense_params(source: Path, trust_remote_code: bool = False) -> int:
@@ -249,25 +87,19 @@ def _dense_params(source: Path, trust_remote_code: bool = False) -> int:
 
 def load_dense_rm_meta(source: Path, trust_remote_code: bool = False) -> nn.Module:
     """The dense RM architecture of `source` with no weights (for parameter counts)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: ~2 s, only for a param count
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     config.num_labels = 1
     return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
 
 
-def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                   source: Path | None = None) -> RMResult:
-    """k seed members trained concurrently; see `umm_ray.train.ensemble.train_ensemble`."""
-    from umm_ray.train.ensemble import train_ensemble as train
-
-    return train(cfg, world, stage_dir=stage_dir, data=data, source=source)
-
-
 TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble": train_ensemble}
+# The reward-model kinds training can produce (cfg.rm.kind); the report's row kinds are `report.records.ROW_KINDS`.
+RM_KINDS = tuple(TRAINERS)
 
 
-def train_rm(cfg: Config, world=None, kind: str | None = None, stage_dir: Path | None = None) -> RMResult:
+def train_rm(cfg: Config, world=None, kind: str | None = None, stage_dir: Path | None = None) -> TrainedRM:
     """Dispatch on `kind` (default cfg.rm.kind): dense | moe | umm | ensemble."""
     kind = kind or cfg.rm.kind
     if kind not in TRAINERS:

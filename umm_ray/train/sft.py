@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import torch
 
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl
 from umm_ray.data.tokenize import encode_prompt_response, pad_batch
+from umm_ray.testbed.gold import TestbedGold
 from umm_ray.train.loop import TrainResult, TrainSpec, TrainTask, fit, save_history
 from umm_ray.train.plots import plot_loss_curve
 
@@ -63,7 +65,7 @@ class SFTTask(TrainTask):
     @property
     def tokenizer(self):
         if self._tok is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy: ~3 s, paid when the tokenizer is first needed
 
             self._tok = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
             if self._tok.pad_token_id is None:
@@ -71,7 +73,7 @@ class SFTTask(TrainTask):
         return self._tok
 
     def build(self) -> torch.nn.Module:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # heavy: ~2 s, paid on the workers that build it
 
         return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32, use_safetensors=True,
                                                     trust_remote_code=self.trust_remote_code)
@@ -109,7 +111,7 @@ def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: 
                      top_p: float = 1.0, seed: int = 0, batch_size: int = 64, trust_remote_code: bool = False
                      ) -> list[str]:
     """Sample one response per prompt with HF `generate` (left padding; special tokens stripped)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~3 s, paid in the sampling task
 
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
@@ -131,8 +133,6 @@ def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: 
 def gold_of_samples(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                     seed: int, trust_remote_code: bool = False) -> dict:
     """Mean testbed gold of one sampled response per prompt (runs as a Ray task)."""
-    from umm_ray.testbed.gold import TestbedGold
-
     responses = sample_responses(model_dir, prompts, max_new_tokens, temperature, top_p, seed,
                                  trust_remote_code=trust_remote_code)
     scores = TestbedGold().score(prompts, responses)
@@ -141,8 +141,6 @@ def gold_of_samples(model_dir: str | Path, prompts: list[str], max_new_tokens: i
 
 def sft_gold_gain(cfg: Config, base_dir: Path, sft_dir: Path, prompts: list[str]) -> dict:
     """Gold of base vs SFT samples on the same prompts, measured concurrently in two Ray tasks."""
-    import ray
-
     task = ray.remote(num_cpus=1)(gold_of_samples)
     r = cfg.rollout
     args = (prompts, r.max_new_tokens, r.temperature, r.top_p, cfg.run.seed, cfg.model.trust_remote_code)

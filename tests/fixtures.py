@@ -1,0 +1,148 @@
+"""Shared test fixtures: tiny testbed worlds (tokenizer, policy, reward models, manifests, prompts, gold-labelled
+pairs) and the runner for `python -m jobs.X` drivers in a subprocess, as `ray job submit` would start them.
+
+Plain functions, imported as `from tests.fixtures import ...` (pytest's importlib mode does not let test modules
+import conftest files); each test keeps its own sizes and seeds, so what a test checks does not change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The smallest testbed model the tests use: one layer, hidden 64 (head_dim is fixed at 64), context 128.
+SMALL = {"hidden_size": 64, "num_layers": 1, "intermediate_size": 64, "max_seq_len": 128}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tiny worlds.
+
+
+def tiny_corpus(n_prompts: int, seed: int = 0, responses_per_prompt: int = 2) -> tuple[list, list[str]]:
+    """(prompt records, texts): `n_prompts` testbed prompts and, per prompt, `prompt + response` for that many
+    programmatic SFT responses (one seeded RNG for all): realistic text to train a tokenizer on."""
+    from umm_ray.testbed.world import make_prompts, sft_responses
+
+    records = make_prompts(n_prompts, seed=seed)
+    rng = random.Random(seed)
+    return records, [r.prompt + x for r in records for x in sft_responses(r, responses_per_prompt, rng)]
+
+
+def tiny_tokenizer(texts: list[str], vocab_size: int = 300, out_dir: Path | None = None):
+    """The testbed's BPE tokenizer trained on `texts` (saved to `out_dir` when given)."""
+    from umm_ray.testbed.tokenizer import train_tokenizer
+
+    return train_tokenizer(texts, vocab_size=vocab_size, out_dir=out_dir)
+
+
+def save_tiny_lm(out_dir: Path, tok, family: str = "llama", seed: int = 0, **sizes) -> str:
+    """A tiny testbed causal LM of `family` with `tok`, saved as one HF directory; returns its path."""
+    from umm_ray.testbed.models import make_causal_lm, save_model
+
+    return str(save_model(make_causal_lm(family, tok, seed=seed, **sizes), tok, out_dir))
+
+
+def save_tiny_rm(out_dir: Path, tok, family: str = "llama", seed: int = 0, head_std: float | None = None,
+                 nan_head: bool = False, **sizes) -> str:
+    """A tiny testbed reward model (num_labels 1) saved as an HF directory; returns its path.
+
+    head_std: re-initialise the score head with this std (the default init makes every reward ~0, which would hide
+    ordering bugs). nan_head: a corrupted checkpoint whose head scores NaN for every input.
+    """
+    import torch
+
+    from umm_ray.testbed.models import make_reward_model, save_model
+
+    model = make_reward_model(family, tok, seed=seed, **sizes)
+    with torch.no_grad():
+        if head_std is not None:
+            torch.nn.init.normal_(model.score.weight, std=head_std)
+        if nan_head:
+            model.score.weight.fill_(float("nan"))
+    return str(save_model(model, tok, out_dir))
+
+
+def write_manifest(path: Path, members: list[str], aggregate: str | None = None, lam: float | None = None) -> str:
+    """An ensemble manifest at `path`: member paths (relative to it, or absolute), and aggregate / lambda when given
+    (a manifest without them means mean, lambda 0)."""
+    spec = {"members": list(members)}
+    if aggregate is not None:
+        spec["aggregate"] = aggregate
+    if lam is not None:
+        spec["lambda"] = lam
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def write_prompts(path: Path, records) -> str:
+    """Prompt records as the JSONL the jobs read ({"prompt", "family", ...} per line)."""
+    from umm_ray.data.jsonl import write_jsonl
+
+    write_jsonl(path, records)
+    return str(path)
+
+
+def write_testbed_pairs(world, noise: float, seed: int, fracs=(0.7, 0.15, 0.15)) -> None:
+    """Pairs of two programmatic SFT responses per prompt labelled by the testbed gold (`label_pairs`), split by
+    prompt into world.pairs_{train,val,test} — the same kind of data the pairs stage writes from SFT samples."""
+    from umm_ray.data import read_jsonl, split_pairs, write_jsonl
+    from umm_ray.testbed.gold import TestbedGold
+    from umm_ray.testbed.prepare import label_pairs
+
+    by_prompt: dict[str, list[str]] = {}
+    for _, row in read_jsonl(world.sft):
+        if row["response"].strip():  # the world has a few whitespace-only answers; a comparison needs two texts
+            by_prompt.setdefault(row["prompt"], []).append(row["response"])
+    prompts, a, b = [], [], []
+    for prompt, responses in by_prompt.items():
+        for i in range(0, len(responses) - 1, 2):
+            prompts.append(prompt)
+            a.append(responses[i])
+            b.append(responses[i + 1])
+    pairs, _ = label_pairs(prompts, a, b, TestbedGold(), noise=noise, seed=seed)
+    random.Random(seed).shuffle(pairs)
+    for path, part in zip((world.pairs_train, world.pairs_val, world.pairs_test), split_pairs(pairs, fracs, seed)):
+        write_jsonl(path, part)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Job drivers in a subprocess.
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """The environment a job driver gets: this one, the project on PYTHONPATH, no tokenizer thread pools."""
+    return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), **extra}
+
+
+def start_job(module: str, args: list[str], log: Path | None = None, env: dict[str, str] | None = None,
+              **popen_kw) -> subprocess.Popen:
+    """Start `python -m module args` from the project root; output goes to `log` (or a text pipe when None)."""
+    out = open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115 (the child owns it until exit)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or job_env(), text=True,
+                            stdout=out, stderr=subprocess.STDOUT, **popen_kw)
+
+
+def finish_job(proc: subprocess.Popen, log: Path, timeout: float = 1500) -> str:
+    """Wait for a job started with a log file; assert it exited 0 and return the log text."""
+    rc = proc.wait(timeout=timeout)
+    text = Path(log).read_text()
+    assert rc == 0, f"{proc.args[2]} exited {rc}:\n{text[-4000:]}"
+    return text
+
+
+def run_job(module: str, args: list[str], log: Path, timeout: float = 1500) -> str:
+    """Run `module` with `args` to completion, logging to `log`; assert it exits 0 and return the log text."""
+    return finish_job(start_job(module, args, log), log, timeout)
+
+
+def run_job_captured(module: str, args: list[str], timeout: float = 1800,
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `module` to completion with stdout/stderr captured separately; the caller checks the return code."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env or job_env(), capture_output=True,
+                          text=True, timeout=timeout)
