@@ -28,7 +28,7 @@ def tiny_llama(layers: int = 2, hidden: int = 64, ffn: int = 96, vocab: int = 64
 
     return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
                        num_attention_heads=hidden // 32, num_key_value_heads=hidden // 64, head_dim=32,
-                       max_position_embeddings=128, num_labels=1, pad_token_id=0, tie_word_embeddings=False)
+                       max_position_embeddings=512, num_labels=1, pad_token_id=0, tie_word_embeddings=False)
 
 
 def tiny_rm(config, experts: int = 0, top_k: int = 2):
@@ -250,3 +250,25 @@ def test_plan_stage_sum_counts_every_actor_on_a_node():
     worker = plan.stages[0].roles[0].memory.total
     # 8 workers of ~1.3 GiB do not share 6 GiB (minus Ray's own) although each alone fits
     assert worker < node.usable_ram and not plan.ok and "member" in plan.problems[0]
+
+
+@pytest.mark.parametrize("kind", ["dense", "umm", "ensemble"])
+def test_reward_training_entry_points_check_before_starting(tmp_path, kind):
+    """The RM trainers call check_fits before any worker starts: an impossible batch stops with the numbers (here
+    without Ray at all, so nothing else could have raised)."""
+    import ray
+
+    from umm_ray.records import PreferencePair
+    from umm_ray.train.reward import RMData, train_rm
+
+    assert not ray.is_initialized()
+    src = save_tiny_rm_dir(tmp_path / "rm")
+    pairs = [PreferencePair("the cat sat on", "the mat", "a dog")] * 4
+    cfg = load_config(None, ["--run.output_dir", str(tmp_path / "run"), "--rm.batch_size", "10000000"],
+                      base=PRESETS["test"])
+    from umm_ray.train import reward
+
+    trainer = reward.TRAINERS[kind]
+    with pytest.raises(DoesNotFit, match="RM worker|member 0 worker"):
+        trainer(cfg, None, data=RMData(pairs, pairs, pairs, source="test"), source=src)
+    assert train_rm is not None and not ray.is_initialized()

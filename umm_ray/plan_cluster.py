@@ -6,7 +6,7 @@ memory of one GPU. Ray's launcher file states CPU/GPU (and optionally `memory`, 
 is read, in this order, from: `resources` (`memory`, `accelerator_type:<NAME>`), the node type's name (e.g.
 `gpu_a100_8x`), or the instance type in `node_config` (a built-in table of common AWS types).
 
-`place` simulates the scheduler for one stage: bundles are placed largest first; a PACK group goes onto one node
+`place` simulates the scheduler for one stage: groups are placed in creation order; a PACK group goes onto one node
 when it can, SPREAD members onto distinct running nodes when they can (STRICT_SPREAD: always); when no running node
 has room a new node of the smallest fitting type starts, within the type's and the cluster's max_workers (the
 autoscaler's limits; like Ray's autoscaler, it starts nodes for room, not to spread a soft SPREAD group).
@@ -230,7 +230,15 @@ def place(groups: list[Group], cluster: Cluster) -> Placement:
     nodes = [_Node(t, i) for t in cluster.node_types for i in range(max(t.min_workers, 1 if t.head else 0))]
     counts = {t.name: sum(1 for n in nodes if n.type is t) for t in cluster.node_types}
 
-    def launch(b: Bundle) -> _Node | None:
+    def fits_all(t: NodeType, bundles: tuple[Bundle, ...]) -> bool:
+        node = _Node(t, 0)
+        for b in bundles:
+            if not node.room(b):
+                return False
+            node.take(b)
+        return True
+
+    def launch(b: Bundle, rest: tuple[Bundle, ...]) -> _Node | None:
         workers = sum(1 for n in nodes if not n.type.head)
         if cluster.max_workers and workers >= cluster.max_workers:
             return None
@@ -238,21 +246,24 @@ def place(groups: list[Group], cluster: Cluster) -> Placement:
                    and _Node(t, 0).room(b)]
         if not fitting:
             return None
-        t = min(fitting, key=lambda t: (t.gpus, t.gpu_memory, t.cpus, t.ram))
+        # A PACK group asks for a node that holds all its remaining bundles when one exists (the autoscaler scores
+        # node types by how well the pending bundles use them); otherwise the smallest node that holds this one.
+        whole = [t for t in fitting if fits_all(t, rest)] if len(rest) > 1 else []
+        t = min(whole or fitting, key=lambda t: (t.gpus, t.gpu_memory, t.cpus, t.ram))
         counts[t.name] += 1
         node = _Node(t, counts[t.name] - 1)
         nodes.append(node)
         return node
 
-    for g in sorted(groups, key=lambda g: -max(b.gpu_memory + b.host_memory for b in g.bundles)):
+    for g in groups:  # in creation order, as Ray places them
         used: set[str] = set()
-        for b in g.bundles:
+        for i, b in enumerate(g.bundles):
             candidates = [n for n in nodes if n.room(b) and not (g.strategy == "STRICT_SPREAD" and n.label in used)]
             if g.strategy.endswith("SPREAD"):  # SPREAD is best effort: a used node before a new one
                 candidates.sort(key=lambda n: n.label in used)
             else:
                 candidates.sort(key=lambda n: n.label not in used)
-            node = candidates[0] if candidates else launch(b)
+            node = candidates[0] if candidates else launch(b, g.bundles[i:] if g.strategy == "PACK" else (b,))
             if node is None:
                 return Placement(_summary(nodes), _why(b, g, cluster))
             node.take(b)
