@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -74,8 +75,7 @@ def test_param_count_of_a_local_checkpoint_matches_its_weights():
     from safetensors import safe_open
 
     with safe_open(str(SMOLLM / "model.safetensors"), "pt") as f:
-        stored = sum(f.get_slice(k).get_shape().numel() if hasattr(f.get_slice(k).get_shape(), "numel")
-                     else torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys())
+        stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     arch = arch_of(str(SMOLLM))
     assert arch.params("lm") == stored  # tied embeddings: the LM head adds nothing
     assert (arch.layers, arch.hidden, arch.ffn, arch.kv_heads) == (30, 576, 1536, 3)
@@ -238,7 +238,7 @@ def test_check_fits_stops_a_stage_that_cannot_fit(tmp_path):
     assert longest_row(src, pairs, cfg.rm.max_len) == 4 + 2 + 1
     with pytest.raises(DoesNotFit, match=r"rm_moe\[2\].*RM worker.*GiB") as e:
         check_fits(cfg, "rm_umm", source=src, cluster=small)  # no pairs: full rm.max_len rows
-    assert "activations" in str(e.value) and "box" in str(e.value)
+    assert "activations" in str(e.value) and "box" in str(e.value) and "--rm.batch_size" in str(e.value)
     ok = check_fits(load_config(None, [], base=PRESETS["test"]), "rm_dense", source=src, pairs=pairs, cluster=small)
     assert ok.ok and ok.stages[0].roles[0].detail.endswith("x 7")
 
@@ -259,16 +259,13 @@ def test_reward_training_entry_points_check_before_starting(tmp_path, kind):
     import ray
 
     from umm_ray.records import PreferencePair
-    from umm_ray.train.reward import RMData, train_rm
+    from umm_ray.train import reward
 
     assert not ray.is_initialized()
     src = save_tiny_rm_dir(tmp_path / "rm")
     pairs = [PreferencePair("the cat sat on", "the mat", "a dog")] * 4
     cfg = load_config(None, ["--run.output_dir", str(tmp_path / "run"), "--rm.batch_size", "10000000"],
                       base=PRESETS["test"])
-    from umm_ray.train import reward
-
-    trainer = reward.TRAINERS[kind]
     with pytest.raises(DoesNotFit, match="RM worker|member 0 worker"):
-        trainer(cfg, None, data=RMData(pairs, pairs, pairs, source="test"), source=src)
-    assert train_rm is not None and not ray.is_initialized()
+        reward.TRAINERS[kind](cfg, None, data=reward.RMData(pairs, pairs, pairs, source="test"), source=src)
+    assert not ray.is_initialized()

@@ -219,7 +219,8 @@ def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> Stage
                        lm_tokens=p.micro_batch_size * R)
     roles = [Role("ppo", "policy+critic rank", p.world_size, cpus, gpus, "policy", "PACK", pol.source,
                   pol.params("lm") + pol.params("base") + pol.hidden + 1, lm_dtype, mem,
-                  f"{'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}")]
+                  f"policy {pol.params('lm') / 1e6:.1f}M + critic trunk {pol.params('base') / 1e6:.1f}M + value "
+                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}")]
     if ro.backend == "vllm":
         kv = vllm_memory(pol, "fp32", ro.gpu_memory_utilization, device=dev, device_bytes=gpu_bytes,
                          max_model_len=pol.max_positions)
@@ -265,8 +266,9 @@ def make_stages(cfg: Config, cluster: Cluster, which: tuple[str, ...] = ROLES, s
     """The stages of `which` roles (see ROLES); `source` overrides the reward models' backbone, `rm_seq_len` their
     row length (default rm.max_len)."""
     rm = model_arch(cfg, source if source is not None else rm_source(cfg))
-    umm_experts = sorted({cfg.moe.num_experts, *cfg.compare.expert_counts}) if "ppo" in which else \
-        [cfg.moe.num_experts]
+    # The whole pipeline (jobs.compare) trains a UMM per compare.expert_counts; a single job uses moe.num_experts.
+    whole = set(which) == set(ROLES)
+    umm_experts = sorted({cfg.moe.num_experts, *cfg.compare.expert_counts}) if whole else [cfg.moe.num_experts]
     out: list[Stage] = []
     for w in which:
         if w == "sft":
@@ -350,8 +352,21 @@ def check_fits(cfg: Config, role: str, *, source: str | Path | None = None, pair
     seq_len = longest_row(source, pairs, cfg.rm.max_len) if pairs and source else None
     plan = make_plan(cfg, cluster, (role,), source, rm_seq_len=seq_len)
     if not plan.ok:
-        raise DoesNotFit(explain(plan))
+        raise DoesNotFit(explain(plan) + _batch_hint(cfg, role, cluster, source, seq_len))
     return plan
+
+
+def _batch_hint(cfg: Config, role: str, cluster: Cluster, source, seq_len: int | None) -> str:
+    """The largest rm.batch_size (halving from the configured one) with which a reward stage would fit."""
+    if not role.startswith("rm_"):
+        return ""
+    b = cfg.rm.batch_size // 2
+    while b >= 1:
+        smaller = replace(cfg, rm=replace(cfg.rm, batch_size=b))
+        if make_plan(smaller, cluster, (role,), source, rm_seq_len=seq_len).ok:
+            return f"\n  --rm.batch_size {b} would fit (now {cfg.rm.batch_size})"
+        b //= 2
+    return "\n  no rm.batch_size fits: shorten rm.max_len, use fewer experts or larger nodes"
 
 
 def explain(plan: Plan) -> str:

@@ -15,7 +15,6 @@ autoscaler's limits; like Ray's autoscaler, it starts nodes for room, not to spr
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 

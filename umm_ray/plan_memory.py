@@ -16,7 +16,6 @@ training step): dense measured 5.86 GiB, estimated 6.26 GiB; 2-expert UMM MoE me
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -301,7 +300,3 @@ def vllm_memory(arch: Arch, dtype: str, utilization: float, *, device: str, devi
                      notes=(f"KV {utilization:g} x RAM",))
         budget = mem.total
     return KVPlan(mem, budget, kv // per_token, max_model_len)
-
-
-def describe_arch(arch: Arch) -> str:
-    return json.dumps({k: v for k, v in asdict(arch).items() if k != "source"})
