@@ -374,7 +374,11 @@ def explain(plan: Plan) -> str:
     lines = [f"the run cannot fit {plan.cluster.source}:"] + [f"  {p}" for p in plan.problems]
     for s in plan.stages:
         if s.problems():
-            lines += [f"  {s.name}: {r.count} x {r.name}: {fmt_memory(r.memory)}; {r.detail}" for r in s.roles]
+            seen = set()
+            for r in s.roles:
+                if (r.memory, r.detail) not in seen:  # ensemble members are alike: one line for all
+                    seen.add((r.memory, r.detail))
+                    lines.append(f"  {s.name}: {r.count} x {r.name}: {fmt_memory(r.memory)}; {r.detail}")
     lines.append("  lower that stage's batch size / max_len / workers / experts, or use larger nodes")
     return "\n".join(lines)
 
