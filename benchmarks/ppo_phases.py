@@ -21,16 +21,16 @@ from pathlib import Path
 import ray
 
 from jobs.common import init_ray, parse_job_args
+from umm_ray import stages as S
 from umm_ray.config import Config
 from umm_ray.pipeline import Stage, StageRunner
+from umm_ray.reward_source import RewardSource
 
 SMOOTH = 5  # steps in the moving average used to locate the gold peak (per-step gold is a noisy batch mean)
 
 
 def build_world(cfg: Config) -> dict:
     """prepare -> sft -> pairs -> dense RM, cached exactly like jobs.compare (same stage names and keys)."""
-    from umm_ray import stages as S
-
     runner = StageRunner(Path(cfg.run.output_dir), cfg)
     runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
     runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     runs = {}
     for kl in kls:
         run_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=kl))
-        out = run_ppo(run_cfg, world["policy"], world["proxy"], cfg.reward.gold, world["prompts"], bench / f"kl{kl:g}")
+        out = run_ppo(run_cfg, world["policy"], RewardSource.parse(world["proxy"]), S.gold_source(cfg), world["prompts"],
+                      bench / f"kl{kl:g}")
         rows = runs[f"{kl:g}"] = read_metrics(out / "metrics.jsonl")
         result["hacking"][f"{kl:g}"] = hacking_summary(rows)
         result["peak_memory_mb"][f"kl{kl:g}"] = json.loads((out / "summary.json").read_text())["peak_memory_mb"]

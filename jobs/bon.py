@@ -15,36 +15,37 @@ from pathlib import Path
 
 from jobs.common import init_ray, parse_job_args, record_config
 from umm_ray.config import Config
-from umm_ray.eval.bon import RMSpec, curve_table, parse_rm_entries, run_bon
+from umm_ray.eval.bon import curve_table, run_bon
+from umm_ray.reward_source import RewardSource, parse_named_sources, source_from_config
 
 
-def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RMSpec]]:
-    """(policy path, {name: RMSpec}) from the config, failing before any compute when something is missing."""
+def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RewardSource], RewardSource]:
+    """(policy path, {name: proxy}, gold) from the config, failing before any compute when something is missing."""
     policy = cfg.bon.policy_path or str(Path(cfg.run.output_dir) / "sft" / "model")
     if not Path(policy).exists() and not cfg.bon.policy_path:
         raise FileNotFoundError(f"{policy}: no SFT policy; run `python -m jobs.sft` first or set --bon.policy_path")
     if cfg.bon.rms:
-        specs = parse_rm_entries(cfg.bon.rms)
+        sources = parse_named_sources(cfg.bon.rms, "bon.rms")
     elif cfg.reward.proxy_path:
-        specs = {cfg.reward.proxy: RMSpec.parse(cfg.reward.proxy_path)}
+        sources = {cfg.reward.proxy: RewardSource.parse(cfg.reward.proxy_path, "reward.proxy_path")}
     else:
         raise ValueError("no proxy RM to evaluate: set --bon.rms name=path,... or --reward.proxy_path")
-    for name, spec in specs.items():
-        if not Path(spec.path).exists():
-            raise FileNotFoundError(f"RM {name!r}: {spec.path} does not exist")
-    return policy, specs
+    for name, source in sources.items():
+        source.check_exists(f"RM {name!r}")
+    gold = source_from_config(cfg.reward.gold, cfg.reward.remote_url, "reward.gold").check_exists("reward.gold")
+    return policy, sources, gold
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_job_args(argv, "bon")
     try:
-        policy, specs = resolve_inputs(cfg)
+        policy, sources, gold = resolve_inputs(cfg)
     except (FileNotFoundError, ValueError) as e:
         print(f"bon: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     init_ray(cfg)
     out = record_config(cfg, "bon")
-    curves = run_bon(cfg, policy, specs, cfg.reward.gold, out_dir=out)
+    curves = run_bon(cfg, policy, sources, gold, out_dir=out)
     print(curve_table(curves))
     print(f"wrote {out / 'bon.json'}")
     return curves

@@ -65,21 +65,21 @@ def main(argv: list[str] | None = None) -> Path:
     rms = {}
     for name, (kind, extra) in rm_names(cfg).items():
         sections = ("rm", "moe", "merge") if kind == "umm" else ("rm", "ensemble") if kind == "ensemble" else ("rm",)
-        rms[name] = runner.run(Stage(f"rm_{name}", lambda out, k=kind, e=extra: S.train_rm(cfg, k, e, out),
-                                     sections=sections, deps=("pairs",), extra=extra))
-    specs = S.proxy_specs(cfg, rms)
-    rm_stages = tuple(f"rm_{n}" for n in rm_names(cfg))
+        rms[f"rm_{name}"] = runner.run(Stage(f"rm_{name}", lambda out, k=kind, e=extra: S.train_rm(cfg, k, e, out),
+                                             sections=sections, deps=("pairs",), extra={"kind": kind, **extra}))
+    proxies = S.proxy_specs(cfg, rms)
+    rm_stages = tuple(rms)
     hh = S.hh_pairs_path(cfg)
-    evals = runner.run(Stage("eval", lambda out: S.evaluate(cfg, specs, out), sections=("rm",), deps=rm_stages,
+    evals = runner.run(Stage("eval", lambda out: S.evaluate(cfg, proxies, out), sections=("rm",), deps=rm_stages,
                              extra={"hh": str(hh or ""), "hh_pairs": cfg.compare.hh_eval_pairs}))
-    bon = runner.run(Stage("bon", lambda out: S.bon(cfg, specs, out), sections=("bon", "rollout"), deps=rm_stages))
+    bon = runner.run(Stage("bon", lambda out: S.bon(cfg, proxies, out), sections=("bon", "rollout"), deps=rm_stages))
 
     ppo, pool = {}, RolePool()  # the PPO runs share policy, engines, reference and gold; only the proxy changes
     try:
-        for name in S.ppo_proxies(cfg, evals, specs):
-            ppo[name] = runner.run(Stage(f"ppo_{name}", lambda out, n=name: S.ppo(cfg, specs[n], out, pool),
-                                         sections=("ppo", "rollout"), deps=(f"rm_{specs[name]['stage']}",),
-                                         extra={"proxy": specs[name]["spec"]}))
+        for name, proxy in S.ppo_proxies(cfg, evals, proxies).items():
+            ppo[name] = runner.run(Stage(f"ppo_{name}", lambda out, p=proxy: S.ppo(cfg, p, out, pool),
+                                         sections=("ppo", "rollout"), deps=(proxy.stage,),
+                                         extra={"proxy": str(proxy.source)}))
     finally:
         pool.shutdown()
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> Path:
     if hh:
         notes.append(f"acc HH: accuracy on the first {cfg.compare.hh_eval_pairs or 'all'} pairs of {hh} (real "
                      "Anthropic HH-RLHF); these RMs were trained on testbed pairs, so it measures transfer, not fit.")
-    report = S.report(cfg, specs, evals, bon, ppo, root / "report", notes)
+    report = S.report(cfg, proxies, evals, bon, ppo, root / "report", notes)
     (root / "compare" / "timings.json").write_text(json.dumps({"timings": runner.timings,
                                                                 "cached": runner.cached}, indent=1))
     print(f"report: {report}")

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from jobs.common import init_ray, parse_job_args, record_config
-from umm_ray.actors.reward import RewardGroup, ensemble_members, parse_reward_spec
+from umm_ray.actors.reward import RewardGroup, RewardSpec, ensemble_members
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.algo.kl import make_kl_controller
 from umm_ray.algo.ppo import RunningMoments
@@ -38,16 +38,18 @@ from umm_ray.ppo.roles import RolePool, Roles, generate, resume_state, sync_gap,
 from umm_ray.ppo.state import DriverState, capture_rng, latest_checkpoint, save_checkpoint
 from umm_ray.ppo.timing import PhaseTimer
 from umm_ray.report.metrics import MetricsLogger
+from umm_ray.reward_source import RewardSource, source_from_config
 
 
-def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prompts_path: str,
+def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSource, prompts_path: str,
             out_dir: str | Path, pool: RolePool | None = None) -> Path:
-    """Train `policy_path` with PPO against `proxy_spec`, measuring `gold_spec`; returns `out_dir`.
+    """Train `policy_path` with PPO against `proxy`, measuring `gold`; returns `out_dir`.
 
     Args:
         cfg: the config (ppo, rollout, ensemble, reward, model, run sections are read).
         policy_path: HF causal LM to start from (also the frozen reference).
-        proxy_spec / gold_spec: 'testbed', an RM dir, an ensemble manifest ('#wco', '#uwo:0.1' suffixes), or a URL.
+        proxy / gold: the testbed gold, an RM dir, an ensemble manifest (its aggregate, else ensemble.aggregate and
+            ensemble.uwo_lambda), or an endpoint.
         prompts_path: prompt file / hub name for `data.load_prompts`.
         out_dir: run directory (metrics, checkpoints, final policy); an existing checkpoint there is resumed.
         pool: keeps the actors for the caller's next run (see `RolePool`); without one they are shut down at the end.
@@ -59,15 +61,16 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
     tok = AutoTokenizer.from_pretrained(policy_path)
     prompts = load_prompts(prompts_path)
     validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path))
-    proxy, how, lam = parse_reward_spec(proxy_spec, "proxy", r.remote_token, cfg.rm.max_len, r.batch_size)
-    gold, _, _ = parse_reward_spec(gold_spec, "gold", r.remote_token, cfg.rm.max_len, r.batch_size)
-    how, lam = how or cfg.ensemble.aggregate, cfg.ensemble.uwo_lambda if lam is None else lam
-    members = ensemble_members(proxy)
+    load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size}
+    proxy_rs, gold_rs = RewardSpec.load(proxy, "proxy", **load), RewardSpec.load(gold, "gold", **load)
+    how = proxy.aggregate or cfg.ensemble.aggregate
+    lam = cfg.ensemble.uwo_lambda if proxy.lam is None else proxy.lam
+    members = ensemble_members(proxy_rs)
     init_ray(cfg)
 
     own_pool = pool is None
     pool = pool or RolePool()
-    roles = pool.acquire(cfg, policy_path, members, gold)
+    roles = pool.acquire(cfg, policy_path, members, gold_rs)
     policy, engines = roles.policy, roles.engines
     try:
         state = resume_state(cfg, out, policy, engines)
@@ -83,8 +86,8 @@ def run_ppo(cfg: Config, policy_path: str, proxy_spec: str, gold_spec: str, prom
         before = json.loads((out / "summary.json").read_text())["peak_memory_mb"]["policy_ranks"]
         peak = [max(a, b) for a, b in zip(peak, before)] if len(before) == len(peak) else peak
     summary = {"steps": cfg.ppo.steps, "peak_memory_mb": {"policy_ranks": peak}, "roles_reused": pool.last_reused,
-               "proxy": proxy.describe(), "aggregate": how if len(members) > 1 else None,
-               "gold": gold.describe()}
+               "proxy": proxy_rs.describe(), "aggregate": how if len(members) > 1 else None,
+               "gold": gold_rs.describe()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return out
 
@@ -155,7 +158,7 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
         logger.close()
 
 
-def resolve_inputs(cfg: Config) -> tuple[str, str, str, str]:
+def resolve_inputs(cfg: Config) -> tuple[str, RewardSource, RewardSource, str]:
     """(policy, proxy, gold, prompts) from the config, failing before any compute when something is missing."""
     root = Path(cfg.run.output_dir)
     policy = cfg.ppo.policy_path or str(root / "sft" / "model")
@@ -164,10 +167,12 @@ def resolve_inputs(cfg: Config) -> tuple[str, str, str, str]:
     prompts = cfg.ppo.prompts or str(root / "prepare" / "prompts_ppo.jsonl")
     if not cfg.ppo.prompts and not Path(prompts).exists():
         raise FileNotFoundError(f"{prompts}: no PPO prompts; run `python -m jobs.prepare` or set --ppo.prompts")
-    proxy = cfg.reward.remote_url if cfg.reward.proxy == "remote" else cfg.reward.proxy_path
-    if not proxy:
+    r = cfg.reward
+    proxy_text = "remote" if r.proxy == "remote" else r.proxy_path
+    if not proxy_text:
         raise ValueError("no proxy reward: set --reward.proxy_path (or --reward.proxy remote --reward.remote_url)")
-    gold = cfg.reward.remote_url if cfg.reward.gold == "remote" else cfg.reward.gold
+    proxy = source_from_config(proxy_text, r.remote_url, "reward.proxy_path").check_exists("reward.proxy_path")
+    gold = source_from_config(r.gold, r.remote_url, "reward.gold").check_exists("reward.gold")
     return policy, proxy, gold, prompts
 
 

@@ -9,11 +9,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from umm_ray.config import Config
+from umm_ray.reward_source import RewardSource, source_from_config
 
 SHARED_HH = ("shared", "data", "hh-rlhf", "harmless-base", "test.jsonl.gz")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """One proxy RM of the comparison: where it scores from, the stage that trained it, its kind (report row).
+
+    Attributes:
+        source: the checkpoint (an ensemble manifest carries its aggregate, e.g. '#uwo:0.5').
+        stage: the RM stage that wrote it ('rm_dense', 'rm_umm4', 'rm_ensemble').
+        kind: 'dense' | 'umm' | 'moe' | 'ensemble' (`umm_ray.report.records.KINDS`).
+    """
+
+    source: RewardSource
+    stage: str
+    kind: str
+
+
+def gold_source(cfg: Config) -> RewardSource:
+    """reward.gold as a source ('remote' stands for reward.remote_url)."""
+    return source_from_config(cfg.reward.gold, cfg.reward.remote_url, "reward.gold")
 
 
 def _root(cfg: Config) -> Path:
@@ -99,7 +121,7 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
         n = extra["num_experts"]
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
     result = train(cfg, world_paths(cfg.run.output_dir), kind=kind, stage_dir=out)
-    summary = {"model": str(result.model_path), "eval": result.eval}
+    summary = {"kind": kind, "model": str(result.model_path), "eval": result.eval, **extra}
     if kind == "umm":
         summary["moe"] = str(out / "moe" / "model")
     if kind == "ensemble":
@@ -107,22 +129,23 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     return summary
 
 
-def proxy_specs(cfg: Config, rms: dict[str, dict]) -> dict[str, dict]:
-    """Every proxy to evaluate: name -> {spec, stage, kind}. UMM stages also yield their unmerged MoE."""
-    specs = {}
-    for name, summary in rms.items():
-        if name == "ensemble":
-            manifest = summary["manifest"]
+def proxy_specs(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:
+    """Every proxy to evaluate, by display name. UMM stages also yield their unmerged MoE; an ensemble yields one
+    proxy per aggregate (UWO with Best-of-N's lambda, compare.bon_uwo_lambda)."""
+    proxies = {}
+    for stage, summary in rms.items():
+        kind = summary["kind"]
+        if kind == "ensemble":
+            manifest = RewardSource(summary["manifest"])
             for how, lam in (("mean", None), ("wco", None), ("uwo", cfg.compare.bon_uwo_lambda)):
-                suffix = f"#{how}" + (f":{lam}" if lam is not None else "")
-                specs[f"ensemble-{how}"] = {"spec": manifest + suffix, "stage": name, "kind": "ensemble"}
-        elif name.startswith("umm"):
-            n = name[3:]
-            specs[f"umm-{n}"] = {"spec": summary["model"], "stage": name, "kind": "umm"}
-            specs[f"moe-{n}"] = {"spec": summary["moe"], "stage": name, "kind": "moe"}
+                proxies[f"ensemble-{how}"] = Proxy(manifest.with_aggregate(how, lam), stage, "ensemble")
+        elif kind == "umm":
+            n = summary["num_experts"]
+            proxies[f"umm-{n}"] = Proxy(RewardSource(summary["model"]), stage, "umm")
+            proxies[f"moe-{n}"] = Proxy(RewardSource(summary["moe"]), stage, "moe")
         else:
-            specs[name] = {"spec": summary["model"], "stage": name, "kind": "dense"}
-    return specs
+            proxies[stage.removeprefix("rm_")] = Proxy(RewardSource(summary["model"]), stage, kind)
+    return proxies
 
 
 def hh_pairs_path(cfg: Config) -> Path | None:
@@ -137,14 +160,15 @@ def hh_pairs_path(cfg: Config) -> Path | None:
     return None
 
 
-def evaluate(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
     from umm_ray.eval.rm_metrics import evaluate_rms
 
-    return evaluate_rms(cfg, specs, _root(cfg) / "pairs" / "pairs_test.jsonl", out, hh_pairs_path(cfg))
+    sources = {k: p.source for k, p in proxies.items()}
+    return evaluate_rms(cfg, sources, _root(cfg) / "pairs" / "pairs_test.jsonl", out, hh_pairs_path(cfg))
 
 
-def bon(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
     from umm_ray.data import load_prompts
     from umm_ray.eval.bon import run_bon
@@ -152,54 +176,54 @@ def bon(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
     prompts = None
     if not cfg.bon.prompts and not uses_testbed(cfg):  # own data: BoN samples the PPO prompts
         prompts = [p.prompt for p in load_prompts(cfg.ppo.prompts, limit=cfg.bon.n_prompts)]
-    curves = run_bon(cfg, cfg.bon.policy_path or policy_path(cfg), {k: v["spec"] for k, v in specs.items()},
-                     gold_spec=cfg.reward.gold, prompts=prompts, out_dir=out)
+    curves = run_bon(cfg, cfg.bon.policy_path or policy_path(cfg), {k: p.source for k, p in proxies.items()},
+                     gold=gold_source(cfg), prompts=prompts, out_dir=out)
     return {k: c.to_dict() for k, c in curves.items()}
 
 
-def ppo_proxies(cfg: Config, evals: dict, specs: dict[str, dict]) -> dict[str, dict]:
+def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy]) -> dict[str, Proxy]:
     """The proxies PPO runs against, resolving 'umm_best' to the UMM with the best validation accuracy."""
     chosen = {}
     for name in cfg.compare.ppo_rms:
         if name == "umm_best":
-            umms = [k for k in specs if specs[k]["kind"] == "umm"]
+            umms = [k for k, p in proxies.items() if p.kind == "umm"]
             if not umms:
                 continue
             name = max(umms, key=lambda k: (evals[k].get("acc_val", 0.0), -len(k)))
-        if name not in specs:
-            raise ValueError(f"compare.ppo_rms: {name!r} is not a trained RM; have {sorted(specs)}")
-        spec = dict(specs[name])
-        if name == "ensemble-uwo":  # PPO's UWO lambda differs from BoN's (Coste et al.: 0.1 vs 0.5)
-            spec["spec"] = spec["spec"].split("#")[0] + f"#uwo:{cfg.ensemble.uwo_lambda}"
-        chosen[name] = spec
+        if name not in proxies:
+            raise ValueError(f"compare.ppo_rms: {name!r} is not a trained RM; have {sorted(proxies)}")
+        proxy = proxies[name]
+        if proxy.source.aggregate == "uwo":  # PPO's UWO lambda differs from BoN's (Coste et al.: 0.1 vs 0.5)
+            proxy = dataclasses.replace(proxy, source=proxy.source.with_aggregate("uwo", cfg.ensemble.uwo_lambda))
+        chosen[name] = proxy
     return chosen
 
 
-def ppo(cfg: Config, spec: dict, out: Path, pool=None) -> dict:
-    """One PPO run against `spec`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
+def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
+    """One PPO run against `proxy`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
     from jobs.ppo import run_ppo
     from umm_ray.report.metrics import read_metrics
 
     t0 = time.perf_counter()
-    run_ppo(cfg, policy_path(cfg), spec["spec"], cfg.reward.gold, ppo_prompts(cfg), out, pool=pool)
+    run_ppo(cfg, policy_path(cfg), proxy.source, gold_source(cfg), ppo_prompts(cfg), out, pool=pool)
     rows = read_metrics(out / "metrics.jsonl")
-    return {"spec": spec["spec"], "rows": rows, "seconds": time.perf_counter() - t0}
+    return {"spec": str(proxy.source), "rows": rows, "seconds": time.perf_counter() - t0}
 
 
-def report(cfg: Config, specs: dict[str, dict], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
+def report(cfg: Config, proxies: dict[str, Proxy], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
            notes: list[str]) -> Path:
     from umm_ray.algo.bon import BoNCurve
     from umm_ray.report.build import build_report
     from umm_ray.report.records import PPOCurve, RMResult
 
     results = []
-    for name, spec in specs.items():
+    for name, proxy in proxies.items():
         e = evals.get(name, {})
         ppo_run = ppo_runs.get(name)
         results.append(RMResult(
-            name=name, kind=spec["kind"], params=e.get("params"), throughput=e.get("throughput"),
+            name=name, kind=proxy.kind, params=e.get("params"), throughput=e.get("throughput"),
             acc_testbed=e.get("acc_test"), acc_hh=e.get("acc_hh"),
             bon=BoNCurve.from_dict(bon_curves[name]) if name in bon_curves else None,
             ppo=PPOCurve.from_metrics(ppo_run["rows"], kl_coef=cfg.ppo.kl_coef) if ppo_run else None,
-            notes=spec["spec"]))
+            notes=str(proxy.source)))
     return build_report(results, config=cfg, out_dir=out, notes=notes)

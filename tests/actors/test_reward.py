@@ -11,8 +11,8 @@ import pytest
 import ray
 import torch
 
-from umm_ray.actors.reward import (RewardActor, RewardGroup, RewardSpec, check_scores, ensemble_members,
-                                   parse_reward_spec)
+from umm_ray.actors.reward import RewardActor, RewardGroup, RewardSpec, check_scores, ensemble_members
+from umm_ray.reward_source import RewardSource
 from umm_ray.testbed.world import make_prompts, sft_responses
 
 PROMPTS = make_prompts(8, seed=3)
@@ -49,7 +49,7 @@ def _actor(spec: RewardSpec):
 def test_testbed_gold_actor_matches_gold(ray_local):
     from umm_ray.testbed.gold import TestbedGold
 
-    actor = _actor(RewardSpec("gold", "testbed"))
+    actor = _actor(RewardSpec("gold", RewardSource("testbed")))
     assert ray.get(actor.score.remote(TEXTS, RESPONSES)) == TestbedGold().score(TEXTS, RESPONSES)
     ray.kill(actor)
 
@@ -57,7 +57,7 @@ def test_testbed_gold_actor_matches_gold(ray_local):
 def test_hf_rm_actor_matches_direct_scorer(ray_local, rm_dirs):
     from umm_ray.models.reward_model import load_scorer
 
-    actor = _actor(RewardSpec("proxy", "path", path=rm_dirs["members"][0]))
+    actor = _actor(RewardSpec("proxy", RewardSource(rm_dirs["members"][0])))
     got = ray.get(actor.score.remote(TEXTS, RESPONSES))
     want = load_scorer(rm_dirs["members"][0]).score(TEXTS, RESPONSES)
     assert got == pytest.approx(want, abs=1e-5)
@@ -65,7 +65,7 @@ def test_hf_rm_actor_matches_direct_scorer(ray_local, rm_dirs):
 
 
 def test_nan_scores_raise_naming_the_actor(ray_local, rm_dirs):
-    actor = _actor(RewardSpec("proxy", "path", path=rm_dirs["nan"]))
+    actor = _actor(RewardSpec("proxy", RewardSource(rm_dirs["nan"])))
     with pytest.raises(RuntimeError) as e:
         ray.get(actor.score.remote(TEXTS, RESPONSES))
     assert "RewardActor[proxy: " in str(e.value) and rm_dirs["nan"] in str(e.value) and "non-finite" in str(e.value)
@@ -107,7 +107,7 @@ def test_remote_endpoint_bad_output_raises(ray_local, mode, message):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        actor = _actor(RewardSpec("proxy", "remote", url=url))
+        actor = _actor(RewardSpec("proxy", RewardSource(url)))
         with pytest.raises(RuntimeError) as e:
             ray.get(actor.score.remote(TEXTS, RESPONSES))
         assert f"RewardActor[proxy: {url}]" in str(e.value) and message in str(e.value)
@@ -120,7 +120,8 @@ def test_ensemble_group_spreads_members_and_matches_manifest(ray_local, rm_dirs)
     from umm_ray.algo.ensemble import aggregate
     from umm_ray.models.reward_model import load_scorer
 
-    spec, how, lam = parse_reward_spec(rm_dirs["manifest"] + "#uwo:0.1", "proxy")
+    spec = RewardSpec.load(rm_dirs["manifest"] + "#uwo:0.1", "proxy")
+    how, lam = spec.source.aggregate, spec.source.lam
     assert (how, lam) == ("uwo", 0.1)
     members = ensemble_members(spec)
     assert [m.name for m in members] == ["proxy/member0", "proxy/member1"]
@@ -137,12 +138,16 @@ def test_ensemble_group_spreads_members_and_matches_manifest(ray_local, rm_dirs)
         group.shutdown()
 
 
-def test_parse_reward_spec_errors(tmp_path):
-    assert parse_reward_spec("testbed", "gold")[0].kind == "testbed"
-    assert parse_reward_spec("http://127.0.0.1:8000", "proxy", remote_token="t")[0].token == "t"
+def test_load_reward_spec_errors(tmp_path, monkeypatch):
+    assert RewardSpec.load("testbed", "gold").kind == "testbed"
+    assert RewardSpec.load("http://127.0.0.1:8000", "proxy", token="t").token == "t"
+    assert RewardSpec.load("testbed", "gold", token="t").token == ""  # a token only goes to an endpoint
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rm").mkdir()
+    assert RewardSpec.load("rm", "proxy").path == str(tmp_path / "rm")  # absolute: actors run elsewhere
     with pytest.raises(FileNotFoundError, match="reward source 'proxy': .*nope does not exist"):
-        parse_reward_spec(str(tmp_path / "nope"), "proxy")
-    with pytest.raises(ValueError, match="aggregate 'max'"):
-        parse_reward_spec(str(tmp_path) + "#max", "proxy")
+        RewardSpec.load(str(tmp_path / "nope"), "proxy")
+    with pytest.raises(ValueError, match="malformed; expected 'testbed'"):
+        RewardSpec.load(str(tmp_path) + "#max", "proxy")
     with pytest.raises(ValueError, match="is empty"):
-        parse_reward_spec("", "gold")
+        RewardSpec.load("", "gold")

@@ -13,74 +13,57 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import ray
 import torch
 
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
-
-KINDS = ("testbed", "path", "remote")
-
+from umm_ray.reward_source import RewardSource
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """What one RewardActor scores with.
+    """What one RewardActor scores with: a `RewardSource` plus the settings of loading and calling it.
 
     Attributes:
         name: shown in errors and metrics ("proxy", "gold", "proxy/member1").
-        kind: "testbed" (programmatic gold), "path" (HF RM dir, MoE dir or ensemble manifest), "remote" (HTTP).
-        path: checkpoint directory / manifest for kind "path".
-        url, token: endpoint and bearer token for kind "remote".
+        source: the testbed gold, an HF RM dir / MoE dir / ensemble manifest, or a remote endpoint.
+        token: bearer token for a remote endpoint.
         max_len, batch_size: tokenisation cap and scoring batch for learned RMs.
     """
 
     name: str
-    kind: str
-    path: str = ""
-    url: str = ""
+    source: RewardSource
     token: str = ""
     max_len: int = 256
     batch_size: int = 64
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"RewardSpec {self.name!r}: kind {self.kind!r} is not one of {list(KINDS)}")
-        if self.kind == "path" and not self.path:
-            raise ValueError(f"RewardSpec {self.name!r}: kind 'path' needs a checkpoint path")
-        if self.kind == "remote" and not self.url:
-            raise ValueError(f"RewardSpec {self.name!r}: kind 'remote' needs a url (reward.remote_url)")
+    @classmethod
+    def load(cls, source: RewardSource | str, name: str, token: str = "", max_len: int = 256,
+             batch_size: int = 64) -> "RewardSpec":
+        """A spec for `source` (parsed when text), checked to exist and made absolute for the actor's working dir.
+
+        Raises ValueError for malformed text and FileNotFoundError for a missing checkpoint, both naming `name`.
+        """
+        if not isinstance(source, RewardSource):
+            source = RewardSource.parse(source, f"reward source {name!r}")
+        source = source.check_exists(f"reward source {name!r}").absolute()
+        return cls(name, source, token=token if source.kind == "remote" else "", max_len=max_len,
+                   batch_size=batch_size)
+
+    @property
+    def kind(self) -> str:
+        return self.source.kind
+
+    @property
+    def path(self) -> str:
+        return self.source.location if self.kind == "path" else ""
+
+    @property
+    def url(self) -> str:
+        return self.source.location if self.kind == "remote" else ""
 
     def describe(self) -> str:
-        return {"testbed": "testbed gold", "path": self.path, "remote": self.url}[self.kind]
-
-
-def parse_reward_spec(text: str, name: str, remote_token: str = "", max_len: int = 256, batch_size: int = 64
-                      ) -> tuple[RewardSpec, str | None, float | None]:
-    """A reward source as written in configs -> (spec, aggregate override, lambda override).
-
-    'testbed' -> programmatic gold; 'http(s)://host:port' -> remote endpoint; anything else a checkpoint path or
-    ensemble manifest, optionally suffixed '#mean' / '#wco' / '#uwo:0.1' (the same syntax as `bon.rms`).
-    """
-    text = str(text).strip()
-    if not text:
-        raise ValueError(f"reward source {name!r} is empty: give 'testbed', a checkpoint path or an http(s) URL")
-    if text == "testbed":
-        return RewardSpec(name, "testbed"), None, None
-    if text.startswith(("http://", "https://")):
-        return RewardSpec(name, "remote", url=text, token=remote_token, batch_size=batch_size), None, None
-    path, _, agg = text.partition("#")
-    how, _, lam = agg.partition(":")
-    if how and how not in ("mean", "wco", "uwo"):
-        raise ValueError(f"reward source {name!r}: aggregate {how!r} in {text!r} is not one of mean, wco, uwo")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"reward source {name!r}: {path} does not exist")
-    try:
-        lam_value = float(lam) if lam else None
-    except ValueError:
-        raise ValueError(f"reward source {name!r}: lambda {lam!r} in {text!r} is not a number") from None
-    path = str(Path(path).resolve())  # the actor's working directory is not the caller's
-    return RewardSpec(name, "path", path=path, max_len=max_len, batch_size=batch_size), how or None, lam_value
+        return "testbed gold" if self.kind == "testbed" else str(self.source)
 
 
 def build_scorer(spec: RewardSpec, device: str = "cpu"):
@@ -143,12 +126,12 @@ class RewardActor:
 
 def ensemble_members(spec: RewardSpec) -> list[RewardSpec]:
     """Expand an ensemble manifest spec into one spec per member ("<name>/member<i>"); other specs stay as they are."""
-    if spec.kind != "path" or Path(spec.path).suffix != ".json":
+    if not spec.source.is_manifest:
         return [spec]
-    from umm_ray.models.reward_model import read_manifest
+    from umm_ray.models.reward_model import read_manifest  # torch + transformers: only when a manifest is read
 
     members = read_manifest(spec.path)["members"]
-    return [replace(spec, name=f"{spec.name}/member{i}", path=m) for i, m in enumerate(members)]
+    return [replace(spec, name=f"{spec.name}/member{i}", source=RewardSource(m)) for i, m in enumerate(members)]
 
 
 class RewardGroup:

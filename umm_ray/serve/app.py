@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from umm_ray.reward_source import RewardSource
 from umm_ray.serve.protocol import Limits, RequestError, ScoreRequest, decode_body, parse_openrlhf, parse_pairs
 from umm_ray.serve.service import RewardService, load_service
 
@@ -53,12 +54,20 @@ class ServeSpec:
 
 
 def spec_from_config(cfg) -> ServeSpec:
-    """Build the replica spec from a `Config` (reward.proxy_path, ensemble.*, rm.max_len, serve.*)."""
+    """Build the replica spec from a `Config` (reward.proxy_path, ensemble.*, rm.max_len, serve.*).
+
+    reward.proxy_path is a `RewardSource`: an ensemble manifest may carry its aggregate ('#wco', '#uwo:0.3'), which
+    wins over ensemble.aggregate / ensemble.uwo_lambda.
+    """
     s = cfg.serve
     if not cfg.reward.proxy_path:
         raise ValueError("reward.proxy_path is empty: give the RM directory or ensemble manifest to serve")
+    source = RewardSource.parse(cfg.reward.proxy_path, "reward.proxy_path")
+    if source.kind == "remote":
+        raise ValueError(f"reward.proxy_path {str(source)!r} is an endpoint; serve a checkpoint or 'testbed'")
     return ServeSpec(
-        path=cfg.reward.proxy_path, aggregate=cfg.ensemble.aggregate, uwo_lambda=cfg.ensemble.uwo_lambda,
+        path=source.location, aggregate=source.aggregate or cfg.ensemble.aggregate,
+        uwo_lambda=cfg.ensemble.uwo_lambda if source.lam is None else source.lam,
         max_len=cfg.rm.max_len, device="cuda" if s.num_gpus > 0 else "cpu",
         limits=Limits(max_request_bytes=s.max_request_bytes, max_items=s.max_items_per_request,
                       max_chars=s.max_chars_per_item),
