@@ -63,9 +63,11 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path))
     load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size}
     proxy_rs, gold_rs = RewardSpec.load(proxy, "proxy", **load), RewardSpec.load(gold, "gold", **load)
-    how = proxy.aggregate or cfg.ensemble.aggregate
-    lam = cfg.ensemble.uwo_lambda if proxy.lam is None else proxy.lam
     members = ensemble_members(proxy_rs)
+    how, lam = "mean", 0.0  # one member: every aggregate is its score
+    if len(members) > 1:  # only an ensemble reads the aggregate settings (the PPO stage's cache key relies on it)
+        how = proxy.aggregate or cfg.ensemble.aggregate
+        lam = cfg.ensemble.uwo_lambda if proxy.lam is None else proxy.lam
     init_ray(cfg)
 
     own_pool = pool is None

@@ -1,7 +1,9 @@
-"""The compare job's stages as plain functions: each reads the config, calls the library, returns a JSON summary.
+"""The cached stages as plain functions `fn(cfg, *args, out) -> JSON summary`: each calls the library.
 
-`jobs/compare.py` wires them in order with caching; they are kept here so the job reads top to bottom and every stage
-can be run or tested on its own.
+Every stage function declares, with `@reads`, the config keys it (and the library code it calls) reads; the stage
+cache keys on exactly those values (`umm_ray.pipeline`), so a stage re-runs when something it reads changed and not
+otherwise. `umm_ray.graph` wires the stages together (which feeds which); a new config read in a stage's code path
+must be added to its declaration here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umm_ray.config import Config
+from umm_ray.pipeline import reads
 from umm_ray.reward_source import RewardSource, source_from_config
+from umm_ray.testbed.prepare import WORLD_KEYS
 
 SHARED_HH = ("shared", "data", "hh-rlhf", "harmless-base", "test.jsonl.gz")
 
@@ -71,6 +75,13 @@ def check_own_data(cfg: Config) -> None:
                          + "; ".join(missing))
 
 
+def _gold_reads(cfg: Config) -> tuple[str, ...]:
+    """reward.gold, plus the endpoint settings when it is 'remote' or a URL."""
+    remote = cfg.reward.gold == "remote" or cfg.reward.gold.startswith(("http://", "https://"))
+    return ("reward.gold",) + (("reward.remote_url", "reward.remote_token") if remote else ())
+
+
+@reads("run.seed", "rm.data", "rm.data_on_error", "rm.eval_data", "testbed.val_frac", "testbed.test_frac")
 def own_pairs(cfg: Config, out: Path) -> dict:
     """The user's preference data, split train/val/test by seed exactly as the RM stages split it, written to `out`
     so every RM is evaluated on the same held-out pairs."""
@@ -86,14 +97,17 @@ def own_pairs(cfg: Config, out: Path) -> dict:
     return stats
 
 
-def prepare(cfg: Config) -> dict:
+@reads(*WORLD_KEYS)
+def prepare(cfg: Config, out: Path) -> dict:
     from umm_ray.testbed.prepare import prepare_world
 
     world = prepare_world(cfg)
     return json.loads(Path(world.world_json).read_text())
 
 
-def sft(cfg: Config) -> dict:
+@reads("sft", "run.seed", "run.num_gpus_per_actor", "model.policy_path", "model.max_seq_len",
+       "model.trust_remote_code", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p")
+def sft(cfg: Config, out: Path) -> dict:
     from umm_ray.testbed.prepare import world_paths
     from umm_ray.train.sft import run_sft
 
@@ -101,6 +115,10 @@ def sft(cfg: Config) -> dict:
     return {"model": str(model_dir), **json.loads((_root(cfg) / "sft" / "eval.json").read_text())}
 
 
+@reads("run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "testbed.n_pairs", "testbed.label_noise",
+       "testbed.label_length_bias", "testbed.val_frac", "testbed.test_frac", "rollout.backend",
+       "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
+       "reward.gold")
 def pairs(cfg: Config, out: Path) -> dict:
     from jobs.pairs import run_pairs
     from umm_ray.testbed.prepare import world_paths
@@ -109,6 +127,26 @@ def pairs(cfg: Config, out: Path) -> dict:
     return run_pairs(cfg, world.prompts_sft, _root(cfg) / "sft" / "model", out)
 
 
+def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
+    """The reads of one RM kind beyond the common ones (rm.kind itself is the stage's argument, not read)."""
+    keys: tuple[str, ...] = ()
+    if not uses_testbed(cfg) or cfg.rm.eval_data:  # testbed pairs are always read with on_error 'skip'
+        keys += ("rm.data_on_error",)
+    if not uses_testbed(cfg):  # own data is split here by seed; own data RMs start from the user's policy
+        keys += ("testbed.val_frac", "testbed.test_frac") + (() if cfg.rm.base_path else ("ppo.policy_path",))
+    if kind in ("umm", "moe"):
+        keys += ("moe.top_k", "moe.aux_loss_coef", "moe.noisy_gating") + (() if "num_experts" in extra
+                                                                          else ("moe.num_experts",))
+    if kind == "umm":
+        keys += ("merge",)
+    if kind == "ensemble":
+        keys += ("ensemble.members", "ensemble.placement", "ensemble.aggregate", "ensemble.uwo_lambda")
+    return keys
+
+
+@reads("rm.base_path", "rm.data", "rm.eval_data", "rm.epochs", "rm.batch_size", "rm.lr",
+       "rm.num_workers", "rm.strategy", "rm.zero_stage", "rm.checkpoint_every", "rm.max_len", "run.seed",
+       "run.num_gpus_per_actor", "model.trust_remote_code", also=_rm_reads)
 def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     """Train one RM kind into `out`; returns {'model': path, 'moe': path (umm), 'manifest': path (ensemble), ...}."""
     from umm_ray.testbed.prepare import world_paths
@@ -129,7 +167,7 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     return summary
 
 
-def proxy_specs(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:
+def compare_proxies(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:
     """Every proxy to evaluate, by display name. UMM stages also yield their unmerged MoE; an ensemble yields one
     proxy per aggregate (UWO with Best-of-N's lambda, compare.bon_uwo_lambda)."""
     proxies = {}
@@ -160,6 +198,8 @@ def hh_pairs_path(cfg: Config) -> Path | None:
     return None
 
 
+@reads("run.seed", "rm.max_len", "reward.batch_size", "compare.hh_eval", "compare.expert_counts",
+       "compare.bon_uwo_lambda", also=lambda cfg, proxies: ("compare.hh_eval_pairs",) if hh_pairs_path(cfg) else ())
 def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
     from umm_ray.eval.rm_metrics import evaluate_rms
@@ -168,6 +208,14 @@ def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     return evaluate_rms(cfg, sources, _root(cfg) / "pairs" / "pairs_test.jsonl", out, hh_pairs_path(cfg))
 
 
+def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
+    keys = _gold_reads(cfg) + (() if cfg.bon.policy_path else ("ppo.policy_path",))
+    return keys + (("ppo.prompts",) if not cfg.bon.prompts and not uses_testbed(cfg) else ())
+
+
+@reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
+       "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
+       "compare.expert_counts", "compare.bon_uwo_lambda", also=_bon_reads)
 def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
     from umm_ray.data import load_prompts
@@ -199,6 +247,13 @@ def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy]) -> dict[str
     return chosen
 
 
+def _ppo_reads(cfg: Config, proxy: Proxy) -> tuple[str, ...]:
+    ensemble = ("ensemble.aggregate", "ensemble.uwo_lambda", "ensemble.placement") if proxy.source.is_manifest else ()
+    return _gold_reads(cfg) + ensemble
+
+
+@reads("ppo", "rollout", "run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "model.max_seq_len",
+       "model.trust_remote_code", "rm.max_len", "reward.batch_size", also=_ppo_reads)
 def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
     """One PPO run against `proxy`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
     from jobs.ppo import run_ppo

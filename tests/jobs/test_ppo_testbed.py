@@ -25,8 +25,8 @@ def test_ppo_raises_the_dense_proxy_without_kl(ray_local, tmp_path):
     from umm_ray import stages as S
 
     cfg = load_config(None, ["--run.output_dir", str(tmp_path), "--rollout.backend", "hf"], base=PRESETS["test"])
-    S.prepare(cfg)
-    S.sft(cfg)
+    S.prepare(cfg, tmp_path / "prepare")
+    S.sft(cfg, tmp_path / "sft")
     S.pairs(cfg, tmp_path / "pairs")
     rm = S.train_rm(cfg, "dense", {}, tmp_path / "rm_dense")
     ppo = dataclasses.replace(cfg.ppo, steps=32, rollout_batch_size=32, micro_batch_size=16, kl_coef=0.0,

@@ -73,9 +73,15 @@ def world_paths(output_dir: str | Path) -> WorldPaths:
                       pairs_test=pairs / "pairs_test.jsonl")
 
 
+# The config keys the world is built from: its fingerprint, and what the prepare stage declares it reads (a key
+# outside this list, e.g. testbed.label_noise, must not rebuild the world and everything downstream of it).
+WORLD_KEYS = ("run.seed", "testbed.n_prompts", "testbed.vocab_size", "model.family", "model.hidden_size",
+              "model.num_layers", "model.intermediate_size", "model.max_seq_len")
+
+
 def fingerprint(cfg: Config) -> dict:
-    """The config values the world depends on; a change in any of them rebuilds the world."""
-    return {"seed": cfg.run.seed, "testbed": asdict(cfg.testbed), "model": asdict(cfg.model)}
+    """The config values the world depends on (WORLD_KEYS); a change in any of them rebuilds the world."""
+    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in WORLD_KEYS}
 
 
 def is_prepared(cfg: Config) -> bool:
