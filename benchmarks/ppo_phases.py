@@ -140,7 +140,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     import dataclasses
 
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed, vLLM
     from umm_ray.data.prompts import load_prompts
     from umm_ray.report.metrics import read_metrics
 

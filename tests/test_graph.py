@@ -178,3 +178,28 @@ def test_a_new_output_dir_is_a_new_cache_and_a_rerun_reuses_everything(templates
     assert set(ran) == set(markers(root))
     ran, _ = run_graph(with_dir(cfg, tmp_path / "elsewhere"))
     assert ran == []
+
+
+def test_a_train_rm_run_is_reused_by_compare(tmp_path):
+    """train_rm's upstream runs through the same graph: compare afterwards re-runs none of what it did."""
+    cfg = with_dir(load_config(None, [], base=PRESETS["test"]), tmp_path)
+    stand = Stand()
+    StageGraph(cfg, StageRunner(tmp_path, cfg, log=lambda *_: None), impl=stand.namespace()).rm("umm", 2)
+    assert stand.ran == ["prepare", "sft", "pairs", "rm_umm2"]
+    ran, _ = run_graph(cfg)
+    assert not {"prepare", "sft", "pairs", "rm_umm2"} & set(ran) and {"rm_dense", "eval", "bon"} <= set(ran)
+
+
+@pytest.mark.parametrize("args,upstream", [
+    ([], ["prepare", "sft", "pairs"]),
+    (["--rm.data", "prefs.jsonl"], ["prepare", "sft", "pairs"]),  # own data, SFT policy as the RM backbone
+    (["--rm.data", "prefs.jsonl", "--rm.base_path", "backbone"], ["pairs"]),
+    (["--rm.data", "prefs.jsonl", "--ppo.policy_path", "policy"], ["pairs"]),
+])
+def test_rm_upstream_depends_on_data_and_backbone(tmp_path, args, upstream):
+    cfg = with_dir(load_config(None, args, base=PRESETS["test"]), tmp_path)
+    stand = Stand()
+    graph = StageGraph(cfg, StageRunner(tmp_path, cfg, log=lambda *_: None), impl=stand.namespace())
+    graph.rm("dense")
+    assert stand.ran == [*upstream, "rm_dense"]
+    assert markers(tmp_path)["rm_dense"]["inputs"]["deps"].keys() == ({"pairs", "sft"} & set(upstream))

@@ -2,7 +2,7 @@
 
     runner = StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force)
     graph = StageGraph(cfg, runner)
-    graph.rm("umm", 4)          # runs (or reuses) prepare -> sft -> pairs, then rm_umm4
+    graph.rm("umm", 4)          # runs (or reuses) prepare -> sft -> pairs, then rm_umm4 (RunLayout.rm_stage)
     result = graph.compare()    # every RM, eval, bon, ppo_<proxy>
 
 Testbed data: prepare -> sft -> pairs -> rm_<name>. Own preferences (rm.data set): one `pairs` stage splits them;
@@ -22,18 +22,8 @@ from typing import Any
 
 from umm_ray import stages as S
 from umm_ray.config import Config
+from umm_ray.layout import RunLayout
 from umm_ray.pipeline import Stage, StageRunner, declared_reads
-
-
-def rm_stage_name(kind: str, num_experts: int | None = None) -> str:
-    """'rm_dense', 'rm_ensemble', 'rm_umm4', 'rm_moe4': the stage (and directory) an RM kind trains into."""
-    if kind in ("umm", "moe"):
-        if num_experts is None:
-            raise ValueError(f"rm kind {kind!r} needs an expert count for its stage name")
-        return f"rm_{kind}{int(num_experts)}"
-    if kind not in ("dense", "ensemble"):
-        raise ValueError(f"rm kind {kind!r} is not one of dense, moe, umm, ensemble")
-    return f"rm_{kind}"
 
 
 def compare_rms(cfg: Config) -> list[tuple[str, int | None]]:
@@ -73,9 +63,13 @@ class StageGraph:
         """Testbed pairs are sampled from the SFT policy; own pairs need it only as the RMs' default backbone."""
         return S.uses_testbed(self.cfg) or not (self.cfg.rm.base_path or self.cfg.ppo.policy_path)
 
+    def prepare(self) -> dict:
+        """The testbed world (its world.json)."""
+        return self._run("prepare", "prepare")
+
     def sft(self) -> dict:
         """prepare -> sft."""
-        self._run("prepare", "prepare")
+        self.prepare()
         return self._run("sft", "sft", deps=("prepare",))
 
     def upstream(self) -> tuple[str, ...]:
@@ -99,14 +93,14 @@ class StageGraph:
         """Train (or reuse) one RM after its upstream; the summary has kind, model, and moe / manifest paths."""
         deps = self.upstream()
         extra = {"num_experts": int(num_experts)} if kind in ("umm", "moe") else {}
-        return self._run(rm_stage_name(kind, num_experts), "train_rm", kind, extra, deps=deps)
+        return self._run(RunLayout.rm_stage(kind, num_experts), "train_rm", kind, extra, deps=deps)
 
     def compare(self, pool: Any = None) -> CompareResult:
         """Every RM, then accuracy eval and Best-of-N of every proxy, then one PPO run per compare.ppo_rms entry.
 
         `pool` (a `RolePool`) lets the PPO runs share their actors; it is not part of any stage's inputs.
         """
-        rms = {rm_stage_name(kind, n): self.rm(kind, n) for kind, n in compare_rms(self.cfg)}
+        rms = {RunLayout.rm_stage(kind, n): self.rm(kind, n) for kind, n in compare_rms(self.cfg)}
         proxies = S.compare_proxies(self.cfg, rms)
         deps = tuple(rms)
         hh = S.hh_pairs_path(self.cfg)  # 'auto' depends on the file system: the resolved file is an input

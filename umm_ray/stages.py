@@ -14,10 +14,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from umm_ray.algo.bon import BoNCurve
 from umm_ray.config import Config
+from umm_ray.data import load_prompts, write_jsonl
+from umm_ray.layout import RunLayout
 from umm_ray.pipeline import reads
+from umm_ray.report.metrics import read_metrics
+from umm_ray.report.records import PPOCurve, RMResult
 from umm_ray.reward_source import RewardSource, source_from_config
-from umm_ray.testbed.prepare import WORLD_KEYS
+from umm_ray.testbed.prepare import WORLD_KEYS, prepare_world
+
+# Each stage imports its heavy library module (Ray Train trainers, Ray actors with vLLM / DeepSpeed, matplotlib) when
+# it runs: building the graph and answering cached stages stays light.
 
 SHARED_HH = ("shared", "data", "hh-rlhf", "harmless-base", "test.jsonl.gz")
 
@@ -42,8 +50,8 @@ def gold_source(cfg: Config) -> RewardSource:
     return source_from_config(cfg.reward.gold, cfg.reward.remote_url, "reward.gold")
 
 
-def _root(cfg: Config) -> Path:
-    return Path(cfg.run.output_dir)
+def _layout(cfg: Config) -> RunLayout:
+    return RunLayout(cfg.run.output_dir)
 
 
 def uses_testbed(cfg: Config) -> bool:
@@ -53,11 +61,12 @@ def uses_testbed(cfg: Config) -> bool:
 
 def policy_path(cfg: Config) -> str:
     """The policy PPO starts from: ppo.policy_path, else the SFT stage's model."""
-    return cfg.ppo.policy_path or str(_root(cfg) / "sft" / "model")
+    return cfg.ppo.policy_path or str(_layout(cfg).sft_model)
 
 
 def ppo_prompts(cfg: Config) -> str:
-    return cfg.ppo.prompts or str(_root(cfg) / "prepare" / "prompts_ppo.jsonl")
+    """The PPO prompts: ppo.prompts, else the prepare stage's PPO split."""
+    return cfg.ppo.prompts or str(_layout(cfg).prompts_ppo)
 
 
 def check_own_data(cfg: Config) -> None:
@@ -85,8 +94,7 @@ def _gold_reads(cfg: Config) -> tuple[str, ...]:
 def own_pairs(cfg: Config, out: Path) -> dict:
     """The user's preference data, split train/val/test by seed exactly as the RM stages split it, written to `out`
     so every RM is evaluated on the same held-out pairs."""
-    from umm_ray.data import write_jsonl
-    from umm_ray.train.reward import load_rm_data
+    from umm_ray.train.reward import load_rm_data  # heavy: Ray Train (see the note at the imports)
 
     data = load_rm_data(cfg)
     splits = {"train": data.train, "val": data.val, "test": data.test}
@@ -99,20 +107,19 @@ def own_pairs(cfg: Config, out: Path) -> dict:
 
 @reads(*WORLD_KEYS)
 def prepare(cfg: Config, out: Path) -> dict:
-    from umm_ray.testbed.prepare import prepare_world
-
-    world = prepare_world(cfg)
-    return json.loads(Path(world.world_json).read_text())
+    """The testbed world in `out` (= layout.prepare); returns its world.json."""
+    return json.loads(prepare_world(cfg).world_json.read_text())
 
 
 @reads("sft", "run.seed", "run.num_gpus_per_actor", "model.policy_path", "model.max_seq_len",
        "model.trust_remote_code", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p")
 def sft(cfg: Config, out: Path) -> dict:
-    from umm_ray.testbed.prepare import world_paths
-    from umm_ray.train.sft import run_sft
+    """The SFT policy in `out` (= layout.sft); returns its model path and eval.json."""
+    from umm_ray.train.sft import run_sft  # heavy: Ray Train
 
-    model_dir = run_sft(cfg, world_paths(cfg.run.output_dir))
-    return {"model": str(model_dir), **json.loads((_root(cfg) / "sft" / "eval.json").read_text())}
+    layout = _layout(cfg)
+    model_dir = run_sft(cfg, layout)
+    return {"model": str(model_dir), **json.loads(layout.sft_eval.read_text())}
 
 
 @reads("run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "testbed.n_pairs", "testbed.label_noise",
@@ -120,11 +127,11 @@ def sft(cfg: Config, out: Path) -> dict:
        "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
        "reward.gold")
 def pairs(cfg: Config, out: Path) -> dict:
-    from jobs.pairs import run_pairs
-    from umm_ray.testbed.prepare import world_paths
+    """Gold-labelled pairs sampled from the SFT policy into `out` (= layout.pairs); returns their stats."""
+    from umm_ray.testbed.pairs import run_pairs  # heavy: Ray rollout actor
 
-    world = world_paths(cfg.run.output_dir)
-    return run_pairs(cfg, world.prompts_sft, _root(cfg) / "sft" / "model", out)
+    layout = _layout(cfg)
+    return run_pairs(cfg, layout.prompts_sft, layout.sft_model, out)
 
 
 def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
@@ -149,8 +156,7 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
        "run.num_gpus_per_actor", "model.trust_remote_code", also=_rm_reads)
 def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     """Train one RM kind into `out`; returns {'model': path, 'moe': path (umm), 'manifest': path (ensemble), ...}."""
-    from umm_ray.testbed.prepare import world_paths
-    from umm_ray.train.reward import train_rm as train
+    from umm_ray.train.reward import train_rm as train  # heavy: Ray Train
 
     cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
     if not uses_testbed(cfg) and not cfg.rm.base_path:  # own data: the RMs start from the user's policy
@@ -158,7 +164,7 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     if "num_experts" in extra:
         n = extra["num_experts"]
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
-    result = train(cfg, world_paths(cfg.run.output_dir), kind=kind, stage_dir=out)
+    result = train(cfg, _layout(cfg), kind=kind, stage_dir=out)
     summary = {"kind": kind, "model": str(result.model_path), "eval": result.eval, **extra}
     if kind == "umm":
         summary["moe"] = str(out / "moe" / "model")
@@ -202,10 +208,10 @@ def hh_pairs_path(cfg: Config) -> Path | None:
        "compare.bon_uwo_lambda", also=lambda cfg, proxies: ("compare.hh_eval_pairs",) if hh_pairs_path(cfg) else ())
 def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
-    from umm_ray.eval.rm_metrics import evaluate_rms
+    from umm_ray.eval.rm_metrics import evaluate_rms  # heavy: loads reward models
 
     sources = {k: p.source for k, p in proxies.items()}
-    return evaluate_rms(cfg, sources, _root(cfg) / "pairs" / "pairs_test.jsonl", out, hh_pairs_path(cfg))
+    return evaluate_rms(cfg, sources, _layout(cfg).pairs_test, out, hh_pairs_path(cfg))
 
 
 def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
@@ -218,8 +224,7 @@ def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
        "compare.expert_counts", "compare.bon_uwo_lambda", also=_bon_reads)
 def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
-    from umm_ray.data import load_prompts
-    from umm_ray.eval.bon import run_bon
+    from umm_ray.eval.bon import run_bon  # heavy: Ray rollout actors
 
     prompts = None
     if not cfg.bon.prompts and not uses_testbed(cfg):  # own data: BoN samples the PPO prompts
@@ -256,8 +261,7 @@ def _ppo_reads(cfg: Config, proxy: Proxy) -> tuple[str, ...]:
        "model.trust_remote_code", "rm.max_len", "reward.batch_size", also=_ppo_reads)
 def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
     """One PPO run against `proxy`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
-    from jobs.ppo import run_ppo
-    from umm_ray.report.metrics import read_metrics
+    from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed policy ranks, vLLM engines
 
     t0 = time.perf_counter()
     run_ppo(cfg, policy_path(cfg), proxy.source, gold_source(cfg), ppo_prompts(cfg), out, pool=pool)
@@ -267,9 +271,7 @@ def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
 
 def report(cfg: Config, proxies: dict[str, Proxy], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
            notes: list[str]) -> Path:
-    from umm_ray.algo.bon import BoNCurve
-    from umm_ray.report.build import build_report
-    from umm_ray.report.records import PPOCurve, RMResult
+    from umm_ray.report.build import build_report  # heavy: matplotlib
 
     results = []
     for name, proxy in proxies.items():

@@ -87,7 +87,7 @@ def test_validation_fails_before_any_actor(world, tmp_path):
     from umm_ray.ppo.data import PromptOrderError
     from umm_ray.records import PromptRecord
 
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo
 
     cfg = load_config(None, ["--rollout.max_new_tokens", "16", "--model.max_seq_len", "96"])
     long = tmp_path / "long.jsonl"
@@ -111,7 +111,7 @@ def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world
     from umm_ray.config import load_config
     from umm_ray.ppo.roles import RolePool
 
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo
 
     cfg = load_config(None, _args(world, tmp_path, "auto", 2)[2:])
     keys = ("proxy_reward", "gold_reward", "kl_k2", "policy_loss", "value_loss", "response_length", "data_order")

@@ -21,7 +21,7 @@ src = RewardSource.parse
 
 @pytest.mark.slow
 def test_ppo_raises_the_dense_proxy_without_kl(ray_local, tmp_path):
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo
     from umm_ray import stages as S
 
     cfg = load_config(None, ["--run.output_dir", str(tmp_path), "--rollout.backend", "hf"], base=PRESETS["test"])

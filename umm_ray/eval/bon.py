@@ -24,6 +24,8 @@ from umm_ray.algo.bon import BoNCurve, bon_curve, bon_ns
 from umm_ray.actors.reward import RewardSpec, build_scorer
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
+from umm_ray.data import load_prompts
+from umm_ray.layout import RunLayout
 from umm_ray.reward_source import RewardSource
 
 
@@ -223,9 +225,7 @@ def run_bon(cfg: Config, policy_path: str, sources: dict[str, RewardSource], gol
 
 def default_prompts(cfg: Config) -> list[str]:
     """cfg.bon.prompts when set, else the testbed's <output_dir>/prepare/prompts_bon.jsonl."""
-    from umm_ray.data import load_prompts
-
-    spec = cfg.bon.prompts or str(Path(cfg.run.output_dir) / "prepare" / "prompts_bon.jsonl")
+    spec = cfg.bon.prompts or str(RunLayout(cfg.run.output_dir).prompts_bon)
     if not cfg.bon.prompts and not Path(spec).is_file():
         raise FileNotFoundError(f"{spec}: no BoN prompts; run `python -m jobs.prepare` first or set --bon.prompts")
     return [r.prompt for r in load_prompts(spec, limit=cfg.bon.n_prompts)]

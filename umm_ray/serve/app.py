@@ -1,6 +1,6 @@
 """Ray Serve reward endpoint: any dense / merged UMM / unmerged MoE reward model, or an ensemble, over HTTP.
 
-    cfg = parse_job_args(["--reward.proxy_path", "runs/x/rm/umm"])
+    cfg = parse_job_args(["--reward.proxy_path", "runs/x/rm_umm4/model"])
     serve.start(http_options=http_options(cfg.serve))
     serve.run(build_app(cfg), name="reward", route_prefix="/")
 

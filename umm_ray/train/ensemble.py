@@ -12,17 +12,18 @@ from pathlib import Path
 import torch
 
 from umm_ray.config import Config
+from umm_ray.layout import RunLayout
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import BTTask
 from umm_ray.train.reward import RMData, RMResult, bt_spec, prepare_inputs, run_bt_stage, stage_dir_for
 
 
-def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                   source: Path | None = None) -> RMResult:
+def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+                   data: RMData | None = None, source: Path | None = None) -> RMResult:
     """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement);
     writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_ensemble")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "ensemble")
     k = cfg.ensemble.members
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,

@@ -1,6 +1,6 @@
 """Reward-model training stages on Ray Train: dense, MoE, UMM (upcycle -> MoE -> learnable merge), seed ensembles.
 
-    res = train_umm(cfg, world)          # <output_dir>/rm_umm/{moe/model, model, eval.json, ...}
+    res = train_umm(cfg, layout, stage_dir=layout.rm("umm", 4))   # rm_umm4/{moe/model, model, eval.json, ...}
     res.model_path                       # a standard HF checkpoint of the dense architecture
 
 Every stage trains with the Bradley–Terry loss (`umm_ray.algo.bt`) through the shared runner (`umm_ray.train.loop`)
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from umm_ray.config import Config
+from umm_ray.layout import RunLayout
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone, load_dense_rm
 from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
@@ -75,8 +76,9 @@ def _load(spec, on_error: str, notes: list[str]) -> list[PreferencePair]:
     return pairs
 
 
-def load_rm_data(cfg: Config, world=None) -> RMData:
-    """Testbed pairs (`world.pairs_{train,val,test}`) when rm.data == 'testbed', else load and split rm.data by seed.
+def load_rm_data(cfg: Config, layout: RunLayout | None = None) -> RMData:
+    """Testbed pairs (`layout.pairs_{train,val,test}`; default layout: run.output_dir's) when rm.data == 'testbed',
+    else load and split rm.data by seed.
 
     Testbed pairs are two policy samples per prompt; a whitespace-only sample is a real policy output but no valid
     comparison, so those rows are skipped and counted (in `notes`, hence eval.json). Other data follow
@@ -86,14 +88,13 @@ def load_rm_data(cfg: Config, world=None) -> RMData:
 
     notes: list[str] = []
     if cfg.rm.data == "testbed":
-        if world is None:
-            raise ValueError("rm.data='testbed' needs the prepared world (WorldPaths)")
-        paths = (world.pairs_train, world.pairs_val, world.pairs_test)
+        layout = layout or RunLayout(cfg.run.output_dir)
+        paths = (layout.pairs_train, layout.pairs_val, layout.pairs_test)
         missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"rm.data='testbed': preference pairs missing: {missing} (run the pairs stage)")
         train, val, test = (_load(p, "skip", notes) for p in paths)
-        source = str(Path(world.pairs_train).parent)
+        source = str(layout.pairs)
     else:
         pairs = _load(cfg.rm.data, cfg.rm.data_on_error, notes)
         v, t = cfg.testbed.val_frac, cfg.testbed.test_frac
@@ -105,17 +106,18 @@ def load_rm_data(cfg: Config, world=None) -> RMData:
     return RMData(train, val, test, source=source, extra=extra, notes=notes)
 
 
-def default_backbone(cfg: Config, world=None) -> Path:
+def default_backbone(cfg: Config, layout: RunLayout | None = None) -> Path:
     """rm.base_path if set, else the SFT model when it exists, else the testbed base model."""
     if cfg.rm.base_path:
         return Path(cfg.rm.base_path)
-    sft = Path(cfg.run.output_dir) / "sft" / "model"
-    if (sft / "config.json").is_file():
-        return sft
-    if world is None:
-        raise ValueError("rm.base_path is empty and there is neither an SFT model nor a prepared world")
-    log.warning("no SFT model at %s; reward models start from the untrained base %s", sft, world.base)
-    return Path(world.base)
+    layout = layout or RunLayout(cfg.run.output_dir)
+    if (layout.sft_model / "config.json").is_file():
+        return layout.sft_model
+    if not (layout.base / "config.json").is_file():
+        raise ValueError(f"rm.base_path is empty and there is neither an SFT model ({layout.sft_model}) nor a "
+                         f"prepared world ({layout.base})")
+    log.warning("no SFT model at %s; reward models start from the untrained base %s", layout.sft_model, layout.base)
+    return layout.base
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,8 +186,11 @@ def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, second
 # The four kinds.
 
 
-def stage_dir_for(cfg: Config, stage_dir: Path | None, default: str) -> Path:
-    return Path(stage_dir) if stage_dir else Path(cfg.run.output_dir) / default
+def stage_dir_for(cfg: Config, stage_dir: Path | None, kind: str) -> Path:
+    """`stage_dir`, else where the stage graph trains that kind (`RunLayout.rm`, e.g. rm_umm4)."""
+    if stage_dir:
+        return Path(stage_dir)
+    return RunLayout(cfg.run.output_dir).rm(kind, cfg.moe.num_experts if kind in ("umm", "moe") else None)
 
 
 def _moe_task(cfg: Config, source: Path) -> BTTask:
@@ -194,41 +199,42 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
                   router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code)
 
 
-def prepare_inputs(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
-    data = data or load_rm_data(cfg, world)
-    source = Path(source) if source else default_backbone(cfg, world)
+def prepare_inputs(cfg: Config, layout: RunLayout | None, data: RMData | None, source: Path | None
+                   ) -> tuple[RMData, Path]:
+    data = data or load_rm_data(cfg, layout)
+    source = Path(source) if source else default_backbone(cfg, layout)
     check_backbone(source, cfg.rm.max_len)
     return data, source
 
 
-def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                source: Path | None = None) -> RMResult:
+def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+                data: RMData | None = None, source: Path | None = None) -> RMResult:
     """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_dense")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "dense")
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
     return RMResult("dense", out, out / "model", report)
 
 
-def train_moe(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-              source: Path | None = None) -> RMResult:
+def train_moe(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+              data: RMData | None = None, source: Path | None = None) -> RMResult:
     """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_moe")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "moe")
     report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
     return RMResult("moe", out, out / "model", report)
 
 
-def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-              source: Path | None = None) -> RMResult:
+def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+              data: RMData | None = None, source: Path | None = None) -> RMResult:
     """UMM-RM: upcycle -> MoE BT training (`<stage_dir>/moe/`) -> learn theta on the same loss and data ->
     export a standard HF checkpoint of the dense architecture and parameter count (`<stage_dir>/model`)."""
     from umm_ray.models.merge import validate_alpha
 
     validate_alpha(cfg.merge.alpha)
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_umm")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "umm")
     moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
@@ -255,20 +261,21 @@ def load_dense_rm_meta(source: Path) -> nn.Module:
     return AutoModelForSequenceClassification.from_config(config)
 
 
-def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                   source: Path | None = None) -> RMResult:
+def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+                   data: RMData | None = None, source: Path | None = None) -> RMResult:
     """k seed members trained concurrently; see `umm_ray.train.ensemble.train_ensemble`."""
     from umm_ray.train.ensemble import train_ensemble as train
 
-    return train(cfg, world, stage_dir=stage_dir, data=data, source=source)
+    return train(cfg, layout, stage_dir=stage_dir, data=data, source=source)
 
 
 TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble": train_ensemble}
 
 
-def train_rm(cfg: Config, world=None, kind: str | None = None, stage_dir: Path | None = None) -> RMResult:
+def train_rm(cfg: Config, layout: RunLayout | None = None, kind: str | None = None, stage_dir: Path | None = None
+             ) -> RMResult:
     """Dispatch on `kind` (default cfg.rm.kind): dense | moe | umm | ensemble."""
     kind = kind or cfg.rm.kind
     if kind not in TRAINERS:
         raise ValueError(f"rm.kind: {kind!r} is not one of {list(TRAINERS)}")
-    return TRAINERS[kind](cfg, world, stage_dir=stage_dir)
+    return TRAINERS[kind](cfg, layout, stage_dir=stage_dir)
