@@ -21,25 +21,19 @@ from pathlib import Path
 import ray
 
 from jobs.common import init_ray, parse_job_args
+from umm_ray import stages as S
 from umm_ray.config import Config
-from umm_ray.pipeline import Stage, StageRunner
+from umm_ray.graph import StageGraph
+from umm_ray.pipeline import StageRunner
+from umm_ray.reward_source import RewardSource
 
 SMOOTH = 5  # steps in the moving average used to locate the gold peak (per-step gold is a noisy batch mean)
 
 
 def build_world(cfg: Config) -> dict:
-    """prepare -> sft -> pairs -> dense RM, cached exactly like jobs.compare (same stage names and keys)."""
-    from umm_ray import stages as S
-
-    runner = StageRunner(Path(cfg.run.output_dir), cfg)
-    runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
-    runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
-    runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",)))
-    rm = runner.run(Stage("rm_dense", lambda out: S.train_rm(cfg, "dense", {}, out), sections=("rm",),
-                          deps=("pairs",), extra={}))
-    root = Path(cfg.run.output_dir)
-    return {"policy": str(root / "sft" / "model"), "proxy": rm["model"],
-            "prompts": str(root / "prepare" / "prompts_ppo.jsonl")}
+    """prepare -> sft -> pairs -> dense RM, cached exactly like jobs.compare (the same stage graph)."""
+    rm = StageGraph(cfg, StageRunner(Path(cfg.run.output_dir), cfg)).rm("dense")
+    return {"policy": S.policy_path(cfg), "proxy": rm["model"], "prompts": S.ppo_prompts(cfg)}
 
 
 def moving_average(xs: list[float], k: int) -> list[float]:
@@ -146,7 +140,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     import dataclasses
 
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed, vLLM
     from umm_ray.data.prompts import load_prompts
     from umm_ray.report.metrics import read_metrics
 
@@ -167,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     runs = {}
     for kl in kls:
         run_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=kl))
-        out = run_ppo(run_cfg, world["policy"], world["proxy"], cfg.reward.gold, world["prompts"], bench / f"kl{kl:g}")
+        proxy = RewardSource.parse(world["proxy"])
+        out = run_ppo(run_cfg, world["policy"], proxy, S.gold_source(cfg), world["prompts"], bench / f"kl{kl:g}")
         rows = runs[f"{kl:g}"] = read_metrics(out / "metrics.jsonl")
         result["hacking"][f"{kl:g}"] = hacking_summary(rows)
         result["peak_memory_mb"][f"kl{kl:g}"] = json.loads((out / "summary.json").read_text())["peak_memory_mb"]

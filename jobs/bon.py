@@ -1,12 +1,16 @@
 """Best-of-N over-optimisation curves: N samples per prompt from the SFT policy, scored by every proxy RM and the gold.
 
-    ray job submit ... -- python -m jobs.bon --preset tiny \\
-        --bon.rms "dense=runs/default/rm/dense,ens-uwo=runs/default/rm/ensemble.json#uwo:0.5"
+    python -m jobs.train_rm --rm.kind umm --moe.num_experts 4     # writes runs/default/rm_umm4/model
+    ray job submit ... -- python -m jobs.bon --preset tiny --reward.proxy_path runs/default/rm_umm4/model
+    python -m jobs.bon --bon.rms \\
+        "dense=runs/default/rm_dense/model,ens-uwo=runs/default/rm_ensemble/manifest.json#uwo:0.5"
 
-Defaults: policy `<output_dir>/sft/model` (or --bon.policy_path), prompts `<output_dir>/prepare/prompts_bon.jsonl`
-(or --bon.prompts), the `reward.proxy` / `reward.proxy_path` proxy (named by its kind) when --bon.rms is empty, gold
-`reward.gold`.
-Writes `<output_dir>/bon/{bon.json, scores.json, samples.jsonl, config.yaml}` and prints gold/proxy per n.
+Defaults (`umm_ray.layout.RunLayout` of run.output_dir, i.e. what the stage graph writes): policy `<out>/sft/model`
+(or --bon.policy_path), prompts `<out>/prepare/prompts_bon.jsonl` (or --bon.prompts), proxies --bon.rms, else one RM
+from reward.proxy / reward.proxy_path (named by its kind; a kind with no path picks the RM of that kind
+`jobs.train_rm` / `jobs.compare` trained: `<out>/rm_dense/model`, `<out>/rm_umm<moe.num_experts>/model`,
+`<out>/rm_moe<n>/model`, `<out>/rm_ensemble/manifest.json`). Gold `reward.gold`. Writes `<out>/bon/{bon.json,
+scores.json, samples.jsonl, config.yaml}` and prints gold/proxy per n.
 """
 
 from __future__ import annotations
@@ -15,40 +19,39 @@ import sys
 from pathlib import Path
 
 from jobs.common import init_ray, parse_job_args, record_config
-from umm_ray.actors.reward import proxy_source
 from umm_ray.config import Config
-from umm_ray.eval.bon import RMSpec, curve_table, parse_rm_entries, run_bon
+from umm_ray.eval.bon import curve_table, run_bon
+from umm_ray.layout import RunLayout
+from umm_ray.reward_source import RewardSource, parse_named_sources, proxy_source, source_from_config
 
 
-def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RMSpec]]:
-    """(policy path, {name: RMSpec}) from the config, failing before any compute when something is missing."""
-    policy = cfg.bon.policy_path or str(Path(cfg.run.output_dir) / "sft" / "model")
+def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RewardSource], RewardSource]:
+    """(policy path, {name: proxy}, gold) from the config, failing before any compute when something is missing."""
+    policy = cfg.bon.policy_path or str(RunLayout(cfg.run.output_dir).sft_model)
     if not Path(policy).exists() and not cfg.bon.policy_path:
         raise FileNotFoundError(f"{policy}: no SFT policy; run `python -m jobs.sft` first or set --bon.policy_path")
+    r = cfg.reward
     if cfg.bon.rms:
-        specs = parse_rm_entries(cfg.bon.rms)
-    elif cfg.reward.proxy == "auto" and not cfg.reward.proxy_path:
-        raise ValueError("no proxy RM to evaluate: set --bon.rms name=path,... or --reward.proxy_path (or "
-                         "--reward.proxy dense|umm|moe|ensemble for the jobs.train_rm output)")
+        sources = parse_named_sources(cfg.bon.rms, "bon.rms")
     else:
-        text, kind = proxy_source(cfg)
-        specs = {kind: RMSpec.parse(text)}
-    for name, spec in specs.items():
-        if not spec.path.startswith(("http://", "https://")) and not Path(spec.path).exists():
-            raise FileNotFoundError(f"RM {name!r}: {spec.path} does not exist")
-    return policy, specs
+        proxy, kind = proxy_source(cfg)
+        sources = {kind: proxy}
+    for name, source in sources.items():
+        source.check_exists(f"RM {name!r}")
+    gold = source_from_config(r.gold, r.remote_url, "reward.gold").check_exists("reward.gold")
+    return policy, sources, gold
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_job_args(argv, "bon")
     try:
-        policy, specs = resolve_inputs(cfg)
+        policy, sources, gold = resolve_inputs(cfg)
     except (FileNotFoundError, ValueError) as e:
         print(f"bon: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     init_ray(cfg)
-    out = record_config(cfg, "bon")
-    curves = run_bon(cfg, policy, specs, cfg.reward.gold, out_dir=out)
+    out = record_config(cfg, RunLayout(cfg.run.output_dir).bon.name)
+    curves = run_bon(cfg, policy, sources, gold, out_dir=out)
     print(curve_table(curves))
     print(f"wrote {out / 'bon.json'}")
     return curves

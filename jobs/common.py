@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from umm_ray.config import Config, ConfigError, describe, load_config, save_config
+from umm_ray.layout import RunLayout
 
 # Presets: partial config dicts applied below the YAML file and the CLI overrides.
 PRESETS: dict[str, dict] = {
@@ -122,7 +123,7 @@ def start_local_ray(attempts: int = 3, **kwargs) -> None:
 
 def record_config(cfg: Config, stage: str) -> Path:
     """Save the effective config beside the stage's outputs; returns the stage directory."""
-    out = Path(cfg.run.output_dir) / stage
+    out = RunLayout(cfg.run.output_dir).stage(stage)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     return out

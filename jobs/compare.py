@@ -2,7 +2,8 @@
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.compare --preset tiny
 
-Stages (each cached by its config slice in `<output_dir>/<stage>/`; `--compare.force sft,pairs` redoes some):
+Stages (each cached in `<output_dir>/<stage>/` by the config keys it reads; `--compare.force sft,pairs` redoes some;
+the wiring is `umm_ray.graph.StageGraph`):
 prepare -> sft -> pairs -> RMs (dense, UMM per expert count with its unmerged MoE, ensemble) -> eval (accuracy,
 throughput) -> bon (every RM on the same samples) -> ppo (dense, best UMM, ensemble mean/wco/uwo) -> report.
 
@@ -20,18 +21,9 @@ from pathlib import Path
 
 from jobs.common import init_ray, parse_job_args, record_config
 from umm_ray import stages as S
-from umm_ray.config import Config
-from umm_ray.pipeline import Stage, StageRunner
+from umm_ray.graph import StageGraph
+from umm_ray.pipeline import StageRunner
 from umm_ray.ppo.roles import RolePool
-
-
-def rm_names(cfg: Config) -> dict[str, tuple[str, dict]]:
-    """Display name -> (rm kind, extra key) for every RM the comparison trains."""
-    names = {"dense": ("dense", {})}
-    for n in cfg.compare.expert_counts:
-        names[f"umm{n}"] = ("umm", {"num_experts": int(n)})
-    names["ensemble"] = ("ensemble", {})
-    return names
 
 
 def peak_rss_gb() -> float:
@@ -54,43 +46,20 @@ def main(argv: list[str] | None = None) -> Path:
     record_config(cfg, "compare")
     root = Path(cfg.run.output_dir)
     runner = StageRunner(root, cfg, force=cfg.compare.force)
-
-    if S.uses_testbed(cfg):  # the embedded world: a policy, prompts and gold-labelled preferences of our own
-        runner.run(Stage("prepare", lambda out: S.prepare(cfg), sections=("run", "testbed", "model")))
-        runner.run(Stage("sft", lambda out: S.sft(cfg), sections=("sft",), deps=("prepare",)))
-        runner.run(Stage("pairs", lambda out: S.pairs(cfg, out), sections=("testbed", "rollout"), deps=("sft",),
-                         extra={"split": [cfg.rm.val_frac, cfg.rm.test_frac]}))
-    else:  # the user's policy, prompts, preferences and gold RM
-        runner.run(Stage("pairs", lambda out: S.own_pairs(cfg, out), sections=("run", "rm", "testbed")))
-
-    rms = {}
-    for name, (kind, extra) in rm_names(cfg).items():
-        sections = ("rm", "moe", "merge") if kind == "umm" else ("rm", "ensemble") if kind == "ensemble" else ("rm",)
-        rms[name] = runner.run(Stage(f"rm_{name}", lambda out, k=kind, e=extra: S.train_rm(cfg, k, e, out),
-                                     sections=sections, deps=("pairs",), extra=extra))
-    specs = S.proxy_specs(cfg, rms)
-    rm_stages = tuple(f"rm_{n}" for n in rm_names(cfg))
-    hh = S.hh_pairs_path(cfg)
-    evals = runner.run(Stage("eval", lambda out: S.evaluate(cfg, specs, out), sections=("rm",), deps=rm_stages,
-                             extra={"hh": str(hh or ""), "hh_pairs": cfg.compare.hh_eval_pairs}))
-    bon = runner.run(Stage("bon", lambda out: S.bon(cfg, specs, out), sections=("bon", "rollout"), deps=rm_stages))
-
-    ppo, pool = {}, RolePool()  # the PPO runs share policy, engines, reference and gold; only the proxy changes
+    pool = RolePool()  # the PPO runs share policy, engines, reference and gold; only the proxy changes
     try:
-        for name in S.ppo_proxies(cfg, evals, specs):
-            ppo[name] = runner.run(Stage(f"ppo_{name}", lambda out, n=name: S.ppo(cfg, specs[n], out, pool),
-                                         sections=("ppo", "rollout"), deps=(f"rm_{specs[name]['stage']}",),
-                                         extra={"proxy": specs[name]["spec"]}))
+        result = StageGraph(cfg, runner).compare(pool)
     finally:
         pool.shutdown()
 
     notes = [f"Wall time {time.time() - t_start:.0f} s (stage seconds: "
              + ", ".join(f"{k} {v:.0f}{' cached' if runner.cached[k] else ''}" for k, v in runner.timings.items())
              + f"); driver peak RSS {peak_rss_gb():.2f} GB."]
+    hh = S.hh_pairs_path(cfg)
     if hh:
         notes.append(f"acc HH: accuracy on the first {cfg.compare.hh_eval_pairs or 'all'} pairs of {hh} (real "
                      "Anthropic HH-RLHF); these RMs were trained on testbed pairs, so it measures transfer, not fit.")
-    report = S.report(cfg, specs, evals, bon, ppo, root / "report", notes)
+    report = S.report(cfg, result.proxies, result.evals, result.bon, result.ppo, root / "report", notes)
     (root / "compare" / "timings.json").write_text(json.dumps({"timings": runner.timings,
                                                                 "cached": runner.cached}, indent=1))
     print(f"report: {report}")

@@ -3,17 +3,19 @@
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.prepare --preset tiny
     python -m jobs.prepare --preset test --run.output_dir runs/smoke --testbed.n_prompts 400
 
-Writes `<run.output_dir>/prepare/` (see `umm_ray.testbed.prepare`); skips when it is already built for the same
+Writes `<run.output_dir>/prepare/` (see `umm_ray.testbed.prepare`, paths `umm_ray.layout.RunLayout`) as the stage
+graph's `prepare` stage, so `jobs.compare` and the other jobs reuse it; skips when it is already built for the same
 config (`--compare.force prepare` rebuilds). Prints the measured testbed properties a/b/c.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 from jobs.common import parse_job_args, record_config
-from umm_ray.testbed.prepare import WorldPaths, prepare_world
+from umm_ray.graph import StageGraph
+from umm_ray.layout import RunLayout
+from umm_ray.pipeline import StageRunner
 
 
 def property_lines(summary: dict) -> list[str]:
@@ -35,12 +37,12 @@ def property_lines(summary: dict) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> WorldPaths:
+def main(argv: list[str] | None = None) -> RunLayout:
     cfg = parse_job_args(argv, "prepare")
-    paths = prepare_world(cfg, force="prepare" in cfg.compare.force)
-    record_config(cfg, "prepare")
-    summary = json.loads(paths.world_json.read_text())
-    print(f"prepare: world in {paths.root} (built in {summary['seconds']} s)")
+    summary = StageGraph(cfg, StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force)).prepare()
+    paths = RunLayout(cfg.run.output_dir)
+    record_config(cfg, paths.prepare.name)
+    print(f"prepare: world in {paths.prepare} (built in {summary['seconds']} s)")
     print("prompts per split: " + ", ".join(f"{k} {sum(v.values())}" for k, v in summary["counts"].items())
           + f"; SFT records {summary['n_sft_records']}; vocab {summary['tokenizer']['vocab_size']}; "
           f"base {summary['base']['family']} {summary['base']['params']} params")

@@ -96,7 +96,7 @@ def write_testbed_pairs(world, noise: float, seed: int, fracs=(0.7, 0.15, 0.15))
     from umm_ray.testbed.prepare import label_pairs
 
     by_prompt: dict[str, list[str]] = {}
-    for _, row in read_jsonl(world.sft):
+    for _, row in read_jsonl(world.sft_data):
         if row["response"].strip():  # the world has a few whitespace-only answers; a comparison needs two texts
             by_prompt.setdefault(row["prompt"], []).append(row["response"])
     prompts, a, b = [], [], []

@@ -1,9 +1,10 @@
-"""Stage caching: reuse on rerun, --force redoes a stage and its dependants, a failure keeps finished stages."""
+"""Stage caching: reuse on rerun, --force redoes a stage and its dependants, a failure keeps finished stages, keys
+from the declared config reads (key by key), a changed key starts from an empty stage directory."""
 
 import pytest
 
 from umm_ray.config import load_config
-from umm_ray.pipeline import Stage, StageRunner
+from umm_ray.pipeline import Stage, StageRunner, config_values, declared_reads, reads
 
 
 def _counting(calls, name, fail=False):
@@ -17,9 +18,9 @@ def _counting(calls, name, fail=False):
 
 
 def _stages(calls, fail_b=False):
-    return [Stage("a", _counting(calls, "a"), sections=("testbed",)),
-            Stage("b", _counting(calls, "b", fail_b), sections=("sft",), deps=("a",)),
-            Stage("c", _counting(calls, "c"), sections=("rm",), deps=("a",))]
+    return [Stage("a", _counting(calls, "a"), reads=("testbed",)),
+            Stage("b", _counting(calls, "b", fail_b), reads=("sft.epochs", "sft.lr"), deps=("a",)),
+            Stage("c", _counting(calls, "c"), reads=("rm",), deps=("a",))]
 
 
 def test_rerun_reuses_and_config_change_redoes(tmp_path):
@@ -64,3 +65,53 @@ def test_failure_keeps_finished_stages(tmp_path):
     for s in (a, b, c):
         StageRunner(tmp_path, cfg).run(s)
     assert calls == ["a", "b", "b", "c"]
+
+
+def test_keys_are_per_config_key_not_per_section(tmp_path):
+    calls = []
+    for s in _stages(calls):
+        StageRunner(tmp_path, load_config()).run(s)
+    for s in _stages(calls):  # b reads sft.epochs and sft.lr only
+        StageRunner(tmp_path, load_config(overrides=["--sft.batch_size", "7", "--run.output_dir", "x"])).run(s)
+    assert calls == ["a", "b", "c"]
+
+
+def test_declared_reads_and_unknown_keys_are_named():
+    @reads("rm.lr", also=lambda cfg, kind: ("moe",) if kind == "umm" else ())
+    def stage_fn(cfg, kind, out):
+        return {}
+
+    cfg = load_config()
+    assert declared_reads(stage_fn, cfg, "umm") == ("rm.lr", "moe") and declared_reads(stage_fn, cfg, "x") == ("rm.lr",)
+    assert set(config_values(cfg, ("moe", "rm.lr"))) == {"rm.lr", "moe.num_experts", "moe.top_k",
+                                                          "moe.aux_loss_coef", "moe.noisy_gating"}
+    assert "run.output_dir" not in config_values(cfg, ("run",))  # where the cache lives, not an input
+    with pytest.raises(KeyError, match="stage 'sft' declares config key 'sft.epoch', which Config does not have"):
+        config_values(cfg, ("sft.epoch",), "sft")
+    with pytest.raises(TypeError, match="declares no config reads"):
+        declared_reads(lambda cfg: {}, cfg)
+
+
+def test_changed_key_starts_empty_a_crash_resumes(tmp_path):
+    logs = []
+
+    def fn(fail):
+        def run(out):
+            assert not (out / "stale.txt").exists(), "ran on top of outputs of other inputs"
+            (out / "partial.txt").write_text("resumable")
+            if fail:
+                raise RuntimeError("boom")
+            return {}
+        return run
+
+    cfg = load_config()
+    runner = StageRunner(tmp_path, cfg, log=logs.append)
+    runner.run(Stage("s", fn(False), reads=("ppo.kl_coef",)))
+    (tmp_path / "s" / "stale.txt").write_text("made with kl_coef 0")
+    changed = StageRunner(tmp_path, load_config(overrides=["--ppo.kl_coef", "0.1"]), log=logs.append)
+    with pytest.raises(RuntimeError, match="boom"):
+        changed.run(Stage("s", fn(True), reads=("ppo.kl_coef",)))
+    assert "[stage s] running (ppo.kl_coef)" in logs and not (tmp_path / "s" / "stale.txt").exists()
+    changed.run(Stage("s", lambda out: {"resumed": (out / "partial.txt").is_file()}, reads=("ppo.kl_coef",)))
+    assert StageRunner(tmp_path, load_config(overrides=["--ppo.kl_coef", "0.1"])).run(
+        Stage("s", fn(True), reads=("ppo.kl_coef",))) == {"resumed": True}

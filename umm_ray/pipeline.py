@@ -1,9 +1,19 @@
-"""Stage caching for multi-stage jobs: a stage is skipped when its config slice and its inputs are unchanged.
+"""Stage caching for multi-stage jobs: a stage is skipped when the config keys it reads and its inputs are unchanged.
 
-Each stage writes `<root>/<stage>/_done.json` = {key, summary, seconds, finished} only after it succeeds, so a crash
-leaves every finished stage reusable and the failed one is simply redone. The key hashes the config sections the stage
-reads plus the `finished` stamps of the stages it depends on: redoing an upstream stage (`--force sft`) therefore
-invalidates everything downstream of it, and nothing else.
+Each stage writes `<root>/<stage>/_done.json` = {key, config, summary, seconds, finished} only after it succeeds, so a
+crash leaves every finished stage reusable and the failed one is simply redone. The key hashes
+
+  * the values of the config keys the stage *reads*, declared next to the stage function with `@reads(...)` (never a
+    hand-written list of whole sections at the call site, which is how a stage ended up ignoring `reward.gold`);
+  * the `finished` stamps of the stages it depends on: redoing an upstream stage (`--compare.force sft`) therefore
+    invalidates everything downstream of it, and nothing else;
+  * `extra`: inputs that are not config (e.g. the proxy list built from upstream summaries).
+
+`run.output_dir` is never part of a key: it is where the cache lives, so another directory is another cache.
+
+A stage that re-runs because its key changed (or is forced) starts from an empty directory: resumable checkpoints
+left there were made with other inputs, and resuming them would return the old results under the new key. A stage
+that crashed resumes as before (`_started.json` holds the key it was started with).
 """
 
 from __future__ import annotations
@@ -12,21 +22,84 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
+
+NOT_KEYED = ("run.output_dir",)  # the cache's location, not an input
 
 
-@dataclass
+@dataclass(frozen=True)
+class StageReads:
+    """The config keys a stage function reads: `keys` always, plus `also(cfg, *args)` for reads that depend on the
+    config or on the stage's arguments (e.g. an ensemble proxy also reads ensemble.aggregate)."""
+
+    keys: tuple[str, ...]
+    also: Callable[..., Iterable[str]] | None = None
+
+    def resolve(self, cfg: Any, *args: Any) -> tuple[str, ...]:
+        extra = tuple(self.also(cfg, *args)) if self.also else ()
+        return tuple(dict.fromkeys(self.keys + extra))
+
+
+def reads(*keys: str, also: Callable[..., Iterable[str]] | None = None) -> Callable:
+    """Decorator: declare the config keys ('section.key', or 'section' for all of it) a stage function reads."""
+    def mark(fn: Callable) -> Callable:
+        fn.stage_reads = StageReads(tuple(keys), also)
+        return fn
+    return mark
+
+
+def declared_reads(fn: Callable, cfg: Any, *args: Any) -> tuple[str, ...]:
+    """The keys `fn` declared with `@reads`, resolved for this config and these stage arguments."""
+    decl = getattr(fn, "stage_reads", None)
+    if not isinstance(decl, StageReads):
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} declares no config reads: decorate it with @reads(...)")
+    return decl.resolve(cfg, *args)
+
+
+def leaf_keys(cfg: Any) -> list[str]:
+    """Every 'section.key' of a config made of dataclass sections."""
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, s.name))]
+
+
+def config_values(cfg: Any, keys: Iterable[str], stage: str = "?") -> dict[str, Any]:
+    """{'section.key': value} for `keys` (a bare section expands to all its keys), sorted, without NOT_KEYED.
+
+    Raises KeyError naming the stage and the key when the config has no such key (a typo in a declaration).
+    """
+    out: dict[str, Any] = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        sec = getattr(cfg, section, None)
+        if not dataclasses.is_dataclass(sec) or (name and name not in {f.name for f in dataclasses.fields(sec)}):
+            raise KeyError(f"stage {stage!r} declares config key {key!r}, which {type(cfg).__name__} does not have")
+        names = [name] if name else [f.name for f in dataclasses.fields(sec)]
+        for n in names:
+            if f"{section}.{n}" not in NOT_KEYED:
+                out[f"{section}.{n}"] = getattr(sec, n)
+    return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
 class Stage:
-    """One cached step. `fn(stage_dir) -> summary` must be deterministic given the config slice and its inputs."""
+    """One cached step. `fn(stage_dir) -> summary` must be deterministic given the keys it reads and its inputs.
+
+    Attributes:
+        name: the stage directory under the runner's root, and how `deps` and `--compare.force` name it.
+        fn: runs the stage into its directory and returns a JSON-serialisable summary.
+        reads: config keys it reads (`declared_reads` of the stage function).
+        deps: stages whose outputs it reads.
+        extra: non-config inputs that must change the key (a proxy list, a resolved file path, ...).
+    """
 
     name: str
     fn: Callable[[Path], dict]
-    sections: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)  # anything else that must change the key (e.g. expert count)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class StageRunner:
@@ -40,39 +113,67 @@ class StageRunner:
         self.timings: dict[str, float] = {}
         self.cached: dict[str, bool] = {}
 
+    def inputs(self, stage: Stage) -> dict:
+        """Everything the key hashes: the read config values, the deps' finished stamps and `extra`."""
+        return {"config": config_values(self.cfg, stage.reads, stage.name),
+                "deps": {d: self._marker(d).get("finished") for d in stage.deps},
+                "extra": json.loads(json.dumps(stage.extra, sort_keys=True, default=str))}
+
     def key(self, stage: Stage) -> str:
-        parts = {s: dataclasses.asdict(getattr(self.cfg, s)) for s in stage.sections}
-        parts["__deps__"] = {d: self._marker(d).get("finished") for d in stage.deps}
-        parts["__extra__"] = stage.extra
-        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        blob = json.dumps(self.inputs(stage), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def _marker(self, name: str) -> dict:
-        path = self.root / name / "_done.json"
+    def _marker(self, name: str, file: str = "_done.json") -> dict:
+        path = self.root / name / file
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    @staticmethod
+    def _clear(out: Path) -> None:
+        """Empty a stage directory (its own outputs only: every stage owns `<root>/<name>/`)."""
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+    @staticmethod
+    def _changes(done: dict, inputs: dict) -> str:
+        """What differs from the finished run, for the log ('reward.gold, dep sft')."""
+        if not done:
+            return "not run before"
+        before = done.get("inputs", {})
+        old, new = before.get("config", {}), inputs["config"]
+        changed = [k for k in sorted(set(old) | set(new)) if old.get(k, KeyError) != new.get(k, KeyError)]
+        changed += [f"dep {d}" for d, t in inputs["deps"].items() if before.get("deps", {}).get(d) != t]
+        changed += ["inputs"] if before.get("extra") != inputs["extra"] else []
+        return ", ".join(changed) or "key format"
 
     def run(self, stage: Stage) -> dict:
         """Run `stage` unless a finished run with the same key exists; returns its summary."""
         for dep in stage.deps:
             if not self._marker(dep):
                 raise RuntimeError(f"stage '{stage.name}' needs stage '{dep}', which has not finished")
+        inputs = self.inputs(stage)
         key = self.key(stage)
         done = self._marker(stage.name)
         if done.get("key") == key and stage.name not in self.force:
             self.log(f"[stage {stage.name}] cached ({done.get('seconds', 0):.0f} s when run)")
             self.timings[stage.name], self.cached[stage.name] = done.get("seconds", 0.0), True
             return done["summary"]
+        why = "forced" if stage.name in self.force else self._changes(done, inputs)
         out = self.root / stage.name
         out.mkdir(parents=True, exist_ok=True)
+        started = self._marker(stage.name, "_started.json")
+        if stage.name in self.force or done.get("key", key) != key or started.get("key", key) != key:
+            self._clear(out)  # outputs of other inputs: never resume them
         (out / "_done.json").unlink(missing_ok=True)
-        self.log(f"[stage {stage.name}] running")
+        (out / "_started.json").write_text(json.dumps({"key": key}))
+        self.log(f"[stage {stage.name}] running ({why})")
         t0 = time.perf_counter()
         summary = stage.fn(out)
         seconds = time.perf_counter() - t0
-        marker = {"key": key, "summary": summary, "seconds": seconds, "finished": time.time()}
+        marker = {"key": key, "inputs": inputs, "summary": summary, "seconds": seconds, "finished": time.time()}
         tmp = out / "_done.json.tmp"
         tmp.write_text(json.dumps(marker, indent=1, default=str))
         os.replace(tmp, out / "_done.json")
+        (out / "_started.json").unlink(missing_ok=True)
         self.log(f"[stage {stage.name}] done in {seconds:.1f} s")
         self.timings[stage.name], self.cached[stage.name] = seconds, False
         return summary

@@ -1,7 +1,9 @@
-"""The compare job's stages as plain functions: each reads the config, calls the library, returns a JSON summary.
+"""The cached stages as plain functions `fn(cfg, *args, out) -> JSON summary`: each calls the library.
 
-`jobs/compare.py` wires them in order with caching; they are kept here so the job reads top to bottom and every stage
-can be run or tested on its own.
+Every stage function declares, with `@reads`, the config keys it (and the library code it calls) reads; the stage
+cache keys on exactly those values (`umm_ray.pipeline`), so a stage re-runs when something it reads changed and not
+otherwise. `umm_ray.graph` wires the stages together (which feeds which); a new config read in a stage's code path
+must be added to its declaration here.
 """
 
 from __future__ import annotations
@@ -9,15 +11,49 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from umm_ray.algo.bon import BoNCurve
 from umm_ray.config import Config
+from umm_ray.data import load_prompts, write_jsonl
+from umm_ray.eval.rm_metrics import evaluate_rms
+from umm_ray.layout import RunLayout
+from umm_ray.pipeline import reads
+from umm_ray.report.build import build_report
+from umm_ray.report.metrics import read_metrics
+from umm_ray.report.records import PPOCurve, RMResult
+from umm_ray.reward_source import RewardSource, source_from_config
+from umm_ray.testbed.prepare import WORLD_KEYS, prepare_world
+
+# Each stage imports its heavy library module (Ray Train trainers, Ray actors with vLLM / DeepSpeed, matplotlib) when
+# it runs: building the graph and answering cached stages stays light.
 
 SHARED_HH = ("shared", "data", "hh-rlhf", "harmless-base", "test.jsonl.gz")
 
 
-def _root(cfg: Config) -> Path:
-    return Path(cfg.run.output_dir)
+@dataclass(frozen=True)
+class Proxy:
+    """One proxy RM of the comparison: where it scores from, the stage that trained it, its kind (report row).
+
+    Attributes:
+        source: the checkpoint (an ensemble manifest carries its aggregate, e.g. '#uwo:0.5').
+        stage: the RM stage that wrote it ('rm_dense', 'rm_umm4', 'rm_ensemble').
+        kind: 'dense' | 'umm' | 'moe' | 'ensemble' (`umm_ray.report.records.KINDS`).
+    """
+
+    source: RewardSource
+    stage: str
+    kind: str
+
+
+def gold_source(cfg: Config) -> RewardSource:
+    """reward.gold as a source ('remote' stands for reward.remote_url)."""
+    return source_from_config(cfg.reward.gold, cfg.reward.remote_url, "reward.gold")
+
+
+def _layout(cfg: Config) -> RunLayout:
+    return RunLayout(cfg.run.output_dir)
 
 
 def uses_testbed(cfg: Config) -> bool:
@@ -27,11 +63,12 @@ def uses_testbed(cfg: Config) -> bool:
 
 def policy_path(cfg: Config) -> str:
     """The policy PPO starts from: ppo.policy_path, else the SFT stage's model."""
-    return cfg.ppo.policy_path or str(_root(cfg) / "sft" / "model")
+    return cfg.ppo.policy_path or str(_layout(cfg).sft_model)
 
 
 def ppo_prompts(cfg: Config) -> str:
-    return cfg.ppo.prompts or str(_root(cfg) / "prepare" / "prompts_ppo.jsonl")
+    """The PPO prompts: ppo.prompts, else the prepare stage's PPO split."""
+    return cfg.ppo.prompts or str(_layout(cfg).prompts_ppo)
 
 
 def check_own_data(cfg: Config) -> None:
@@ -49,11 +86,17 @@ def check_own_data(cfg: Config) -> None:
                          + "; ".join(missing))
 
 
+def _gold_reads(cfg: Config) -> tuple[str, ...]:
+    """reward.gold, plus the endpoint settings when it is 'remote' or a URL."""
+    remote = cfg.reward.gold == "remote" or cfg.reward.gold.startswith(("http://", "https://"))
+    return ("reward.gold",) + (("reward.remote_url", "reward.remote_token") if remote else ())
+
+
+@reads("run.seed", "rm.data", "rm.data_on_error", "rm.eval_data", "rm.val_frac", "rm.test_frac")
 def own_pairs(cfg: Config, out: Path) -> dict:
     """The user's preference data, split train/val/test by seed exactly as the RM stages split it, written to `out`
     so every RM is evaluated on the same held-out pairs."""
-    from umm_ray.data import write_jsonl
-    from umm_ray.train.reward import load_rm_data
+    from umm_ray.train.reward import load_rm_data  # heavy: Ray Train (see the note at the imports)
 
     data = load_rm_data(cfg)
     splits = {"train": data.train, "val": data.val, "test": data.test}
@@ -64,33 +107,58 @@ def own_pairs(cfg: Config, out: Path) -> dict:
     return stats
 
 
-def prepare(cfg: Config) -> dict:
-    from umm_ray.testbed.prepare import prepare_world
-
-    world = prepare_world(cfg)
-    return json.loads(Path(world.world_json).read_text())
-
-
-def sft(cfg: Config) -> dict:
-    from umm_ray.testbed.prepare import world_paths
-    from umm_ray.train.sft import run_sft
-
-    model_dir = run_sft(cfg, world_paths(cfg.run.output_dir))
-    return {"model": str(model_dir), **json.loads((_root(cfg) / "sft" / "eval.json").read_text())}
+@reads(*WORLD_KEYS)
+def prepare(cfg: Config, out: Path) -> dict:
+    """The testbed world in `out` (= layout.prepare); returns its world.json."""
+    return json.loads(prepare_world(cfg).world_json.read_text())
 
 
+@reads("sft", "run.seed", "run.num_gpus_per_actor", "model.max_seq_len",
+       "model.trust_remote_code", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p")
+def sft(cfg: Config, out: Path) -> dict:
+    """The SFT policy in `out` (= layout.sft); returns its model path and eval.json."""
+    from umm_ray.train.sft import run_sft  # heavy: Ray Train
+
+    layout = _layout(cfg)
+    model_dir = run_sft(cfg, layout)
+    return {"model": str(model_dir), **json.loads(layout.sft_eval.read_text())}
+
+
+@reads("run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "testbed.n_pairs", "testbed.label_noise",
+       "testbed.label_length_bias", "rm.val_frac", "rm.test_frac", "rollout.backend",
+       "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
+       "reward.gold", "model.trust_remote_code")
 def pairs(cfg: Config, out: Path) -> dict:
-    from jobs.pairs import run_pairs
-    from umm_ray.testbed.prepare import world_paths
+    """Gold-labelled pairs sampled from the SFT policy into `out` (= layout.pairs); returns their stats."""
+    from umm_ray.testbed.pairs import run_pairs  # heavy: Ray rollout actor
 
-    world = world_paths(cfg.run.output_dir)
-    return run_pairs(cfg, world.prompts_sft, _root(cfg) / "sft" / "model", out)
+    layout = _layout(cfg)
+    return run_pairs(cfg, layout.prompts_sft, layout.sft_model, out)
 
 
+def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
+    """The reads of one RM kind beyond the common ones (rm.kind itself is the stage's argument, not read)."""
+    keys: tuple[str, ...] = ()
+    if not uses_testbed(cfg) or cfg.rm.eval_data:  # testbed pairs are always read with on_error 'skip'
+        keys += ("rm.data_on_error",)
+    if not uses_testbed(cfg):  # own data is split here by seed; own data RMs start from the user's policy
+        keys += ("rm.val_frac", "rm.test_frac") + (() if cfg.rm.base_path else ("ppo.policy_path",))
+    if kind in ("umm", "moe"):
+        keys += ("moe.top_k", "moe.aux_loss_coef", "moe.noisy_gating") + (() if "num_experts" in extra
+                                                                          else ("moe.num_experts",))
+    if kind == "umm":
+        keys += ("merge",)
+    if kind == "ensemble":
+        keys += ("ensemble.members", "ensemble.placement", "ensemble.aggregate", "ensemble.uwo_lambda")
+    return keys
+
+
+@reads("rm.base_path", "rm.data", "rm.eval_data", "rm.epochs", "rm.batch_size", "rm.lr",
+       "rm.num_workers", "rm.strategy", "rm.zero_stage", "rm.checkpoint_every", "rm.max_len", "run.seed",
+       "run.num_gpus_per_actor", "model.trust_remote_code", also=_rm_reads)
 def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     """Train one RM kind into `out`; returns {'model': path, 'moe': path (umm), 'manifest': path (ensemble), ...}."""
-    from umm_ray.testbed.prepare import world_paths
-    from umm_ray.train.reward import train_rm as train
+    from umm_ray.train.reward import train_rm as train  # heavy: Ray Train
 
     cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
     if not uses_testbed(cfg) and not cfg.rm.base_path:  # own data: the RMs start from the user's policy
@@ -98,8 +166,8 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     if "num_experts" in extra:
         n = extra["num_experts"]
         cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
-    result = train(cfg, world_paths(cfg.run.output_dir), kind=kind, stage_dir=out)
-    summary = {"model": str(result.model_path), "eval": result.eval}
+    result = train(cfg, _layout(cfg), kind=kind, stage_dir=out)
+    summary = {"kind": kind, "model": str(result.model_path), "eval": result.eval, **extra}
     if kind == "umm":
         summary["moe"] = str(out / "moe" / "model")
     if kind == "ensemble":
@@ -107,22 +175,23 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     return summary
 
 
-def proxy_specs(cfg: Config, rms: dict[str, dict]) -> dict[str, dict]:
-    """Every proxy to evaluate: name -> {spec, stage, kind}. UMM stages also yield their unmerged MoE."""
-    specs = {}
-    for name, summary in rms.items():
-        if name == "ensemble":
-            manifest = summary["manifest"]
+def compare_proxies(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:
+    """Every proxy to evaluate, by display name. UMM stages also yield their unmerged MoE; an ensemble yields one
+    proxy per aggregate (UWO with Best-of-N's lambda, compare.bon_uwo_lambda)."""
+    proxies = {}
+    for stage, summary in rms.items():
+        kind = summary["kind"]
+        if kind == "ensemble":
+            manifest = RewardSource(summary["manifest"])
             for how, lam in (("mean", None), ("wco", None), ("uwo", cfg.compare.bon_uwo_lambda)):
-                suffix = f"#{how}" + (f":{lam}" if lam is not None else "")
-                specs[f"ensemble-{how}"] = {"spec": manifest + suffix, "stage": name, "kind": "ensemble"}
-        elif name.startswith("umm"):
-            n = name[3:]
-            specs[f"umm-{n}"] = {"spec": summary["model"], "stage": name, "kind": "umm"}
-            specs[f"moe-{n}"] = {"spec": summary["moe"], "stage": name, "kind": "moe"}
+                proxies[f"ensemble-{how}"] = Proxy(manifest.with_aggregate(how, lam), stage, "ensemble")
+        elif kind == "umm":
+            n = summary["num_experts"]
+            proxies[f"umm-{n}"] = Proxy(RewardSource(summary["model"]), stage, "umm")
+            proxies[f"moe-{n}"] = Proxy(RewardSource(summary["moe"]), stage, "moe")
         else:
-            specs[name] = {"spec": summary["model"], "stage": name, "kind": "dense"}
-    return specs
+            proxies[stage.removeprefix("rm_")] = Proxy(RewardSource(summary["model"]), stage, kind)
+    return proxies
 
 
 def hh_pairs_path(cfg: Config) -> Path | None:
@@ -137,69 +206,81 @@ def hh_pairs_path(cfg: Config) -> Path | None:
     return None
 
 
-def evaluate(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+@reads("run.seed", "rm.max_len", "reward.batch_size", "compare.hh_eval", "compare.expert_counts",
+       "compare.bon_uwo_lambda", "model.trust_remote_code",
+       also=lambda cfg, proxies: ("compare.hh_eval_pairs",) if hh_pairs_path(cfg) else ())
+def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
-    from umm_ray.eval.rm_metrics import evaluate_rms
 
-    return evaluate_rms(cfg, specs, _root(cfg) / "pairs" / "pairs_test.jsonl", out, hh_pairs_path(cfg))
+    sources = {k: p.source for k, p in proxies.items()}
+    return evaluate_rms(cfg, sources, _layout(cfg).pairs_test, out, hh_pairs_path(cfg))
 
 
-def bon(cfg: Config, specs: dict[str, dict], out: Path) -> dict:
+def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
+    keys = _gold_reads(cfg) + (() if cfg.bon.policy_path else ("ppo.policy_path",))
+    return keys + (("ppo.prompts",) if not cfg.bon.prompts and not uses_testbed(cfg) else ())
+
+
+@reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
+       "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
+       "compare.expert_counts", "compare.bon_uwo_lambda", "model.trust_remote_code", also=_bon_reads)
+def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
-    from umm_ray.data import load_prompts
-    from umm_ray.eval.bon import run_bon
+    from umm_ray.eval.bon import run_bon  # heavy: Ray rollout actors
 
     prompts = None
     if not cfg.bon.prompts and not uses_testbed(cfg):  # own data: BoN samples the PPO prompts
         prompts = [p.prompt for p in load_prompts(cfg.ppo.prompts, limit=cfg.bon.n_prompts)]
-    curves = run_bon(cfg, cfg.bon.policy_path or policy_path(cfg), {k: v["spec"] for k, v in specs.items()},
-                     gold_spec=cfg.reward.gold, prompts=prompts, out_dir=out)
+    curves = run_bon(cfg, cfg.bon.policy_path or policy_path(cfg), {k: p.source for k, p in proxies.items()},
+                     gold=gold_source(cfg), prompts=prompts, out_dir=out)
     return {k: c.to_dict() for k, c in curves.items()}
 
 
-def ppo_proxies(cfg: Config, evals: dict, specs: dict[str, dict]) -> dict[str, dict]:
+def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy]) -> dict[str, Proxy]:
     """The proxies PPO runs against, resolving 'umm_best' to the UMM with the best validation accuracy."""
     chosen = {}
     for name in cfg.compare.ppo_rms:
         if name == "umm_best":
-            umms = [k for k in specs if specs[k]["kind"] == "umm"]
+            umms = [k for k, p in proxies.items() if p.kind == "umm"]
             if not umms:
                 continue
             name = max(umms, key=lambda k: (evals[k].get("acc_val", 0.0), -len(k)))
-        if name not in specs:
-            raise ValueError(f"compare.ppo_rms: {name!r} is not a trained RM; have {sorted(specs)}")
-        spec = dict(specs[name])
-        if name == "ensemble-uwo":  # PPO's UWO lambda differs from BoN's (Coste et al.: 0.1 vs 0.5)
-            spec["spec"] = spec["spec"].split("#")[0] + f"#uwo:{cfg.ensemble.uwo_lambda}"
-        chosen[name] = spec
+        if name not in proxies:
+            raise ValueError(f"compare.ppo_rms: {name!r} is not a trained RM; have {sorted(proxies)}")
+        proxy = proxies[name]
+        if proxy.source.aggregate == "uwo":  # PPO's UWO lambda differs from BoN's (Coste et al.: 0.1 vs 0.5)
+            proxy = dataclasses.replace(proxy, source=proxy.source.with_aggregate("uwo", cfg.ensemble.uwo_lambda))
+        chosen[name] = proxy
     return chosen
 
 
-def ppo(cfg: Config, spec: dict, out: Path, pool=None) -> dict:
-    """One PPO run against `spec`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
-    from jobs.ppo import run_ppo
-    from umm_ray.report.metrics import read_metrics
+def _ppo_reads(cfg: Config, proxy: Proxy) -> tuple[str, ...]:
+    ensemble = ("ensemble.aggregate", "ensemble.uwo_lambda", "ensemble.placement") if proxy.source.is_manifest else ()
+    return _gold_reads(cfg) + ensemble
+
+
+@reads("ppo", "rollout", "run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "model.max_seq_len",
+       "model.trust_remote_code", "rm.max_len", "reward.batch_size", also=_ppo_reads)
+def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
+    """One PPO run against `proxy`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
+    from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed policy ranks, vLLM engines
 
     t0 = time.perf_counter()
-    run_ppo(cfg, policy_path(cfg), spec["spec"], cfg.reward.gold, ppo_prompts(cfg), out, pool=pool)
+    run_ppo(cfg, policy_path(cfg), proxy.source, gold_source(cfg), ppo_prompts(cfg), out, pool=pool)
     rows = read_metrics(out / "metrics.jsonl")
-    return {"spec": spec["spec"], "rows": rows, "seconds": time.perf_counter() - t0}
+    return {"spec": str(proxy.source), "rows": rows, "seconds": time.perf_counter() - t0}
 
 
-def report(cfg: Config, specs: dict[str, dict], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
+def report(cfg: Config, proxies: dict[str, Proxy], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
            notes: list[str]) -> Path:
-    from umm_ray.algo.bon import BoNCurve
-    from umm_ray.report.build import build_report
-    from umm_ray.report.records import PPOCurve, RMResult
-
     results = []
-    for name, spec in specs.items():
+    for name, proxy in proxies.items():
         e = evals.get(name, {})
         ppo_run = ppo_runs.get(name)
         results.append(RMResult(
-            name=name, kind=spec["kind"], params=e.get("params"), throughput=e.get("throughput"),
+            name=name, kind=proxy.kind, params=e.get("params"), throughput=e.get("throughput"),
             acc_testbed=e.get("acc_test"), acc_hh=e.get("acc_hh"),
             bon=BoNCurve.from_dict(bon_curves[name]) if name in bon_curves else None,
             ppo=PPOCurve.from_metrics(ppo_run["rows"], kl_coef=cfg.ppo.kl_coef) if ppo_run else None,
-            notes=spec["spec"]))
+            notes=str(proxy.source)))
     return build_report(results, config=cfg, out_dir=out, notes=notes)

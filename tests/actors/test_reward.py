@@ -12,8 +12,9 @@ import ray
 import torch
 
 from tests.fixtures import SMALL, save_tiny_rm, tiny_tokenizer, write_manifest
-from umm_ray.actors.reward import (RewardActor, RewardGroup, RewardSpec, check_scores, ensemble_members,
-                                   parse_reward_spec)
+from umm_ray.actors.reward import RewardActor, RewardGroup, RewardSpec, check_scores, ensemble_members
+from umm_ray.layout import RunLayout
+from umm_ray.reward_source import RewardSource, proxy_source
 from umm_ray.testbed.world import make_prompts, sft_responses
 
 PROMPTS = make_prompts(8, seed=3)
@@ -38,7 +39,7 @@ def _actor(spec: RewardSpec):
 def test_testbed_gold_actor_matches_gold(ray_local):
     from umm_ray.testbed.gold import TestbedGold
 
-    actor = _actor(RewardSpec("gold", "testbed"))
+    actor = _actor(RewardSpec("gold", RewardSource("testbed")))
     assert ray.get(actor.score.remote(TEXTS, RESPONSES)) == TestbedGold().score(TEXTS, RESPONSES)
     ray.kill(actor)
 
@@ -46,7 +47,7 @@ def test_testbed_gold_actor_matches_gold(ray_local):
 def test_hf_rm_actor_matches_direct_scorer(ray_local, rm_dirs):
     from umm_ray.models.reward_model import load_scorer
 
-    actor = _actor(RewardSpec("proxy", "path", path=rm_dirs["members"][0]))
+    actor = _actor(RewardSpec("proxy", RewardSource(rm_dirs["members"][0])))
     got = ray.get(actor.score.remote(TEXTS, RESPONSES))
     want = load_scorer(rm_dirs["members"][0]).score(TEXTS, RESPONSES)
     assert got == pytest.approx(want, abs=1e-5)
@@ -54,7 +55,7 @@ def test_hf_rm_actor_matches_direct_scorer(ray_local, rm_dirs):
 
 
 def test_nan_scores_raise_naming_the_actor(ray_local, rm_dirs):
-    actor = _actor(RewardSpec("proxy", "path", path=rm_dirs["nan"]))
+    actor = _actor(RewardSpec("proxy", RewardSource(rm_dirs["nan"])))
     with pytest.raises(RuntimeError) as e:
         ray.get(actor.score.remote(TEXTS, RESPONSES))
     assert "RewardActor[proxy: " in str(e.value) and rm_dirs["nan"] in str(e.value) and "non-finite" in str(e.value)
@@ -96,7 +97,7 @@ def test_remote_endpoint_bad_output_raises(ray_local, mode, message):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        actor = _actor(RewardSpec("proxy", "remote", url=url))
+        actor = _actor(RewardSpec("proxy", RewardSource(url)))
         with pytest.raises(RuntimeError) as e:
             ray.get(actor.score.remote(TEXTS, RESPONSES))
         assert f"RewardActor[proxy: {url}]" in str(e.value) and message in str(e.value)
@@ -109,7 +110,8 @@ def test_ensemble_group_spreads_members_and_matches_manifest(ray_local, rm_dirs)
     from umm_ray.algo.ensemble import aggregate
     from umm_ray.models.reward_model import load_scorer
 
-    spec, how, lam = parse_reward_spec(rm_dirs["manifest"] + "#uwo:0.1", "proxy")
+    spec = RewardSpec.load(rm_dirs["manifest"] + "#uwo:0.1", "proxy")
+    how, lam = spec.source.aggregate, spec.source.lam
     assert (how, lam) == ("uwo", 0.1)
     members = ensemble_members(spec)
     assert [m.name for m in members] == ["proxy/member0", "proxy/member1"]
@@ -126,15 +128,19 @@ def test_ensemble_group_spreads_members_and_matches_manifest(ray_local, rm_dirs)
         group.shutdown()
 
 
-def test_parse_reward_spec_errors(tmp_path):
-    assert parse_reward_spec("testbed", "gold")[0].kind == "testbed"
-    assert parse_reward_spec("http://127.0.0.1:8000", "proxy", remote_token="t")[0].token == "t"
+def test_load_reward_spec_errors(tmp_path, monkeypatch):
+    assert RewardSpec.load("testbed", "gold").kind == "testbed"
+    assert RewardSpec.load("http://127.0.0.1:8000", "proxy", token="t").token == "t"
+    assert RewardSpec.load("testbed", "gold", token="t").token == ""  # a token only goes to an endpoint
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rm").mkdir()
+    assert RewardSpec.load("rm", "proxy").path == str(tmp_path / "rm")  # absolute: actors run elsewhere
     with pytest.raises(FileNotFoundError, match="reward source 'proxy': .*nope does not exist"):
-        parse_reward_spec(str(tmp_path / "nope"), "proxy")
-    with pytest.raises(ValueError, match="aggregate 'max'"):
-        parse_reward_spec(str(tmp_path) + "#max", "proxy")
+        RewardSpec.load(str(tmp_path / "nope"), "proxy")
+    with pytest.raises(ValueError, match="malformed; expected 'testbed'"):
+        RewardSpec.load(str(tmp_path) + "#max", "proxy")
     with pytest.raises(ValueError, match="is empty"):
-        parse_reward_spec("", "gold")
+        RewardSpec.load("", "gold")
 
 
 def test_trust_remote_code_runs_the_rm_checkpoints_own_code(tmp_path):
@@ -143,8 +149,8 @@ def test_trust_remote_code_runs_the_rm_checkpoints_own_code(tmp_path):
     from tests.remote_code import REMOTE_BONUS, save_remote_rm
 
     path = save_remote_rm(tmp_path / "rm")
-    spec, _, _ = parse_reward_spec(path, "proxy")
-    trusted, _, _ = parse_reward_spec(path, "proxy", trust_remote_code=True)
+    spec = RewardSpec.load(path, "proxy")
+    trusted = RewardSpec.load(path, "proxy", trust_remote_code=True)
     assert not spec.trust_remote_code and trusted.trust_remote_code
     plain = RewardActor(spec).score(TEXTS[:3], RESPONSES[:3])
     remote = RewardActor(trusted).score(TEXTS[:3], RESPONSES[:3])
@@ -157,13 +163,17 @@ def _proxy_cfg(tmp_path, *overrides):
     return load_config(None, ["--run.output_dir", str(tmp_path / "run"), *overrides])
 
 
+def _proxy(cfg) -> tuple[str, str]:
+    source, kind = proxy_source(cfg)
+    return str(source), kind
+
+
 @pytest.fixture(scope="module")
 def rm_kinds(rm_dirs, tmp_path_factory):
     """A checkpoint of every kind: dense dir, merged UMM dir (umm_merge.json beside it), MoE dir, manifest."""
     import shutil
 
-    from umm_ray.models.merge import MERGE_META
-    from umm_ray.models.upcycle import MOE_CONFIG_NAME
+    from umm_ray.models.families import MERGE_META, MOE_CONFIG_NAME
 
     root = tmp_path_factory.mktemp("kinds")
     umm = shutil.copytree(rm_dirs["members"][0], root / "umm")
@@ -174,39 +184,34 @@ def rm_kinds(rm_dirs, tmp_path_factory):
 
 
 def test_proxy_auto_takes_whatever_proxy_path_holds(tmp_path, rm_kinds):
-    from umm_ray.actors.reward import proxy_source
-
     for kind, path in rm_kinds.items():
-        assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy_path", path)) == (path, kind)
+        assert _proxy(_proxy_cfg(tmp_path, "--reward.proxy_path", path)) == (path, kind)
     manifest = rm_kinds["ensemble"] + "#uwo:0.1"
-    assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy_path", manifest)) == (manifest, "ensemble")
+    assert _proxy(_proxy_cfg(tmp_path, "--reward.proxy_path", manifest)) == (manifest, "ensemble")
     with pytest.raises(ValueError, match="no proxy reward"):
         proxy_source(_proxy_cfg(tmp_path))
 
 
 def test_proxy_kind_must_match_the_checkpoint(tmp_path, rm_kinds):
     """reward.proxy dense/umm/moe/ensemble: the path must hold that kind, else a clear stop naming both kinds."""
-    from umm_ray.actors.reward import proxy_source
-
     for kind, path in rm_kinds.items():
-        assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", kind, "--reward.proxy_path", path))[1] == kind
+        assert _proxy(_proxy_cfg(tmp_path, "--reward.proxy", kind, "--reward.proxy_path", path))[1] == kind
     with pytest.raises(ValueError, match="reward.proxy is 'umm' but reward.proxy_path .* of kind 'dense'"):
         proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm", "--reward.proxy_path", rm_kinds["dense"]))
     with pytest.raises(ValueError, match="reward.proxy is 'dense' but .* of kind 'ensemble'"):
         proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "dense", "--reward.proxy_path", rm_kinds["ensemble"]))
 
 
-def test_proxy_kind_without_path_finds_the_train_rm_output(tmp_path, rm_kinds):
-    """reward.proxy K with no proxy_path: <run.output_dir>/rm_K/model (jobs.train_rm's output), or a clear stop."""
+def test_proxy_kind_without_path_finds_the_trained_rm(tmp_path, rm_kinds):
+    """reward.proxy K with no proxy_path: the RM of that kind the stage graph trains (RunLayout.rm_model, e.g.
+    <run.output_dir>/rm_umm4/model for jobs.train_rm --rm.kind umm), or a clear stop."""
     import shutil
-
-    from umm_ray.actors.reward import TRAIN_RM_OUTPUT, proxy_source
 
     with pytest.raises(FileNotFoundError, match="jobs.train_rm --rm.kind umm"):
         proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm"))
-    want = tmp_path / "run" / TRAIN_RM_OUTPUT["umm"]
+    want = RunLayout(tmp_path / "run").rm_model("umm", 4)
     shutil.copytree(rm_kinds["umm"], want)
-    assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "umm")) == (str(want), "umm")
+    assert _proxy(_proxy_cfg(tmp_path, "--reward.proxy", "umm")) == (str(want), "umm")
     shutil.rmtree(want)
     shutil.copytree(rm_kinds["dense"], want)  # a dense model left where the UMM should be
     with pytest.raises(ValueError, match="of kind 'dense'"):
@@ -214,9 +219,7 @@ def test_proxy_kind_without_path_finds_the_train_rm_output(tmp_path, rm_kinds):
 
 
 def test_proxy_remote_uses_remote_url(tmp_path):
-    from umm_ray.actors.reward import proxy_source
-
     url = "http://127.0.0.1:8000"
-    assert proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "remote", "--reward.remote_url", url)) == (url, "remote")
+    assert _proxy(_proxy_cfg(tmp_path, "--reward.proxy", "remote", "--reward.remote_url", url)) == (url, "remote")
     with pytest.raises(ValueError, match="remote_url is empty"):
         proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "remote"))

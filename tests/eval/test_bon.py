@@ -11,7 +11,8 @@ from tests.fixtures import SMALL, save_tiny_rm, tiny_tokenizer, write_manifest
 from umm_ray.algo.bon import bon_estimate
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
-from umm_ray.eval.bon import BoNSamples, RMSpec, parse_rm_entries, read_bon, run_bon, score_samples
+from umm_ray.eval.bon import BoNSamples, read_bon, run_bon, score_samples
+from umm_ray.reward_source import RewardSource
 from umm_ray.testbed.gold import TestbedGold
 from umm_ray.testbed.world import make_prompts, sft_responses
 
@@ -30,17 +31,11 @@ def world(tmp_path_factory):
     return {"samples": samples, "rms": rms, "manifest": manifest, "root": root}
 
 
-def test_spec_parsing():
-    assert RMSpec.parse("a/b") == RMSpec("a/b")
-    assert RMSpec.parse("m.json#uwo:0.5") == RMSpec("m.json", "uwo", 0.5)
-    assert RMSpec.parse("m.json#wco") == RMSpec("m.json", "wco", None)
-    with pytest.raises(ValueError, match="not one of"):
-        RMSpec.parse("m.json#max")
-    assert parse_rm_entries(["d=x", "e=m.json#uwo:0.1"]) == {"d": RMSpec("x"), "e": RMSpec("m.json", "uwo", 0.1)}
-    with pytest.raises(ValueError, match="duplicate"):
-        parse_rm_entries(["d=x", "d=y"])
-    with pytest.raises(ValueError, match="name=path"):
-        parse_rm_entries(["just-a-path"])
+def _sources(specs: dict[str, str]) -> dict[str, RewardSource]:
+    return {k: RewardSource.parse(v) for k, v in specs.items()}
+
+
+def test_samples_need_the_same_n():
     with pytest.raises(ValueError, match="same N"):
         BoNSamples(["a", "b"], [["x"], ["y", "z"]])
 
@@ -50,7 +45,7 @@ def test_score_samples_dense_ensemble_and_gold(ray_local, world):
     samples = world["samples"]
     specs = {"dense": world["rms"]["m0"], "ens-mean": world["manifest"], "ens-wco": world["manifest"] + "#wco",
              "ens-uwo": world["manifest"] + "#uwo:0.5", "other": world["rms"]["m1"]}
-    proxy, gold, tput = score_samples(cfg, samples, specs, "testbed")
+    proxy, gold, tput = score_samples(cfg, samples, _sources(specs), RewardSource("testbed"))
     assert gold.shape == (6, 4) and all(v.shape == (6, 4) for v in proxy.values())
     flat_p, flat_r = samples.flat()
     np.testing.assert_allclose(gold.ravel(), TestbedGold().score(flat_p, flat_r))
@@ -65,8 +60,8 @@ def test_score_samples_dense_ensemble_and_gold(ray_local, world):
 
 def test_run_bon_on_given_samples_writes_outputs(ray_local, world, tmp_path):
     cfg = Config()
-    curves = run_bon(cfg, "unused-policy", {"dense": world["rms"]["m0"]}, "testbed", out_dir=tmp_path,
-                     samples=world["samples"])
+    curves = run_bon(cfg, "unused-policy", _sources({"dense": world["rms"]["m0"]}), RewardSource("testbed"),
+                     out_dir=tmp_path, samples=world["samples"])
     c = curves["dense"]
     assert c.ns == [1, 2, 4] and c.n_prompts == 6 and c.n_samples == 4
     scores = json.loads((tmp_path / "scores.json").read_text())
@@ -82,9 +77,10 @@ def test_run_bon_on_given_samples_writes_outputs(ray_local, world, tmp_path):
 
 def test_bad_rm_path_nan_scores_and_wrong_aggregate_are_named(ray_local, world):
     cfg = Config()
+    gold = RewardSource("testbed")
     with pytest.raises(FileNotFoundError, match="RM 'ghost': .*missing does not exist"):
-        score_samples(cfg, world["samples"], {"ghost": str(world["root"] / "missing")}, "testbed")
+        score_samples(cfg, world["samples"], _sources({"ghost": str(world["root"] / "missing")}), gold)
     with pytest.raises(ValueError, match=r"RM 'broken' \(.*rm_nan\): non-finite scores at samples \[0, 1, 2"):
-        score_samples(cfg, world["samples"], {"broken": world["rms"]["nan"]}, "testbed")
+        score_samples(cfg, world["samples"], _sources({"broken": world["rms"]["nan"]}), RewardSource("testbed"))
     with pytest.raises(ValueError, match="RM 'd': aggregate 'wco' given but .* is not an ensemble"):
-        score_samples(cfg, world["samples"], {"d": world["rms"]["m0"] + "#wco"}, "testbed")
+        score_samples(cfg, world["samples"], _sources({"d": world["rms"]["m0"] + "#wco"}), RewardSource("testbed"))

@@ -17,6 +17,10 @@ import pytest
 from tests.fixtures import (finish_job, save_tiny_lm, save_tiny_rm, start_job, tiny_corpus, tiny_tokenizer,
                             write_manifest, write_prompts)
 from umm_ray.report.metrics import read_metrics
+from umm_ray.reward_source import RewardSource
+
+GOLD = RewardSource("testbed")
+src = RewardSource.parse
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +89,21 @@ def test_validation_fails_before_any_actor(world, tmp_path):
     from umm_ray.ppo.data import PromptOrderError
     from umm_ray.records import PromptRecord
 
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo
 
     cfg = load_config(None, ["--rollout.max_new_tokens", "16", "--model.max_seq_len", "96"])
     long = tmp_path / "long.jsonl"
     write_jsonl(long, [PromptRecord("List 2 fruits.\nAnswer:", source="a:1"),
                        PromptRecord("List 2 fruits. " * 40 + "\nAnswer:", source="a:2")])
     with pytest.raises(PromptOrderError, match=r"long.jsonl: prompt 1 \(a:2\) has \d+ tokens, more than the 80"):
-        run_ppo(cfg, world["policy"], world["rm"], "testbed", str(long), tmp_path / "out")
+        run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, str(long), tmp_path / "out")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(ValueError, match="empty"):
-        run_ppo(cfg, world["policy"], world["rm"], "testbed", str(empty), tmp_path / "out")
+        run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, str(empty), tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="reward source 'proxy'"):
-        run_ppo(cfg, world["policy"], str(tmp_path / "no_rm"), "testbed", world["prompts"], tmp_path / "out")
+        run_ppo(cfg, world["policy"], src(str(tmp_path / "no_rm")), GOLD, world["prompts"],
+                tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -108,16 +113,18 @@ def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world
     from umm_ray.config import load_config
     from umm_ray.ppo.roles import RolePool
 
-    from jobs.ppo import run_ppo
+    from umm_ray.ppo.driver import run_ppo
 
     cfg = load_config(None, _args(world, tmp_path, "auto", 2)[2:])
     keys = ("proxy_reward", "gold_reward", "kl_k2", "policy_loss", "value_loss", "response_length", "data_order")
-    fresh = run_ppo(cfg, world["policy"], world["rm"], "testbed", world["prompts"], tmp_path / "fresh")
+    fresh = run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "fresh")
     pool = RolePool()
     try:
-        run_ppo(cfg, world["policy"], world["ensemble"], "testbed", world["prompts"], tmp_path / "first", pool=pool)
+        run_ppo(cfg, world["policy"], src(world["ensemble"]), GOLD, world["prompts"], tmp_path / "first",
+                pool=pool)
         engines = list(pool.roles.engines)
-        run_ppo(cfg, world["policy"], world["rm"], "testbed", world["prompts"], tmp_path / "second", pool=pool)
+        run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "second",
+                pool=pool)
         assert pool.roles.engines == engines and len(pool.roles.proxy.actors) == 1  # same engines, proxy swapped
     finally:
         pool.shutdown()

@@ -1,6 +1,7 @@
 """jobs.train_rm end to end: `python -m jobs.train_rm` drivers join the test's Ray cluster (as under `ray job
-submit`). Dense BT training on gold-labelled testbed pairs lowers the held-out BT loss; the slow test runs the whole
-chain from an empty directory (prepare -> SFT -> pairs -> UMM)."""
+submit`). Dense BT training on gold-labelled testbed pairs (given as a preference file) lowers the held-out BT loss;
+the slow test runs the whole chain from an empty directory (prepare -> SFT -> pairs -> UMM) through the stage graph,
+then reruns from cache."""
 
 from __future__ import annotations
 
@@ -20,20 +21,20 @@ def run_job(module: str, args: list[str], log: Path, timeout: float = 2400) -> s
     return _run_job(module, args, log, timeout)
 
 
-def gold_pairs_from_sft_rows(world, noise: float, seed: int) -> None:
-    """Two programmatic SFT responses per prompt, labelled by the testbed gold, split by prompt (70/15/15)."""
-    from umm_ray.data import read_jsonl, split_pairs, write_jsonl
+def gold_pairs_from_sft_rows(world, out: Path, noise: float, seed: int) -> Path:
+    """Two programmatic SFT responses per prompt, labelled by the testbed gold, as one preference file `out`."""
+    from umm_ray.data import read_jsonl, write_jsonl
     from umm_ray.testbed.gold import TestbedGold
     from umm_ray.testbed.prepare import label_pairs
 
     by_prompt: dict[str, list[str]] = {}
-    for _, row in read_jsonl(world.sft):
+    for _, row in read_jsonl(world.sft_data):
         by_prompt.setdefault(row["prompt"], []).append(row["response"])
-    rows = [(p, r[i], r[i + 1]) for p, r in by_prompt.items() for i in range(0, len(r) - 1, 2)]
+    rows = [(p, r[i], r[i + 1]) for p, r in by_prompt.items() for i in range(0, len(r) - 1, 2)
+            if r[i].strip() and r[i + 1].strip()]  # a preference file may not hold empty responses
     pairs, _ = label_pairs(*map(list, zip(*rows)), TestbedGold(), noise=noise, seed=seed)
-    for path, part in zip((world.pairs_train, world.pairs_val, world.pairs_test),
-                          split_pairs(pairs, (0.7, 0.15, 0.15), seed)):
-        write_jsonl(path, part)
+    write_jsonl(out, pairs)
+    return out
 
 
 def test_kind_shorthand():
@@ -47,10 +48,11 @@ def test_dense_job_lowers_held_out_bt_loss(ray_local, tmp_path):
 
     out = tmp_path / "run"
     common = ["--preset", "test", "--run.output_dir", str(out), "--testbed.n_prompts", "600"]
-    world = prepare_world(load_config(None, common[2:], base=PRESETS["test"]))  # the job finds it up to date
-    gold_pairs_from_sft_rows(world, noise=0.1, seed=0)
+    world = prepare_world(load_config(None, common[2:], base=PRESETS["test"]))
+    prefs = gold_pairs_from_sft_rows(world, tmp_path / "prefs.jsonl", noise=0.1, seed=0)
     address = ray_local.get_runtime_context().gcs_address
-    log = run_job("jobs.train_rm", [*common, "--run.ray_address", address, "--kind", "dense",
+    own = ["--rm.data", str(prefs), "--testbed.val_frac", "0.15", "--testbed.test_frac", "0.15"]
+    log = run_job("jobs.train_rm", [*common, *own, "--run.ray_address", address, "--kind", "dense",
                                     "--rm.base_path", str(world.base), "--rm.num_workers", "2", "--rm.batch_size", "16",
                                     "--rm.epochs", "2", "--rm.checkpoint_every", "10"], tmp_path / "rm.log")
     assert "dense RM:" in log
@@ -61,7 +63,8 @@ def test_dense_job_lowers_held_out_bt_loss(ray_local, tmp_path):
     assert ev["test"]["accuracy"] > 0.55
     assert ev["n_pairs"]["train"] > 300 and len(ev["loss_curve"]) == ev["steps"]
     assert (stage / "loss_curve.png").stat().st_size > 0 and (stage / "config.yaml").is_file()
-    assert not (out / "sft" / "model").exists()  # an explicit backbone needs no SFT stage
+    assert not (out / "sft" / "model").exists()  # an explicit backbone on own data needs no SFT stage
+    assert json.loads((out / "pairs" / "stats.json").read_text())["n_test"] == ev["n_pairs"]["test"]
     model, _ = load_reward_model(stage / "model")
     assert sum(p.numel() for p in model.parameters()) == ev["params"]
 
@@ -72,13 +75,17 @@ def test_umm_job_from_an_empty_directory_runs_every_missing_stage(ray_local, tmp
 
     out = tmp_path / "run"
     address = ray_local.get_runtime_context().gcs_address
-    run_job("jobs.train_rm", ["--preset", "test", "--run.output_dir", str(out), "--run.ray_address", address,
-                              "--rm.kind", "umm", "--rollout.backend", "hf", "--moe.num_experts", "2",
-                              "--moe.top_k", "1", "--sft.num_workers", "2"], tmp_path / "umm.log")
+    args = ["--preset", "test", "--run.output_dir", str(out), "--run.ray_address", address, "--rm.kind", "umm",
+            "--rollout.backend", "hf", "--moe.num_experts", "2", "--moe.top_k", "1", "--sft.num_workers", "2"]
+    run_job("jobs.train_rm", args, tmp_path / "umm.log")
     for path in ("prepare/world.json", "sft/model/model.safetensors", "pairs/pairs_train.jsonl",
-                 "rm_umm/moe/model/umm_moe.json", "rm_umm/model/model.safetensors"):
+                 "rm_umm2/moe/model/umm_moe.json", "rm_umm2/model/model.safetensors"):
         assert (out / path).is_file(), path
-    ev = json.loads((out / "rm_umm" / "eval.json").read_text())
+    for stage in ("prepare", "sft", "pairs", "rm_umm2"):  # the stage graph's markers, as compare writes them
+        assert (out / stage / "_done.json").is_file(), stage
+    ev = json.loads((out / "rm_umm2" / "eval.json").read_text())
     assert ev["params"] == ev["dense_params"]
-    model, _ = load_reward_model(out / "rm_umm" / "model")
+    model, _ = load_reward_model(out / "rm_umm2" / "model")
     assert sum(p.numel() for p in model.parameters()) == ev["dense_params"]
+    log = run_job("jobs.train_rm", args, tmp_path / "again.log")  # everything cached: nothing is retrained
+    assert all(f"[stage {s}] cached" in log for s in ("prepare", "sft", "pairs", "rm_umm2")), log[-2000:]

@@ -23,15 +23,14 @@ def _cfg(*overrides: str):
 
 
 def test_trust_remote_code_reaches_every_role(ray_local, tmp_path):
-    from umm_ray.actors.reward import RewardSpec, parse_reward_spec
+    from umm_ray.actors.reward import RewardSpec
     from umm_ray.ppo.experience import make_policy_batch
     from umm_ray.ppo.roles import generate, start_roles
 
     policy = save_remote_lm(tmp_path / "policy")
     cfg = _cfg("--model.trust_remote_code", "true")
-    proxy, _, _ = parse_reward_spec(save_remote_rm(tmp_path / "rm"), "proxy",
-                                    trust_remote_code=cfg.model.trust_remote_code)
-    roles = start_roles(cfg, policy, [proxy], RewardSpec("gold", "testbed"))
+    proxy = RewardSpec.load(save_remote_rm(tmp_path / "rm"), "proxy", trust_remote_code=cfg.model.trust_remote_code)
+    roles = start_roles(cfg, policy, [proxy], RewardSpec.load("testbed", "gold"))
     try:
         roll = generate(roles.engines, PROMPTS, seed=0)
         assert len(roll.responses) == len(PROMPTS)

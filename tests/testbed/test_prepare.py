@@ -11,7 +11,8 @@ from umm_ray.config import load_config
 from umm_ray.data import load_prompts, read_jsonl
 from umm_ray.records import PromptRecord
 from umm_ray.testbed.gold import TestbedGold
-from umm_ray.testbed.prepare import SFT_SAMPLES, is_prepared, label_pairs, prepare_world, world_paths
+from umm_ray.layout import RunLayout
+from umm_ray.testbed.prepare import SFT_SAMPLES, is_prepared, label_pairs, prepare_world
 from umm_ray.testbed.world import TASK_FAMILIES, make_prompts
 
 
@@ -28,13 +29,13 @@ def test_prepare_world_outputs_and_idempotence(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     assert not is_prepared(cfg)
     paths = prepare_world(cfg)
-    assert paths == world_paths(tmp_path) and is_prepared(cfg)
+    assert paths == RunLayout(tmp_path) and is_prepared(cfg)
     splits = {s: load_prompts(str(paths.prompts(s))) for s in ("sft", "ppo", "bon")}
     texts = {s: {p.prompt for p in v} for s, v in splits.items()}
     assert not (texts["sft"] & texts["ppo"] or texts["sft"] & texts["bon"] or texts["ppo"] & texts["bon"])
     assert set().union(*texts.values()) == {p.prompt for p in make_prompts(64, cfg.run.seed)}
     assert all({p.family for p in v} == set(TASK_FAMILIES) for v in splits.values())  # stratified
-    sft = [row for _, row in read_jsonl(paths.sft)]
+    sft = [row for _, row in read_jsonl(paths.sft_data)]
     assert len(sft) == SFT_SAMPLES * len(splits["sft"]) and {r["prompt"] for r in sft} == texts["sft"]
     assert all(r["response"].startswith(" ") and isinstance(r["gold"], float) for r in sft)
     tok = AutoTokenizer.from_pretrained(paths.tokenizer)
@@ -43,14 +44,15 @@ def test_prepare_world_outputs_and_idempotence(tmp_path, capsys):
     world = json.loads(paths.world_json.read_text())
     assert set(world["properties"]) == {"a", "b", "c"} and world["properties"]["a"]["sft"]["std"] > 0
 
-    before = _mtimes(paths.root)
-    assert prepare_world(cfg) == paths and _mtimes(paths.root) == before  # second run: nothing rewritten
+    before = _mtimes(paths.prepare)
+    assert prepare_world(cfg) == paths and _mtimes(paths.prepare) == before  # second run: nothing rewritten
 
     from jobs.prepare import main  # the job on the same directory skips too, and prints the figures
     main(["--run.output_dir", str(tmp_path), "--testbed.n_prompts", "64", "--testbed.vocab_size", "300"])
     out = capsys.readouterr().out
     assert "a) gold of SFT responses" in out and "b) Spearman(tokens, gold)" in out and "c) add_repeat" in out
-    assert {p: t for p, t in _mtimes(paths.root).items() if p.name != "config.yaml"} == before
+    # nothing rewritten; the stage graph adds its marker (_done.json) and the job its config.yaml
+    assert {p: t for p, t in _mtimes(paths.prepare).items() if p.name not in ("config.yaml", "_done.json")} == before
 
     changed = _cfg(tmp_path, "--run.seed", "1")
     assert not is_prepared(changed)

@@ -192,9 +192,9 @@ def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):
 
 def test_testbed_pairs_with_an_empty_sample_are_skipped_and_reported(tmp_path, make_cfg):
     from umm_ray.data import write_jsonl
-    from umm_ray.testbed.prepare import world_paths
+    from umm_ray.layout import RunLayout
 
-    world = world_paths(tmp_path)
+    world = RunLayout(tmp_path)
     good = [PreferencePair(f"Q{i}?", f" good {i}", f" bad {i}") for i in range(6)]
     write_jsonl(world.pairs_train, good + [{"prompt": "Q?", "chosen": " fine.", "rejected": " "}])
     write_jsonl(world.pairs_val, good[:2])

@@ -73,8 +73,8 @@ def test_sample_responses_are_seeded(tiny_world):
 
 def test_sft_base_path_chooses_the_model_sft_starts_from(tmp_path, make_cfg):
     """sft.base_path is the model SFT fine-tunes; empty, the testbed's tiny base model."""
-    from umm_ray.testbed.prepare import world_paths
+    from umm_ray.layout import RunLayout
 
-    world = world_paths(tmp_path)
+    world = RunLayout(tmp_path)
     assert sft_base(make_cfg(tmp_path), world) == world.base
     assert sft_base(make_cfg(tmp_path, "--sft.base_path", "Qwen/Qwen2.5-0.5B"), world).as_posix() == "Qwen/Qwen2.5-0.5B"

@@ -13,135 +13,71 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import ray
 import torch
 
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
-
-KINDS = ("testbed", "path", "remote")
-# Where `jobs.train_rm --rm.kind K` leaves its model under run.output_dir: reward.proxy K finds it there by default.
-TRAIN_RM_OUTPUT = {"dense": "rm_dense/model", "umm": "rm_umm/model", "moe": "rm_moe/model",
-                   "ensemble": "rm_ensemble/manifest.json"}
+from umm_ray.models.reward_model import load_scorer, read_manifest
+from umm_ray.reward_source import RewardSource
+from umm_ray.serve.client import RemoteScorer
+from umm_ray.testbed.gold import TestbedGold
 
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """What one RewardActor scores with.
+    """What one RewardActor scores with: a `RewardSource` plus the settings of loading and calling it.
 
     Attributes:
         name: shown in errors and metrics ("proxy", "gold", "proxy/member1").
-        kind: "testbed" (programmatic gold), "path" (HF RM dir, MoE dir or ensemble manifest), "remote" (HTTP).
-        path: checkpoint directory / manifest for kind "path".
-        url, token: endpoint and bearer token for kind "remote".
+        source: the testbed gold, an HF RM dir / MoE dir / ensemble manifest, or a remote endpoint.
+        token: bearer token for a remote endpoint.
         max_len, batch_size: tokenisation cap and scoring batch for learned RMs.
         trust_remote_code: let a learned RM's own modelling/tokenizer code run (model.trust_remote_code).
     """
 
     name: str
-    kind: str
-    path: str = ""
-    url: str = ""
+    source: RewardSource
     token: str = ""
     max_len: int = 256
     batch_size: int = 64
     trust_remote_code: bool = False
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"RewardSpec {self.name!r}: kind {self.kind!r} is not one of {list(KINDS)}")
-        if self.kind == "path" and not self.path:
-            raise ValueError(f"RewardSpec {self.name!r}: kind 'path' needs a checkpoint path")
-        if self.kind == "remote" and not self.url:
-            raise ValueError(f"RewardSpec {self.name!r}: kind 'remote' needs a url (reward.remote_url)")
+    @classmethod
+    def load(cls, source: RewardSource | str, name: str, token: str = "", max_len: int = 256,
+             batch_size: int = 64, trust_remote_code: bool = False) -> "RewardSpec":
+        """A spec for `source` (parsed when text), checked to exist and made absolute for the actor's working dir.
+
+        Raises ValueError for malformed text and FileNotFoundError for a missing checkpoint, both naming `name`.
+        """
+        if not isinstance(source, RewardSource):
+            source = RewardSource.parse(source, f"reward source {name!r}")
+        source = source.check_exists(f"reward source {name!r}").absolute()
+        return cls(name, source, token=token if source.kind == "remote" else "", max_len=max_len,
+                   batch_size=batch_size, trust_remote_code=trust_remote_code)
+
+    @property
+    def kind(self) -> str:
+        return self.source.kind
+
+    @property
+    def path(self) -> str:
+        return self.source.location if self.kind == "path" else ""
+
+    @property
+    def url(self) -> str:
+        return self.source.location if self.kind == "remote" else ""
 
     def describe(self) -> str:
-        return {"testbed": "testbed gold", "path": self.path, "remote": self.url}[self.kind]
-
-
-def parse_reward_spec(text: str, name: str, remote_token: str = "", max_len: int = 256, batch_size: int = 64,
-                      trust_remote_code: bool = False) -> tuple[RewardSpec, str | None, float | None]:
-    """A reward source as written in configs -> (spec, aggregate override, lambda override).
-
-    'testbed' -> programmatic gold; 'http(s)://host:port' -> remote endpoint; anything else a checkpoint path or
-    ensemble manifest, optionally suffixed '#mean' / '#wco' / '#uwo:0.1' (the same syntax as `bon.rms`).
-    """
-    text = str(text).strip()
-    if not text:
-        raise ValueError(f"reward source {name!r} is empty: give 'testbed', a checkpoint path or an http(s) URL")
-    if text == "testbed":
-        return RewardSpec(name, "testbed"), None, None
-    if text.startswith(("http://", "https://")):
-        return RewardSpec(name, "remote", url=text, token=remote_token, batch_size=batch_size), None, None
-    path, _, agg = text.partition("#")
-    how, _, lam = agg.partition(":")
-    if how and how not in ("mean", "wco", "uwo"):
-        raise ValueError(f"reward source {name!r}: aggregate {how!r} in {text!r} is not one of mean, wco, uwo")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"reward source {name!r}: {path} does not exist")
-    try:
-        lam_value = float(lam) if lam else None
-    except ValueError:
-        raise ValueError(f"reward source {name!r}: lambda {lam!r} in {text!r} is not a number") from None
-    path = str(Path(path).resolve())  # the actor's working directory is not the caller's
-    spec = RewardSpec(name, "path", path=path, max_len=max_len, batch_size=batch_size,
-                      trust_remote_code=trust_remote_code)
-    return spec, how or None, lam_value
-
-
-def proxy_source(cfg) -> tuple[str, str]:
-    """The proxy reward from reward.proxy / proxy_path / remote_url: (source text for `parse_reward_spec`, kind).
-
-    'remote' -> reward.remote_url. 'auto' -> reward.proxy_path, whatever it holds. A kind (dense / umm / moe /
-    ensemble) -> reward.proxy_path, or when empty the jobs.train_rm output of that kind; either must hold that kind
-    (`checkpoint_kind`), so a proxy of the wrong kind stops before any compute.
-
-    Raises:
-        ValueError: nothing to use, or a checkpoint of another kind. FileNotFoundError: the path does not exist.
-    """
-    from umm_ray.models.reward_model import checkpoint_kind
-
-    r = cfg.reward
-    if r.proxy == "remote":
-        if not r.remote_url:
-            raise ValueError("reward.proxy is 'remote' but reward.remote_url is empty")
-        return r.remote_url, "remote"
-    text = r.proxy_path.strip()
-    if not text:
-        if r.proxy == "auto":
-            raise ValueError("no proxy reward: set --reward.proxy_path, or --reward.proxy dense|umm|moe|ensemble (the "
-                             "jobs.train_rm output), or --reward.proxy remote --reward.remote_url URL")
-        text = str(Path(cfg.run.output_dir) / TRAIN_RM_OUTPUT[r.proxy])
-        if not Path(text).exists():
-            raise FileNotFoundError(f"reward.proxy={r.proxy!r} and no reward.proxy_path: {text} does not exist; train "
-                                    f"it with `python -m jobs.train_rm --rm.kind {r.proxy}` or set --reward.proxy_path")
-    if r.proxy == "auto" and text == "testbed":
-        return text, "testbed"
-    if r.proxy == "auto" and text.startswith(("http://", "https://")):
-        return text, "remote"
-    path = text.partition("#")[0]
-    if not Path(path).exists():
-        raise FileNotFoundError(f"reward.proxy_path: {path} does not exist")
-    kind = checkpoint_kind(path)
-    if r.proxy not in ("auto", kind):
-        raise ValueError(f"reward.proxy is {r.proxy!r} but reward.proxy_path {path} holds a reward model of kind "
-                         f"{kind!r}; set --reward.proxy {kind} (or auto), or point reward.proxy_path at a {r.proxy} "
-                         f"checkpoint")
-    return text, kind
+        return "testbed gold" if self.kind == "testbed" else str(self.source)
 
 
 def build_scorer(spec: RewardSpec, device: str = "cpu"):
     """Instantiate the Scorer a spec names (inside the actor)."""
     if spec.kind == "testbed":
-        from umm_ray.testbed.gold import TestbedGold
-
         return TestbedGold()
     if spec.kind == "remote":
-        from umm_ray.serve.client import RemoteScorer
-
         return RemoteScorer(spec.url, token=spec.token, batch_size=spec.batch_size)
-    from umm_ray.models.reward_model import load_scorer
 
     return load_scorer(spec.path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
                        trust_remote_code=spec.trust_remote_code)
@@ -192,12 +128,11 @@ class RewardActor:
 
 def ensemble_members(spec: RewardSpec) -> list[RewardSpec]:
     """Expand an ensemble manifest spec into one spec per member ("<name>/member<i>"); other specs stay as they are."""
-    if spec.kind != "path" or Path(spec.path).suffix != ".json":
+    if not spec.source.is_manifest:
         return [spec]
-    from umm_ray.models.reward_model import read_manifest
 
     members = read_manifest(spec.path)["members"]
-    return [replace(spec, name=f"{spec.name}/member{i}", path=m) for i, m in enumerate(members)]
+    return [replace(spec, name=f"{spec.name}/member{i}", source=RewardSource(m)) for i, m in enumerate(members)]
 
 
 class RewardGroup:

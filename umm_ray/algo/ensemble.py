@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-AGGREGATES = ("mean", "wco", "uwo")
+from umm_ray.reward_source import AGGREGATES
+
+__all__ = ["AGGREGATES", "aggregate"]
 
 
 def aggregate(scores: torch.Tensor, how: str = "mean", lam: float = 0.0) -> torch.Tensor:

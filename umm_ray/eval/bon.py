@@ -1,8 +1,9 @@
 """Best-of-N evaluation on Ray: sample N responses per prompt from a policy through RolloutActors, score every sample
 with each proxy RM and the gold RM in Ray tasks, and compute the unbiased BoN curves (`umm_ray.algo.bon`).
 
-    curves = run_bon(cfg, "runs/x/sft/model", {"dense": "runs/x/rm/dense", "ens-uwo": "runs/x/ens.json#uwo:0.5"},
-                     gold_spec="testbed", out_dir="runs/x/bon")
+    curves = run_bon(cfg, "runs/x/sft/model", {"dense": RewardSource.parse("runs/x/rm_dense/model"),
+                     "ens-uwo": RewardSource.parse("runs/x/rm_ensemble/model/manifest.json#uwo:0.5")},
+                     gold=RewardSource("testbed"), out_dir="runs/x/bon")
 
 Each distinct RM path is scored once: an ensemble manifest returns its members' scores, and every requested
 aggregate (mean / WCO / UWO with its lambda) is computed from them in the driver.
@@ -12,55 +13,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import ray
 import torch
 
+from umm_ray.actors.reward import RewardSpec, build_scorer
+from umm_ray.actors.rollout import RolloutActor
 from umm_ray.algo.bon import BoNCurve, bon_curve, bon_ns
-from umm_ray.algo.ensemble import AGGREGATES, aggregate
+from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
-
-
-@dataclass(frozen=True)
-class RMSpec:
-    """A proxy RM to evaluate: a checkpoint dir / ensemble manifest, with an optional aggregate override.
-
-    `aggregate` and `lam` apply to ensemble manifests only (None = the manifest's own setting).
-    """
-
-    path: str
-    aggregate: str | None = None
-    lam: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "RMSpec":
-        """'path', 'manifest.json#wco' or 'manifest.json#uwo:0.5' -> RMSpec."""
-        path, _, agg = str(text).partition("#")
-        if not agg:
-            return cls(path)
-        how, _, lam = agg.partition(":")
-        if how not in AGGREGATES:
-            raise ValueError(f"RM spec {text!r}: aggregate {how!r} is not one of {AGGREGATES}")
-        try:
-            return cls(path, how, float(lam) if lam else None)
-        except ValueError:
-            raise ValueError(f"RM spec {text!r}: lambda {lam!r} is not a number") from None
-
-
-def parse_rm_entries(entries: list[str]) -> dict[str, RMSpec]:
-    """['name=path[#agg[:lam]]', ...] -> {name: RMSpec}; names must be unique."""
-    out: dict[str, RMSpec] = {}
-    for e in entries:
-        name, eq, spec = str(e).partition("=")
-        if not eq or not name.strip() or not spec.strip():
-            raise ValueError(f"bon.rms entry {e!r}: expected name=path[#aggregate[:lambda]]")
-        if name.strip() in out:
-            raise ValueError(f"bon.rms: duplicate RM name {name.strip()!r}")
-        out[name.strip()] = RMSpec.parse(spec.strip())
-    return out
+from umm_ray.data import load_prompts
+from umm_ray.layout import RunLayout
+from umm_ray.reward_source import RewardSource
 
 
 @dataclass
@@ -88,7 +55,6 @@ class BoNSamples:
 
 def start_rollout_engine(cfg: Config, policy_path: str, seed: int):
     """One RolloutActor (cfg.rollout.*) on `policy_path`; `ray.get(actor.ready.remote())` waits for its start-up."""
-    from umm_ray.actors.rollout import RolloutActor
 
     ro = cfg.rollout
     actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor,
@@ -126,14 +92,12 @@ def sample_responses(cfg: Config, policy_path: str, prompts: list[str], n: int) 
 
 
 @ray.remote
-def score_task(spec, prompts: list[str], responses: list[str]) -> dict:
+def score_task(spec: RewardSpec, prompts: list[str], responses: list[str]) -> dict:
     """Score in a Ray worker with the Scorer a `RewardSpec` names (testbed gold, RM dir, ensemble manifest, URL).
 
     Returns:
         {"scores": [B] or None, "members": [k][B] or None (ensembles), "aggregate", "lam", "seconds"}.
     """
-    from umm_ray.actors.reward import build_scorer
-
     torch.set_num_threads(1)  # the shared 2-core machines run several of these at once
     t0 = time.perf_counter()
     scorer = build_scorer(spec, "cuda" if torch.cuda.is_available() else "cpu")  # Ray hides GPUs not granted
@@ -158,56 +122,50 @@ def check_scores(values, count: int, who: str) -> np.ndarray:
     return arr
 
 
-def resolve_scores(name: str, spec: RMSpec, result: dict, count: int) -> np.ndarray:
-    """One RM's [count] scores from its task result, aggregating ensemble members as the spec asks."""
+def resolve_scores(name: str, source: RewardSource, result: dict, count: int) -> np.ndarray:
+    """One RM's [count] scores from its task result, aggregating ensemble members as the source asks."""
     if result["members"] is None:
-        if spec.aggregate is not None:
-            raise ValueError(f"RM {name!r}: aggregate {spec.aggregate!r} given but {spec.path} is not an ensemble")
-        return check_scores(result["scores"], count, f"RM {name!r} ({spec.path})")
-    members = [check_scores(m, count, f"RM {name!r} member {i} ({spec.path})")
+        if source.aggregate is not None:
+            raise ValueError(f"RM {name!r}: aggregate {source.aggregate!r} given but {source.location} is not an "
+                             "ensemble")
+        return check_scores(result["scores"], count, f"RM {name!r} ({source.location})")
+    members = [check_scores(m, count, f"RM {name!r} member {i} ({source.location})")
                for i, m in enumerate(result["members"])]
-    how = spec.aggregate or result["aggregate"]
-    lam = spec.lam if spec.lam is not None else result["lam"]
+    how = source.aggregate or result["aggregate"]
+    lam = source.lam if source.lam is not None else result["lam"]
     return aggregate(torch.tensor(np.stack(members)), how, lam).numpy()
 
 
-def score_samples(cfg: Config, samples: BoNSamples, rm_specs: dict[str, RMSpec | str], gold_spec: str
+def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSource], gold: RewardSource
                   ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
     """Score every sample with every RM and the gold, one Ray task per distinct path or URL, all in flight at once.
 
     Returns:
         (proxy {name: [P, N]}, gold [P, N], throughput {name or 'gold': sequences per second of its task}).
     """
-    from umm_ray.actors.reward import RewardSpec, parse_reward_spec
-
-    specs = {k: (v if isinstance(v, RMSpec) else RMSpec.parse(v)) for k, v in rm_specs.items()}
     r = cfg.reward
-    rspecs = {}
-    for name, spec in specs.items():
-        if spec.path.startswith(("http://", "https://")):
-            rspecs[spec.path] = RewardSpec(f"bon:{name}", "remote", url=spec.path, token=r.remote_token,
-                                           batch_size=r.batch_size)
-        elif not Path(spec.path).exists():
-            raise FileNotFoundError(f"RM {name!r}: {spec.path} does not exist")
-        else:
-            rspecs[spec.path] = RewardSpec(f"bon:{name}", "path", path=spec.path, max_len=cfg.rm.max_len,
-                                           batch_size=r.batch_size, trust_remote_code=cfg.model.trust_remote_code)
-    gold_text = r.remote_url if gold_spec == "remote" else gold_spec
-    gold_rs, _, _ = parse_reward_spec(gold_text, "gold", r.remote_token, cfg.rm.max_len, r.batch_size,
-                                      cfg.model.trust_remote_code)
+    load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size,
+            "trust_remote_code": cfg.model.trust_remote_code}
+    rspecs: dict[str, RewardSpec] = {}  # one scoring task per checkpoint / URL, whatever its aggregates
+    for name, source in sources.items():
+        source.check_exists(f"RM {name!r}")
+        if source.location not in rspecs:
+            rspecs[source.location] = RewardSpec.load(RewardSource(source.location), f"bon:{name}", **load)
+    gold_rs = RewardSpec.load(gold, "gold", **load)
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
     opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}
-    refs = {path: score_task.options(**opts).remote(rs, p_ref, r_ref) for path, rs in rspecs.items()}
+    refs = {loc: score_task.options(**opts).remote(rs, p_ref, r_ref) for loc, rs in rspecs.items()}
     gold_ref = score_task.options(**opts).remote(gold_rs, p_ref, r_ref)
     results = dict(zip(refs, ray.get(list(refs.values()))))
     gold_res = ray.get(gold_ref)
     shape = (len(samples.prompts), samples.n)
-    proxy = {name: resolve_scores(name, s, results[s.path], len(prompts)).reshape(shape) for name, s in specs.items()}
-    gold = check_scores(gold_res["scores"], len(prompts), f"gold scorer ({gold_spec})").reshape(shape)
-    tput = {name: len(prompts) / max(results[s.path]["seconds"], 1e-9) for name, s in specs.items()}
+    proxy = {name: resolve_scores(name, s, results[s.location], len(prompts)).reshape(shape)
+             for name, s in sources.items()}
+    gold_scores = check_scores(gold_res["scores"], len(prompts), f"gold scorer ({gold})").reshape(shape)
+    tput = {name: len(prompts) / max(results[s.location]["seconds"], 1e-9) for name, s in sources.items()}
     tput["gold"] = len(prompts) / max(gold_res["seconds"], 1e-9)
-    return proxy, gold, tput
+    return proxy, gold_scores, tput
 
 
 def write_outputs(out_dir: Path, samples: BoNSamples, proxy: dict, gold: np.ndarray, curves: dict[str, BoNCurve],
@@ -230,7 +188,7 @@ def read_bon(path: str | Path) -> tuple[dict[str, BoNCurve], dict]:
     return curves, data
 
 
-def run_bon(cfg: Config, policy_path: str, rm_specs: dict[str, RMSpec | str], gold_spec: str = "testbed",
+def run_bon(cfg: Config, policy_path: str, sources: dict[str, RewardSource], gold: RewardSource,
             prompts: list[str] | None = None, out_dir: str | Path | None = None,
             samples: BoNSamples | None = None) -> dict[str, BoNCurve]:
     """Best-of-N curves of every proxy RM against the gold.
@@ -238,9 +196,9 @@ def run_bon(cfg: Config, policy_path: str, rm_specs: dict[str, RMSpec | str], go
     Args:
         cfg: config (bon.n_samples = N, bon.n_prompts, rollout.*, run.*, rm.max_len, reward.batch_size).
         policy_path: HF causal LM dir to sample from (the SFT policy).
-        rm_specs: {name: RMSpec or 'path[#aggregate[:lambda]]'}.
-        gold_spec: 'testbed' or an HF reward-model path.
-        prompts: prompt strings (default: cfg.bon.prompts or <output_dir>/prepare/prompts_bon.jsonl), first
+        sources: {name: RewardSource}; an ensemble manifest may carry its aggregate ('#uwo:0.5').
+        gold: the gold scorer (testbed, an HF reward-model path or an endpoint).
+        prompts: prompt strings (default: cfg.bon.prompts or the run's prepare/prompts_bon.jsonl), first
             cfg.bon.n_prompts used.
         out_dir: when given, writes bon.json, scores.json and samples.jsonl there.
         samples: pre-drawn samples (skips sampling; used to score new RMs on the same responses).
@@ -248,7 +206,7 @@ def run_bon(cfg: Config, policy_path: str, rm_specs: dict[str, RMSpec | str], go
     Returns:
         {name: BoNCurve} over n = 1, 2, 4, ... <= N.
     """
-    if not rm_specs:
+    if not sources:
         raise ValueError("run_bon: no proxy RMs given (bon.rms or reward.proxy_path)")
     t0 = time.perf_counter()
     if samples is None:
@@ -257,21 +215,19 @@ def run_bon(cfg: Config, policy_path: str, rm_specs: dict[str, RMSpec | str], go
             raise ValueError("run_bon: the prompt set is empty")
         samples = sample_responses(cfg, policy_path, prompts, cfg.bon.n_samples)
     t_sample = time.perf_counter() - t0
-    proxy, gold, tput = score_samples(cfg, samples, rm_specs, gold_spec)
-    curves = {name: bon_curve(p, gold, bon_ns(samples.n)) for name, p in proxy.items()}
-    meta = {"policy": str(policy_path), "gold": gold_spec, "n_prompts": len(samples.prompts), "n_samples": samples.n,
-            "rms": {k: asdict(v if isinstance(v, RMSpec) else RMSpec.parse(v)) for k, v in rm_specs.items()},
+    proxy, gold_scores, tput = score_samples(cfg, samples, sources, gold)
+    curves = {name: bon_curve(p, gold_scores, bon_ns(samples.n)) for name, p in proxy.items()}
+    meta = {"policy": str(policy_path), "gold": str(gold), "n_prompts": len(samples.prompts),
+            "n_samples": samples.n, "rms": {k: str(v) for k, v in sources.items()},
             "throughput_seq_per_s": tput, "seconds": {"sample": t_sample, "total": time.perf_counter() - t0}}
     if out_dir is not None:
-        write_outputs(Path(out_dir), samples, proxy, gold, curves, meta)
+        write_outputs(Path(out_dir), samples, proxy, gold_scores, curves, meta)
     return curves
 
 
 def default_prompts(cfg: Config) -> list[str]:
     """cfg.bon.prompts when set, else the testbed's <output_dir>/prepare/prompts_bon.jsonl."""
-    from umm_ray.data import load_prompts
-
-    spec = cfg.bon.prompts or str(Path(cfg.run.output_dir) / "prepare" / "prompts_bon.jsonl")
+    spec = cfg.bon.prompts or str(RunLayout(cfg.run.output_dir).prompts_bon)
     if not cfg.bon.prompts and not Path(spec).is_file():
         raise FileNotFoundError(f"{spec}: no BoN prompts; run `python -m jobs.prepare` first or set --bon.prompts")
     return [r.prompt for r in load_prompts(spec, limit=cfg.bon.n_prompts)]

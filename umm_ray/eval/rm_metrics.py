@@ -1,7 +1,7 @@
 """Held-out accuracy, parameter count and scoring throughput of trained RMs, side by side on the same pairs.
 
-Specs are those of the compare job: a checkpoint dir (dense, merged UMM, unmerged MoE) or an ensemble manifest with an
-aggregate suffix ('manifest.json#wco', '#uwo:0.5'). Ensemble members are scored once and every aggregate reuses them.
+Sources are those of the compare job: a checkpoint dir (dense, merged UMM, unmerged MoE) or an ensemble manifest with
+its aggregate ('manifest.json#wco', '#uwo:0.5'). Ensemble members are scored once and every aggregate reuses them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from pathlib import Path
 
 import torch
 
+from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
+from umm_ray.data import load_preferences_with_report
+from umm_ray.models.reward_model import load_scorer
+from umm_ray.reward_source import RewardSource
 
 
 def _pairs(path: Path, limit: int | None = None, notes: list[str] | None = None
            ) -> tuple[list[str], list[str], list[str]]:
     """(prompts, chosen, rejected) of a preference file. With `notes`, bad rows are skipped and counted there."""
-    from umm_ray.data import load_preferences_with_report
 
     pairs, report = load_preferences_with_report(str(path), on_error="skip" if notes is not None else "raise",
                                                  limit=limit)
@@ -51,17 +54,15 @@ def _accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
     return float((chosen > rejected).double().mean())
 
 
-def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Path, hh_pairs: Path | None = None
-                 ) -> dict:
-    """Evaluate every spec on `test_pairs` (and the val pairs beside it), and on real HH pairs when given (the first
+def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
+                 hh_pairs: Path | None = None) -> dict:
+    """Evaluate every source on `test_pairs` (and the val pairs beside it), and on real HH pairs when given (the first
     `compare.hh_eval_pairs`; rows the loader rejects are skipped and counted in eval.json's notes).
 
     Returns:
         {name: {acc_test, acc_val, [acc_hh], params, throughput (sequences/s on the test pairs)}}; eval.json also
         holds {"_meta": {"n_pairs": {split: n}, "hh_source", "notes"}}.
     """
-    from umm_ray.algo.ensemble import aggregate
-    from umm_ray.models.reward_model import load_scorer
 
     torch.manual_seed(cfg.run.seed)
     splits = {"test": _pairs(test_pairs), "val": _pairs(test_pairs.with_name("pairs_val.jsonl"))}
@@ -70,8 +71,10 @@ def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Pat
         splits["hh"] = _pairs(hh_pairs, limit=cfg.compare.hh_eval_pairs or None, notes=notes)
     cache: dict[str, dict] = {}
     results = {}
-    for name, spec in specs.items():
-        path, _, agg = spec["spec"].partition("#")
+    for name, source in sources.items():
+        if source.kind != "path":
+            raise ValueError(f"RM {name!r}: {source} is not a checkpoint; accuracy is measured on local RMs only")
+        path = source.location
         if path not in cache:
             scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size,
                                  trust_remote_code=cfg.model.trust_remote_code)
@@ -86,12 +89,12 @@ def evaluate_rms(cfg: Config, specs: dict[str, dict], test_pairs: Path, out: Pat
                     entry["throughput"] = 2 * len(p) / (tc + tr)
             cache[path] = entry
         entry = cache[path]
-        how, _, lam = agg.partition(":")
+        how, lam = source.aggregate or "mean", source.lam or 0.0
         row = {"params": entry["params"], "throughput": entry["throughput"]}
         for split in splits:
             mc, mr = entry[split]
             if mc.shape[0] > 1:
-                mc, mr = aggregate(mc, how or "mean", float(lam or 0)), aggregate(mr, how or "mean", float(lam or 0))
+                mc, mr = aggregate(mc, how, lam), aggregate(mr, how, lam)
             else:
                 mc, mr = mc[0], mr[0]
             row[f"acc_{split}"] = _accuracy(mc, mr)

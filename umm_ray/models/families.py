@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FFN_PARTS", "ARCH_FAMILIES", "PICKLE_SUFFIXES", "check_family", "check_reward_config",
-           "check_weight_files", "load_tokenizer_checked"]
+__all__ = ["FFN_PARTS", "ARCH_FAMILIES", "PICKLE_SUFFIXES", "MOE_CONFIG_NAME", "MERGE_META", "check_family",
+           "check_reward_config", "check_weight_files", "load_tokenizer_checked", "checkpoint_kind"]
 
 # The FFN submodules of each supported family (all weights and biases of these are copied into every expert).
 FFN_PARTS: dict[str, tuple[str, ...]] = {
@@ -22,6 +22,9 @@ FFN_PARTS: dict[str, tuple[str, ...]] = {
 # HF `model_type`s of the backbones umm_ray can upcycle, merge and score (not the testbed's task families).
 ARCH_FAMILIES: tuple[str, ...] = tuple(FFN_PARTS)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# The marker files our trainers write beside a checkpoint; they say what kind of reward model it holds.
+MOE_CONFIG_NAME = "umm_moe.json"  # an unmerged shared-expert MoE (`upcycle.save_moe`)
+MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, beside a merged UMM checkpoint
 
 
 def check_family(config, where: str = "model") -> str:
@@ -72,3 +75,22 @@ def load_tokenizer_checked(path, config, trust_remote_code: bool = False):
     if getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = tok.pad_token_id
     return tok
+
+
+def checkpoint_kind(path) -> str:
+    """What kind of reward model `path` holds, from the files our trainers write beside it (no weights loaded).
+
+    Returns "ensemble" (a manifest .json), "moe" (a `save_moe` dir), "umm" (a merged checkpoint: `umm_merge.json`
+    beside it) or "dense" (any other HF model dir). Raises ValueError naming the path when it is none of these.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        return "ensemble"
+    if (p / MOE_CONFIG_NAME).is_file():
+        return "moe"
+    if (p / MERGE_META).is_file():
+        return "umm"
+    if (p / "config.json").is_file():
+        return "dense"
+    raise ValueError(f"{path}: not a reward model checkpoint (expected an HF model dir with config.json, a MoE dir "
+                     f"or an ensemble manifest .json)")

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from umm_ray.models.families import MERGE_META
 from umm_ray.models.moe import SharedExpertMoE, moe_layers
 from umm_ray.models.upcycle import decoder_layers
 
 __all__ = ["merge_weights", "MergedFFN", "make_mergeable", "merge_coefficients", "bake", "export_merged",
            "validate_alpha", "MERGE_META"]
 
-MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, written beside the merged checkpoint
 
 
 def validate_alpha(alpha) -> float:

@@ -17,8 +17,8 @@ from torch import nn
 from umm_ray.algo.ensemble import AGGREGATES
 from umm_ray.algo.ensemble import aggregate as aggregate_scores
 from umm_ray.data.tokenize import encode_texts
-from umm_ray.models.families import ARCH_FAMILIES, check_reward_config, check_weight_files, load_tokenizer_checked
-from umm_ray.models.merge import MERGE_META
+from umm_ray.models.families import (ARCH_FAMILIES, check_reward_config, check_weight_files,
+                                     checkpoint_kind, load_tokenizer_checked)
 from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import is_moe_dir, load_moe
 
@@ -134,25 +134,6 @@ def read_manifest(path) -> dict:
         raise ValueError(f"{path}: ensemble manifest needs a non-empty list of member paths under 'members'")
     resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in members]
     return {"members": resolved, "aggregate": data.get("aggregate", "mean"), "lambda": float(data.get("lambda", 0.0))}
-
-
-def checkpoint_kind(path) -> str:
-    """What kind of reward model `path` holds, from the files our trainers write beside it.
-
-    Returns "ensemble" (a manifest .json), "moe" (a `save_moe` dir), "umm" (a merged checkpoint: `umm_merge.json`
-    beside it) or "dense" (any other HF model dir). Raises ValueError naming the path when it is none of these.
-    """
-    p = Path(path)
-    if p.is_file() and p.suffix == ".json":
-        return "ensemble"
-    if is_moe_dir(p):
-        return "moe"
-    if (p / MERGE_META).is_file():
-        return "umm"
-    if (p / "config.json").is_file():
-        return "dense"
-    raise ValueError(f"{path}: not a reward model checkpoint (expected an HF model dir with config.json, a MoE dir "
-                     f"or an ensemble manifest .json)")
 
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",

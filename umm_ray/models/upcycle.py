@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from umm_ray.models.families import FFN_PARTS, check_family, check_reward_config, load_tokenizer_checked
+from umm_ray.models.families import (FFN_PARTS, MOE_CONFIG_NAME, check_family, check_reward_config,
+                                     load_tokenizer_checked)
 from umm_ray.models.moe import SharedExpertMoE, moe_aux_loss, moe_layers, validate_moe_args
 
 __all__ = ["MoESpec", "upcycle", "save_moe", "load_moe", "moe_aux_loss", "decoder_layers", "is_moe_dir",
            "MOE_CONFIG_NAME"]
 
-MOE_CONFIG_NAME = "umm_moe.json"
 WEIGHTS_NAME = "model.safetensors"
 
 

@@ -1,6 +1,6 @@
 """Ray Serve reward endpoint: any dense / merged UMM / unmerged MoE reward model, or an ensemble, over HTTP.
 
-    cfg = parse_job_args(["--reward.proxy_path", "runs/x/rm/umm"])
+    cfg = parse_job_args(["--reward.proxy_path", "runs/x/rm_umm4/model"])
     serve.start(http_options=http_options(cfg.serve))
     serve.run(build_app(cfg), name="reward", route_prefix="/")
 
@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from umm_ray.reward_source import proxy_source
 from umm_ray.serve.protocol import Limits, RequestError, ScoreRequest, decode_body, parse_openrlhf, parse_pairs
 from umm_ray.serve.service import RewardService, load_service
 
@@ -55,19 +56,24 @@ class ServeSpec:
 
 def spec_from_config(cfg) -> ServeSpec:
     """Build the replica spec from a `Config` (reward.proxy[_path], ensemble.*, rm.max_len, serve.*,
-    model.trust_remote_code)."""
-    from umm_ray.actors.reward import proxy_source  # actors.reward imports ray: kept out of the app module
+    model.trust_remote_code).
 
+    reward.proxy_path is a `RewardSource`: an ensemble manifest may carry its aggregate ('#wco', '#uwo:0.3'), which
+    wins over ensemble.aggregate / ensemble.uwo_lambda. An explicit reward.proxy kind is checked against the
+    checkpoint (or finds the RM of that kind the stage graph trained), as PPO and BoN do.
+    """
     s, r = cfg.serve, cfg.reward
     if r.proxy == "remote":
         raise ValueError("reward.proxy is 'remote': serve_rm serves a local reward model (set reward.proxy to auto "
                          "or the model's kind)")
     if r.proxy == "auto" and not r.proxy_path:
         raise ValueError("reward.proxy_path is empty: give the RM directory or ensemble manifest to serve")
-    # An explicit kind is checked against the checkpoint (or finds jobs.train_rm's output), as PPO and BoN do.
-    path = r.proxy_path if r.proxy == "auto" else proxy_source(cfg)[0]
+    source, _ = proxy_source(cfg)
+    if source.kind == "remote":
+        raise ValueError(f"reward.proxy_path {str(source)!r} is an endpoint; serve a checkpoint or 'testbed'")
     return ServeSpec(
-        path=path, aggregate=cfg.ensemble.aggregate, uwo_lambda=cfg.ensemble.uwo_lambda,
+        path=source.location, aggregate=source.aggregate or cfg.ensemble.aggregate,
+        uwo_lambda=cfg.ensemble.uwo_lambda if source.lam is None else source.lam,
         max_len=cfg.rm.max_len, device="cuda" if s.num_gpus > 0 else "cpu",
         limits=Limits(max_request_bytes=s.max_request_bytes, max_items=s.max_items_per_request,
                       max_chars=s.max_chars_per_item),

@@ -1,9 +1,9 @@
 """The prepare stage: build the embedded world on disk, and label preference pairs with gold.
 
-    paths = prepare_world(cfg)     # idempotent: a second call with the same config returns at once
-    paths.prompts_ppo, paths.base, paths.tokenizer, ...
+    layout = prepare_world(cfg)    # idempotent: a second call with the same config returns at once
+    layout.prompts_ppo, layout.base, layout.tokenizer, ...   (a `umm_ray.layout.RunLayout`)
 
-Layout under `<run.output_dir>/prepare/`:
+Layout under `<run.output_dir>/prepare/` (paths spelled by `RunLayout`):
     tokenizer/            byte-level BPE (AutoTokenizer.from_pretrained)
     base/                 the untrained tiny causal LM of cfg.model.family (+ tokenizer), safetensors
     prompts_sft.jsonl     PromptRecord rows; SFT and preference-pair prompts
@@ -22,11 +22,11 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 
 from umm_ray.config import Config
 from umm_ray.data import write_jsonl
+from umm_ray.layout import RunLayout
 from umm_ray.records import PreferencePair, PromptRecord, Scorer
 from umm_ray.testbed.gold import FAMILY_WEIGHTS, TestbedGold, words_of
 from umm_ray.testbed.models import make_causal_lm, save_model
@@ -41,54 +41,28 @@ SFT_SAMPLES = 4  # programmatic responses per SFT prompt
 PROPERTY_PROMPTS = 1000  # prompts (SFT split first) used to measure properties a/b/c for world.json
 
 
-@dataclass(frozen=True)
-class WorldPaths:
-    """Where the testbed world lives on disk (see the module docstring for the contents)."""
-
-    root: Path
-    tokenizer: Path
-    base: Path
-    prompts_sft: Path
-    prompts_ppo: Path
-    prompts_bon: Path
-    sft: Path
-    world_json: Path
-    pairs_train: Path
-    pairs_val: Path
-    pairs_test: Path
-
-    def prompts(self, split: str) -> Path:
-        """The prompt file of split 'sft', 'ppo' or 'bon'."""
-        return {"sft": self.prompts_sft, "ppo": self.prompts_ppo, "bon": self.prompts_bon}[split]
-
-
-def world_paths(output_dir: str | Path) -> WorldPaths:
-    """The paths `prepare_world` writes for a run directory (nothing is created or checked)."""
-    root = Path(output_dir) / "prepare"
-    pairs = Path(output_dir) / "pairs"
-    return WorldPaths(root=root, tokenizer=root / "tokenizer", base=root / "base",
-                      prompts_sft=root / "prompts_sft.jsonl", prompts_ppo=root / "prompts_ppo.jsonl",
-                      prompts_bon=root / "prompts_bon.jsonl", sft=root / "sft.jsonl", world_json=root / "world.json",
-                      pairs_train=pairs / "pairs_train.jsonl", pairs_val=pairs / "pairs_val.jsonl",
-                      pairs_test=pairs / "pairs_test.jsonl")
+# The config keys the world is built from: its fingerprint, and what the prepare stage declares it reads (a key
+# outside this list, e.g. testbed.label_noise, must not rebuild the world and everything downstream of it).
+WORLD_KEYS = ("run.seed", "testbed.n_prompts", "testbed.vocab_size", "model.family", "model.hidden_size",
+              "model.num_layers", "model.intermediate_size", "model.max_seq_len")
 
 
 def fingerprint(cfg: Config) -> dict:
-    """The config values the world depends on; a change in any of them rebuilds the world."""
-    return {"seed": cfg.run.seed, "testbed": asdict(cfg.testbed), "model": asdict(cfg.model)}
+    """The config values the world depends on (WORLD_KEYS); a change in any of them rebuilds the world."""
+    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in WORLD_KEYS}
 
 
 def is_prepared(cfg: Config) -> bool:
     """True when world.json exists, matches the config fingerprint, and every output is present."""
-    paths = world_paths(cfg.run.output_dir)
+    paths = RunLayout(cfg.run.output_dir)
     if not paths.world_json.is_file():
         return False
     try:
         done = json.loads(paths.world_json.read_text()).get("fingerprint")
     except json.JSONDecodeError:
         return False
-    outputs = (paths.prompts_sft, paths.prompts_ppo, paths.prompts_bon, paths.sft, paths.tokenizer / "tokenizer.json",
-               paths.base / "config.json")
+    outputs = (paths.prompts_sft, paths.prompts_ppo, paths.prompts_bon, paths.sft_data,
+               paths.tokenizer / "tokenizer.json", paths.base / "config.json")
     return done == json.loads(json.dumps(fingerprint(cfg))) and all(p.exists() for p in outputs)
 
 
@@ -116,7 +90,7 @@ def sft_records(prompts: list[PromptRecord], seed: int, gold: Scorer) -> list[di
     return [{"prompt": p.prompt, "response": r, "family": p.family, "gold": s} for (p, r), s in zip(rows, scores)]
 
 
-def prepare_world(cfg: Config, force: bool = False) -> WorldPaths:
+def prepare_world(cfg: Config, force: bool = False) -> RunLayout:
     """Generate prompts, SFT data, tokenizer and base model under `<run.output_dir>/prepare/`; skip if done.
 
     Args:
@@ -126,12 +100,12 @@ def prepare_world(cfg: Config, force: bool = False) -> WorldPaths:
     Returns:
         The paths written (also when skipped).
     """
-    paths = world_paths(cfg.run.output_dir)
+    paths = RunLayout(cfg.run.output_dir)
     if not force and is_prepared(cfg):
-        log.info("prepare: %s is up to date with the config; skipping", paths.root)
+        log.info("prepare: %s is up to date with the config; skipping", paths.prepare)
         return paths
     t0 = time.time()
-    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.prepare.mkdir(parents=True, exist_ok=True)
     paths.world_json.unlink(missing_ok=True)  # the completion marker goes last
     seed, gold = cfg.run.seed, TestbedGold()
     prompts = make_prompts(cfg.testbed.n_prompts, seed)
@@ -139,7 +113,7 @@ def prepare_world(cfg: Config, force: bool = False) -> WorldPaths:
     for name, part in splits.items():
         write_jsonl(paths.prompts(name), part)
     sft = sft_records(splits["sft"], seed + 1, gold)
-    write_jsonl(paths.sft, sft)
+    write_jsonl(paths.sft_data, sft)
     texts = [p.prompt for p in prompts] + [p.reference for p in prompts] + [r["response"] for r in sft]
     tok = train_tokenizer(texts, cfg.testbed.vocab_size, paths.tokenizer)
     m = cfg.model

@@ -17,6 +17,7 @@ from pathlib import Path
 import ray
 
 from umm_ray.config import Config
+from umm_ray.layout import RunLayout
 from umm_ray.data import load_preferences_with_report, split_pairs
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone
@@ -74,8 +75,9 @@ def _load(spec, on_error: str, notes: list[str]) -> list[PreferencePair]:
     return pairs
 
 
-def load_rm_data(cfg: Config, world=None) -> RMData:
-    """Testbed pairs (`world.pairs_{train,val,test}`) when rm.data == 'testbed', else load and split rm.data by seed.
+def load_rm_data(cfg: Config, layout: RunLayout | None = None) -> RMData:
+    """Testbed pairs (`layout.pairs_{train,val,test}`; default layout: run.output_dir's) when rm.data == 'testbed',
+    else load and split rm.data by seed (rm.val_frac / rm.test_frac).
 
     Testbed pairs are two policy samples per prompt; a whitespace-only sample is a real policy output but no valid
     comparison, so those rows are skipped and counted (in `notes`, hence eval.json). Other data follow
@@ -83,14 +85,13 @@ def load_rm_data(cfg: Config, world=None) -> RMData:
     """
     notes: list[str] = []
     if cfg.rm.data == "testbed":
-        if world is None:
-            raise ValueError("rm.data='testbed' needs the prepared world (WorldPaths)")
-        paths = (world.pairs_train, world.pairs_val, world.pairs_test)
+        layout = layout or RunLayout(cfg.run.output_dir)
+        paths = (layout.pairs_train, layout.pairs_val, layout.pairs_test)
         missing = [str(p) for p in paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"rm.data='testbed': preference pairs missing: {missing} (run the pairs stage)")
         train, val, test = (_load(p, "skip", notes) for p in paths)
-        source = str(Path(world.pairs_train).parent)
+        source = str(layout.pairs)
     else:
         pairs = _load(cfg.rm.data, cfg.rm.data_on_error, notes)
         v, t = cfg.rm.val_frac, cfg.rm.test_frac
@@ -102,17 +103,18 @@ def load_rm_data(cfg: Config, world=None) -> RMData:
     return RMData(train, val, test, source=source, extra=extra, notes=notes)
 
 
-def default_backbone(cfg: Config, world=None) -> Path:
+def default_backbone(cfg: Config, layout: RunLayout | None = None) -> Path:
     """rm.base_path if set, else the SFT model when it exists, else the testbed base model."""
     if cfg.rm.base_path:
         return Path(cfg.rm.base_path)
-    sft = Path(cfg.run.output_dir) / "sft" / "model"
-    if (sft / "config.json").is_file():
-        return sft
-    if world is None:
-        raise ValueError("rm.base_path is empty and there is neither an SFT model nor a prepared world")
-    log.warning("no SFT model at %s; reward models start from the untrained base %s", sft, world.base)
-    return Path(world.base)
+    layout = layout or RunLayout(cfg.run.output_dir)
+    if (layout.sft_model / "config.json").is_file():
+        return layout.sft_model
+    if not (layout.base / "config.json").is_file():
+        raise ValueError(f"rm.base_path is empty and there is neither an SFT model ({layout.sft_model}) nor a "
+                         f"prepared world ({layout.base})")
+    log.warning("no SFT model at %s; reward models start from the untrained base %s", layout.sft_model, layout.base)
+    return layout.base
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -179,14 +181,17 @@ def _report(task: BTTask, data: RMData, result: TrainResult, final: dict, second
 # Inputs every kind resolves the same way.
 
 
-def stage_dir_for(cfg: Config, stage_dir: Path | None, default: str) -> Path:
-    """`stage_dir` when given, else `<run.output_dir>/<default>`."""
-    return Path(stage_dir) if stage_dir else Path(cfg.run.output_dir) / default
+def stage_dir_for(cfg: Config, stage_dir: Path | None, kind: str) -> Path:
+    """`stage_dir`, else where the stage graph trains that kind (`RunLayout.rm`, e.g. rm_umm4)."""
+    if stage_dir:
+        return Path(stage_dir)
+    return RunLayout(cfg.run.output_dir).rm(kind, cfg.moe.num_experts if kind in ("umm", "moe") else None)
 
 
-def prepare_inputs(cfg: Config, world, data: RMData | None, source: Path | None) -> tuple[RMData, Path]:
+def prepare_inputs(cfg: Config, layout: RunLayout | None, data: RMData | None, source: Path | None
+                   ) -> tuple[RMData, Path]:
     """The stage's data and backbone (loaded / defaulted when not given); the backbone is checked before compute."""
-    data = data or load_rm_data(cfg, world)
-    source = Path(source) if source else default_backbone(cfg, world)
+    data = data or load_rm_data(cfg, layout)
+    source = Path(source) if source else default_backbone(cfg, layout)
     check_backbone(source, cfg.rm.max_len, cfg.model.trust_remote_code)
     return data, source

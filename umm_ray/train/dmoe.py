@@ -188,7 +188,7 @@ def _run_summary(res: TrainResult) -> dict:
             "loss_curve": [round(h["loss"], 5) for h in res.history], "final_acc": res.history[-1].get("acc")}
 
 
-def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, world=None, source: Path | None = None,
+def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, layout=None, source: Path | None = None,
                dmoe: DMoEConfig | None = None) -> tuple[Path, dict]:
     """Train a DMoERM with Ray Train (Ray must be initialised) and evaluate it on the held-out splits.
 
@@ -197,7 +197,7 @@ def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, world=None, sou
             capability labels' noise; `cfg.dmoe` when Config has that section).
         data: RMData (train / val / test, extra); None loads it like the other kinds (`load_rm_data`).
         stage_dir: where to write (default <run.output_dir>/rm_dmoe).
-        world, source: as for the other kinds (backbone default: rm.base_path, else the SFT model, else the base).
+        layout, source: as for the other kinds (backbone default: rm.base_path, else the SFT model, else the base).
         dmoe: overrides cfg.dmoe (or the defaults).
 
     Returns:
@@ -206,7 +206,7 @@ def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, world=None, sou
 
 
     dm = _dmoe_cfg(cfg, dmoe)
-    data, source = prepare_inputs(cfg, world, data, source)
+    data, source = prepare_inputs(cfg, layout, data, source)
     out = Path(stage_dir) if stage_dir else Path(cfg.run.output_dir) / "rm_dmoe"
     inputs = dmoe_inputs(cfg, dm, data.train)  # every data error surfaces here, before any worker starts
     out.mkdir(parents=True, exist_ok=True)

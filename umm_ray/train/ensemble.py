@@ -13,6 +13,7 @@ import ray
 import torch
 
 from umm_ray.config import Config
+from umm_ray.layout import RunLayout
 from umm_ray.models.reward_model import load_scorer
 from umm_ray.plan import check_fits
 from umm_ray.records import PreferencePair
@@ -21,12 +22,12 @@ from umm_ray.train.bt_task import BTTask
 from umm_ray.train.evaluate import pair_metrics
 
 
-def train_ensemble(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                   source: Path | None = None) -> TrainedRM:
+def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+                data: RMData | None = None,    source: Path | None = None) -> TrainedRM:
     """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement);
     writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_ensemble")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "ensemble")
     check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # k concurrent runs: all their workers at once
     k = cfg.ensemble.members
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)

@@ -1,6 +1,6 @@
 """Reward-model training stages on Ray Train: dense, MoE, UMM (upcycle -> MoE -> learnable merge), seed ensembles.
 
-    res = train_umm(cfg, world)          # <output_dir>/rm_umm/{moe/model, model, eval.json, ...}
+    res = train_umm(cfg, layout, stage_dir=layout.rm("umm", 4))   # rm_umm4/{moe/model, model, eval.json, ...}
     res.model_path                       # a standard HF checkpoint of the dense architecture
 
 Every stage trains with the Bradley–Terry loss (`umm_ray.algo.bt`) through the shared runner (`umm_ray.train.loop`)
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from umm_ray.config import Config
+from umm_ray.layout import RunLayout
 from umm_ray.models.merge import validate_alpha
 from umm_ray.plan import check_fits
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
@@ -27,8 +28,6 @@ from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone
 from umm_ray.train.bt_task import BTTask, load_dense_rm
 from umm_ray.train.ensemble import train_ensemble
 
-# The name jobs/train_rm.py still imports (that file belongs to the stages refactor); same class, not a second one.
-RMResult = TrainedRM
 __all__ = ["RM_KINDS", "RMData", "TrainedRM", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm",
            "run_bt_stage", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_rm"]
 
@@ -43,34 +42,34 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
                   router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code)
 
 
-def train_dense(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-                source: Path | None = None) -> TrainedRM:
+def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+                data: RMData | None = None, source: Path | None = None) -> TrainedRM:
     """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_dense")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "dense")
     check_fits(cfg, "rm_dense", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
     return TrainedRM("dense", out, out / "model", report)
 
 
-def train_moe(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-              source: Path | None = None) -> TrainedRM:
+def train_moe(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+              data: RMData | None = None, source: Path | None = None) -> TrainedRM:
     """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_moe")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "moe")
     check_fits(cfg, "rm_moe", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
     report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
     return TrainedRM("moe", out, out / "model", report)
 
 
-def train_umm(cfg: Config, world=None, stage_dir: Path | None = None, data: RMData | None = None,
-              source: Path | None = None) -> TrainedRM:
+def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+              data: RMData | None = None, source: Path | None = None) -> TrainedRM:
     """UMM-RM: upcycle -> MoE BT training (`<stage_dir>/moe/`) -> learn theta on the same loss and data ->
     export a standard HF checkpoint of the dense architecture and parameter count (`<stage_dir>/model`)."""
     validate_alpha(cfg.merge.alpha)
-    data, source = prepare_inputs(cfg, world, data, source)
-    out = stage_dir_for(cfg, stage_dir, "rm_umm")
+    data, source = prepare_inputs(cfg, layout, data, source)
+    out = stage_dir_for(cfg, stage_dir, "umm")
     check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge stages; before any worker starts
     moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
@@ -103,9 +102,10 @@ TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble"
 RM_KINDS = tuple(TRAINERS)
 
 
-def train_rm(cfg: Config, world=None, kind: str | None = None, stage_dir: Path | None = None) -> TrainedRM:
+def train_rm(cfg: Config, layout: RunLayout | None = None, kind: str | None = None, stage_dir: Path | None = None
+             ) -> TrainedRM:
     """Dispatch on `kind` (default cfg.rm.kind): dense | moe | umm | ensemble."""
     kind = kind or cfg.rm.kind
     if kind not in TRAINERS:
         raise ValueError(f"rm.kind: {kind!r} is not one of {list(TRAINERS)}")
-    return TRAINERS[kind](cfg, world, stage_dir=stage_dir)
+    return TRAINERS[kind](cfg, layout, stage_dir=stage_dir)

@@ -1,6 +1,6 @@
 """Supervised fine-tuning of the policy on the testbed's SFT responses, with Ray Train, and its gold gain.
 
-    model_dir = run_sft(cfg, world)      # <output_dir>/sft/model/ (HF causal LM + tokenizer)
+    model_dir = run_sft(cfg, layout)     # layout.sft_model: <output_dir>/sft/model/ (HF causal LM + tokenizer)
 
 The loss is next-token cross-entropy on the response tokens only (prompt and padding are masked out). After
 training, responses are sampled from the base and the SFT model on held-out prompts and scored by the testbed gold;
@@ -21,6 +21,7 @@ import torch
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl
 from umm_ray.data.tokenize import encode_prompt_response, pad_batch
+from umm_ray.layout import RunLayout
 from umm_ray.testbed.gold import TestbedGold
 from umm_ray.train.loop import TrainResult, TrainSpec, TrainTask, fit, save_history
 from umm_ray.train.plots import plot_loss_curve
@@ -149,10 +150,10 @@ def sft_gold_gain(cfg: Config, base_dir: Path, sft_dir: Path, prompts: list[str]
             "n_prompts": len(prompts), "samples_base": base["examples"], "samples_sft": sft["examples"]}
 
 
-def _eval_prompts(world) -> list[str]:
+def _eval_prompts(layout: RunLayout) -> list[str]:
     """Held-out prompts (the Best-of-N split, then PPO's): never seen in SFT training."""
     prompts = []
-    for path in (world.prompts_bon, world.prompts_ppo):
+    for path in (layout.prompts_bon, layout.prompts_ppo):
         prompts += [row["prompt"] for _, row in read_jsonl(path)]
     return prompts[:GOLD_EVAL_PROMPTS]
 
@@ -168,27 +169,27 @@ def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
                      strategy=s.strategy, use_gpu=cfg.run.num_gpus_per_actor > 0)
 
 
-def sft_base(cfg: Config, world) -> Path:
+def sft_base(cfg: Config, layout: RunLayout) -> Path:
     """The model SFT fine-tunes: sft.base_path (HF name or dir), else the testbed's tiny base model."""
-    return Path(cfg.sft.base_path) if cfg.sft.base_path else Path(world.base)
+    return Path(cfg.sft.base_path) if cfg.sft.base_path else layout.base
 
 
-def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool = True) -> Path:
-    """Fine-tune the policy on `world.sft` with Ray Train; write `<output_dir>/sft/{model/, eval.json, ...}`.
+def run_sft(cfg: Config, layout: RunLayout, spec: TrainSpec | None = None, gold_eval: bool = True) -> Path:
+    """Fine-tune the policy on the world's SFT records with Ray Train; write `layout.sft`: model/, eval.json, ...
 
     Args:
         cfg: uses sft.* (sft.base_path: the model to start from), run.seed/output_dir, model.max_seq_len,
             model.trust_remote_code, rollout.* (sampling for the gold eval).
-        world: the `WorldPaths` of the prepare stage.
+        layout: the run directory (`prepare_world` built its world).
         spec: override the TrainSpec built from cfg.sft (tests cap steps this way).
         gold_eval: measure the gold gain of SFT over the base model (needs testbed prompts).
 
     Returns:
         The directory of the fine-tuned HF causal LM (+ tokenizer).
     """
-    stage_dir = Path(cfg.run.output_dir) / "sft"
-    base = sft_base(cfg, world)
-    examples = load_sft_examples(world.sft)
+    stage_dir = layout.sft
+    base = sft_base(cfg, layout)
+    examples = load_sft_examples(layout.sft_data)
     task = SFTTask(str(base), cfg.model.max_seq_len, cfg.model.trust_remote_code)
     spec = spec or sft_spec(cfg, stage_dir)
     t0 = time.time()
@@ -197,7 +198,7 @@ def run_sft(cfg: Config, world, spec: TrainSpec | None = None, gold_eval: bool =
     save_history(result.history, stage_dir / "metrics.json")
     plot_loss_curve(result.history, stage_dir / "loss_curve.png", title="SFT loss (response tokens)")
     if gold_eval:
-        report.update(sft_gold_gain(cfg, base, result.model_dir, _eval_prompts(world)))
+        report.update(sft_gold_gain(cfg, base, result.model_dir, _eval_prompts(layout)))
         log.info("SFT gold: base %.3f -> sft %.3f (gain %+.3f)", report["gold_base"], report["gold_sft"],
                  report["gain"])
     (stage_dir / "eval.json").write_text(json.dumps(report, indent=1))
