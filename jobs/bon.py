@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jobs.common import init_ray, parse_job_args, record_config
+from jobs.common import init_ray, job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray.config import Config
 from umm_ray.eval.bon import curve_table, run_bon
 from umm_ray.layout import RunLayout
@@ -43,7 +44,9 @@ def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RewardSource], RewardSou
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_job_args(argv, "bon")
+    cfg, dry = job_config(argv, "bon")
+    if dry:
+        dry_run(cfg, "bon", resolve=lambda: resolve_inputs(cfg))
     try:
         policy, sources, gold = resolve_inputs(cfg)
     except (FileNotFoundError, ValueError) as e:

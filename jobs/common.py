@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from jobs.inputs import resolve_models, split_dry_run
 from umm_ray.config import Config, ConfigError, describe, load_config, save_config
 from umm_ray.layout import RunLayout
 
@@ -55,7 +56,8 @@ def parse_job_args(argv: list[str] | None = None, job: str = "job") -> Config:
     """Parse `--config`, `--preset` and dotted overrides into a validated Config; exit 2 with the reason on error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        print(f"usage: python -m jobs.{job} [--config FILE.yaml] [--preset {'|'.join(PRESETS)}] [--section.key VALUE ...]")
+        print(f"usage: python -m jobs.{job} [--config FILE.yaml] [--preset {'|'.join(PRESETS)}] [--dry-run] "
+              "[--section.key VALUE ...]")
         print("\n".join(describe()))
         raise SystemExit(0)
     path, preset, rest = None, "tiny", []
@@ -77,6 +79,14 @@ def parse_job_args(argv: list[str] | None = None, job: str = "job") -> Config:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def job_config(argv: list[str] | None, job: str) -> tuple[Config, bool]:
+    """(config, dry_run) for job `job`: `--dry-run` is taken out of argv; in a real run, catalog model names resolve
+    to their local directories (fetched on first use, `jobs.inputs.resolve_models`)."""
+    argv, dry = split_dry_run(argv)
+    cfg = parse_job_args(argv, job)
+    return (cfg if dry else resolve_models(cfg)), dry
 
 
 def init_ray(cfg: Config, num_cpus: int = 8) -> None:

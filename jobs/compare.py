@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.common import init_ray, parse_job_args, record_config
+from jobs.common import init_ray, job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray import stages as S
 from umm_ray.graph import StageGraph
 from umm_ray.pipeline import StageRunner
@@ -35,17 +36,19 @@ def peak_rss_gb() -> float:
 
 def main(argv: list[str] | None = None) -> Path:
     t_start = time.time()
-    cfg = parse_job_args(argv, "compare")
+    cfg, dry = job_config(argv, "compare")
     if not S.uses_testbed(cfg):
         try:
             S.check_own_data(cfg)
         except ValueError as e:
             print(f"compare: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+    root = Path(cfg.run.output_dir)
+    runner = StageRunner(root, cfg, force=cfg.compare.force, dry_run=dry)
+    if dry:
+        dry_run(cfg, "compare", StageGraph(cfg, runner).compare)
     init_ray(cfg)
     record_config(cfg, "compare")
-    root = Path(cfg.run.output_dir)
-    runner = StageRunner(root, cfg, force=cfg.compare.force)
     pool = RolePool()  # the PPO runs share policy, engines, reference and gold; only the proxy changes
     try:
         result = StageGraph(cfg, runner).compare(pool)

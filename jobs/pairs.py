@@ -13,16 +13,20 @@ from __future__ import annotations
 import json
 import sys
 
-from jobs.common import init_ray, parse_job_args, record_config
+from jobs.common import init_ray, job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray.graph import StageGraph
 from umm_ray.layout import RunLayout
 from umm_ray.pipeline import StageRunner
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_job_args(argv, "pairs")
+    cfg, dry = job_config(argv, "pairs")
+    runner = StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force, dry_run=dry)
+    if dry:
+        dry_run(cfg, "pairs", StageGraph(cfg, runner).pairs)
     init_ray(cfg)
-    stats = StageGraph(cfg, StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force)).pairs()
+    stats = StageGraph(cfg, runner).pairs()
     record_config(cfg, RunLayout(cfg.run.output_dir).pairs.name)
     print(json.dumps(stats, indent=1))
     return stats

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from jobs.common import init_ray, parse_job_args, record_config
+from jobs.common import init_ray, job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
 from umm_ray.ppo.driver import run_ppo
@@ -43,7 +44,9 @@ def resolve_inputs(cfg: Config) -> tuple[str, RewardSource, RewardSource, str]:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg = parse_job_args(argv, "ppo")
+    cfg, dry = job_config(argv, "ppo")
+    if dry:
+        dry_run(cfg, "ppo", resolve=lambda: resolve_inputs(cfg))
     try:
         policy, proxy, gold, prompts = resolve_inputs(cfg)
     except (FileNotFoundError, ValueError) as e:

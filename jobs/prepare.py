@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from jobs.common import parse_job_args, record_config
+from jobs.common import job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray.graph import StageGraph
 from umm_ray.layout import RunLayout
 from umm_ray.pipeline import StageRunner
@@ -38,8 +39,11 @@ def property_lines(summary: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> RunLayout:
-    cfg = parse_job_args(argv, "prepare")
-    summary = StageGraph(cfg, StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force)).prepare()
+    cfg, dry = job_config(argv, "prepare")
+    runner = StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force, dry_run=dry)
+    if dry:
+        dry_run(cfg, "prepare", StageGraph(cfg, runner).prepare)
+    summary = StageGraph(cfg, runner).prepare()
     paths = RunLayout(cfg.run.output_dir)
     record_config(cfg, paths.prepare.name)
     print(f"prepare: world in {paths.prepare} (built in {summary['seconds']} s)")

@@ -17,7 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from jobs.common import init_ray, parse_job_args
+from jobs.common import init_ray, job_config
+from jobs.inputs import dry_run
 
 APP_NAME = "reward"
 
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from umm_ray.serve.app import build_app, http_options, spec_from_config
 
-    cfg = parse_job_args(argv, "serve_rm")
+    cfg, dry = job_config(argv, "serve_rm")
+    if dry:
+        dry_run(cfg, "serve_rm", resolve=lambda: spec_from_config(cfg))
     try:
         spec = spec_from_config(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -15,16 +15,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jobs.common import init_ray, parse_job_args, record_config
+from jobs.common import init_ray, job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray.graph import StageGraph
 from umm_ray.layout import RunLayout
 from umm_ray.pipeline import StageRunner
 
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg = parse_job_args(argv, "sft")
+    cfg, dry = job_config(argv, "sft")
+    runner = StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force, dry_run=dry)
+    if dry:
+        dry_run(cfg, "sft", StageGraph(cfg, runner).sft)
     init_ray(cfg)
-    report = StageGraph(cfg, StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force)).sft()
+    report = StageGraph(cfg, runner).sft()
     record_config(cfg, RunLayout(cfg.run.output_dir).sft.name)
     print(f"SFT model: {report['model']}")
     print(f"train loss {report['loss_first']:.3f} -> {report['loss_last']:.3f} in {report['steps']} steps; "

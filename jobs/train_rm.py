@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import sys
 
-from jobs.common import init_ray, parse_job_args, record_config
+from jobs.common import init_ray, job_config, record_config
+from jobs.inputs import dry_run
 from umm_ray.graph import StageGraph
 from umm_ray.layout import RunLayout
 from umm_ray.pipeline import StageRunner
@@ -40,10 +41,12 @@ def summary_line(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_job_args(expand_kind(list(sys.argv[1:] if argv is None else argv)), "train_rm")
-    init_ray(cfg)
+    cfg, dry = job_config(expand_kind(list(sys.argv[1:] if argv is None else argv)), "train_rm")
     kind, n = cfg.rm.kind, cfg.moe.num_experts
-    runner = StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force)
+    runner = StageRunner(cfg.run.output_dir, cfg, force=cfg.compare.force, dry_run=dry)
+    if dry:
+        dry_run(cfg, "train_rm", lambda: StageGraph(cfg, runner).rm(kind, n if kind in ("umm", "moe") else None))
+    init_ray(cfg)
     summary = StageGraph(cfg, runner).rm(kind, n if kind in ("umm", "moe") else None)
     record_config(cfg, RunLayout.rm_stage(kind, n))
     print(summary_line(summary))

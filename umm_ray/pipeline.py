@@ -102,14 +102,28 @@ class Stage:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class StageRunner:
-    """Runs stages in order of calls, reusing finished ones. `force` names stages to redo regardless."""
+class WouldRun(Exception):
+    """Raised by a dry-run `StageRunner` at the first stage it would have to run (nothing is run or written)."""
 
-    def __init__(self, root: str | Path, cfg: Any, force: tuple[str, ...] | list[str] = (), log=print):
+    def __init__(self, stage: str, why: str):
+        super().__init__(f"stage {stage!r} would run ({why})")
+        self.stage, self.why = stage, why
+
+
+class StageRunner:
+    """Runs stages in order of calls, reusing finished ones. `force` names stages to redo regardless.
+
+    `dry_run`: report finished stages as cached and raise `WouldRun` at the first stage that would run, so a job can
+    show what it would do without doing it (the stages after that one depend on its results).
+    """
+
+    def __init__(self, root: str | Path, cfg: Any, force: tuple[str, ...] | list[str] = (), log=print,
+                 dry_run: bool = False):
         self.root = Path(root)
         self.cfg = cfg
         self.force = set(force)
         self.log = log
+        self.dry_run = dry_run
         self.timings: dict[str, float] = {}
         self.cached: dict[str, bool] = {}
 
@@ -149,6 +163,8 @@ class StageRunner:
         """Run `stage` unless a finished run with the same key exists; returns its summary."""
         for dep in stage.deps:
             if not self._marker(dep):
+                if self.dry_run:
+                    raise WouldRun(dep, "not run before")
                 raise RuntimeError(f"stage '{stage.name}' needs stage '{dep}', which has not finished")
         inputs = self.inputs(stage)
         key = self.key(stage)
@@ -158,6 +174,8 @@ class StageRunner:
             self.timings[stage.name], self.cached[stage.name] = done.get("seconds", 0.0), True
             return done["summary"]
         why = "forced" if stage.name in self.force else self._changes(done, inputs)
+        if self.dry_run:
+            raise WouldRun(stage.name, why)
         out = self.root / stage.name
         out.mkdir(parents=True, exist_ok=True)
         started = self._marker(stage.name, "_started.json")

@@ -77,13 +77,13 @@ def test_without_bon_rms_the_reward_proxy_keys_choose_the_rm(tiny_world):
 
     root = tiny_world["root"]
     base = ["--bon.policy_path", str(tiny_world["policy"]), "--run.output_dir", str(root / "run_keys")]
-    _, specs = resolve_inputs(load_config(None, base + ["--reward.proxy_path", f"{root / 'ens.json'}#wco"]))
+    _, specs, _ = resolve_inputs(load_config(None, base + ["--reward.proxy_path", f"{root / 'ens.json'}#wco"]))
     assert list(specs) == ["ensemble"] and specs["ensemble"].aggregate == "wco"
-    _, specs = resolve_inputs(load_config(None, base + ["--reward.proxy", "dense", "--reward.proxy_path",
-                                                        str(tiny_world["rm0"])]))
+    _, specs, _ = resolve_inputs(load_config(None, base + ["--reward.proxy", "dense", "--reward.proxy_path",
+                                                           str(tiny_world["rm0"])]))
     assert list(specs) == ["dense"]
     with pytest.raises(ValueError, match="reward.proxy is 'ensemble' but .* of kind 'dense'"):
         resolve_inputs(load_config(None, base + ["--reward.proxy", "ensemble", "--reward.proxy_path",
                                                  str(tiny_world["rm0"])]))
-    with pytest.raises(ValueError, match="no proxy RM to evaluate"):
+    with pytest.raises(ValueError, match="no proxy reward"):
         resolve_inputs(load_config(None, base))
