@@ -1,0 +1,36 @@
+"""Job inputs: catalog model names resolve to their cached directory; missing inputs are named before any work."""
+
+import pytest
+
+from jobs.inputs import InputError, check_inputs, resolve_models
+from umm_ray.config import load_config
+from umm_ray.pretrained import CACHE_ENV
+
+
+def _cfg(*overrides):
+    return load_config(None, list(overrides))
+
+
+def test_catalog_names_resolve_to_the_cached_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    (tmp_path / "smollm2-135m").mkdir()
+    (tmp_path / "smollm2-135m" / "fetch.json").write_text("{}")  # what a finished fetch leaves
+    cfg = resolve_models(_cfg("--sft.base_path", "smollm2-135m", "--rm.base_path", "smollm2-135m",
+                              "--ppo.policy_path", "runs/x/sft/model"))
+    assert cfg.sft.base_path == cfg.rm.base_path == str(tmp_path / "smollm2-135m")
+    assert cfg.ppo.policy_path == "runs/x/sft/model"  # not a catalog name: left as it is
+
+
+def test_check_inputs_names_the_key_and_path(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    with pytest.raises(InputError, match=r"rm.data: .*nope.jsonl does not exist"):
+        check_inputs(_cfg("--rm.data", str(tmp_path / "nope.jsonl")))
+    with pytest.raises(InputError, match="reward.gold: .*no-rm does not exist"):
+        check_inputs(_cfg("--reward.gold", str(tmp_path / "no-rm")))
+    with pytest.raises(InputError, match="sft.base_path: .*missing/dir/x does not exist"):
+        check_inputs(_cfg("--sft.base_path", str(tmp_path / "missing" / "dir" / "x")))
+    notes = check_inputs(_cfg("--sft.base_path", "smollm2-135m", "--rm.base_path", "Qwen/Qwen2.5-0.5B-Instruct",
+                              "--rm.data", "Anthropic/hh-rlhf"))
+    text = "\n".join(notes)
+    assert "catalog model 'smollm2-135m'" in text and "fetched on first use" in text
+    assert "hub id" in text and "hub dataset 'Anthropic/hh-rlhf'" in text
