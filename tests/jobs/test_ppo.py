@@ -73,14 +73,14 @@ def test_reward_proxy_chooses_and_checks_the_proxy(world, tmp_path):
     from umm_ray.config import load_config
 
     base = ["--run.output_dir", str(tmp_path), "--ppo.policy_path", world["policy"], "--ppo.prompts", world["prompts"]]
-    assert resolve_inputs(load_config(None, base + ["--reward.proxy_path", world["rm"]]))[1] == world["rm"]
-    assert resolve_inputs(load_config(None, base + ["--reward.proxy", "ensemble", "--reward.proxy_path",
-                                                    world["ensemble"]]))[1] == world["ensemble"]
+    assert str(resolve_inputs(load_config(None, base + ["--reward.proxy_path", world["rm"]]))[1]) == world["rm"]
+    assert str(resolve_inputs(load_config(None, base + ["--reward.proxy", "ensemble", "--reward.proxy_path",
+                                                        world["ensemble"]]))[1]) == world["ensemble"]
     with pytest.raises(ValueError, match="reward.proxy is 'moe' but .* of kind 'dense'"):
         resolve_inputs(load_config(None, base + ["--reward.proxy", "moe", "--reward.proxy_path", world["rm"]]))
     url = "http://127.0.0.1:9"
     remote = load_config(None, base + ["--reward.proxy", "remote", "--reward.remote_url", url])
-    assert resolve_inputs(remote)[1] == url
+    assert str(resolve_inputs(remote)[1]) == url
 
 
 def test_validation_fails_before_any_actor(world, tmp_path):

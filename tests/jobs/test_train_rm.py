@@ -51,7 +51,7 @@ def test_dense_job_lowers_held_out_bt_loss(ray_local, tmp_path):
     world = prepare_world(load_config(None, common[2:], base=PRESETS["test"]))
     prefs = gold_pairs_from_sft_rows(world, tmp_path / "prefs.jsonl", noise=0.1, seed=0)
     address = ray_local.get_runtime_context().gcs_address
-    own = ["--rm.data", str(prefs), "--testbed.val_frac", "0.15", "--testbed.test_frac", "0.15"]
+    own = ["--rm.data", str(prefs), "--rm.val_frac", "0.15", "--rm.test_frac", "0.15"]
     log = run_job("jobs.train_rm", [*common, *own, "--run.ray_address", address, "--kind", "dense",
                                     "--rm.base_path", str(world.base), "--rm.num_workers", "2", "--rm.batch_size", "16",
                                     "--rm.epochs", "2", "--rm.checkpoint_every", "10"], tmp_path / "rm.log")

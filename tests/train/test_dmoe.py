@@ -71,12 +71,12 @@ def test_a_users_task_and_capability_columns_drive_the_inputs(make_cfg, tmp_path
 def test_a_task_without_data_or_a_capability_without_pairs_stops_before_compute(tiny_world, data, tmp_path):
     cfg, world = tiny_world
     with pytest.raises(ValueError, match="task 'poetry' has 0 training pairs"):
-        train_dmoe(cfg, data, tmp_path / "a", world=world, source=world.base,
+        train_dmoe(cfg, data, tmp_path / "a", layout=world, source=world.base,
                    dmoe=DMoEConfig(tasks=[*TASK_FAMILIES, "poetry"]))
     with pytest.raises(ValueError, match="no preference pairs for capability 'coverage'"):
-        train_dmoe(cfg, data, tmp_path / "b", world=world, source=world.base, dmoe=DMoEConfig(near_tie=5.0))
+        train_dmoe(cfg, data, tmp_path / "b", layout=world, source=world.base, dmoe=DMoEConfig(near_tie=5.0))
     with pytest.raises(ValueError, match="training pairs have tasks .* that dmoe.tasks"):
-        train_dmoe(cfg, data, tmp_path / "c", world=world, source=world.base, dmoe=DMoEConfig(tasks=["list"]))
+        train_dmoe(cfg, data, tmp_path / "c", layout=world, source=world.base, dmoe=DMoEConfig(tasks=["list"]))
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
@@ -84,7 +84,7 @@ def test_trained_dmoe_beats_its_untrained_self_and_reloads_without_ray(ray_local
                                                                        tmp_path):
     cfg, world = tiny_world
     cfg = make_cfg(cfg.run.output_dir, *FAST, "--testbed.label_noise", "0.1")
-    model_dir, ev = train_dmoe(cfg, data, tmp_path / "dmoe", world=world, source=world.base, dmoe=SMALL)
+    model_dir, ev = train_dmoe(cfg, data, tmp_path / "dmoe", layout=world, source=world.base, dmoe=SMALL)
     assert model_dir == tmp_path / "dmoe" / "model"
     assert json.loads((tmp_path / "dmoe" / "eval.json").read_text()) == json.loads(json.dumps(ev))
     pooled = ev["vs_initial"]["held_out"]  # paired over every val and test pair: accuracy(trained - untrained)
