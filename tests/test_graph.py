@@ -208,3 +208,14 @@ def test_rm_upstream_depends_on_data_and_backbone(tmp_path, args, upstream):
     graph.rm("dense")
     assert stand.ran == [*upstream, "rm_dense"]
     assert markers(tmp_path)["rm_dense"]["inputs"]["deps"].keys() == ({"pairs", "sft"} & set(upstream))
+
+
+def test_train_rm_dmoe_trains_rm_dmoe_keyed_on_the_dmoe_section_and_the_label_noise(tmp_path):
+    """`jobs.train_rm --rm.kind dmoe` runs graph.rm('dmoe'): the stage compare would reuse, keyed on what it reads."""
+    cfg = with_dir(load_config(None, ["--rm.kind", "dmoe"], base=PRESETS["test"]), tmp_path)
+    stand = Stand()
+    StageGraph(cfg, StageRunner(tmp_path, cfg, log=lambda *_: None), impl=stand.namespace()).rm("dmoe")
+    assert stand.ran == ["prepare", "sft", "pairs", "rm_dmoe"]
+    reads = markers(tmp_path)["rm_dmoe"]["inputs"]["config"]
+    assert "testbed.label_noise" in reads and {f"dmoe.{f.name}" for f in dataclasses.fields(cfg.dmoe)} <= set(reads)
+    assert not any(k.startswith(("moe.", "merge.", "ensemble.")) for k in reads)
