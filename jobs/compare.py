@@ -4,7 +4,8 @@
 
 Stages (each cached in `<output_dir>/<stage>/` by the config keys it reads; `--compare.force sft,pairs` redoes some;
 the wiring is `umm_ray.graph.StageGraph`):
-prepare -> sft -> pairs -> RMs (dense, UMM per expert count with its unmerged MoE, ensemble) -> eval (accuracy,
+prepare -> sft -> pairs -> RMs (dense, UMM per expert count with its unmerged MoE, ensemble, DMoERM with
+--compare.dmoe) -> eval (accuracy,
 throughput) -> bon (every RM on the same samples) -> ppo (dense, best UMM, ensemble mean/wco/uwo) -> report.
 
 With `--rm.data` naming your own preferences (a file or hub dataset), prepare/sft/pairs give way to one `pairs` stage

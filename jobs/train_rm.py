@@ -1,4 +1,4 @@
-"""Train a reward model with Ray Train: dense | moe | umm (upcycle -> MoE -> learnable merge) | ensemble.
+"""Train a reward model with Ray Train: dense | moe | umm (upcycle -> MoE -> learnable merge) | ensemble | dmoe.
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.train_rm --rm.kind umm
     python -m jobs.train_rm --rm.kind umm --moe.num_experts 4      # -> runs/default/rm_umm4/model
@@ -10,8 +10,9 @@ seed. The upstream stages run through the same stage graph as `jobs.compare` (`u
 the same way: prepare -> sft -> pairs for testbed data; own data runs one `pairs` stage that splits it, plus prepare
 -> sft when the RM needs the testbed SFT policy as its backbone (no rm.base_path or ppo.policy_path). Writes the
 stage compare would (`umm_ray.layout.RunLayout.rm_stage`): `<run.output_dir>/rm_dense/`, `rm_umm<moe.num_experts>/`,
-`rm_moe<moe.num_experts>/` or `rm_ensemble/`, with `model/` (an ensemble: `manifest.json` + `member_<i>/model`; a
-UMM also `moe/model`), `eval.json` (held-out accuracy and BT loss, loss curve, expert load), PNG curves, config.yaml.
+`rm_moe<moe.num_experts>/`, `rm_ensemble/` or `rm_dmoe/` (the DMoERM baseline, settings under dmoe.*), with
+`model/` (an ensemble: `manifest.json` + `member_<i>/model`; a UMM also `moe/model`; dmoe a DMoERM dir),
+`eval.json` (held-out accuracy and BT loss, loss curve, expert load), PNG curves, config.yaml.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def run_graph(cfg: Config) -> tuple[list[str], Path]:
 def flipped(value, meta: dict, key: str):
     """A different valid-looking value for one config key."""
     special = {"rm.data": "other_prefs.jsonl", "compare.force": ["pairs"], "compare.expert_counts": [3],
-               "compare.ppo_rms": ["dense", "umm_best"], "bon.rms": ["x=y"]}
+               "compare.ppo_rms": ["dense", "umm_best"], "bon.rms": ["x=y"], "dmoe.tasks": ["math"],
+               "dmoe.capabilities": ["brevity"], "dmoe.target_modules": ["q_proj"]}
     if key in special:
         return special[key]
     if isinstance(value, bool):
@@ -148,7 +149,7 @@ def test_flipping_every_config_key_reruns_exactly_its_readers_and_their_dependan
 
 
 # Hand-written expectations for the keys the issue named (not derived from the declarations).
-TESTBED_ALL = {"prepare", "sft", "pairs", "rm_dense", "rm_umm2", "rm_ensemble", "eval", "bon", "ppo_dense",
+TESTBED_ALL = {"prepare", "sft", "pairs", "rm_dense", "rm_umm2", "rm_ensemble", "rm_dmoe", "eval", "bon", "ppo_dense",
                "ppo_ensemble-wco"}
 SPOT = {
     ("testbed", "reward.gold"): TESTBED_ALL - {"prepare", "sft"},
@@ -159,6 +160,10 @@ SPOT = {
     ("testbed", "ppo.kl_coef"): {"ppo_dense", "ppo_ensemble-wco"},
     ("testbed", "ensemble.members"): {"rm_ensemble", "eval", "bon", "ppo_ensemble-wco"},
     ("testbed", "moe.top_k"): {"rm_umm2", "eval", "bon"},
+    ("testbed", "dmoe.lora_r"): {"rm_dmoe", "eval", "bon"},
+    ("own_data", "dmoe.capability_data"): {"rm_dmoe", "eval", "bon"},
+    ("own_data", "testbed.label_noise"): set(),  # own data: capability labels come from the user's columns
+    ("testbed", "compare.dmoe"): {"eval", "bon"},  # off: the dmoe row leaves eval and BoN; PPO never ran on it
     ("testbed", "sft.lr"): TESTBED_ALL - {"prepare"},
     ("testbed", "rm.kind"): set(),
     ("testbed", "serve.port"): set(),
@@ -203,3 +208,14 @@ def test_rm_upstream_depends_on_data_and_backbone(tmp_path, args, upstream):
     graph.rm("dense")
     assert stand.ran == [*upstream, "rm_dense"]
     assert markers(tmp_path)["rm_dense"]["inputs"]["deps"].keys() == ({"pairs", "sft"} & set(upstream))
+
+
+def test_train_rm_dmoe_trains_rm_dmoe_keyed_on_the_dmoe_section_and_the_label_noise(tmp_path):
+    """`jobs.train_rm --rm.kind dmoe` runs graph.rm('dmoe'): the stage compare would reuse, keyed on what it reads."""
+    cfg = with_dir(load_config(None, ["--rm.kind", "dmoe"], base=PRESETS["test"]), tmp_path)
+    stand = Stand()
+    StageGraph(cfg, StageRunner(tmp_path, cfg, log=lambda *_: None), impl=stand.namespace()).rm("dmoe")
+    assert stand.ran == ["prepare", "sft", "pairs", "rm_dmoe"]
+    reads = markers(tmp_path)["rm_dmoe"]["inputs"]["config"]
+    assert "testbed.label_noise" in reads and {f"dmoe.{f.name}" for f in dataclasses.fields(cfg.dmoe)} <= set(reads)
+    assert not any(k.startswith(("moe.", "merge.", "ensemble.")) for k in reads)

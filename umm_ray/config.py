@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from umm_ray.config_dmoe import DMoEConfig
 from umm_ray.models.families import ARCH_FAMILIES
 
 
@@ -33,7 +34,7 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | No
     return field(default=default, metadata=meta)
 
 
-PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "remote")
+PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "dmoe", "remote")
 
 # Keys that were renamed or moved: a config that still uses one stops with the new name instead of "unknown key".
 RENAMED = {
@@ -92,7 +93,8 @@ class SFTConfig:
 
 @dataclass
 class RMConfig:
-    kind: str = opt("dense", "Reward model kind to train.", choices=("dense", "moe", "umm", "ensemble"))
+    kind: str = opt("dense", "Reward model kind to train (dmoe: the DMoERM baseline, see the dmoe section).",
+                    choices=("dense", "moe", "umm", "ensemble", "dmoe"))
     base_path: str = opt("", "Backbone to start from (HF name/path); empty = <run.output_dir>/sft/model (the testbed's "
                              "untrained base model when there is none).")
     data: str = opt("testbed", "Preference data: 'testbed', a .jsonl/.jsonl.gz file, or a hub dataset name.")
@@ -139,11 +141,11 @@ class EnsembleConfig:
 @dataclass
 class RewardConfig:
     proxy: str = opt("auto", "Proxy RM of PPO, BoN and serve_rm: 'auto' = whatever reward.proxy_path holds; "
-                             "dense/umm/moe/ensemble = reward.proxy_path must hold that kind (else stop), and when it "
-                             "is empty jobs.train_rm's output <run.output_dir>/rm_<kind>/model (ensemble: "
+                             "dense/umm/moe/ensemble/dmoe = reward.proxy_path must hold that kind (else stop), and "
+                             "when it is empty jobs.train_rm's output <run.output_dir>/rm_<kind>/model (ensemble: "
                              "manifest.json); 'remote' = the endpoint at reward.remote_url (PPO, BoN).",
                      choices=PROXY_KINDS)
-    proxy_path: str = opt("", "The proxy RM: a dense/umm/moe checkpoint dir or an ensemble manifest (.json, "
+    proxy_path: str = opt("", "The proxy RM: a dense/umm/moe/dmoe checkpoint dir or an ensemble manifest (.json, "
                               "optionally '#wco' / '#uwo:0.1'); see reward.proxy.")
     gold: str = opt("testbed", "Gold scorer: 'testbed', an HF RM path, or 'remote'.")
     remote_url: str = opt("", "URL of a Ray Serve reward endpoint, used where reward.proxy or reward.gold is 'remote'.")
@@ -230,6 +232,10 @@ class CompareConfig:
     bon_uwo_lambda: float = opt(0.5, "UWO variance penalty used in Best-of-N (PPO uses ensemble.uwo_lambda).", lo=0)
     hh_eval: str = opt("auto", "Real HH pairs for accuracy: a file, 'auto' (../shared/data when present) or ''.")
     hh_eval_pairs: int = opt(200, "How many HH pairs (from the start of the file) to score; 0 = all.", lo=0)
+    dmoe: bool = opt(False, "Also train the DMoERM baseline (rm_dmoe, settings in the dmoe section) and report a "
+                            "'dmoe' row (params, accuracy, BoN; add 'dmoe' to compare.ppo_rms for PPO). On the testbed "
+                            "its capability labels come from the gold's rubric terms; with rm.data the file (or "
+                            "dmoe.capability_data) needs task and cap_<name> columns.")
 
 
 @dataclass
@@ -250,6 +256,7 @@ class Config:
     bon: BoNConfig = field(default_factory=BoNConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    dmoe: DMoEConfig = field(default_factory=DMoEConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

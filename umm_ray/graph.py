@@ -7,7 +7,8 @@
 
 Testbed data: prepare -> sft -> pairs -> rm_<name>. Own preferences (rm.data set): one `pairs` stage splits them;
 prepare -> sft only run when an RM needs the testbed policy as its backbone (no rm.base_path, no ppo.policy_path).
-Then eval and bon (every proxy, after every RM) and one ppo_<proxy> stage per PPO proxy (after its RM).
+With compare.dmoe, rm_dmoe (the DMoERM baseline) joins the RMs. Then eval and bon (every proxy, after every RM)
+and one ppo_<proxy> stage per PPO proxy (after its RM).
 
 The config keys each stage reads are declared next to its function in `umm_ray.stages`; this module adds only the
 edges and the stage arguments (which are part of the cache key too). `impl` swaps the functions that do the work —
@@ -27,8 +28,10 @@ from umm_ray.pipeline import Stage, StageRunner, declared_reads
 
 
 def compare_rms(cfg: Config) -> list[tuple[str, int | None]]:
-    """(kind, expert count) of every RM the comparison trains: dense, a UMM per compare.expert_counts, an ensemble."""
-    return [("dense", None)] + [("umm", int(n)) for n in cfg.compare.expert_counts] + [("ensemble", None)]
+    """(kind, expert count) of every RM the comparison trains: dense, a UMM per compare.expert_counts, an ensemble,
+    and the DMoERM baseline when compare.dmoe is set."""
+    rms = [("dense", None)] + [("umm", int(n)) for n in cfg.compare.expert_counts] + [("ensemble", None)]
+    return rms + ([("dmoe", None)] if cfg.compare.dmoe else [])
 
 
 @dataclass(frozen=True)

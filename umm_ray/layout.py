@@ -9,8 +9,9 @@
                                prompts_{sft,ppo,bon}.jsonl, sft.jsonl (SFT records), world.json (written last)
     <root>/sft/                model/ (the SFT policy), eval.json, metrics.json, loss_curve.png, ray_train/
     <root>/pairs/              pairs_{train,val,test}.jsonl, stats.json
-    <root>/rm_<name>/          rm_dense, rm_umm<n>, rm_moe<n>, rm_ensemble: model/ (umm: also moe/model; ensemble:
-                               manifest.json + member_<i>/model), eval.json, loss_curve.png
+    <root>/rm_<name>/          rm_dense, rm_umm<n>, rm_moe<n>, rm_ensemble, rm_dmoe: model/ (umm: also moe/model;
+                               ensemble: manifest.json + member_<i>/model; dmoe: a DMoERM dir, plus router/, phase1/,
+                               phase2/), eval.json, loss_curve.png
     <root>/eval/, bon/, ppo_<proxy>/, report/, compare/    the compare job's later stages
     <root>/ppo/                `jobs.ppo`'s run (metrics.jsonl, checkpoints/, policy/, summary.json)
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 PROMPT_SPLITS = ("sft", "ppo", "bon")
 PAIR_SPLITS = ("train", "val", "test")
-RM_KINDS = ("dense", "moe", "umm", "ensemble")
+RM_KINDS = ("dense", "moe", "umm", "ensemble", "dmoe")
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ class RunLayout:
     # reward models
     @staticmethod
     def rm_stage(kind: str, num_experts: int | None = None) -> str:
-        """'rm_dense', 'rm_ensemble', 'rm_umm4', 'rm_moe4': the stage an RM kind trains into (compare and train_rm)."""
+        """'rm_dense', 'rm_ensemble', 'rm_dmoe', 'rm_umm4', 'rm_moe4': the stage an RM kind trains into (compare
+        and train_rm)."""
         if kind not in RM_KINDS:
             raise ValueError(f"rm kind {kind!r} is not one of {', '.join(RM_KINDS)}")
         if kind in ("umm", "moe"):

@@ -139,7 +139,7 @@ def proxy_source(cfg) -> tuple[RewardSource, str]:
     """The proxy from reward.proxy / reward.proxy_path / reward.remote_url: (source, kind).
 
     'remote' -> reward.remote_url. 'auto' -> reward.proxy_path, whatever it holds. A kind (dense / umm / moe /
-    ensemble) -> reward.proxy_path, or when that is empty the RM of that kind the stage graph trains
+    ensemble / dmoe) -> reward.proxy_path, or when that is empty the RM of that kind the stage graph trains
     (`RunLayout.rm_model`, i.e. `jobs.train_rm --rm.kind K` or `jobs.compare`); either must hold that kind
     (`checkpoint_kind`), so a proxy of the wrong kind stops before any compute.
 
@@ -152,8 +152,9 @@ def proxy_source(cfg) -> tuple[RewardSource, str]:
     text = r.proxy_path.strip()
     if not text:
         if r.proxy == "auto":
-            raise ValueError("no proxy reward: set --reward.proxy_path, or --reward.proxy dense|umm|moe|ensemble (the "
-                             "jobs.train_rm output), or --reward.proxy remote --reward.remote_url URL")
+            raise ValueError("no proxy reward: set --reward.proxy_path, or --reward.proxy "
+                             "dense|umm|moe|ensemble|dmoe (the jobs.train_rm output), or --reward.proxy remote "
+                             "--reward.remote_url URL")
         text = str(RunLayout(cfg.run.output_dir).rm_model(r.proxy, cfg.moe.num_experts))
         if not Path(text).exists():
             raise FileNotFoundError(f"reward.proxy={r.proxy!r} and no reward.proxy_path: {text} does not exist; train "

@@ -38,8 +38,8 @@ class Proxy:
 
     Attributes:
         source: the checkpoint (an ensemble manifest carries its aggregate, e.g. '#uwo:0.5').
-        stage: the RM stage that wrote it ('rm_dense', 'rm_umm4', 'rm_ensemble').
-        kind: 'dense' | 'umm' | 'moe' | 'ensemble' (`umm_ray.report.records.KINDS`).
+        stage: the RM stage that wrote it ('rm_dense', 'rm_umm4', 'rm_ensemble', 'rm_dmoe').
+        kind: 'dense' | 'umm' | 'moe' | 'ensemble' | 'dmoe' (`umm_ray.report.records.ROW_KINDS`).
     """
 
     source: RewardSource
@@ -150,6 +150,8 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
         keys += ("merge",)
     if kind == "ensemble":
         keys += ("ensemble.members", "ensemble.placement", "ensemble.aggregate", "ensemble.uwo_lambda")
+    if kind == "dmoe":  # testbed capability labels: the gold's rubric terms, flipped at the label noise rate
+        keys += ("dmoe",) + (("testbed.label_noise",) if uses_testbed(cfg) else ())
     return keys
 
 
@@ -207,7 +209,7 @@ def hh_pairs_path(cfg: Config) -> Path | None:
 
 
 @reads("run.seed", "rm.max_len", "reward.batch_size", "compare.hh_eval", "compare.expert_counts",
-       "compare.bon_uwo_lambda", "model.trust_remote_code",
+       "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code",
        also=lambda cfg, proxies: ("compare.hh_eval_pairs",) if hh_pairs_path(cfg) else ())
 def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
@@ -223,7 +225,8 @@ def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
 
 @reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
        "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
-       "compare.expert_counts", "compare.bon_uwo_lambda", "model.trust_remote_code", also=_bon_reads)
+       "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code",
+       also=_bon_reads)
 def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
     from umm_ray.eval.bon import run_bon  # heavy: Ray rollout actors
@@ -271,8 +274,22 @@ def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
     return {"spec": str(proxy.source), "rows": rows, "seconds": time.perf_counter() - t0}
 
 
+def dmoe_note(cfg: Config) -> str:
+    """Where the DMoERM baseline's capability labels came from: the report says it beside its row."""
+    if uses_testbed(cfg):
+        return ("dmoe (DMoERM baseline): its capability labels come from the testbed gold's rubric terms, so it sees "
+                "the gold's decomposition of the reward, which the other RMs (trained on overall preferences only) do "
+                "not; read its row as a reference with privileged supervision, not a like-for-like comparison.")
+    return ("dmoe (DMoERM baseline): its capability labels come from the cap_<name> columns of "
+            f"{cfg.dmoe.capability_data or cfg.rm.data}, supervision the other RMs (overall preferences only) do not "
+            "get.")
+
+
 def report(cfg: Config, proxies: dict[str, Proxy], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
            notes: list[str]) -> Path:
+    """The comparison report from every stage's results; a dmoe row adds the note on its capability labels."""
+    if any(p.kind == "dmoe" for p in proxies.values()):
+        notes = [*notes, dmoe_note(cfg)]
     results = []
     for name, proxy in proxies.items():
         e = evals.get(name, {})
@@ -282,5 +299,6 @@ def report(cfg: Config, proxies: dict[str, Proxy], evals: dict, bon_curves: dict
             acc_testbed=e.get("acc_test"), acc_hh=e.get("acc_hh"),
             bon=BoNCurve.from_dict(bon_curves[name]) if name in bon_curves else None,
             ppo=PPOCurve.from_metrics(ppo_run["rows"], kl_coef=cfg.ppo.kl_coef) if ppo_run else None,
-            notes=str(proxy.source)))
+            notes=str(proxy.source) + (" (capability labels: see the note on dmoe)" if proxy.kind == "dmoe"
+                                       else "")))
     return build_report(results, config=cfg, out_dir=out, notes=notes)

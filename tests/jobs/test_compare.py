@@ -22,7 +22,9 @@ def test_reduced_compare_end_to_end(tmp_path):
     assert html.is_file() and "data:image/png;base64" in html.read_text()
     results = json.loads((out / "report" / "results.json").read_text())["results"]
     names = {r["name"] for r in results}
-    assert {"dense", "umm-2", "moe-2", "ensemble-mean", "ensemble-wco", "ensemble-uwo"} <= names
+    assert {"dense", "umm-2", "moe-2", "ensemble-mean", "ensemble-wco", "ensemble-uwo", "dmoe"} <= names  # test preset
+    assert next(r for r in results if r["name"] == "dmoe")["kind"] == "dmoe"
+    assert "capability labels come from the testbed gold's rubric terms" in (out / "report" / "report.md").read_text()
     for r in results:
         assert 0.0 <= r["acc_testbed"] <= 1.0 and r["params"] > 0 and r["bon"] is not None
     assert any(r["ppo"] for r in results)
@@ -89,7 +91,7 @@ def test_compare_on_own_policy_data_and_gold_skips_the_testbed(tmp_path, own_wor
     out = tmp_path / "own"
     r = _run(out, "--rm.data", own_world["prefs"], "--ppo.policy_path", own_world["policy"], "--ppo.prompts",
              own_world["prompts"], "--reward.gold", own_world["gold"], "--compare.ppo_rms", "dense",
-             "--compare.hh_eval", "")
+             "--compare.hh_eval", "", "--compare.dmoe", "false")  # dmoe needs task / cap_<name> columns these lack
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     assert not (out / "prepare").exists() and not (out / "sft").exists()
     stats = json.loads((out / "pairs" / "stats.json").read_text())

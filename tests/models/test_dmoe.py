@@ -108,6 +108,26 @@ def test_save_load_round_trips_every_stage(tok, tmp_path, stage):
         assert max(abs(u - v) for u, v in zip(ours, theirs)) < 1e-5
 
 
+def test_a_saved_dmoe_dir_is_recognised_by_checkpoint_kind_and_the_generic_load_scorer(tok, tmp_path):
+    """The product's loaders (reward actor, eval, BoN, PPO, serve all call `reward_model.load_scorer`) take a DMoERM dir
+    unchanged, and `reward.proxy dmoe` checks pass on it (`checkpoint_kind`)."""
+    from umm_ray.models import reward_model
+    from umm_ray.models.families import DMOE_CONFIG_NAME, checkpoint_kind
+
+    model = _final(tok).eval()
+    save_dmoe(model, tok, tmp_path / "m")
+    assert (tmp_path / "m" / DMOE_CONFIG_NAME).is_file() and (tmp_path / "m" / "config.json").is_file()
+    assert checkpoint_kind(tmp_path / "m") == "dmoe"  # not "dense", although it has a config.json
+    scorer = reward_model.load_scorer(tmp_path / "m", max_len=32, batch_size=3)
+    assert isinstance(scorer, DMoEScorer) and (scorer.max_len, scorer.batch_size) == (32, 3)
+    want = DMoEScorer(model, tok, max_len=32).score(PROMPTS, RESPONSES)
+    assert max(abs(u - v) for u, v in zip(scorer.score(PROMPTS, RESPONSES), want)) < 1e-5
+    manifest = tmp_path / "manifest.json"  # and as an ensemble member
+    manifest.write_text('{"members": ["m"]}')
+    ens = reward_model.load_scorer(manifest, max_len=32)
+    assert isinstance(ens.members[0], DMoEScorer)
+
+
 def test_bad_inputs_fail_with_clear_messages(tok, tmp_path):
     from umm_ray.models.reward_model import load_reward_model
 

@@ -26,14 +26,12 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from umm_ray.data.tokenize import encode_texts
-from umm_ray.models.reward_model import load_tokenizer_checked
-from umm_ray.models.upcycle import check_family
+from umm_ray.models.families import DMOE_CONFIG_NAME, check_family, load_tokenizer_checked
 
 __all__ = ["DMOE_CONFIG_NAME", "STAGES", "LoRASpec", "DMoESpec", "last_token_hidden", "TaskRouter", "InnerRM",
            "DMoERM", "new_dmoe", "add_capabilities", "add_aggregators", "save_dmoe", "load_dmoe", "is_dmoe_dir",
            "DMoEScorer", "load_scorer"]
 
-DMOE_CONFIG_NAME = "umm_dmoe.json"
 WEIGHTS_NAME = "model.safetensors"
 STAGES = ("phase1", "phase2", "final")  # what a saved model holds: heads only / + adapters / + aggregation MLPs
 

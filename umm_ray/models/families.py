@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FFN_PARTS", "ARCH_FAMILIES", "PICKLE_SUFFIXES", "MOE_CONFIG_NAME", "MERGE_META", "check_family",
+__all__ = ["FFN_PARTS", "ARCH_FAMILIES", "PICKLE_SUFFIXES", "MOE_CONFIG_NAME", "MERGE_META", "DMOE_CONFIG_NAME",
+           "check_family",
            "check_reward_config", "check_weight_files", "load_tokenizer_checked", "checkpoint_kind"]
 
 # The FFN submodules of each supported family (all weights and biases of these are copied into every expert).
@@ -25,6 +26,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # The marker files our trainers write beside a checkpoint; they say what kind of reward model it holds.
 MOE_CONFIG_NAME = "umm_moe.json"  # an unmerged shared-expert MoE (`upcycle.save_moe`)
 MERGE_META = "umm_merge.json"  # alpha and softmax(theta) per layer, beside a merged UMM checkpoint
+DMOE_CONFIG_NAME = "umm_dmoe.json"  # the DMoESpec of a DMoERM dir (`models.dmoe.save_dmoe`)
 
 
 def check_family(config, where: str = "model") -> str:
@@ -81,7 +83,8 @@ def checkpoint_kind(path) -> str:
     """What kind of reward model `path` holds, from the files our trainers write beside it (no weights loaded).
 
     Returns "ensemble" (a manifest .json), "moe" (a `save_moe` dir), "umm" (a merged checkpoint: `umm_merge.json`
-    beside it) or "dense" (any other HF model dir). Raises ValueError naming the path when it is none of these.
+    beside it), "dmoe" (a `save_dmoe` dir: `umm_dmoe.json`) or "dense" (any other HF model dir). Raises ValueError
+    naming the path when it is none of these.
     """
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
@@ -90,7 +93,9 @@ def checkpoint_kind(path) -> str:
         return "moe"
     if (p / MERGE_META).is_file():
         return "umm"
+    if (p / DMOE_CONFIG_NAME).is_file():  # before "dense": a DMoERM dir has a config.json too
+        return "dmoe"
     if (p / "config.json").is_file():
         return "dense"
-    raise ValueError(f"{path}: not a reward model checkpoint (expected an HF model dir with config.json, a MoE dir "
-                     f"or an ensemble manifest .json)")
+    raise ValueError(f"{path}: not a reward model checkpoint (expected an HF model dir with config.json, a MoE or "
+                     f"DMoERM dir, or an ensemble manifest .json)")

@@ -17,6 +17,8 @@ from torch import nn
 from umm_ray.algo.ensemble import AGGREGATES
 from umm_ray.algo.ensemble import aggregate as aggregate_scores
 from umm_ray.data.tokenize import encode_texts
+from umm_ray.models.dmoe import is_dmoe_dir
+from umm_ray.models.dmoe import load_scorer as load_dmoe_scorer
 from umm_ray.models.families import (ARCH_FAMILIES, check_reward_config, check_weight_files,
                                      checkpoint_kind, load_tokenizer_checked)
 from umm_ray.models.moe import real_tokens
@@ -138,15 +140,19 @@ def read_manifest(path) -> dict:
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
                 trust_remote_code: bool = False):
-    """Build a Scorer from a dense/merged HF dir, a MoE dir (umm_moe.json), or an ensemble manifest (.json).
+    """Build a Scorer from a dense/merged HF dir, a MoE dir (umm_moe.json), a DMoERM dir (umm_dmoe.json), or an
+    ensemble manifest (.json).
 
     Returns:
-        RewardModelScorer, or EnsembleScorer (which also exposes `member_scores`).
+        RewardModelScorer, `models.dmoe.DMoEScorer` (routes each prompt, then its task's experts), or EnsembleScorer
+        (which also exposes `member_scores`).
     """
     p = Path(path)
     if p.suffix == ".json" and p.is_file():
         spec = read_manifest(p)
         members = [load_scorer(m, max_len, batch_size, device, trust_remote_code) for m in spec["members"]]
         return EnsembleScorer(members, spec["aggregate"], spec["lambda"])
+    if is_dmoe_dir(p):  # its own structure (router + per-task experts), never custom code: trust_remote_code unused
+        return load_dmoe_scorer(p, max_len=max_len, batch_size=batch_size, device=device)
     model, tok = load_reward_model(path, trust_remote_code=trust_remote_code)
     return RewardModelScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size)

@@ -16,7 +16,7 @@ __all__ = ["BoNCurve", "PPOCurve", "RMResult", "ROW_KINDS"]
 
 # What a report row can stand for: a trained RM kind (`umm_ray.train.reward.RM_KINDS`), the gold scorer, or anything
 # else; kept here rather than imported so the report never imports the training stack.
-ROW_KINDS = ("dense", "umm", "moe", "ensemble", "gold", "other")
+ROW_KINDS = ("dense", "umm", "moe", "ensemble", "dmoe", "gold", "other")
 
 
 @dataclass

@@ -60,7 +60,7 @@ def _special_tokens(scorer) -> tuple[str, ...]:
 
 def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 256, batch_size: int = 64,
                  device: str = "cpu", trust_remote_code: bool = False) -> RewardService:
-    """Load what `path` names: an HF RM dir (dense or merged UMM), a MoE RM dir, or an ensemble manifest.
+    """Load what `path` names: an HF RM dir (dense or merged UMM), a MoE or DMoERM dir, or an ensemble manifest.
 
     Args:
         path: checkpoint directory or ensemble manifest (.json), as accepted by `models.reward_model.load_scorer`;

@@ -1,4 +1,5 @@
-"""Reward-model training stages on Ray Train: dense, MoE, UMM (upcycle -> MoE -> learnable merge), seed ensembles.
+"""Reward-model training stages on Ray Train: dense, MoE, UMM (upcycle -> MoE -> learnable merge), seed ensembles,
+and the DMoERM baseline (`umm_ray.train.dmoe`).
 
     res = train_umm(cfg, layout, stage_dir=layout.rm("umm", 4))   # rm_umm4/{moe/model, model, eval.json, ...}
     res.model_path                       # a standard HF checkpoint of the dense architecture
@@ -26,14 +27,15 @@ from umm_ray.plan import check_fits
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
                                     run_bt_stage, stage_dir_for)
 from umm_ray.train.bt_task import BTTask, load_dense_rm
+from umm_ray.train.dmoe import train_dmoe
 from umm_ray.train.ensemble import train_ensemble
 
 __all__ = ["RM_KINDS", "RMData", "TrainedRM", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm",
-           "run_bt_stage", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_rm"]
+           "run_bt_stage", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_dmoe_rm", "train_rm"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The four kinds.
+# The kinds.
 
 
 def _moe_task(cfg: Config, source: Path) -> BTTask:
@@ -97,14 +99,24 @@ def load_dense_rm_meta(source: Path, trust_remote_code: bool = False) -> nn.Modu
     return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
 
 
-TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble": train_ensemble}
+def train_dmoe_rm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
+                  data: RMData | None = None, source: Path | None = None) -> TrainedRM:
+    """DMoERM (router + per-task LoRA capability experts + aggregation MLP, settings in cfg.dmoe) from `source`;
+    writes the final DMoERM dir to `<stage_dir>/model` (default <run.output_dir>/rm_dmoe) and its eval.json."""
+    out = stage_dir_for(cfg, stage_dir, "dmoe")
+    model_dir, report = train_dmoe(cfg, data, out, layout=layout, source=source)
+    return TrainedRM("dmoe", out, Path(model_dir), report)
+
+
+TRAINERS = {"dense": train_dense, "moe": train_moe, "umm": train_umm, "ensemble": train_ensemble,
+            "dmoe": train_dmoe_rm}
 # The reward-model kinds training can produce (cfg.rm.kind); the report's row kinds are `report.records.ROW_KINDS`.
 RM_KINDS = tuple(TRAINERS)
 
 
 def train_rm(cfg: Config, layout: RunLayout | None = None, kind: str | None = None, stage_dir: Path | None = None
              ) -> TrainedRM:
-    """Dispatch on `kind` (default cfg.rm.kind): dense | moe | umm | ensemble."""
+    """Dispatch on `kind` (default cfg.rm.kind): dense | moe | umm | ensemble | dmoe."""
     kind = kind or cfg.rm.kind
     if kind not in TRAINERS:
         raise ValueError(f"rm.kind: {kind!r} is not one of {list(TRAINERS)}")
