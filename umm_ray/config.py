@@ -18,20 +18,12 @@ from typing import Any
 import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
+from umm_ray.config_fields import opt
 from umm_ray.models.families import ARCH_FAMILIES
 
 
 class ConfigError(ValueError):
     """A configuration key, type or value is wrong; the message names the key."""
-
-
-def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
-        hi: float | None = None) -> Any:
-    """A dataclass field with help text and optional validation bounds (inclusive)."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "dmoe", "remote")

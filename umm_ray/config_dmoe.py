@@ -1,9 +1,8 @@
 """Configuration of the DMoERM reward-model kind (Quan 2024): the `dmoe` section of `Config`.
 
-Kept in its own module until `Config` gains a `dmoe: DMoEConfig` field. Fields carry the same metadata as
-`umm_ray.config.opt` (help, choices, lo, hi), so the section validates, prints `--help` lines and takes
-`--dmoe.key value` overrides like every other section once wired; this module imports nothing from umm_ray.config,
-so config.py can import DMoEConfig at its top without an import cycle.
+Kept in its own module (config.py is near its size limit); fields are declared with the shared
+`umm_ray.config_fields.opt`, so the section validates, prints `--help` lines and takes `--dmoe.key value` overrides
+like every other section.
 Defaults train the testbed's tiny backbones on CPU (the epochs were checked on the training tests' world: the 'test'
 preset with 600 prompts, ~60 phase-1 pairs per task); the paper's LoRA settings (r 32, alpha 32, dropout 0.05 on
 q_proj / v_proj, 60% of a task's pairs for phase 1) are the defaults too.
@@ -11,19 +10,11 @@ q_proj / v_proj, 60% of a task's pairs for phase 1) are the defaults too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+from umm_ray.config_fields import opt
 
 __all__ = ["DMoEConfig"]
-
-
-def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
-        hi: float | None = None) -> Any:
-    """A dataclass field with help text and validation bounds, as `umm_ray.config.opt` makes them."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
