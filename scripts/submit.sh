@@ -21,6 +21,11 @@ until err=$("$RAY" job submit --address "$ADDRESS" --submission-id "$id" --no-wa
 done
 echo "submitted job $id (dashboard $ADDRESS)"
 "$RAY" job logs --address "$ADDRESS" --follow "$id" || true
-status=$("$RAY" job status --address "$ADDRESS" "$id" 2>&1 | tail -1)
-echo "$status"
-grep -q "SUCCEEDED" <<<"$status"
+status=$("$RAY" job status --address "$ADDRESS" "$id" 2>&1)
+if grep -q "Job '$id' succeeded" <<<"$status"; then
+    echo "job $id succeeded"
+else
+    echo "$status" | tail -5 >&2
+    echo "submit.sh: job $id did not succeed (ray job logs --address $ADDRESS $id shows its output)" >&2
+    exit 1
+fi
