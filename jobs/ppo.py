@@ -9,8 +9,9 @@ Defaults (`umm_ray.layout.RunLayout` of run.output_dir, i.e. what the stage grap
 the RM of kind reward.proxy that `jobs.train_rm` / `jobs.compare` trained: `<out>/rm_dense/model`,
 `<out>/rm_umm<moe.num_experts>/model`, `<out>/rm_moe<moe.num_experts>/model` or `<out>/rm_ensemble/manifest.json`
 (reward.proxy remote: reward.remote_url; a kind is checked against the checkpoint). An ensemble manifest may carry
-'#wco' / '#uwo:0.1', else ensemble.aggregate. Gold `reward.gold`. Writes `<out>/ppo/`: metrics.jsonl, tb/, checkpoints/, policy/ (final HF
-checkpoint), summary.json, config.yaml. Rerunning the same command resumes from the latest checkpoint.
+'#wco' / '#uwo:0.1', else ensemble.aggregate. Gold `reward.gold`. Writes `<out>/ppo/`: metrics.jsonl, tb/,
+checkpoints/, policy/ (final HF checkpoint), summary.json, config.yaml. Rerunning the same command resumes from the
+latest checkpoint.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def test_design_doc_sections_cited_exist():
 
 def test_no_design_doc_outside_the_project():
     """A user's clone has no ../shared/DESIGN.md: nothing may send them there (the design notes are docs/design.md)."""
-    hits = [f"{f.relative_to(ROOT)}:{i}" for f in tracked_files() if f.suffix in {".md", ".py"} and f.name != "test_docs.py"
+    hits = [f"{f.relative_to(ROOT)}:{i}" for f in tracked_files()
+            if f.suffix in {".md", ".py"} and f.name != "test_docs.py"
             for i, line in enumerate(f.read_text(errors="replace").splitlines(), 1)
             if re.search(r"(?<![\w/])DESIGN\.md", line)]
     assert not hits, f"DESIGN.md referenced at: {hits}"

