@@ -14,7 +14,7 @@ def tracked_files() -> list[Path]:
 
 
 TEXT_SUFFIXES = {".md", ".py", ".sh", ".yaml", ".toml", ""}
-# A project document named anywhere in prose or code: `docs/x.md`, `README.md`, `DESIGN.md §2` (output files such as
+# A project document named anywhere in prose or code: `docs/x.md`, `README.md`, an upper-case `NAME.md §2` (output files such as
 # `report/report.md` are lower-case and outside docs/, so they are not matched).
 MD_REF = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md|[A-Z][A-Z_-]*\.md)\b")
 # [text](target) links in markdown.
@@ -64,9 +64,10 @@ def test_design_doc_sections_cited_exist():
 
 
 def test_no_design_doc_outside_the_project():
-    """A user's clone has no ../shared/DESIGN.md: nothing may send them there (the design notes are docs/design.md)."""
+    """A user's clone has nothing beside it: no upper-case design file outside the project may be cited (the design
+    notes are docs/design.md)."""
     hits = [f"{f.relative_to(ROOT)}:{i}" for f in tracked_files()
             if f.suffix in {".md", ".py"} and f.name != "test_docs.py"
             for i, line in enumerate(f.read_text(errors="replace").splitlines(), 1)
-            if re.search(r"(?<![\w/])DESIGN\.md", line)]
-    assert not hits, f"DESIGN.md referenced at: {hits}"
+            if re.search(r"(?<![\w/])" + "DESIGN" + r"\.md", line)]
+    assert not hits, f"an upper-case design file outside the project is referenced at: {hits}"

@@ -25,8 +25,10 @@ def test_reduced_compare_end_to_end(tmp_path):
     assert {"dense", "umm-2", "moe-2", "ensemble-mean", "ensemble-wco", "ensemble-uwo", "dmoe"} <= names  # test preset
     assert next(r for r in results if r["name"] == "dmoe")["kind"] == "dmoe"
     assert "capability labels come from the testbed gold's rubric terms" in (out / "report" / "report.md").read_text()
-    for r in results:
-        assert 0.0 <= r["acc_testbed"] <= 1.0 and r["params"] > 0 and r["bon"] is not None
+    n_test = len((out / "pairs" / "pairs_test.jsonl").read_text().splitlines())
+    for r in results:  # each accuracy is k of the n_test held-out pairs every RM shares (not some other split)
+        assert r["acc_testbed"] * n_test == pytest.approx(round(r["acc_testbed"] * n_test), abs=1e-6), r["name"]
+        assert r["params"] > 0 and r["bon"] is not None
     assert any(r["ppo"] for r in results)
     dense = next(r for r in results if r["name"] == "dense")
     merged = next(r for r in results if r["name"] == "umm-2")
@@ -39,7 +41,7 @@ def test_reduced_compare_end_to_end(tmp_path):
     if hh_file.is_file():  # 'auto' finds the real HH pairs beside the clone and scores them
         meta = json.loads((out / "eval" / "eval.json").read_text())["_meta"]
         assert meta["n_pairs"]["hh"] == 200 and meta["hh_source"] == str(hh_file)
-        assert all(0.0 <= r["acc_hh"] <= 1.0 for r in results)
+        assert all(r["acc_hh"] * 200 == pytest.approx(round(r["acc_hh"] * 200), abs=1e-6) for r in results)
 
     again = _run(out)
     assert again.returncode == 0, again.stderr[-3000:]
