@@ -146,3 +146,50 @@ def run_job_captured(module: str, args: list[str], timeout: float = 1800,
     """Run `module` to completion with stdout/stderr captured separately; the caller checks the return code."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env or job_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report rows whose answer is known (tests/report).
+
+
+def bon_scores(rng, hacked: bool, seeds=2, prompts=40, n=16):
+    """(proxy, gold), each [S, P, N]. A hacked proxy scores two bad samples of every prompt highest: its best-of-16 picks
+    them, so gold falls at large n; the honest proxy is gold plus a little noise."""
+    gold = rng.normal(size=(seeds, prompts, n))
+    proxy = gold + 0.3 * rng.normal(size=gold.shape)
+    if hacked:
+        gold[..., :2] = -2.0
+        proxy[..., :2] = 4.0 + rng.normal(size=(seeds, prompts, 2))
+    return proxy, gold
+
+
+def ppo_curves(rng, drop: float, seeds=2, steps=24, sd=0.3, batch=64):
+    """Gold rises to the middle then falls by `drop`; each step a batch mean with sd/sqrt(batch) noise."""
+    import numpy as np
+
+    from umm_ray.report.records import PPOCurve
+
+    t = np.arange(steps)
+    base = np.where(t <= steps // 2, 0.05 * t, 0.05 * (steps // 2) - drop * (t - steps // 2) / (steps // 2))
+    out = []
+    for _ in range(seeds):
+        gold = base + rng.normal(0, sd / np.sqrt(batch), steps)
+        out.append(PPOCurve(steps=t.tolist(), kl=(0.05 * t).tolist(), gold=gold.tolist(), proxy=(0.2 * t).tolist(),
+                            proxy_std0=1.0, gold_std0=1.0, gold_sd=[sd] * steps, proxy_sd=[sd] * steps,
+                            batch_size=batch))
+    return out
+
+
+def report_row(name, kind, bon, ppo, acc=None):
+    """An RMResult with per-seed data: `bon` = (proxy, gold) [S, P, N], `ppo` = one curve per seed."""
+    import numpy as np
+
+    from umm_ray.algo.bon import bon_curve
+    from umm_ray.report.records import PPOCurve, RMResult, SeedRuns
+
+    proxy, gold = bon
+    seeds = SeedRuns(acc_test=acc, bon_proxy=proxy.tolist(), bon_gold=gold.tolist(), ppo=ppo)
+    mean_ppo = PPOCurve(steps=ppo[0].steps, kl=ppo[0].kl, gold=np.mean([c.gold for c in ppo], 0).tolist(),
+                        proxy=ppo[0].proxy, proxy_std0=1.0, gold_std0=1.0)
+    return RMResult(name, kind, bon=bon_curve(proxy.reshape(-1, proxy.shape[-1]), gold.reshape(-1, gold.shape[-1])),
+                    ppo=mean_ppo, seeds=seeds)

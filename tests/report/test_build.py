@@ -7,46 +7,24 @@ import re
 import numpy as np
 import pytest
 
-from umm_ray.algo.bon import bon_curve
+from tests.fixtures import bon_scores, ppo_curves
+from tests.fixtures import report_row as row
 from umm_ray.config import Config
 from umm_ray.report import PPOCurve, RMResult, build_report, load_results, read_metrics
-from umm_ray.report.verdict import verdict
-
-
-def ppo_curve(peak_then_drop: float, steps: int = 16) -> PPOCurve:
-    """Gold rises then falls by `peak_then_drop` after the middle; proxy rises throughout."""
-    t = np.arange(steps)
-    kl = (0.25 * t) ** 2
-    gold = np.where(t <= steps // 2, 0.1 * t, 0.1 * (steps // 2) - peak_then_drop * (t - steps // 2) / (steps // 2))
-    return PPOCurve(steps=t.tolist(), kl=kl.tolist(), gold=gold.tolist(), proxy=(0.3 * t).tolist(),
-                    kl_coef=0.0, proxy_std0=1.0, gold_std0=0.5)
 
 
 def results():
+    """Four rows with per-seed data (2 seeds): dense over-optimises under BoN and PPO, umm-4 does not."""
     rng = np.random.default_rng(0)
-    proxy = rng.normal(size=(6, 8))
-    gold = proxy + rng.normal(scale=0.5, size=(6, 8))
-    dense = RMResult("dense", "dense", params=1234567, throughput=250.0, acc_testbed=0.71, acc_hh=0.55,
-                     bon=bon_curve(proxy, gold), ppo=ppo_curve(0.6))
-    umm = RMResult("umm-4", "umm", params=1234567, throughput=240.0, acc_testbed=0.74,
-                   bon=bon_curve(proxy, gold + 0.1 * proxy), ppo=ppo_curve(0.0))
+    dense = row("dense", "dense", bon_scores(rng, hacked=True), ppo_curves(rng, 0.8), acc=[[1] * 71 + [0] * 29] * 2)
+    dense.params, dense.throughput, dense.acc_testbed, dense.acc_hh, dense.forward_passes = 1234567, 250.0, 0.71, \
+        0.55, 1
+    umm = row("umm-4", "umm", bon_scores(rng, hacked=False), ppo_curves(rng, 0.0))
+    umm.params, umm.acc_testbed = 1234567, 0.74
     ens = RMResult("ensemble-mean", "ensemble", params=4 * 1234567, throughput=60.0, acc_testbed=0.73,
-                   ppo=ppo_curve(0.3), notes="runs/x/ensemble.json#mean")
-    bad = RMResult("moe-4", "moe", params=2000000, acc_testbed=0.70, ppo=ppo_curve(0.9))
+                   ppo=ppo_curves(rng, 0.3, seeds=1)[0], notes="runs/x/ensemble.json#mean", forward_passes=4)
+    bad = row("moe-4", "moe", bon_scores(rng, hacked=True), ppo_curves(rng, 1.5))
     return [dense, umm, ens, bad]
-
-
-def test_verdicts_follow_the_numbers():
-    dense, umm, ens, bad = results()
-    assert verdict(dense, dense).startswith("reference")
-    assert "over-optimised" in verdict(dense, dense)
-    assert verdict(umm, dense).startswith("MITIGATES") or verdict(umm, dense).startswith("MIXED")
-    assert "PPO:" in verdict(umm, dense) and "-> mitigates" in verdict(umm, dense)
-    assert verdict(ens, dense).startswith("PARTLY MITIGATES")
-    assert verdict(bad, dense).startswith("DOES NOT MITIGATE")
-    # Without a dense proxy over-optimising there is nothing to mitigate: say so.
-    flat = RMResult("dense", "dense", ppo=ppo_curve(0.0))
-    assert "no over-optimisation" in verdict(umm, flat)
 
 
 def test_build_report_writes_self_contained_html_and_markdown(tmp_path):
@@ -64,14 +42,25 @@ def test_build_report_writes_self_contained_html_and_markdown(tmp_path):
     data = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(data) == 4 and all(base64.b64decode(d)[:8] == b"\x89PNG\r\n\x1a\n" for d in data)
     assert "src=\"plots/" not in html and "<link" not in html
-    # The main-table row carries the numbers computed from the (smoothed) PPO curve.
+    # The main-table row: every estimate of a row with per-seed data carries its interval; the accuracy interval is
+    # computed from the per-pair outcomes (71 of 100 right in both seeds).
+    dense_row = md.split("| dense | dense |")[1].split("\n")[0]
+    cells = [c.strip() for c in dense_row.split("|")[:-1]]
+    assert cells[0].startswith("0.71 [") and cells[2] == "0.55"  # acc HH has no per-pair data here: point only
+    numeric = [c for i, c in enumerate(cells) if i not in (1, 2)]  # acc gold labels (none) and acc HH (point)
+    assert all(re.fullmatch(r"-?[\d.e+-]+ \[-?[\d.e+-]+, -?[\d.e+-]+\].*", c) for c in numeric), cells
     from umm_ray.report.verdict import summarize
     s = summarize(res[0], "ppo")
-    assert "| dense | dense | 1,234,567 | 250 | 0.71 | 0.55 |" in md
-    assert f"{s.peak_gold:.3g}" in md.split("| dense |")[1].split("\n")[0]
+    assert f"{s.peak_gold:.3g} [" in dense_row
+    assert "| dense | dense | 1,234,567 | 1 | 250 |" in md  # the cost table
+    assert "| ensemble-mean | ensemble | 4,938,268 | 4 | 60 |" in md
+    assert "**umm-4**: MITIGATES." in md and "**dense**: reference." in md
+    assert "**ensemble-mean**: PPO: no interval for the difference" in md  # no per-seed data: no verdict word
     assert "torch:" in html and "ppo:" in md  # versions and config recorded
-    assert "wall time 1 s" in md
+    assert "wall time 1 s" in md and "2 seeds" in md
     assert "| ensemble-mean | ensemble | runs/x/ensemble.json#mean |" in md
+    intervals = json.loads((out / "results.json").read_text())["intervals"]
+    assert intervals["umm-4"]["vs_dense"]["ppo_drop"]["hi"] < 0
 
 
 def test_results_json_roundtrip_and_validation(tmp_path):
@@ -100,6 +89,8 @@ def test_ppo_curve_from_metrics_rows(tmp_path):
     assert curve.steps == [1, 2, 3] and curve.kl == pytest.approx([0.2, 0.4, 0.6])
     assert curve.kl_k1 == pytest.approx([0.1, 0.2, 0.3]) and curve.kl_k3 == pytest.approx([0.3, 0.6, 0.9])
     assert (curve.proxy_std0, curve.gold_std0, curve.kl_coef) == (2.0, 0.5, 0.05)
+    assert curve.gold_sd == [0.5] * 3 and curve.batch_size is None
+    assert PPOCurve.from_metrics(read_metrics(tmp_path / "metrics.jsonl"), batch_size=64).batch_size == 64
     assert PPOCurve.from_metrics(read_metrics(tmp_path / "metrics.jsonl"), kl_key="kl_k1").kl == curve.kl_k1
     with pytest.raises(ValueError, match="no row has all"):
         PPOCurve.from_metrics([{"step": 0, "loss": 1.0}])

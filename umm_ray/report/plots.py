@@ -79,8 +79,10 @@ def plot_grid(results: list[RMResult], method: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = True) -> Path | None:
-    """Gold (gain over the initial policy when `gain`) vs sqrt(KL) for every RM on one axis, with fits."""
+def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = True,
+                 bands: dict[str, tuple] | None = None) -> Path | None:
+    """Gold (gain over the initial policy when `gain`) vs sqrt(KL) for every RM on one axis, with fits; `bands`
+    {name: (mean, lo, hi)} (each [K], gold units) shades a 95% band around that RM's points."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot(1, 1, 1)
     drawn = 0
@@ -93,6 +95,9 @@ def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = 
         base = gold[np.argmin(d)] if gain else 0.0
         color = COLORS[k % len(COLORS)]
         ax.plot(d, gold - base, "o", color=color, ms=3, label=r.name)
+        if bands and r.name in bands:
+            _, lo, hi = bands[r.name]
+            ax.fill_between(d, np.asarray(lo) - base, np.asarray(hi) - base, color=color, alpha=0.15, lw=0)
         fit = safe_fit(method, kl, gold - base)
         _draw_fit(ax, fit, kl, color, None)
         drawn += 1
@@ -107,13 +112,15 @@ def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = 
     return _save(fig, path)
 
 
-def make_plots(results: list[RMResult], out_dir: str | Path) -> dict[str, Path]:
-    """Write every plot that has data; returns {label: png path}."""
+def make_plots(results: list[RMResult], out_dir: str | Path, bands: dict[str, tuple] | None = None
+               ) -> dict[str, Path]:
+    """Write every plot that has data; returns {label: png path}. `bands`: PPO gold bands by RM name."""
     out = Path(out_dir)
     made = {}
     for method in ("bon", "ppo"):
         for label, fn in ((f"{method}_gold_overlay", plot_overlay), (f"{method}_per_rm", plot_grid)):
-            p = fn(results, method, out / f"{label}.png")
+            kw = {"bands": bands} if fn is plot_overlay and method == "ppo" else {}
+            p = fn(results, method, out / f"{label}.png", **kw)
             if p is not None:
                 made[label] = p
     return made

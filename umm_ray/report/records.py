@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from umm_ray.algo.bon import BoNCurve
 
-__all__ = ["BoNCurve", "PPOCurve", "RMResult", "ROW_KINDS"]
+__all__ = ["BoNCurve", "PPOCurve", "RMResult", "ROW_KINDS", "SeedRuns"]
 
 # What a report row can stand for: a trained RM kind (`umm_ray.train.reward.RM_KINDS`), the gold scorer, or anything
 # else; kept here rather than imported so the report never imports the training stack.
@@ -26,6 +26,8 @@ class PPOCurve:
     `kl` is the sequence KL used on the x axis (the k2 estimate, E[sum_t 0.5 log(pi/pi_ref)^2], as in Gao et al.);
     `kl_k1` / `kl_k3` are the other estimators when logged. `proxy_std0` / `gold_std0` are the standard deviations
     of proxy and gold scores over the first (pre-update) rollout batch, used to put gains in comparable units.
+    `gold_sd` / `proxy_sd` are each step's standard deviation over its `batch_size` rollouts: each logged value is a
+    batch mean, and its standard error sd / sqrt(batch_size) is what a single seed's interval is made of.
     """
 
     steps: list[int]
@@ -37,6 +39,9 @@ class PPOCurve:
     kl_coef: float = 0.0
     proxy_std0: float | None = None
     gold_std0: float | None = None
+    gold_sd: list[float] | None = None
+    proxy_sd: list[float] | None = None
+    batch_size: int | None = None
 
     def __post_init__(self):
         n = len(self.steps)
@@ -48,11 +53,13 @@ class PPOCurve:
 
     @classmethod
     def from_metrics(cls, rows: list[dict], kl_key: str = "kl_k2", gold_key: str = "gold_reward",
-                     proxy_key: str = "proxy_reward", kl_coef: float | None = None) -> "PPOCurve":
+                     proxy_key: str = "proxy_reward", kl_coef: float | None = None,
+                     batch_size: int | None = None) -> "PPOCurve":
         """Build from the PPO job's metrics.jsonl rows (`read_metrics`); rows lacking a key are skipped.
 
         The defaults are the keys `jobs.ppo` logs. `<key>_std` of the first row (the rollout of the initial policy)
-        become the *_std0 scales; `kl_coef` defaults to the first row's `kl_coef`.
+        become the *_std0 scales, of every row the per-step *_sd; `kl_coef` defaults to the first row's `kl_coef`;
+        `batch_size` is the rollouts per step (ppo.rollout_batch_size), needed for a single seed's intervals.
         """
         use = [r for r in rows if all(r.get(k) is not None for k in (kl_key, gold_key, proxy_key))]
         if not use:
@@ -63,13 +70,48 @@ class PPOCurve:
         return cls(steps=[int(r["step"]) for r in use], kl=get(kl_key), gold=get(gold_key), proxy=get(proxy_key),
                    kl_k1=get("kl_k1"), kl_k3=get("kl_k3"),
                    kl_coef=float(kl_coef if kl_coef is not None else first.get("kl_coef") or 0.0),
-                   proxy_std0=first.get(f"{proxy_key}_std"), gold_std0=first.get(f"{gold_key}_std"))
+                   proxy_std0=first.get(f"{proxy_key}_std"), gold_std0=first.get(f"{gold_key}_std"),
+                   gold_sd=get(f"{gold_key}_std"), proxy_sd=get(f"{proxy_key}_std"), batch_size=batch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOCurve":
+        return cls(**d)
+
+
+@dataclass
+class SeedRuns:
+    """The per-seed, per-item numbers behind one report row; the report's intervals are computed from these.
+
+    Axis 0 is the seed, in the same order in every row of a report, and items line up across rows (the same held-out
+    pairs, the same BoN prompts and samples), which is what makes comparisons against the dense row paired.
+
+    Attributes:
+        acc_test: [S][P] per held-out pair 1 (chosen scored higher), 0, or 0.5 (a tie).
+        acc_gold: [S][P'] the same against the gold's own preference (the noise-free label; gold ties left out).
+        acc_hh: [S][H] the same on the real HH pairs, when scored.
+        bon_proxy, bon_gold: [S][P][N] proxy and gold scores of the N BoN samples of each prompt.
+        ppo: one PPO curve per seed (same logged steps).
+    """
+
+    acc_test: list | None = None
+    acc_gold: list | None = None
+    acc_hh: list | None = None
+    bon_proxy: list | None = None
+    bon_gold: list | None = None
+    ppo: list[PPOCurve] | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ppo"] = [c.to_dict() for c in self.ppo] if self.ppo else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeedRuns":
+        d = dict(d)
+        d["ppo"] = [PPOCurve.from_dict(c) for c in d["ppo"]] if d.get("ppo") else None
         return cls(**d)
 
 
@@ -89,6 +131,10 @@ class RMResult:
         bon: Best-of-N curve, or None.
         ppo: PPO curve, or None.
         notes: free text shown under the table (e.g. "aggregate=uwo, lambda=0.5").
+        acc_gold: accuracy against the gold's own preferences on the same held-out pairs (noise-free labels).
+        forward_passes: model forward passes per scored sequence (1 dense / UMM / MoE, k for an ensemble of k,
+            1 + K for DMoERM's router and K capability adapters); None when unknown.
+        seeds: the per-seed data the intervals come from (None: the report shows point values only).
     """
 
     name: str
@@ -101,11 +147,14 @@ class RMResult:
     ppo: PPOCurve | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    acc_gold: float | None = None
+    forward_passes: int | None = None
+    seeds: SeedRuns | None = None
 
     def __post_init__(self):
         if self.kind not in ROW_KINDS:
             raise ValueError(f"RMResult {self.name!r}: kind {self.kind!r} is not one of {ROW_KINDS}")
-        for name in ("acc_testbed", "acc_hh", "throughput"):
+        for name in ("acc_testbed", "acc_hh", "acc_gold", "throughput"):
             v = getattr(self, name)
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"RMResult {self.name!r}: {name} is {v}")
@@ -114,6 +163,7 @@ class RMResult:
         d = asdict(self)
         d["bon"] = self.bon.to_dict() if self.bon else None
         d["ppo"] = self.ppo.to_dict() if self.ppo else None
+        d["seeds"] = self.seeds.to_dict() if self.seeds else None
         return d
 
     @classmethod
@@ -121,4 +171,5 @@ class RMResult:
         d = dict(d)
         d["bon"] = BoNCurve.from_dict(d["bon"]) if d.get("bon") else None
         d["ppo"] = PPOCurve.from_dict(d["ppo"]) if d.get("ppo") else None
+        d["seeds"] = SeedRuns.from_dict(d["seeds"]) if d.get("seeds") else None
         return cls(**d)

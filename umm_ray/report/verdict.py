@@ -1,17 +1,23 @@
-"""Per-RM verdicts computed from the numbers: does this RM mitigate over-optimisation relative to the dense proxy?
+"""Per-RM verdicts from intervals: does this RM over-optimise less than the dense proxy, beyond the noise?
 
-Over-optimisation on a curve = gold falls from its peak by more than a tolerance by the end. The tolerance is a tenth
-of the gold score's initial spread (std over the SFT samples / first PPO batch) when known, else 5% of the dense
-curve's gold range. PPO curves are smoothed (centred moving average over ~1/8 of the points) before the peak is taken,
-so a single noisy step does not count as a peak.
+A verdict word needs a confidence interval behind it. For each method (Best-of-N, PPO) the row's gold drop from its
+peak is compared with the dense row's as a paired difference (`umm_ray.report.uncertainty`): MITIGATES when the 95%
+interval of (drop - dense drop) lies below 0, WORSENS when above, otherwise "no significant difference" with the
+interval. When the dense proxy itself shows no significant drop on a method there is nothing to mitigate there, and
+the line says so instead. PPO curves are smoothed (centred moving average over ~1/8 of the points) before the peak
+is taken, so one noisy step is not a peak.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from umm_ray.algo.stats import Interval, significance_word
 from umm_ray.report.fits import OveroptSummary, overopt_summary
 from umm_ray.report.records import RMResult
+from umm_ray.report.uncertainty import RowStats, ppo_window
+
+METHOD_NAMES = {"bon": "BoN", "ppo": "PPO"}
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -28,10 +34,11 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
-def ppo_window(n_points: int) -> int:
-    """Smoothing window for PPO curves: ~1/8 of the logged steps, odd, at least 1."""
-    w = max(1, n_points // 8)
-    return w if w % 2 else w + 1
+def fmt_ci(iv: Interval | None, point=None, digits: int = 3) -> str:
+    """'0.559 [0.50, 0.61]' from an interval; the bare point value (or '-') when there is none."""
+    if iv is None:
+        return fmt(point, digits)
+    return f"{fmt(iv.value, digits)} [{fmt(iv.lo, 2)}, {fmt(iv.hi, 2)}]"
 
 
 def summarize(result: RMResult, method: str) -> OveroptSummary | None:
@@ -45,68 +52,78 @@ def summarize(result: RMResult, method: str) -> OveroptSummary | None:
     return None
 
 
-def tolerance(reference: RMResult, method: str) -> float:
-    """Gold drop below which a curve counts as not over-optimised (see module docstring)."""
-    curve = reference.bon if method == "bon" else reference.ppo
-    scale = None if curve is None else (curve.gold_std if method == "bon" else curve.gold_std0)
-    if scale:
-        return 0.1 * float(scale)
-    span = float(np.ptp(curve.gold)) if curve is not None else 0.0
-    return max(0.05 * span, 1e-9)
+def _drop(stats: RowStats, method: str) -> Interval | None:
+    block = stats.bon if method == "bon" else stats.ppo
+    return block.get("drop") if block else None
 
 
 def _where(method: str, s: OveroptSummary) -> str:
     return f"n={int(s.peak_at)}" if method == "bon" else f"step {int(s.peak_at)}"
 
 
-def describe_reference(method: str, s: OveroptSummary, tol: float) -> str:
-    """The dense proxy's own behaviour on one curve."""
-    name = "BoN" if method == "bon" else "PPO"
-    if s.drop_from_peak > tol:
-        return (f"{name}: gold peaks at {fmt(s.peak_gold)} ({_where(method, s)}, KL {fmt(s.kl_at_peak)}) and ends at "
-                f"{fmt(s.final_gold)} (drop {fmt(s.drop_from_peak)}, {fmt(100 * s.drop_frac, 2)}% of its gain) "
-                f"while proxy gains {fmt(s.proxy_gain)} -> over-optimised")
-    return (f"{name}: gold ends at {fmt(s.final_gold)} (KL {fmt(s.final_kl)}), no drop from the peak beyond "
-            f"{fmt(tol)} -> no over-optimisation seen")
+def describe_reference(method: str, s: OveroptSummary, drop: Interval | None) -> str:
+    """The dense proxy's own behaviour on one curve: is its gold drop from the peak beyond the noise?"""
+    head = (f"{METHOD_NAMES[method]}: gold peaks at {fmt(s.peak_gold)} ({_where(method, s)}, KL {fmt(s.kl_at_peak)}) "
+            f"and ends at {fmt(s.final_gold)}, drop {fmt_ci(drop, s.drop_from_peak)}")
+    if drop is None:
+        return head + " (no interval: no per-seed data)"
+    if drop.lo > 0:
+        return head + f" while proxy gains {fmt(s.proxy_gain)} -> over-optimised"
+    return head + " -> no significant over-optimisation"
 
 
-def compare_to_reference(method: str, s: OveroptSummary, ref: OveroptSummary, tol: float) -> tuple[str, int]:
-    """(text, level) for one curve vs the dense one; level 2 mitigates, 1 partly, 0 no, -1 nothing to mitigate."""
-    name = "BoN" if method == "bon" else "PPO"
-    final = f"final gold {fmt(s.final_gold)} vs dense {fmt(ref.final_gold)} ({s.final_gold - ref.final_gold:+.3g})"
-    if ref.drop_from_peak <= tol:
-        return f"{name}: dense shows no over-optimisation here; {final}", -1
-    rel = 100.0 * (s.drop_from_peak - ref.drop_from_peak) / ref.drop_from_peak
-    drop = f"gold drop {fmt(s.drop_from_peak)} vs dense {fmt(ref.drop_from_peak)} ({rel:+.0f}%)"
-    if s.drop_from_peak <= tol:
-        return f"{name}: {drop}, {final} -> mitigates", 2
-    if s.drop_from_peak < ref.drop_from_peak:
-        return f"{name}: {drop}, {final} -> partly mitigates", 1
-    return f"{name}: {drop}, {final} -> does not mitigate", 0
+def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Interval | None) -> tuple[str, str]:
+    """(text, word) for one method vs dense; word is 'M' (mitigates), 'W' (worsens), 'N' (no significant
+    difference) or '' (dense shows no significant drop here, or no interval: nothing to grade)."""
+    name = METHOD_NAMES[method]
+    drop, final = diffs.get(f"{method}_drop"), diffs.get(f"{method}_final_gold" if method == "ppo"
+                                                              else "bon_gold_max")
+    final_text = f"final gold vs dense {fmt_ci(final)}" if final else ""
+    if drop is None:
+        return f"{name}: no interval for the difference", ""
+    if ref_drop is None or ref_drop.lo <= 0:
+        return (f"{name}: dense shows no significant over-optimisation here (drop {fmt_ci(ref_drop)}); "
+                f"drop vs dense {fmt_ci(drop)}, {final_text}"), ""
+    word = significance_word(drop, lower_is_better=True)
+    code = "M" if word.startswith("MITIGATES") else "W" if word.startswith("WORSENS") else "N"
+    text = {"M": "mitigates", "W": "worsens", "N": "no significant difference"}[code]
+    return f"{name}: gold drop vs dense {fmt_ci(drop)}, {final_text} -> {text}", code
 
 
-def verdict(result: RMResult, dense: RMResult | None) -> str:
-    """One line per RM, from its BoN and PPO summaries against the dense RM's (the reference)."""
+def head_word(codes: dict[str, str]) -> str:
+    """The verdict's first words from the graded methods (empty when none was graded)."""
+    graded = {m: c for m, c in codes.items() if c}
+    if not graded:
+        return ""
+    kinds = set(graded.values())
+    if kinds == {"M"}:
+        return "MITIGATES. "
+    if kinds == {"W"}:
+        return "WORSENS. "
+    if kinds == {"N"}:
+        return "NO SIGNIFICANT DIFFERENCE. "
+    if kinds == {"M", "W"}:
+        return "MIXED. "  # helps under one method, hurts under the other: say so rather than pick the kinder one
+    sig = next(c for c in graded.values() if c != "N")
+    where = " and ".join(METHOD_NAMES[m] for m, c in graded.items() if c == sig)
+    return f"{'MITIGATES' if sig == 'M' else 'WORSENS'} under {where} only. "
+
+
+def verdict(result: RMResult, dense: RMResult | None, stats: RowStats, dense_stats: RowStats | None) -> str:
+    """One line per RM from its BoN and PPO intervals and their paired differences against the dense RM."""
     if result.kind == "gold":
         return "gold RM (the measuring stick, not a proxy)"
-    parts, levels = [], []
+    parts, codes = [], {}
     for method in ("bon", "ppo"):
         s = summarize(result, method)
         if s is None:
             continue
-        ref_s = summarize(dense, method) if dense is not None else None
-        if dense is None or result is dense or ref_s is None:
-            parts.append(describe_reference(method, s, tolerance(result, method)))
+        if dense is None or result is dense or dense_stats is None:
+            parts.append(describe_reference(method, s, _drop(stats, method)))
             continue
-        text, level = compare_to_reference(method, s, ref_s, tolerance(dense, method))
+        text, codes[method] = compare_to_reference(method, stats.vs_dense or {}, _drop(dense_stats, method))
         parts.append(text)
-        levels.append(level)
     if not parts:
         return "no BoN or PPO curve"
-    head = "reference. " if result is dense else ""
-    graded = sorted({lv for lv in levels if lv >= 0})
-    if len(graded) == 1:
-        head = {2: "MITIGATES. ", 1: "PARTLY MITIGATES. ", 0: "DOES NOT MITIGATE. "}[graded[0]]
-    elif len(graded) > 1:
-        head = "MIXED. "  # e.g. helps under BoN but not under PPO: say so rather than pick the kinder one
+    head = "reference. " if result is dense else head_word(codes)
     return head + "; ".join(parts)

@@ -1,0 +1,97 @@
+"""Intervals and significance-gated verdicts on report rows whose answer is known, checked both ways."""
+
+import numpy as np
+import pytest
+
+from tests.fixtures import bon_scores, ppo_curves
+from tests.fixtures import report_row as row
+from umm_ray.algo.stats import wilson_interval
+from umm_ray.report.records import PPOCurve
+from umm_ray.report.uncertainty import (
+    BoNData,
+    PPOData,
+    accuracy_interval,
+    bon_diffs,
+    ppo_diffs,
+    ppo_intervals,
+    row_stats,
+)
+from umm_ray.report.verdict import head_word, verdict
+
+N_BOOT = 300  # enough for the clear-cut cases below; keeps the tests fast
+
+
+def test_accuracy_interval_one_seed_is_wilson_and_seeds_bootstrap():
+    one = accuracy_interval([[1] * 30 + [0] * 10])
+    assert one == wilson_interval(30, 40) and one.lo == pytest.approx(0.598, abs=1e-3)
+    rng = np.random.default_rng(0)
+    two = accuracy_interval([rng.permutation([1.0] * 140 + [0.0] * 60).tolist() for _ in range(2)])
+    assert two.value == pytest.approx(0.7) and 0.6 < two.lo < 0.7 < two.hi < 0.8
+    assert accuracy_interval(None) is None
+
+
+def test_identical_rms_are_never_significant_and_say_so():
+    rng = np.random.default_rng(1)
+    bon, ppo = bon_scores(rng, hacked=True), ppo_curves(rng, 0.8)
+    dense, twin = row("dense", "dense", bon, ppo), row("umm-2", "umm", bon, ppo)
+    st_d, st_t = row_stats(dense, dense, N_BOOT), row_stats(twin, dense, N_BOOT)
+    assert all(not iv.excludes_zero() for iv in st_t.vs_dense.values())
+    text = verdict(twin, dense, st_t, st_d)
+    assert text.startswith("NO SIGNIFICANT DIFFERENCE") and "-> no significant difference" in text
+
+
+def test_clearly_robust_rm_mitigates_and_hackable_one_worsens():
+    rng = np.random.default_rng(2)
+    dense = row("dense", "dense", bon_scores(rng, hacked=True), ppo_curves(rng, 0.8))
+    robust = row("umm-4", "umm", bon_scores(rng, hacked=False), ppo_curves(rng, 0.0))
+    st_d = row_stats(dense, dense, N_BOOT)
+    assert st_d.bon["drop"].lo > 0 and st_d.ppo["drop"].lo > 0  # the reference over-optimises, beyond the noise
+    assert "over-optimised" in verdict(dense, dense, st_d, None)
+    st_r = row_stats(robust, dense, N_BOOT)
+    assert st_r.vs_dense["bon_drop"].hi < 0 and st_r.vs_dense["ppo_drop"].hi < 0
+    assert verdict(robust, dense, st_r, st_d).startswith("MITIGATES. ")
+    # The other way round: against a robust reference that does not over-optimise, there is nothing to grade ...
+    st_rr = row_stats(robust, robust, N_BOOT)
+    flipped = row_stats(dense, robust, N_BOOT)
+    assert "dense shows no significant over-optimisation" in verdict(dense, robust, flipped, st_rr)
+    # ... and against a mildly over-optimising reference, the hackable RM worsens.
+    mild = row("dense", "dense", bon_scores(rng, hacked=True), ppo_curves(rng, 0.3))
+    worse = row("moe-4", "moe", bon_scores(rng, hacked=True), ppo_curves(rng, 1.5))
+    st_m = row_stats(mild, mild, N_BOOT)
+    st_w = row_stats(worse, mild, N_BOOT)
+    assert st_w.vs_dense["ppo_drop"].lo > 0
+    assert "PPO: gold drop vs dense" in verdict(worse, mild, st_w, st_m)
+    assert verdict(worse, mild, st_w, st_m).startswith(("WORSENS", "MIXED"))
+
+
+def test_head_word_combines_methods():
+    assert head_word({"bon": "M", "ppo": "M"}) == "MITIGATES. "
+    assert head_word({"bon": "M", "ppo": "W"}) == "MIXED. "
+    assert head_word({"bon": "M", "ppo": "N"}) == "MITIGATES under BoN only. "
+    assert head_word({"bon": "", "ppo": "W"}) == "WORSENS. "
+    assert head_word({"bon": "N"}) == "NO SIGNIFICANT DIFFERENCE. "
+    assert head_word({"bon": ""}) == ""
+
+
+def test_one_seed_ppo_interval_comes_from_rollout_noise_and_shrinks_with_batch():
+    rng = np.random.default_rng(3)
+    small = PPOData.from_curves(ppo_curves(rng, 0.5, seeds=1, batch=16))
+    large = PPOData.from_curves(ppo_curves(rng, 0.5, seeds=1, batch=1024))
+    a, b = ppo_intervals(small, N_BOOT)["drop"], ppo_intervals(large, N_BOOT)["drop"]
+    assert a.lo < a.value < a.hi and (b.hi - b.lo) < 0.5 * (a.hi - a.lo)
+    no_sd = PPOCurve(steps=[0, 1, 2], kl=[0, 1, 2], gold=[0, 1, 0], proxy=[0, 1, 2])
+    assert not PPOData.from_curves([no_sd]).has_noise  # nothing to draw from: the report shows no interval
+
+
+def test_paired_differences_reject_mismatched_inputs():
+    rng = np.random.default_rng(4)
+    a = BoNData.from_scores(*bon_scores(rng, False, seeds=1))
+    b = BoNData.from_scores(*bon_scores(rng, False, seeds=2))
+    with pytest.raises(ValueError, match="not the same prompts and seeds"):
+        bon_diffs(a, b, N_BOOT)
+    c = PPOData.from_curves(ppo_curves(rng, 0.1, seeds=1))
+    d = PPOData.from_curves(ppo_curves(rng, 0.1, seeds=2))
+    with pytest.raises(ValueError, match="not the same seeds"):
+        ppo_diffs(c, d, N_BOOT)
+    with pytest.raises(ValueError, match="different steps"):
+        PPOData.from_curves(ppo_curves(rng, 0.1, seeds=1, steps=8) + ppo_curves(rng, 0.1, seeds=1, steps=9))

@@ -1,0 +1,282 @@
+"""Intervals for every number the report shows, and paired differences against the dense row.
+
+Computed from a row's `SeedRuns` (per seed, per item) with the pure functions of `umm_ray.algo.stats`:
+
+* accuracy: one seed -> Wilson interval on k of P pairs; several -> hierarchical bootstrap over seeds, then pairs.
+* Best-of-N: per-prompt curves [S, P, K] (`bon_prompt_curves`, `bon_win_rate_curves`) resampled over seeds and
+  prompts; a difference against dense resamples the same prompts and seeds for both (every RM scores the same samples).
+* PPO: each logged gold value is the mean of one rollout batch. A draw resamples the seeds and adds to every step the
+  noise its batch mean carries (normal, standard error sd / sqrt(batch)), then smooths and reads the statistic off the
+  seed-mean curve. With one seed the interval therefore covers the rollout sampling only, not a rerun's training
+  randomness: the report says so. A difference against dense draws the same seeds for both and independent noise.
+
+All draws are seeded, so a report is the same on every run of the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from umm_ray.algo.bon import bon_ns, bon_prompt_curves
+from umm_ray.algo.stats import DEFAULT_BOOT, LEVEL, Interval, bon_win_rate_curves, bootstrap, mean_ci, wilson_interval
+from umm_ray.report.fits import smooth
+from umm_ray.report.records import PPOCurve, RMResult
+
+
+def ppo_window(n_points: int) -> int:
+    """Smoothing window for PPO curves: ~1/8 of the logged steps, odd, at least 1."""
+    w = max(1, n_points // 8)
+    return w if w % 2 else w + 1
+
+
+def accuracy_interval(correct) -> Interval | None:
+    """[S][P] per-pair outcomes (1, 0, 0.5 for a tie) -> accuracy with its 95% interval; None without pairs."""
+    if correct is None:
+        return None
+    a = np.asarray(correct, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] == 0:
+        return None
+    if a.shape[0] == 1:
+        return wilson_interval(float(a.sum()), a.shape[1])
+    return mean_ci(a, seeded=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Best-of-N
+
+
+@dataclass(frozen=True)
+class BoNData:
+    """Per-prompt Best-of-n curves of one RM: proxy, gold and win rate, each [S, P, K] over ns [K]."""
+
+    ns: list[int]
+    proxy: np.ndarray
+    gold: np.ndarray
+    win: np.ndarray
+    proxy_std: float
+    gold_std: float
+
+    @classmethod
+    def from_scores(cls, proxy, gold) -> "BoNData":
+        """From the sample scores [S][P][N] of the proxy and the gold (the same samples)."""
+        p, g = np.asarray(proxy, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+        if p.ndim != 3 or p.shape != g.shape:
+            raise ValueError(f"BoN scores: proxy {p.shape} and gold {g.shape} must both be [seeds, prompts, N]")
+        ns = bon_ns(p.shape[2])
+        curves = [bon_prompt_curves(ps, gs, ns) for ps, gs in zip(p, g)]
+        win = np.stack([bon_win_rate_curves(ps, gs, ns) for ps, gs in zip(p, g)])
+        return cls(ns, np.stack([c[0] for c in curves]), np.stack([c[1] for c in curves]), win,
+                   float(p.std()), float(g.std()))
+
+
+def _bon_stat(name: str, pstd: float, gstd: float) -> Callable[..., float]:
+    """A statistic of mean curves; arguments are the [S, P, K] proxy, gold and win arrays of a resample."""
+    def mean(x):
+        return x.reshape(-1, x.shape[-1]).mean(0)
+
+    def stat(proxy, gold, win):
+        g = mean(gold)
+        if name == "gold_max":
+            return g[-1]
+        if name == "drop":
+            return g.max() - g[-1]
+        if name == "win_max":
+            return mean(win)[-1]
+        p = mean(proxy)
+        return (p[-1] - p[0]) / pstd - (g[-1] - g[0]) / gstd  # gap, in units of each score's spread
+    return stat
+
+
+BON_STATS = ("gold_max", "drop", "gap", "win_max")
+
+
+def bon_intervals(d: BoNData, n_boot: int = DEFAULT_BOOT) -> dict[str, Interval]:
+    """gold at the largest n, gold drop from its peak, proxy-gold gap (std units), win rate at the largest n."""
+    return {k: bootstrap(_bon_stat(k, d.proxy_std or 1.0, d.gold_std or 1.0), d.proxy, d.gold, d.win, seeded=True,
+                         n_boot=n_boot) for k in BON_STATS}
+
+
+def bon_point_intervals(d: BoNData, n_boot: int = DEFAULT_BOOT) -> tuple[list[Interval], list[Interval]]:
+    """(gold, win rate against a sample of the same policy), each with an interval at every n."""
+    ks = range(len(d.ns))
+    return ([mean_ci(d.gold[..., k], seeded=True, n_boot=n_boot) for k in ks],
+            [mean_ci(d.win[..., k], seeded=True, n_boot=n_boot) for k in ks])
+
+
+def bon_diffs(cand: BoNData, ref: BoNData, n_boot: int = DEFAULT_BOOT) -> dict[str, Interval]:
+    """cand - ref of the gold drop and of the gold at the largest n, paired on the same seeds and prompts."""
+    if cand.gold.shape != ref.gold.shape:
+        raise ValueError(f"BoN curves of different shapes {cand.gold.shape} vs {ref.gold.shape}: not the same "
+                         "prompts and seeds")
+    out = {}
+    for name in ("drop", "gold_max"):
+        f = _bon_stat(name, 1.0, 1.0)
+        out[name] = bootstrap(lambda cg, rg: f(cg, cg, cg) - f(rg, rg, rg), cand.gold, ref.gold, seeded=True,
+                              n_boot=n_boot)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PPO
+
+
+@dataclass(frozen=True)
+class PPOData:
+    """One RM's PPO runs, one row per seed: gold, proxy, their standard errors and KL, each [S, T]."""
+
+    steps: np.ndarray
+    gold: np.ndarray
+    gold_se: np.ndarray
+    proxy: np.ndarray
+    proxy_se: np.ndarray
+    kl: np.ndarray
+    proxy_std0: float
+    gold_std0: float
+
+    @classmethod
+    def from_curves(cls, curves: list[PPOCurve]) -> "PPOData":
+        """Seeds' curves on the same logged steps; a curve without per-step sd contributes no sampling noise."""
+        steps = curves[0].steps
+        for c in curves[1:]:
+            if c.steps != steps:
+                raise ValueError(f"PPO seeds logged different steps ({len(c.steps)} vs {len(steps)}): cannot average")
+
+        def se(c: PPOCurve, sd: list[float] | None) -> np.ndarray:
+            if sd is None or not c.batch_size:
+                return np.zeros(len(steps))
+            return np.asarray(sd, dtype=np.float64) / np.sqrt(c.batch_size)
+
+        arr = lambda f: np.array([f(c) for c in curves], dtype=np.float64)  # noqa: E731
+        return cls(np.asarray(steps), arr(lambda c: c.gold), arr(lambda c: se(c, c.gold_sd)), arr(lambda c: c.proxy),
+                   arr(lambda c: se(c, c.proxy_sd)), arr(lambda c: c.kl),
+                   float(np.mean([c.proxy_std0 or 1.0 for c in curves])),
+                   float(np.mean([c.gold_std0 or 1.0 for c in curves])))
+
+    @property
+    def has_noise(self) -> bool:
+        """Whether an interval has anything to draw from: several seeds or per-step standard errors."""
+        return self.gold.shape[0] > 1 or bool(self.gold_se.any())
+
+
+PPO_STATS = ("peak_gold", "kl_at_peak", "drop", "gap", "final_gold")
+
+
+def _ppo_summary(gold: np.ndarray, proxy: np.ndarray, kl: np.ndarray, d: PPOData) -> np.ndarray:
+    """[len(PPO_STATS)] of seed-mean curves [T] after smoothing (window ~ T/8)."""
+    w = ppo_window(gold.size)
+    g, p = smooth(gold, w), smooth(proxy, w)
+    i = int(np.argmax(g))
+    gap = (p[-1] - p[0]) / d.proxy_std0 - (g[-1] - g[0]) / d.gold_std0
+    return np.array([g[i], kl[i], g[i] - g[-1], gap, g[-1]])
+
+
+def _ppo_draw(d: PPOData, rng: np.random.Generator, seeds: np.ndarray) -> np.ndarray:
+    gold = d.gold[seeds] + rng.standard_normal(d.gold[seeds].shape) * d.gold_se[seeds]
+    proxy = d.proxy[seeds] + rng.standard_normal(d.proxy[seeds].shape) * d.proxy_se[seeds]
+    return _ppo_summary(gold.mean(0), proxy.mean(0), d.kl[seeds].mean(0), d)
+
+
+def _percentiles(value: np.ndarray, draws: np.ndarray, level: float = LEVEL) -> list[Interval]:
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return [Interval(float(v), float(a), float(b), level) for v, a, b in zip(value, lo, hi)]
+
+
+def _seed_draws(rng: np.random.Generator, n_seeds: int) -> np.ndarray:
+    return rng.integers(0, n_seeds, size=n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
+
+
+def ppo_intervals(d: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict[str, Interval]:
+    """Smoothed peak gold, KL at the peak, drop from the peak, proxy-gold gap (std units), final gold."""
+    value = _ppo_summary(d.gold.mean(0), d.proxy.mean(0), d.kl.mean(0), d)
+    rng = np.random.default_rng(seed)
+    draws = np.stack([_ppo_draw(d, rng, _seed_draws(rng, d.gold.shape[0])) for _ in range(n_boot)])
+    return dict(zip(PPO_STATS, _percentiles(value, draws)))
+
+
+def ppo_diffs(cand: PPOData, ref: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict[str, Interval]:
+    """cand - ref of the gold drop and the final gold; seeds paired (seed k of both), rollout noise independent."""
+    if cand.gold.shape != ref.gold.shape:
+        raise ValueError(f"PPO runs of different shapes {cand.gold.shape} vs {ref.gold.shape}: not the same seeds "
+                         "and steps")
+    pick = [PPO_STATS.index("drop"), PPO_STATS.index("final_gold")]
+
+    def both(c_gold, c_proxy, c_kl, r_gold, r_proxy, r_kl):
+        return (_ppo_summary(c_gold, c_proxy, c_kl, cand) - _ppo_summary(r_gold, r_proxy, r_kl, ref))[pick]
+
+    value = both(cand.gold.mean(0), cand.proxy.mean(0), cand.kl.mean(0), ref.gold.mean(0), ref.proxy.mean(0),
+                 ref.kl.mean(0))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        s = _seed_draws(rng, cand.gold.shape[0])
+        draws.append(_ppo_draw(cand, rng, s)[pick] - _ppo_draw(ref, rng, s)[pick])
+    return dict(zip(("drop", "final_gold"), _percentiles(value, np.stack(draws))))
+
+
+def ppo_band(d: PPOData, n_boot: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, lo, hi), each [T]: the seed-mean gold curve and its pointwise 95% band (for the plots)."""
+    rng = np.random.default_rng(seed)
+    draws = np.stack([(d.gold[s] + rng.standard_normal(d.gold[s].shape) * d.gold_se[s]).mean(0)
+                      for s in (_seed_draws(rng, d.gold.shape[0]) for _ in range(n_boot))])
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
+    return d.gold.mean(0), lo, hi
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One row
+
+
+@dataclass
+class RowStats:
+    """Every interval of one report row; None where the row has no such data. `bon_gold_n` / `bon_win` have one
+    interval per n of the BoN curve.
+
+    `vs_dense` holds cand - dense differences: 'bon_drop', 'bon_gold_max', 'ppo_drop', 'ppo_final_gold'.
+    """
+
+    acc_test: Interval | None = None
+    acc_gold: Interval | None = None
+    acc_hh: Interval | None = None
+    bon: dict[str, Interval] | None = None
+    bon_gold_n: list[Interval] | None = None
+    bon_win: list[Interval] | None = None
+    ppo: dict[str, Interval] | None = None
+    vs_dense: dict[str, Interval] | None = None
+
+
+def bon_data(r: RMResult) -> BoNData | None:
+    s = r.seeds
+    return BoNData.from_scores(s.bon_proxy, s.bon_gold) if s and s.bon_proxy is not None else None
+
+
+def ppo_data(r: RMResult) -> PPOData | None:
+    s = r.seeds
+    return PPOData.from_curves(s.ppo) if s and s.ppo else None
+
+
+def row_stats(r: RMResult, dense: RMResult | None, n_boot: int = DEFAULT_BOOT) -> RowStats:
+    """The intervals of one row, and its paired differences against `dense` (when given and not itself)."""
+    s = r.seeds
+    out = RowStats()
+    if s is None:
+        return out
+    out.acc_test, out.acc_gold, out.acc_hh = (accuracy_interval(x) for x in (s.acc_test, s.acc_gold, s.acc_hh))
+    bd, pd = bon_data(r), ppo_data(r)
+    if bd is not None:
+        out.bon = bon_intervals(bd, n_boot)
+        out.bon_gold_n, out.bon_win = bon_point_intervals(bd, n_boot)
+    if pd is not None and pd.has_noise:
+        out.ppo = ppo_intervals(pd, n_boot)
+    if dense is None or dense is r:
+        return out
+    diffs = {}
+    ref_b, ref_p = bon_data(dense), ppo_data(dense)
+    if bd is not None and ref_b is not None:
+        diffs.update({f"bon_{k}": v for k, v in bon_diffs(bd, ref_b, n_boot).items()})
+    if pd is not None and ref_p is not None and pd.has_noise:
+        diffs.update({f"ppo_{k}": v for k, v in ppo_diffs(pd, ref_p, n_boot).items()})
+    out.vs_dense = diffs or None
+    return out
