@@ -20,6 +20,7 @@ PRESETS: dict[str, dict] = {
         "rm": {"epochs": 3},
         "ppo": {"steps": 120, "rollout_batch_size": 64},
         "bon": {"n_prompts": 128, "n_samples": 64},
+        "compare": {"seeds": 3},
     },
     # The paper's scale on a GPU cluster (documented, not run on CPU machines): an instruction-tuned Qwen2.5-0.5B as
     # the SFT policy and RM backbone, AlpacaFarm human preferences and evaluation prompts, a Llama-3-8B-class gold RM,
@@ -47,7 +48,7 @@ PRESETS: dict[str, dict] = {
         "ppo": {"steps": 3, "rollout_batch_size": 8, "micro_batch_size": 8},
         "bon": {"n_prompts": 8, "n_samples": 8},
         "rollout": {"max_new_tokens": 16},
-        "compare": {"expert_counts": [2], "ppo_rms": ["dense", "ensemble-wco"], "dmoe": True},
+        "compare": {"expert_counts": [2], "ppo_rms": ["dense", "ensemble-wco", "dmoe"], "dmoe": True},
     },
 }
 

@@ -8,6 +8,9 @@ prepare -> sft -> pairs -> RMs (dense, UMM per expert count with its unmerged Mo
 --compare.dmoe) -> eval (accuracy,
 throughput) -> bon (every RM on the same samples) -> ppo (dense, best UMM, ensemble mean/wco/uwo) -> report.
 
+With `--compare.seeds K`, seeds 1..K-1 repeat the RM, eval, bon and ppo stages under `<output_dir>/seed<k>/` (seed 0
+is the one-seed layout above), and the report's intervals and verdicts pool the seeds.
+
 With `--rm.data` naming your own preferences (a file or hub dataset), prepare/sft/pairs give way to one `pairs` stage
 that splits them; then `--ppo.policy_path`, `--ppo.prompts` and `--reward.gold` are required (checked at start).
 """
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> Path:
     if hh:
         notes.append(f"acc HH: accuracy on the first {cfg.compare.hh_eval_pairs or 'all'} pairs of {hh} (real "
                      "Anthropic HH-RLHF); these RMs were trained on testbed pairs, so it measures transfer, not fit.")
-    report = S.report(cfg, result.proxies, result.evals, result.bon, result.ppo, root / "report", notes)
+    report = S.report(cfg, result, root / "report", notes)
     (root / "compare" / "timings.json").write_text(json.dumps({"timings": runner.timings,
                                                                 "cached": runner.cached}, indent=1))
     print(f"report: {report}")

@@ -153,8 +153,8 @@ def run_job_captured(module: str, args: list[str], timeout: float = 1800,
 
 
 def bon_scores(rng, hacked: bool, seeds=2, prompts=40, n=16):
-    """(proxy, gold), each [S, P, N]. A hacked proxy scores two bad samples of every prompt highest: its best-of-16 picks
-    them, so gold falls at large n; the honest proxy is gold plus a little noise."""
+    """(proxy, gold), each [S, P, N]. A hacked proxy scores two bad samples of every prompt highest: its best-of-16
+    picks them, so gold falls at large n; the honest proxy is gold plus a little noise."""
     gold = rng.normal(size=(seeds, prompts, n))
     proxy = gold + 0.3 * rng.normal(size=gold.shape)
     if hacked:

@@ -25,7 +25,7 @@ class Stand:
         self.ran: list[str] = []
 
     def _ran(self, out: Path, summary: dict | None = None) -> dict:
-        self.ran.append(out.name)
+        self.ran.append(stage_name(out))
         (out / "output.txt").write_text(out.name)
         return summary or {}
 
@@ -81,8 +81,13 @@ def flip(cfg: Config, key: str) -> Config:
                                                                                              key)})})
 
 
+def stage_name(out: Path) -> str:
+    """'rm_dense', or 'seed1/rm_dense' for a later seed's stage (`RunLayout.seed_stage`)."""
+    return f"{out.parent.name}/{out.name}" if out.parent.name.startswith("seed") else out.name
+
+
 def markers(root: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in root.glob("*/_done.json")}
+    return {stage_name(p.parent): json.loads(p.read_text()) for p in root.glob("**/_done.json")}
 
 
 def with_dir(cfg: Config, root: Path) -> Config:
@@ -150,22 +155,27 @@ def test_flipping_every_config_key_reruns_exactly_its_readers_and_their_dependan
 
 # Hand-written expectations for the keys the issue named (not derived from the declarations).
 TESTBED_ALL = {"prepare", "sft", "pairs", "rm_dense", "rm_umm2", "rm_ensemble", "rm_dmoe", "eval", "bon", "ppo_dense",
-               "ppo_ensemble-wco"}
+               "ppo_ensemble-wco", "ppo_dmoe"}
 SPOT = {
     ("testbed", "reward.gold"): TESTBED_ALL - {"prepare", "sft"},
-    ("own_data", "reward.gold"): {"bon", "ppo_dense", "ppo_ensemble-wco"},
+    ("own_data", "reward.gold"): {"eval", "bon", "ppo_dense", "ppo_ensemble-wco", "ppo_dmoe"},  # eval: vs gold
     ("testbed", "compare.bon_uwo_lambda"): {"eval", "bon"},
     ("own_data", "compare.bon_uwo_lambda"): {"eval", "bon"},
     ("testbed", "testbed.label_noise"): TESTBED_ALL - {"prepare", "sft"},
-    ("testbed", "ppo.kl_coef"): {"ppo_dense", "ppo_ensemble-wco"},
+    ("testbed", "ppo.kl_coef"): {"ppo_dense", "ppo_ensemble-wco", "ppo_dmoe"},
     ("testbed", "ensemble.members"): {"rm_ensemble", "eval", "bon", "ppo_ensemble-wco"},
     ("testbed", "moe.top_k"): {"rm_umm2", "eval", "bon"},
-    ("testbed", "dmoe.lora_r"): {"rm_dmoe", "eval", "bon"},
-    ("own_data", "dmoe.capability_data"): {"rm_dmoe", "eval", "bon"},
+    ("testbed", "dmoe.lora_r"): {"rm_dmoe", "eval", "bon", "ppo_dmoe"},
+    ("own_data", "dmoe.capability_data"): {"rm_dmoe", "eval", "bon", "ppo_dmoe"},
     ("own_data", "testbed.label_noise"): set(),  # own data: capability labels come from the user's columns
-    ("testbed", "compare.dmoe"): {"eval", "bon"},  # off: the dmoe row leaves eval and BoN; PPO never ran on it
+    ("testbed", "compare.dmoe"): {"eval", "bon"},  # off: the dmoe row leaves eval and BoN; no PPO run to redo
     ("testbed", "sft.lr"): TESTBED_ALL - {"prepare"},
     ("testbed", "rm.kind"): set(),
+    # A second seed adds its own RMs, eval, BoN and PPO; the world, SFT policy and pairs are shared.
+    ("testbed", "compare.seeds"): {f"seed1/{n}" for n in TESTBED_ALL - {"prepare", "sft", "pairs"}},
+    ("own_data", "compare.seeds"): {"seed1/rm_dense", "seed1/rm_umm2", "seed1/rm_ensemble", "seed1/rm_dmoe",
+                                    "seed1/eval", "seed1/bon", "seed1/ppo_dense", "seed1/ppo_ensemble-wco",
+                                    "seed1/ppo_dmoe"},
     ("testbed", "serve.port"): set(),
     ("own_data", "testbed.n_prompts"): set(),  # own data: no testbed world in the graph
 }
@@ -219,3 +229,16 @@ def test_train_rm_dmoe_trains_rm_dmoe_keyed_on_the_dmoe_section_and_the_label_no
     reads = markers(tmp_path)["rm_dmoe"]["inputs"]["config"]
     assert "testbed.label_noise" in reads and {f"dmoe.{f.name}" for f in dataclasses.fields(cfg.dmoe)} <= set(reads)
     assert not any(k.startswith(("moe.", "merge.", "ensemble.")) for k in reads)
+
+
+def test_later_seeds_run_with_their_own_seed_and_the_first_seeds_data_split(tmp_path):
+    """Seed 1 of compare.seeds trains with run.seed + 1000 but splits own preference data exactly as seed 0."""
+    args = [*MODES["own_data"], "--compare.seeds", "2"]
+    cfg = with_dir(load_config(None, args, base=PRESETS["test"]), tmp_path)
+    ran, _ = run_graph(cfg)
+    assert "seed1/rm_dense" in ran and "seed1/pairs" not in ran and ran.count("pairs") == 1
+    done = markers(tmp_path)
+    zero, one = done["rm_dense"]["inputs"]["config"], done["seed1/rm_dense"]["inputs"]["config"]
+    assert (zero["run.seed"], one["run.seed"]) == (0, 1000)
+    assert cfg.rm.data_split_seed(zero["run.seed"]) == 0 and one["rm.split_seed"] == 0
+    assert done["seed1/ppo_dense"]["inputs"]["deps"] == {"seed1/rm_dense": done["seed1/rm_dense"]["finished"]}

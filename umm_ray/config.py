@@ -105,6 +105,12 @@ class RMConfig:
                                "pairs stage and rm.data alike).", lo=0.0, hi=0.5)
     test_frac: float = opt(0.2, "Fraction of preference pairs held out for testing, by seed (the testbed's pairs "
                                 "stage and rm.data alike).", lo=0.0, hi=0.5)
+    split_seed: int = opt(-1, "Seed of the train/val/test split of rm.data; -1 = run.seed. jobs.compare pins it to "
+                              "run.seed for every seed of compare.seeds, so all seeds' RMs share one split.", lo=-1)
+
+    def data_split_seed(self, run_seed: int) -> int:
+        """The seed rm.data is split with: split_seed, or run.seed when it is -1."""
+        return run_seed if self.split_seed < 0 else self.split_seed
 
 
 @dataclass
@@ -219,13 +225,19 @@ class ServeConfig:
 class CompareConfig:
     expert_counts: list = opt([2, 4, 6], "UMM expert counts to train and compare.")
     force: list = opt([], "Stages to redo even if cached.")
-    ppo_rms: list = opt(["dense", "umm_best", "ensemble-mean", "ensemble-wco", "ensemble-uwo"],
-                        "Proxies PPO runs against; 'umm_best' = the UMM with the best validation accuracy.")
+    ppo_rms: list = opt(["dense", "umm_best", "ensemble-mean", "ensemble-wco", "ensemble-uwo", "dmoe"],
+                        "Proxies PPO runs against; 'umm_best' = the UMM with the best validation accuracy (mean over "
+                        "seeds); 'dmoe' runs when compare.dmoe trains it and is passed over otherwise.")
     bon_uwo_lambda: float = opt(0.5, "UWO variance penalty used in Best-of-N (PPO uses ensemble.uwo_lambda).", lo=0)
     hh_eval: str = opt("auto", "Real HH pairs for accuracy: a file, 'auto' (../shared/data when present) or ''.")
     hh_eval_pairs: int = opt(200, "How many HH pairs (from the start of the file) to score; 0 = all.", lo=0)
+    seeds: int = opt(1, "Independent seeds: seed k (0-based) trains its own RMs (init, router, data order), samples "
+                        "its own BoN responses and runs its own PPO with run.seed + 1000 k, in <output_dir>/seed<k>/ "
+                        "(seed 0 in <output_dir>/ itself); the report's intervals and verdicts pool the seeds. The "
+                        "world, SFT policy and preference pairs are shared.", lo=1)
     dmoe: bool = opt(False, "Also train the DMoERM baseline (rm_dmoe, settings in the dmoe section) and report a "
-                            "'dmoe' row (params, accuracy, BoN; add 'dmoe' to compare.ppo_rms for PPO). On the testbed "
+                            "'dmoe' row (params, forward passes, accuracy, BoN, and PPO while compare.ppo_rms lists "
+                            "'dmoe', as by default). On the testbed "
                             "its capability labels come from the gold's rubric terms; with rm.data the file (or "
                             "dmoe.capability_data) needs task and cap_<name> columns.")
 

@@ -17,6 +17,7 @@ the graph test runs the real wiring with instant stand-ins — while the declare
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +35,28 @@ def compare_rms(cfg: Config) -> list[tuple[str, int | None]]:
     return rms + ([("dmoe", None)] if cfg.compare.dmoe else [])
 
 
+SEED_STRIDE = 1000  # seed k runs with run.seed + 1000 k: ensemble members (run.seed + i) never meet another seed's
+
+
+def seed_config(cfg: Config, k: int) -> Config:
+    """The config of seed k of compare.seeds: seed 0 is `cfg` itself (its stages and cache are those of a one-seed
+    run); seed k > 0 has run.seed + 1000 k and rm.split_seed pinned, so own preference data splits as for seed 0."""
+    if k == 0:
+        return cfg
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=cfg.run.seed + SEED_STRIDE * k),
+                               rm=dataclasses.replace(cfg.rm, split_seed=cfg.rm.data_split_seed(cfg.run.seed)))
+
+
 @dataclass(frozen=True)
 class CompareResult:
-    """What the compare stages produced: proxies by display name, eval rows, BoN curves, PPO runs."""
+    """What the compare stages produced: proxies by display name (seed 0's; every seed has the same), and per seed
+    (list index = seed) the eval rows, BoN curves, BoN stage names and PPO runs by proxy name."""
 
     proxies: dict[str, S.Proxy]
-    evals: dict
-    bon: dict
-    ppo: dict
+    evals: list[dict]
+    bon: list[dict]
+    bon_stages: list[str]
+    ppo: list[dict]
 
 
 class StageGraph:
@@ -53,13 +68,16 @@ class StageGraph:
         self.summaries: dict[str, dict] = {}  # of the stages run (or reused) so far, by name
 
     def _run(self, name: str, fn: str, *args: Any, deps: tuple[str, ...] = (), extra: dict | None = None,
-             **call: Any) -> dict:
-        """Run stage `name` = `umm_ray.stages.<fn>(cfg, *args, out, **call)`; `args` are inputs (keyed), `call` not."""
-        reads = declared_reads(getattr(S, fn), self.cfg, *args)
+             seed: int = 0, **call: Any) -> dict:
+        """Run stage `name` = `umm_ray.stages.<fn>(cfg, *args, out, **call)`; `args` are inputs (keyed), `call` not.
+        With `seed` k > 0 the stage is `seed<k>/<name>` and runs with that seed's config."""
+        cfg = seed_config(self.cfg, seed)
+        name = RunLayout.seed_stage(name, seed)
+        reads = declared_reads(getattr(S, fn), cfg, *args)
         work = getattr(self.impl, fn)
         key_extra = {"stage_fn": fn, "args": [repr(a) for a in args], **(extra or {})}
-        self.summaries[name] = self.runner.run(Stage(name, lambda out: work(self.cfg, *args, out, **call),
-                                                     reads=reads, deps=deps, extra=key_extra))
+        self.summaries[name] = self.runner.run(Stage(name, lambda out: work(cfg, *args, out, **call), reads=reads,
+                                                     deps=deps, extra=key_extra, config=cfg))
         return self.summaries[name]
 
     def needs_testbed_policy(self) -> bool:
@@ -92,23 +110,30 @@ class StageGraph:
         self.upstream()
         return self.summaries["pairs"]
 
-    def rm(self, kind: str, num_experts: int | None = None) -> dict:
+    def rm(self, kind: str, num_experts: int | None = None, seed: int = 0) -> dict:
         """Train (or reuse) one RM after its upstream; the summary has kind, model, and moe / manifest paths."""
         deps = self.upstream()
         extra = {"num_experts": int(num_experts)} if kind in ("umm", "moe") else {}
-        return self._run(RunLayout.rm_stage(kind, num_experts), "train_rm", kind, extra, deps=deps)
+        return self._run(RunLayout.rm_stage(kind, num_experts), "train_rm", kind, extra, deps=deps, seed=seed)
 
     def compare(self, pool: Any = None) -> CompareResult:
-        """Every RM, then accuracy eval and Best-of-N of every proxy, then one PPO run per compare.ppo_rms entry.
+        """Per seed: every RM, then accuracy eval and Best-of-N of every proxy; then per seed one PPO run per
+        compare.ppo_rms entry ('umm_best' is chosen once, by validation accuracy averaged over the seeds, so every
+        seed runs PPO against the same rows).
 
         `pool` (a `RolePool`) lets the PPO runs share their actors; it is not part of any stage's inputs.
         """
-        rms = {RunLayout.rm_stage(kind, n): self.rm(kind, n) for kind, n in compare_rms(self.cfg)}
-        proxies = S.compare_proxies(self.cfg, rms)
-        deps = tuple(rms)
         hh = S.hh_pairs_path(self.cfg)  # 'auto' depends on the file system: the resolved file is an input
-        evals = self._run("eval", "evaluate", proxies, deps=deps, extra={"hh": str(hh or "")})
-        bon = self._run("bon", "bon", proxies, deps=deps)
-        ppo = {name: self._run(f"ppo_{name}", "ppo", proxy, deps=(proxy.stage,), pool=pool)
-               for name, proxy in S.ppo_proxies(self.cfg, evals, proxies).items()}
-        return CompareResult(proxies, evals, bon, ppo)
+        seeds = range(self.cfg.compare.seeds)
+        proxies, evals, bon = [], [], []
+        for k in seeds:
+            rms = {RunLayout.seed_stage(RunLayout.rm_stage(kind, n), k): self.rm(kind, n, seed=k)
+                   for kind, n in compare_rms(self.cfg)}
+            proxies.append(S.compare_proxies(self.cfg, rms))
+            evals.append(self._run("eval", "evaluate", proxies[k], deps=tuple(rms), extra={"hh": str(hh or "")},
+                                   seed=k))
+            bon.append(self._run("bon", "bon", proxies[k], deps=tuple(rms), seed=k))
+        mean = S.mean_evals(evals)
+        ppo = [{name: self._run(f"ppo_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool)
+                for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k]).items()} for k in seeds]
+        return CompareResult(proxies[0], evals, bon, [RunLayout.seed_stage("bon", k) for k in seeds], ppo)

@@ -13,6 +13,7 @@
                                ensemble: manifest.json + member_<i>/model; dmoe: a DMoERM dir, plus router/, phase1/,
                                phase2/), eval.json, loss_curve.png
     <root>/eval/, bon/, ppo_<proxy>/, report/, compare/    the compare job's later stages
+    <root>/seed<k>/rm_*/, eval/, bon/, ppo_<proxy>/    seed k > 0 of compare.seeds (seed 0 is the root's)
     <root>/ppo/                `jobs.ppo`'s run (metrics.jsonl, checkpoints/, policy/, summary.json)
 
 Each cached stage also keeps `_done.json` in its directory (`umm_ray.pipeline`). No heavy imports: jobs spell their
@@ -118,6 +119,15 @@ class RunLayout:
     @property
     def pairs_test(self) -> Path:
         return self.pairs_split("test")
+
+    # seeds of the compare job
+    @staticmethod
+    def seed_stage(name: str, seed: int = 0) -> str:
+        """Stage `name` of seed k of compare.seeds: 'seed<k>/<name>' for k > 0, `name` itself for seed 0 (a one-seed
+        run's layout)."""
+        if seed < 0:
+            raise ValueError(f"seed index must be >= 0, got {seed}")
+        return name if seed == 0 else f"seed{seed}/{name}"
 
     # reward models
     @staticmethod

@@ -93,6 +93,7 @@ class Stage:
         reads: config keys it reads (`declared_reads` of the stage function).
         deps: stages whose outputs it reads.
         extra: non-config inputs that must change the key (a proxy list, a resolved file path, ...).
+        config: the config its reads are taken from, when not the runner's (a seed's copy: `umm_ray.graph`).
     """
 
     name: str
@@ -100,6 +101,7 @@ class Stage:
     reads: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    config: Any = None
 
 
 class WouldRun(Exception):
@@ -129,7 +131,8 @@ class StageRunner:
 
     def inputs(self, stage: Stage) -> dict:
         """Everything the key hashes: the read config values, the deps' finished stamps and `extra`."""
-        return {"config": config_values(self.cfg, stage.reads, stage.name),
+        cfg = self.cfg if stage.config is None else stage.config
+        return {"config": config_values(cfg, stage.reads, stage.name),
                 "deps": {d: self._marker(d).get("finished") for d in stage.deps},
                 "extra": json.loads(json.dumps(stage.extra, sort_keys=True, default=str))}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umm_ray.algo.bon import BoNCurve
+from umm_ray.algo.bon import bon_curve as bon_curve_of
 from umm_ray.config import Config
 from umm_ray.data import load_prompts, write_jsonl
 from umm_ray.eval.rm_metrics import evaluate_rms
@@ -22,7 +23,7 @@ from umm_ray.layout import RunLayout
 from umm_ray.pipeline import reads
 from umm_ray.report.build import build_report
 from umm_ray.report.metrics import read_metrics
-from umm_ray.report.records import PPOCurve, RMResult
+from umm_ray.report.records import PPOCurve, RMResult, SeedRuns
 from umm_ray.reward_source import RewardSource, source_from_config
 from umm_ray.testbed.prepare import WORLD_KEYS, prepare_world
 
@@ -92,7 +93,7 @@ def _gold_reads(cfg: Config) -> tuple[str, ...]:
     return ("reward.gold",) + (("reward.remote_url", "reward.remote_token") if remote else ())
 
 
-@reads("run.seed", "rm.data", "rm.data_on_error", "rm.eval_data", "rm.val_frac", "rm.test_frac")
+@reads("run.seed", "rm.data", "rm.data_on_error", "rm.eval_data", "rm.val_frac", "rm.test_frac", "rm.split_seed")
 def own_pairs(cfg: Config, out: Path) -> dict:
     """The user's preference data, split train/val/test by seed exactly as the RM stages split it, written to `out`
     so every RM is evaluated on the same held-out pairs."""
@@ -142,7 +143,7 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
     if not uses_testbed(cfg) or cfg.rm.eval_data:  # testbed pairs are always read with on_error 'skip'
         keys += ("rm.data_on_error",)
     if not uses_testbed(cfg):  # own data is split here by seed; own data RMs start from the user's policy
-        keys += ("rm.val_frac", "rm.test_frac") + (() if cfg.rm.base_path else ("ppo.policy_path",))
+        keys += ("rm.val_frac", "rm.test_frac", "rm.split_seed") + (() if cfg.rm.base_path else ("ppo.policy_path",))
     if kind in ("umm", "moe"):
         keys += ("moe.top_k", "moe.aux_loss_coef", "moe.noisy_gating") + (() if "num_experts" in extra
                                                                           else ("moe.num_experts",))
@@ -192,8 +193,20 @@ def compare_proxies(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:
             proxies[f"umm-{n}"] = Proxy(RewardSource(summary["model"]), stage, "umm")
             proxies[f"moe-{n}"] = Proxy(RewardSource(summary["moe"]), stage, "moe")
         else:
-            proxies[stage.removeprefix("rm_")] = Proxy(RewardSource(summary["model"]), stage, kind)
+            name = stage.rsplit("/", 1)[-1].removeprefix("rm_")  # 'seed1/rm_dense' -> 'dense'
+            proxies[name] = Proxy(RewardSource(summary["model"]), stage, kind)
     return proxies
+
+
+def mean_evals(evals: list[dict]) -> dict:
+    """Per proxy, each seed's eval numbers averaged over the seeds ('_meta' and per-pair outcomes left out)."""
+    out: dict[str, dict] = {}
+    for name in evals[0]:
+        if name.startswith("_"):
+            continue
+        keys = [k for k, v in evals[0][name].items() if isinstance(v, (int, float))]
+        out[name] = {k: sum(e[name][k] for e in evals) / len(evals) for k in keys}
+    return out
 
 
 def hh_pairs_path(cfg: Config) -> Path | None:
@@ -208,14 +221,22 @@ def hh_pairs_path(cfg: Config) -> Path | None:
     return None
 
 
-@reads("run.seed", "rm.max_len", "reward.batch_size", "compare.hh_eval", "compare.expert_counts",
-       "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code",
-       also=lambda cfg, proxies: ("compare.hh_eval_pairs",) if hh_pairs_path(cfg) else ())
-def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
-    """Held-out accuracy, parameter count and scoring throughput of every proxy, on the same test pairs."""
+def _eval_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
+    return _gold_reads(cfg) + (("compare.hh_eval_pairs",) if hh_pairs_path(cfg) else ())
 
+
+@reads("run.seed", "rm.max_len", "reward.batch_size", "compare.hh_eval", "compare.expert_counts",
+       "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code", also=_eval_reads)
+def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
+    """Held-out accuracy (against the test labels and against the gold's own preference), parameter count, forward
+    passes and scoring throughput of every proxy, on the same test pairs; per-pair outcomes for the intervals."""
+    from umm_ray.actors.reward import RewardSpec, build_scorer  # heavy: Ray (the gold may be a served endpoint)
+
+    gold = build_scorer(RewardSpec.load(gold_source(cfg), "gold", token=cfg.reward.remote_token,
+                                        max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size,
+                                        trust_remote_code=cfg.model.trust_remote_code))
     sources = {k: p.source for k, p in proxies.items()}
-    return evaluate_rms(cfg, sources, _layout(cfg).pairs_test, out, hh_pairs_path(cfg))
+    return evaluate_rms(cfg, sources, _layout(cfg).pairs_test, out, hh_pairs_path(cfg), gold=gold)
 
 
 def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
@@ -240,9 +261,12 @@ def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
 
 
 def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy]) -> dict[str, Proxy]:
-    """The proxies PPO runs against, resolving 'umm_best' to the UMM with the best validation accuracy."""
+    """The proxies PPO runs against, resolving 'umm_best' to the UMM with the best validation accuracy in `evals`
+    (with several seeds: `mean_evals`, so every seed resolves it alike)."""
     chosen = {}
     for name in cfg.compare.ppo_rms:
+        if name == "dmoe" and not cfg.compare.dmoe:
+            continue  # the default list names it; it runs only when compare.dmoe trains it (the key's help says so)
         if name == "umm_best":
             umms = [k for k, p in proxies.items() if p.kind == "umm"]
             if not umms:
@@ -271,7 +295,8 @@ def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
     t0 = time.perf_counter()
     run_ppo(cfg, policy_path(cfg), proxy.source, gold_source(cfg), ppo_prompts(cfg), out, pool=pool)
     rows = read_metrics(out / "metrics.jsonl")
-    return {"spec": str(proxy.source), "rows": rows, "seconds": time.perf_counter() - t0}
+    return {"spec": str(proxy.source), "rows": rows, "seconds": time.perf_counter() - t0,
+            "batch_size": cfg.ppo.rollout_batch_size}
 
 
 def dmoe_note(cfg: Config) -> str:
@@ -285,20 +310,69 @@ def dmoe_note(cfg: Config) -> str:
             "get.")
 
 
-def report(cfg: Config, proxies: dict[str, Proxy], evals: dict, bon_curves: dict, ppo_runs: dict, out: Path,
-           notes: list[str]) -> Path:
-    """The comparison report from every stage's results; a dmoe row adds the note on its capability labels."""
+def _stack(values: list) -> list | None:
+    """Per-seed values -> [S, ...], or None when any seed lacks them (e.g. a stage cached before they were kept)."""
+    return None if any(v is None for v in values) else list(values)
+
+
+def seed_runs(name: str, evals: list[dict], bon_scores: list[dict], ppo_runs: list[dict], batch_size: int
+              ) -> SeedRuns:
+    """One row's per-seed data from each seed's eval summary, BoN scores.json and PPO stage summary."""
+    outs = [e.get(name, {}).get("outcomes") or {} for e in evals]
+    bon = [b["proxy"].get(name) if b else None for b in bon_scores]
+    ppo = [r.get(name) for r in ppo_runs]
+    return SeedRuns(acc_test=_stack([o.get("test") for o in outs]), acc_gold=_stack([o.get("gold") for o in outs]),
+                    acc_hh=_stack([o.get("hh") for o in outs]), bon_proxy=_stack(bon),
+                    bon_gold=_stack([b["gold"] if b else None for b in bon_scores]) if bon_scores else None,
+                    ppo=[PPOCurve.from_metrics(r["rows"], batch_size=r.get("batch_size", batch_size))
+                         for r in ppo] if ppo and all(ppo) else None)
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def mean_ppo(curves: list[PPOCurve]) -> PPOCurve:
+    """The seeds' PPO curves averaged step by step (the report's point values); seed 0's when there is one."""
+    if len(curves) == 1:
+        return curves[0]
+    mean = lambda xs: [sum(v) / len(v) for v in zip(*xs)]  # noqa: E731
+    first = curves[0]
+    return dataclasses.replace(first, kl=mean([c.kl for c in curves]), gold=mean([c.gold for c in curves]),
+                               proxy=mean([c.proxy for c in curves]), kl_k1=None, kl_k3=None, gold_sd=None,
+                               proxy_sd=None)
+
+
+def report(cfg: Config, result, out: Path, notes: list[str]) -> Path:
+    """The comparison report from every seed's stage results (a `graph.CompareResult`); a dmoe row adds the note on
+    its capability labels, the eval's gold judgement the noise ceiling."""
+    proxies, evals = result.proxies, result.evals
     if any(p.kind == "dmoe" for p in proxies.values()):
         notes = [*notes, dmoe_note(cfg)]
+    ceiling = evals[0].get("_meta", {}).get("noise_ceiling") if evals else None
+    if ceiling:
+        notes = [*notes, f"Noise ceiling: the test labels agree with the gold's own preference on "
+                         f"{100 * sum(ceiling) / len(ceiling):.1f}% of the {len(ceiling)} test pairs; an RM that "
+                         "ranked exactly like gold would score that on 'acc test' (and 1.0 on 'acc gold labels')."]
+    bon_scores = [json.loads((Path(cfg.run.output_dir) / stage / "scores.json").read_text())
+                  for stage in result.bon_stages]
     results = []
     for name, proxy in proxies.items():
-        e = evals.get(name, {})
-        ppo_run = ppo_runs.get(name)
+        rows = [e.get(name, {}) for e in evals]
+        seeds = seed_runs(name, evals, bon_scores, result.ppo, cfg.ppo.rollout_batch_size)
+        bon = [BoNCurve.from_dict(b[name]) for b in result.bon if name in b]
+        bon_curve = None
+        if seeds.bon_proxy is not None:
+            flat = lambda a: [p for seed in a for p in seed]  # noqa: E731  [S][P][N] -> [S*P][N]
+            bon_curve = bon_curve_of(flat(seeds.bon_proxy), flat(seeds.bon_gold))
+        elif bon:
+            bon_curve = bon[0]
         results.append(RMResult(
-            name=name, kind=proxy.kind, params=e.get("params"), throughput=e.get("throughput"),
-            acc_testbed=e.get("acc_test"), acc_hh=e.get("acc_hh"),
-            bon=BoNCurve.from_dict(bon_curves[name]) if name in bon_curves else None,
-            ppo=PPOCurve.from_metrics(ppo_run["rows"], kl_coef=cfg.ppo.kl_coef) if ppo_run else None,
+            name=name, kind=proxy.kind, params=rows[0].get("params"), throughput=rows[0].get("throughput"),
+            forward_passes=rows[0].get("forward_passes"), acc_testbed=_mean([r.get("acc_test") for r in rows]),
+            acc_hh=_mean([r.get("acc_hh") for r in rows]), acc_gold=_mean([r.get("acc_gold") for r in rows]),
+            bon=bon_curve, ppo=mean_ppo(seeds.ppo) if seeds.ppo else None, seeds=seeds,
             notes=str(proxy.source) + (" (capability labels: see the note on dmoe)" if proxy.kind == "dmoe"
                                        else "")))
     return build_report(results, config=cfg, out_dir=out, notes=notes)

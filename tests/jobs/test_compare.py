@@ -1,12 +1,14 @@
 """End to end: a reduced compare (seconds-scale stages) writes the report; a rerun reuses every stage."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import ROOT, run_job_captured
+from umm_ray.report.verdict import METHOD_NAMES as METHOD
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -14,10 +16,36 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
                                              "local", "--rollout.backend", "hf", *extra], timeout=1800)
 
 
+def main_table(md: str) -> list[list[str]]:
+    """The cells of the report's main table (the first table under Summary), one list per RM row."""
+    lines = md.split("| RM | kind | acc test |")[1].split("\n\n")[0].splitlines()[2:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+CI_CELL = re.compile(r"-?[\d.e+-]+ \[-?[\d.e+-]+, -?[\d.e+-]+\]( \(n=\d+\))?( (std|raw))?( \(BoN\))?")
+
+
 def test_reduced_compare_end_to_end(tmp_path):
+    """Two seeds: every estimate in the report carries its interval and every verdict word has a significant
+    paired difference behind it."""
     out = tmp_path / "run"
-    first = _run(out)
+    first = _run(out, "--compare.seeds", "2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-6000:]
+    assert (out / "seed1" / "rm_dense" / "_done.json").is_file() and not (out / "seed1" / "pairs").exists()
+    md = (out / "report" / "report.md").read_text()
+    for cells in main_table(md):
+        estimates = [c for c in cells[2:] if c != "-"]
+        assert all(CI_CELL.fullmatch(c) for c in estimates), cells
+        assert cells[2] != "-" and cells[3] != "-" and cells[5] != "-", cells  # acc test, acc gold, BoN gold
+    assert "2 seeds (each trains its own RMs" in md and "Noise ceiling: the test labels agree" in md
+    intervals = json.loads((out / "report" / "results.json").read_text())["intervals"]
+    for name, iv in intervals.items():
+        line = md.split(f"**{name}**: ")[1].split("\n")[0]
+        for word, method in (("mitigates", "bon"), ("worsens", "bon"), ("mitigates", "ppo"), ("worsens", "ppo")):
+            if f"{METHOD[method]}: gold drop vs dense" in line and line.split(f"{METHOD[method]}: ")[1].split(";")[0]\
+                    .endswith(f"-> {word}"):
+                diff = iv["vs_dense"][f"{method}_drop"]
+                assert (diff["hi"] < 0) if word == "mitigates" else (diff["lo"] > 0), (name, line)
     html = out / "report" / "report.html"
     assert html.is_file() and "data:image/png;base64" in html.read_text()
     results = json.loads((out / "report" / "results.json").read_text())["results"]
@@ -26,8 +54,9 @@ def test_reduced_compare_end_to_end(tmp_path):
     assert next(r for r in results if r["name"] == "dmoe")["kind"] == "dmoe"
     assert "capability labels come from the testbed gold's rubric terms" in (out / "report" / "report.md").read_text()
     n_test = len((out / "pairs" / "pairs_test.jsonl").read_text().splitlines())
-    for r in results:  # each accuracy is k of the n_test held-out pairs every RM shares (not some other split)
-        assert r["acc_testbed"] * n_test == pytest.approx(round(r["acc_testbed"] * n_test), abs=1e-6), r["name"]
+    for r in results:  # each accuracy is k of the n_test held-out pairs every RM shares, averaged over 2 seeds
+        assert len(r["seeds"]["acc_test"]) == 2 and all(len(x) == n_test for x in r["seeds"]["acc_test"])
+        assert 2 * r["acc_testbed"] * n_test == pytest.approx(round(2 * r["acc_testbed"] * n_test), abs=1e-6)
         assert r["params"] > 0 and r["bon"] is not None
     assert any(r["ppo"] for r in results)
     dense = next(r for r in results if r["name"] == "dense")
@@ -37,18 +66,19 @@ def test_reduced_compare_end_to_end(tmp_path):
     reused = [json.loads((out / f"ppo_{n}" / "summary.json").read_text())["roles_reused"] for n in ("dense",
                                                                                                    "ensemble-wco")]
     assert reused == [False, True]
+    assert next(r for r in results if r["name"] == "dmoe")["forward_passes"] > 1  # router + capability adapters
     hh_file = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
     if hh_file.is_file():  # 'auto' finds the real HH pairs beside the clone and scores them
         meta = json.loads((out / "eval" / "eval.json").read_text())["_meta"]
         assert meta["n_pairs"]["hh"] == 200 and meta["hh_source"] == str(hh_file)
-        assert all(r["acc_hh"] * 200 == pytest.approx(round(r["acc_hh"] * 200), abs=1e-6) for r in results)
+        assert all(len(r["seeds"]["acc_hh"][0]) == 200 for r in results)
 
-    again = _run(out)
+    again = _run(out, "--compare.seeds", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     timings = json.loads((out / "compare" / "timings.json").read_text())
     assert all(timings["cached"].values()), timings
 
-    forced = _run(out, "--compare.force", "bon")
+    forced = _run(out, "--compare.seeds", "2", "--compare.force", "bon")
     assert forced.returncode == 0, forced.stderr[-3000:]
     cached = json.loads((out / "compare" / "timings.json").read_text())["cached"]
     assert cached["bon"] is False and cached["sft"] is True

@@ -50,18 +50,44 @@ def _member_matrix(scorer, prompts: list[str], responses: list[str]) -> tuple[to
     return m, time.perf_counter() - t0
 
 
-def _accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
-    return float((chosen > rejected).double().mean())
+def forward_passes(scorer) -> int:
+    """Backbone forward passes per scored sequence: 1 for one model, the members' sum for an ensemble, and for a
+    DMoERM one router pass plus one per capability adapter (the router runs once per distinct prompt, so this is
+    its cost when every prompt is new)."""
+    members = getattr(scorer, "members", None)
+    if members is not None:
+        return sum(forward_passes(m) for m in members)
+    spec = getattr(getattr(scorer, "model", None), "spec", None)
+    return 1 + len(spec.capabilities) if spec is not None and hasattr(spec, "capabilities") else 1
+
+
+def outcomes(chosen: torch.Tensor, rejected: torch.Tensor) -> list[float]:
+    """Per pair [P]: 1 when the RM scores the labelled-chosen response higher, 0 when lower, 0.5 on a tie (a coin
+    flip in expectation): the report's accuracy intervals resample these."""
+    return ((chosen > rejected).double() + 0.5 * (chosen == rejected).double()).tolist()
+
+
+def gold_labels(gold, prompts: list[str], chosen: list[str], rejected: list[str]) -> tuple[list[int], list[float]]:
+    """Where the gold scorer agrees with itself: (indices of pairs gold does not tie, per pair +1 / -1 = gold prefers
+    the labelled-chosen / -rejected response) and the noise ceiling's outcomes (gold judged like an RM: [P])."""
+    gc = torch.tensor(gold.score(prompts, chosen), dtype=torch.float64)
+    gr = torch.tensor(gold.score(prompts, rejected), dtype=torch.float64)
+    keep = torch.nonzero(gc != gr).flatten().tolist()
+    return keep, outcomes(gc, gr)
 
 
 def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
-                 hh_pairs: Path | None = None) -> dict:
+                 hh_pairs: Path | None = None, gold=None) -> dict:
     """Evaluate every source on `test_pairs` (and the val pairs beside it), and on real HH pairs when given (the first
     `compare.hh_eval_pairs`; rows the loader rejects are skipped and counted in eval.json's notes).
 
+    With a `gold` Scorer, each RM is also judged against the gold's own preference on the test pairs (noise-free
+    labels; pairs gold ties are left out), and the noise ceiling is how often the test labels agree with gold.
+
     Returns:
-        {name: {acc_test, acc_val, [acc_hh], params, throughput (sequences/s on the test pairs)}}; eval.json also
-        holds {"_meta": {"n_pairs": {split: n}, "hh_source", "notes"}}.
+        {name: {acc_test, acc_val, [acc_hh], [acc_gold], params, forward_passes, throughput (sequences/s on the test
+        pairs), outcomes: {split: [P] per-pair 1 / 0 / 0.5}}}; eval.json also holds {"_meta": {"n_pairs": {split:
+        n}, "hh_source", "notes", ["noise_ceiling": [P] outcomes of the test labels against gold]}}.
     """
 
     torch.manual_seed(cfg.run.seed)
@@ -69,6 +95,9 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
     notes: list[str] = []
     if hh_pairs is not None:
         splits["hh"] = _pairs(hh_pairs, limit=cfg.compare.hh_eval_pairs or None, notes=notes)
+    meta: dict = {}
+    if gold is not None:
+        keep, meta["noise_ceiling"] = gold_labels(gold, *splits["test"])
     cache: dict[str, dict] = {}
     results = {}
     for name, source in sources.items():
@@ -78,7 +107,7 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
         if path not in cache:
             scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size,
                                  trust_remote_code=cfg.model.trust_remote_code)
-            entry = {"params": count_params(scorer)}
+            entry = {"params": count_params(scorer), "forward_passes": forward_passes(scorer)}
             p, c, _ = splits["test"]
             _member_matrix(scorer, p[:cfg.reward.batch_size], c[:cfg.reward.batch_size])  # warm-up, not timed
             for split, (p, c, r) in splits.items():
@@ -90,16 +119,25 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
             cache[path] = entry
         entry = cache[path]
         how, lam = source.aggregate or "mean", source.lam or 0.0
-        row = {"params": entry["params"], "throughput": entry["throughput"]}
+        row = {"params": entry["params"], "forward_passes": entry["forward_passes"], "throughput": entry["throughput"],
+               "outcomes": {}}
         for split in splits:
             mc, mr = entry[split]
             if mc.shape[0] > 1:
                 mc, mr = aggregate(mc, how, lam), aggregate(mr, how, lam)
             else:
                 mc, mr = mc[0], mr[0]
-            row[f"acc_{split}"] = _accuracy(mc, mr)
+            row["outcomes"][split] = outcomes(mc, mr)
+            row[f"acc_{split}"] = sum(row["outcomes"][split]) / len(row["outcomes"][split])
+            if split == "test" and gold is not None and keep:
+                won, ceiling = row["outcomes"]["test"], meta["noise_ceiling"]
+                # right against gold = right against the label where gold agrees with the label, wrong where not
+                agree = [won[i] if ceiling[i] == 1 else 1.0 - won[i] for i in keep]
+                row["outcomes"]["gold"] = agree
+                row["acc_gold"] = sum(agree) / len(agree)
         results[name] = row
-    meta = {"n_pairs": {k: len(v[0]) for k, v in splits.items()}, "hh_source": str(hh_pairs or ""), "notes": notes}
+    meta.update({"n_pairs": {k: len(v[0]) for k, v in splits.items()}, "hh_source": str(hh_pairs or ""),
+                 "notes": notes})
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({**results, "_meta": meta}, indent=1))
     return results

@@ -95,7 +95,7 @@ def load_rm_data(cfg: Config, layout: RunLayout | None = None) -> RMData:
     else:
         pairs = _load(cfg.rm.data, cfg.rm.data_on_error, notes)
         v, t = cfg.rm.val_frac, cfg.rm.test_frac
-        train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.run.seed)
+        train, val, test = split_pairs(pairs, (1.0 - v - t, v, t), seed=cfg.rm.data_split_seed(cfg.run.seed))
         if not train or not test:
             raise ValueError(f"rm.data={cfg.rm.data!r}: {len(pairs)} pairs are too few to split train/val/test")
         source = cfg.rm.data

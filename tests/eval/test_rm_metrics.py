@@ -1,0 +1,58 @@
+"""Held-out evaluation: per-pair outcomes, accuracy against gold's own preference, the noise ceiling, forward passes."""
+
+import random
+
+import pytest
+
+from tests.fixtures import SMALL, save_tiny_rm, tiny_corpus, tiny_tokenizer, write_manifest
+from umm_ray.config import Config
+from umm_ray.data import write_jsonl
+from umm_ray.eval.rm_metrics import evaluate_rms, gold_labels, outcomes
+from umm_ray.reward_source import RewardSource
+from umm_ray.testbed.gold import TestbedGold
+from umm_ray.testbed.prepare import label_pairs
+from umm_ray.testbed.world import sft_responses
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Gold-labelled pairs with 30% label noise (test and val files) and two tiny RMs with random heads."""
+    root = tmp_path_factory.mktemp("rm_metrics")
+    records, texts = tiny_corpus(120, seed=3)
+    tok = tiny_tokenizer(texts)
+    rng = random.Random(0)
+    a, b = zip(*(sft_responses(r, 2, rng) for r in records))
+    pairs, stats = label_pairs(records, list(a), list(b), TestbedGold(), noise=0.3, seed=1)
+    write_jsonl(root / "pairs_test.jsonl", pairs)
+    write_jsonl(root / "pairs_val.jsonl", pairs[:20])
+    rms = [save_tiny_rm(root / f"rm{i}", tok, seed=i, head_std=1.0, **SMALL) for i in range(2)]
+    return {"root": root, "pairs": pairs, "stats": stats, "rms": rms,
+            "manifest": write_manifest(root / "ens.json", rms)}
+
+
+def test_outcomes_count_ties_as_half():
+    import torch
+
+    assert outcomes(torch.tensor([2.0, 1.0, 1.0]), torch.tensor([1.0, 2.0, 1.0])) == [1.0, 0.0, 0.5]
+
+
+def test_gold_judged_accuracy_and_noise_ceiling(world, tmp_path):
+    pairs = world["pairs"]
+    cfg = Config()
+    sources = {"rm0": RewardSource(world["rms"][0]), "ens": RewardSource(world["manifest"]).with_aggregate("mean")}
+    res = evaluate_rms(cfg, sources, world["root"] / "pairs_test.jsonl", tmp_path, gold=TestbedGold())
+    gold = TestbedGold()
+    p, c, r = [x.prompt for x in pairs], [x.chosen for x in pairs], [x.rejected for x in pairs]
+    keep, ceiling = gold_labels(gold, p, c, r)
+    # The ceiling is how often the noisy labels agree with gold: 1 - (flips that survived), here about 0.7.
+    assert sum(ceiling) / len(ceiling) == pytest.approx(1 - world["stats"]["n_flipped"] / len(pairs), abs=1e-9)
+    gc, gr = gold.score(p, c), gold.score(p, r)
+    for name in sources:
+        row = res[name]
+        won = row["outcomes"]["test"]
+        assert len(won) == len(pairs) and row["acc_test"] == pytest.approx(sum(won) / len(won))
+        # Right against gold: the RM prefers the response gold prefers (brute force, pair by pair).
+        brute = [won[i] if gc[i] > gr[i] else 1 - won[i] for i in keep]
+        assert row["outcomes"]["gold"] == brute and row["acc_gold"] == pytest.approx(sum(brute) / len(brute))
+    assert res["rm0"]["forward_passes"] == 1 and res["ens"]["forward_passes"] == 2
+    assert res["rm0"]["acc_gold"] != res["rm0"]["acc_test"]  # 30% noise: the two judgements differ
