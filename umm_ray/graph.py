@@ -8,7 +8,8 @@
 Testbed data: prepare -> sft -> pairs -> rm_<name>. Own preferences (rm.data set): one `pairs` stage splits them;
 prepare -> sft only run when an RM needs the testbed policy as its backbone (no rm.base_path, no ppo.policy_path).
 With compare.dmoe, rm_dmoe (the DMoERM baseline) joins the RMs. Then eval and bon (every proxy, after every RM)
-and one ppo_<proxy> stage per PPO proxy (after its RM).
+and one ppo_<proxy> stage per PPO proxy (after its RM). With compare.seeds K, seeds 1..K-1 repeat the RM, eval, bon
+and ppo stages as seed<k>/<stage> with their own run.seed (`seed_config`); upstream stages are shared.
 
 The config keys each stage reads are declared next to its function in `umm_ray.stages`; this module adds only the
 edges and the stage arguments (which are part of the cache key too). `impl` swaps the functions that do the work —

@@ -84,10 +84,10 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
     With a `gold` Scorer, each RM is also judged against the gold's own preference on the test pairs (noise-free
     labels; pairs gold ties are left out), and the noise ceiling is how often the test labels agree with gold.
 
-    Returns:
+    Returns (and writes to eval.json):
         {name: {acc_test, acc_val, [acc_hh], [acc_gold], params, forward_passes, throughput (sequences/s on the test
-        pairs), outcomes: {split: [P] per-pair 1 / 0 / 0.5}}}; eval.json also holds {"_meta": {"n_pairs": {split:
-        n}, "hh_source", "notes", ["noise_ceiling": [P] outcomes of the test labels against gold]}}.
+        pairs), outcomes: {split: [P] per-pair 1 / 0 / 0.5}}, "_meta": {"n_pairs": {split: n}, "hh_source", "notes",
+        ["noise_ceiling": [P] outcomes of the test labels against gold]}}.
     """
 
     torch.manual_seed(cfg.run.seed)
@@ -140,4 +140,4 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
                  "notes": notes})
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({**results, "_meta": meta}, indent=1))
-    return results
+    return {**results, "_meta": meta}

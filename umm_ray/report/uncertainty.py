@@ -161,59 +161,80 @@ class PPOData:
         return self.gold.shape[0] > 1 or bool(self.gold_se.any())
 
 
-PPO_STATS = ("peak_gold", "kl_at_peak", "drop", "gap", "final_gold")
+PPO_STATS = ("peak_gold", "kl_at_peak", "drop", "gap", "final_gold", "gold_at_kl")
 
 
-def _ppo_summary(gold: np.ndarray, proxy: np.ndarray, kl: np.ndarray, d: PPOData) -> np.ndarray:
-    """[len(PPO_STATS)] of seed-mean curves [T] after smoothing (window ~ T/8)."""
+def gold_at_kl(gold: np.ndarray, kl: np.ndarray, target: float | None) -> float:
+    """Smoothed gold [T] at the first step whose KL [T] reaches `target` (NaN when the run never gets there)."""
+    if target is None:
+        return float("nan")
+    reached = np.flatnonzero(kl >= target)
+    return float(gold[reached[0]]) if reached.size else float("nan")
+
+
+def _ppo_summary(gold: np.ndarray, proxy: np.ndarray, kl: np.ndarray, d: PPOData, kl_match: float | None = None
+                 ) -> np.ndarray:
+    """[len(PPO_STATS)] of seed-mean curves [T] after smoothing (window ~ T/8); the last entry is gold at KL
+    `kl_match` (the KL where dense peaks: a comparison at equal KL budget, so slower optimisation is not robustness)."""
     w = ppo_window(gold.size)
     g, p = smooth(gold, w), smooth(proxy, w)
     i = int(np.argmax(g))
     gap = (p[-1] - p[0]) / d.proxy_std0 - (g[-1] - g[0]) / d.gold_std0
-    return np.array([g[i], kl[i], g[i] - g[-1], gap, g[-1]])
+    return np.array([g[i], kl[i], g[i] - g[-1], gap, g[-1], gold_at_kl(g, kl, kl_match)])
 
 
-def _ppo_draw(d: PPOData, rng: np.random.Generator, seeds: np.ndarray) -> np.ndarray:
+def _ppo_draw(d: PPOData, rng: np.random.Generator, seeds: np.ndarray, kl_match: float | None = None) -> np.ndarray:
     gold = d.gold[seeds] + rng.standard_normal(d.gold[seeds].shape) * d.gold_se[seeds]
     proxy = d.proxy[seeds] + rng.standard_normal(d.proxy[seeds].shape) * d.proxy_se[seeds]
-    return _ppo_summary(gold.mean(0), proxy.mean(0), d.kl[seeds].mean(0), d)
+    return _ppo_summary(gold.mean(0), proxy.mean(0), d.kl[seeds].mean(0), d, kl_match)
 
 
-def _percentiles(value: np.ndarray, draws: np.ndarray, level: float = LEVEL) -> list[Interval]:
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return [Interval(float(v), float(a), float(b), level) for v, a, b in zip(value, lo, hi)]
+def _percentiles(names: tuple[str, ...], value: np.ndarray, draws: np.ndarray, level: float = LEVEL
+                 ) -> dict[str, Interval]:
+    """Percentile intervals by name; a statistic whose point value is undefined (NaN) is left out."""
+    out = {}
+    for k, name in enumerate(names):
+        if not np.isfinite(value[k]):
+            continue
+        lo, hi = np.nanquantile(draws[:, k], [(1 - level) / 2, (1 + level) / 2])
+        out[name] = Interval(float(value[k]), float(lo), float(hi), level)
+    return out
 
 
 def _seed_draws(rng: np.random.Generator, n_seeds: int) -> np.ndarray:
     return rng.integers(0, n_seeds, size=n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
 
 
-def ppo_intervals(d: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict[str, Interval]:
-    """Smoothed peak gold, KL at the peak, drop from the peak, proxy-gold gap (std units), final gold."""
-    value = _ppo_summary(d.gold.mean(0), d.proxy.mean(0), d.kl.mean(0), d)
+def ppo_intervals(d: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0, kl_match: float | None = None
+                  ) -> dict[str, Interval]:
+    """Smoothed peak gold, KL at the peak, drop from the peak, proxy-gold gap (std units), final gold, and gold at
+    KL `kl_match` when given and reached."""
+    value = _ppo_summary(d.gold.mean(0), d.proxy.mean(0), d.kl.mean(0), d, kl_match)
     rng = np.random.default_rng(seed)
-    draws = np.stack([_ppo_draw(d, rng, _seed_draws(rng, d.gold.shape[0])) for _ in range(n_boot)])
-    return dict(zip(PPO_STATS, _percentiles(value, draws)))
+    draws = np.stack([_ppo_draw(d, rng, _seed_draws(rng, d.gold.shape[0]), kl_match) for _ in range(n_boot)])
+    return _percentiles(PPO_STATS, value, draws)
 
 
-def ppo_diffs(cand: PPOData, ref: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict[str, Interval]:
-    """cand - ref of the gold drop and the final gold; seeds paired (seed k of both), rollout noise independent."""
+def ppo_diffs(cand: PPOData, ref: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0, kl_match: float | None = None
+              ) -> dict[str, Interval]:
+    """cand - ref of the gold drop, the final gold and (with `kl_match`) the gold at that KL; seeds paired (seed k
+    of both), rollout noise independent."""
     if cand.gold.shape != ref.gold.shape:
         raise ValueError(f"PPO runs of different shapes {cand.gold.shape} vs {ref.gold.shape}: not the same seeds "
                          "and steps")
-    pick = [PPO_STATS.index("drop"), PPO_STATS.index("final_gold")]
+    names = ("drop", "final_gold", "gold_at_kl")
+    pick = [PPO_STATS.index(n) for n in names]
 
-    def both(c_gold, c_proxy, c_kl, r_gold, r_proxy, r_kl):
-        return (_ppo_summary(c_gold, c_proxy, c_kl, cand) - _ppo_summary(r_gold, r_proxy, r_kl, ref))[pick]
+    def summary(d: PPOData) -> np.ndarray:
+        return _ppo_summary(d.gold.mean(0), d.proxy.mean(0), d.kl.mean(0), d, kl_match)[pick]
 
-    value = both(cand.gold.mean(0), cand.proxy.mean(0), cand.kl.mean(0), ref.gold.mean(0), ref.proxy.mean(0),
-                 ref.kl.mean(0))
+    value = summary(cand) - summary(ref)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
         s = _seed_draws(rng, cand.gold.shape[0])
-        draws.append(_ppo_draw(cand, rng, s)[pick] - _ppo_draw(ref, rng, s)[pick])
-    return dict(zip(("drop", "final_gold"), _percentiles(value, np.stack(draws))))
+        draws.append(_ppo_draw(cand, rng, s, kl_match)[pick] - _ppo_draw(ref, rng, s, kl_match)[pick])
+    return _percentiles(names, value, np.stack(draws))
 
 
 def ppo_band(d: PPOData, n_boot: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,7 +255,8 @@ class RowStats:
     """Every interval of one report row; None where the row has no such data. `bon_gold_n` / `bon_win` have one
     interval per n of the BoN curve.
 
-    `vs_dense` holds cand - dense differences: 'bon_drop', 'bon_gold_max', 'ppo_drop', 'ppo_final_gold'.
+    `vs_dense` holds cand - dense differences: 'bon_drop', 'bon_gold_max', 'ppo_drop', 'ppo_final_gold' and
+    'ppo_gold_at_kl' (at the KL where dense's gold peaks, when this run reaches it).
     """
 
     acc_test: Interval | None = None
@@ -257,6 +279,13 @@ def ppo_data(r: RMResult) -> PPOData | None:
     return PPOData.from_curves(s.ppo) if s and s.ppo else None
 
 
+def dense_peak_kl(d: PPOData | None) -> float | None:
+    """The KL (k2) at which the dense proxy's smoothed seed-mean gold peaks: the budget PPO rows are matched at."""
+    if d is None:
+        return None
+    return float(_ppo_summary(d.gold.mean(0), d.proxy.mean(0), d.kl.mean(0), d)[PPO_STATS.index("kl_at_peak")])
+
+
 def row_stats(r: RMResult, dense: RMResult | None, n_boot: int = DEFAULT_BOOT) -> RowStats:
     """The intervals of one row, and its paired differences against `dense` (when given and not itself)."""
     s = r.seeds
@@ -268,15 +297,17 @@ def row_stats(r: RMResult, dense: RMResult | None, n_boot: int = DEFAULT_BOOT) -
     if bd is not None:
         out.bon = bon_intervals(bd, n_boot)
         out.bon_gold_n, out.bon_win = bon_point_intervals(bd, n_boot)
+    ref_p = ppo_data(dense) if dense is not None else None
+    kl_match = dense_peak_kl(ref_p)
     if pd is not None and pd.has_noise:
-        out.ppo = ppo_intervals(pd, n_boot)
+        out.ppo = ppo_intervals(pd, n_boot, kl_match=kl_match)
     if dense is None or dense is r:
         return out
     diffs = {}
-    ref_b, ref_p = bon_data(dense), ppo_data(dense)
+    ref_b = bon_data(dense)
     if bd is not None and ref_b is not None:
         diffs.update({f"bon_{k}": v for k, v in bon_diffs(bd, ref_b, n_boot).items()})
     if pd is not None and ref_p is not None and pd.has_noise:
-        diffs.update({f"ppo_{k}": v for k, v in ppo_diffs(pd, ref_p, n_boot).items()})
+        diffs.update({f"ppo_{k}": v for k, v in ppo_diffs(pd, ref_p, n_boot, kl_match=kl_match).items()})
     out.vs_dense = diffs or None
     return out

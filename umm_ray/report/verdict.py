@@ -79,6 +79,10 @@ def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Inte
     drop, final = diffs.get(f"{method}_drop"), diffs.get(f"{method}_final_gold" if method == "ppo"
                                                               else "bon_gold_max")
     final_text = f"final gold vs dense {fmt_ci(final)}" if final else ""
+    if method == "ppo":
+        matched = diffs.get("ppo_gold_at_kl")
+        final_text += (f", gold at dense's peak KL vs dense {fmt_ci(matched)}" if matched else
+                       ", never reaches the KL where dense peaks")
     if drop is None:
         return f"{name}: no interval for the difference", ""
     if ref_drop is None or ref_drop.lo <= 0:
