@@ -48,7 +48,8 @@ PRESETS: dict[str, dict] = {
         "ppo": {"steps": 3, "rollout_batch_size": 8, "micro_batch_size": 8},
         "bon": {"n_prompts": 8, "n_samples": 8},
         "rollout": {"max_new_tokens": 16},
-        "compare": {"expert_counts": [2], "ppo_rms": ["dense", "ensemble-wco", "dmoe"], "dmoe": True},
+        "compare": {"expert_counts": [2], "ppo_rms": ["dense", "ensemble-wco", "dmoe"], "dmoe": True,
+                    "ppo_kl_rms": ["dense", "ensemble-wco"]},
     },
 }
 

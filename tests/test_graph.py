@@ -56,7 +56,7 @@ def flipped(value, meta: dict, key: str):
     """A different valid-looking value for one config key."""
     special = {"rm.data": "other_prefs.jsonl", "compare.force": ["pairs"], "compare.expert_counts": [3],
                "compare.ppo_rms": ["dense", "umm_best"], "bon.rms": ["x=y"], "dmoe.tasks": ["math"],
-               "dmoe.capabilities": ["brevity"], "dmoe.target_modules": ["q_proj"]}
+               "dmoe.capabilities": ["brevity"], "dmoe.target_modules": ["q_proj"], "compare.ppo_kl_rms": ["dense"]}
     if key in special:
         return special[key]
     if isinstance(value, bool):
@@ -114,6 +114,9 @@ def templates(tmp_path_factory) -> dict[str, tuple[str, Config, Path]]:
     return out
 
 
+KL_OVERRIDDEN = {"ppo.kl_coef", "ppo.kl_target"}
+
+
 def rerun_after_flip(template, key: str, tmp_path: Path) -> tuple[set[str], set[str], dict, dict]:
     """(stages that ran, stages that should have, markers before, markers after) for a flip of `key`."""
     _, cfg, root = template
@@ -126,6 +129,8 @@ def rerun_after_flip(template, key: str, tmp_path: Path) -> tuple[set[str], set[
     def should_run(name: str, expected: set[str]) -> bool:
         old = before.get(name)
         reads = set(after[name]["inputs"]["config"]) | set(old["inputs"]["config"] if old else ())
+        if name.rsplit("/", 1)[-1].startswith("ppo_kl_"):  # the KL regime sets ppo.kl_* from compare.ppo_kl_coef
+            reads = (reads - KL_OVERRIDDEN) | {"compare.ppo_kl_coef"}
         deps = after[name]["inputs"]["deps"]
         return old is None or key in reads or name in new_cfg.compare.force or any(d in expected for d in deps)
 
@@ -155,15 +160,17 @@ def test_flipping_every_config_key_reruns_exactly_its_readers_and_their_dependan
 
 # Hand-written expectations for the keys the issue named (not derived from the declarations).
 TESTBED_ALL = {"prepare", "sft", "pairs", "rm_dense", "rm_umm2", "rm_ensemble", "rm_dmoe", "eval", "bon", "ppo_dense",
-               "ppo_ensemble-wco", "ppo_dmoe"}
+               "ppo_ensemble-wco", "ppo_dmoe", "ppo_kl_dense", "ppo_kl_ensemble-wco"}
 SPOT = {
     ("testbed", "reward.gold"): TESTBED_ALL - {"prepare", "sft"},
-    ("own_data", "reward.gold"): {"eval", "bon", "ppo_dense", "ppo_ensemble-wco", "ppo_dmoe"},  # eval: vs gold
+    ("own_data", "reward.gold"): {"eval", "bon", "ppo_dense", "ppo_ensemble-wco", "ppo_dmoe", "ppo_kl_dense",
+                                  "ppo_kl_ensemble-wco"},  # eval: accuracy against gold's own preference
     ("testbed", "compare.bon_uwo_lambda"): {"eval", "bon"},
     ("own_data", "compare.bon_uwo_lambda"): {"eval", "bon"},
     ("testbed", "testbed.label_noise"): TESTBED_ALL - {"prepare", "sft"},
-    ("testbed", "ppo.kl_coef"): {"ppo_dense", "ppo_ensemble-wco", "ppo_dmoe"},
-    ("testbed", "ensemble.members"): {"rm_ensemble", "eval", "bon", "ppo_ensemble-wco"},
+    ("testbed", "ppo.kl_coef"): {"ppo_dense", "ppo_ensemble-wco", "ppo_dmoe"},  # the KL regime sets its own beta
+    ("testbed", "compare.ppo_kl_coef"): {"ppo_kl_dense", "ppo_kl_ensemble-wco"},
+    ("testbed", "ensemble.members"): {"rm_ensemble", "eval", "bon", "ppo_ensemble-wco", "ppo_kl_ensemble-wco"},
     ("testbed", "moe.top_k"): {"rm_umm2", "eval", "bon"},
     ("testbed", "dmoe.lora_r"): {"rm_dmoe", "eval", "bon", "ppo_dmoe"},
     ("own_data", "dmoe.capability_data"): {"rm_dmoe", "eval", "bon", "ppo_dmoe"},
@@ -175,7 +182,7 @@ SPOT = {
     ("testbed", "compare.seeds"): {f"seed1/{n}" for n in TESTBED_ALL - {"prepare", "sft", "pairs"}},
     ("own_data", "compare.seeds"): {"seed1/rm_dense", "seed1/rm_umm2", "seed1/rm_ensemble", "seed1/rm_dmoe",
                                     "seed1/eval", "seed1/bon", "seed1/ppo_dense", "seed1/ppo_ensemble-wco",
-                                    "seed1/ppo_dmoe"},
+                                    "seed1/ppo_dmoe", "seed1/ppo_kl_dense", "seed1/ppo_kl_ensemble-wco"},
     ("testbed", "serve.port"): set(),
     ("own_data", "testbed.n_prompts"): set(),  # own data: no testbed world in the graph
 }

@@ -228,6 +228,10 @@ class CompareConfig:
     ppo_rms: list = opt(["dense", "umm_best", "ensemble-mean", "ensemble-wco", "ensemble-uwo", "dmoe"],
                         "Proxies PPO runs against; 'umm_best' = the UMM with the best validation accuracy (mean over "
                         "seeds); 'dmoe' runs when compare.dmoe trains it and is passed over otherwise.")
+    ppo_kl_coef: float = opt(0.05, "Fixed KL penalty beta of the second PPO regime (the one practitioners run), beside "
+                                   "the ppo.kl_coef stress test; its runs are the ppo_kl_<proxy> stages.", lo=0)
+    ppo_kl_rms: list = opt(["dense", "umm_best", "ensemble-mean"],
+                           "Proxies of the KL-penalised PPO regime (names as in ppo_rms); [] = only the stress test.")
     bon_uwo_lambda: float = opt(0.5, "UWO variance penalty used in Best-of-N (PPO uses ensemble.uwo_lambda).", lo=0)
     hh_eval: str = opt("auto", "Real HH pairs for accuracy: a file, 'auto' (../shared/data when present) or ''.")
     hh_eval_pairs: int = opt(200, "How many HH pairs (from the start of the file) to score; 0 = all.", lo=0)

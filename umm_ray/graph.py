@@ -8,7 +8,8 @@
 Testbed data: prepare -> sft -> pairs -> rm_<name>. Own preferences (rm.data set): one `pairs` stage splits them;
 prepare -> sft only run when an RM needs the testbed policy as its backbone (no rm.base_path, no ppo.policy_path).
 With compare.dmoe, rm_dmoe (the DMoERM baseline) joins the RMs. Then eval and bon (every proxy, after every RM)
-and one ppo_<proxy> stage per PPO proxy (after its RM). With compare.seeds K, seeds 1..K-1 repeat the RM, eval, bon
+and one ppo_<proxy> stage per PPO proxy (after its RM), plus ppo_kl_<proxy> for the KL-penalised regime
+(compare.ppo_kl_rms, beta compare.ppo_kl_coef). With compare.seeds K, seeds 1..K-1 repeat the RM, eval, bon
 and ppo stages as seed<k>/<stage> with their own run.seed (`seed_config`); upstream stages are shared.
 
 The config keys each stage reads are declared next to its function in `umm_ray.stages`; this module adds only the
@@ -51,13 +52,15 @@ def seed_config(cfg: Config, k: int) -> Config:
 @dataclass(frozen=True)
 class CompareResult:
     """What the compare stages produced: proxies by display name (seed 0's; every seed has the same), and per seed
-    (list index = seed) the eval rows, BoN curves, BoN stage names and PPO runs by proxy name."""
+    (list index = seed) the eval rows, BoN curves, BoN stage names and PPO runs by proxy name (without and with the
+    KL penalty)."""
 
     proxies: dict[str, S.Proxy]
     evals: list[dict]
     bon: list[dict]
     bon_stages: list[str]
     ppo: list[dict]
+    ppo_kl: list[dict]
 
 
 class StageGraph:
@@ -69,10 +72,13 @@ class StageGraph:
         self.summaries: dict[str, dict] = {}  # of the stages run (or reused) so far, by name
 
     def _run(self, name: str, fn: str, *args: Any, deps: tuple[str, ...] = (), extra: dict | None = None,
-             seed: int = 0, **call: Any) -> dict:
+             seed: int = 0, kl_coef: float | None = None, **call: Any) -> dict:
         """Run stage `name` = `umm_ray.stages.<fn>(cfg, *args, out, **call)`; `args` are inputs (keyed), `call` not.
-        With `seed` k > 0 the stage is `seed<k>/<name>` and runs with that seed's config."""
+        With `seed` k > 0 the stage is `seed<k>/<name>` and runs with that seed's config; `kl_coef` sets a fixed PPO
+        KL penalty (the KL-penalised regime)."""
         cfg = seed_config(self.cfg, seed)
+        if kl_coef is not None:
+            cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=kl_coef, kl_target=0.0))
         name = RunLayout.seed_stage(name, seed)
         reads = declared_reads(getattr(S, fn), cfg, *args)
         work = getattr(self.impl, fn)
@@ -134,7 +140,12 @@ class StageGraph:
             evals.append(self._run("eval", "evaluate", proxies[k], deps=tuple(rms), extra={"hh": str(hh or "")},
                                    seed=k))
             bon.append(self._run("bon", "bon", proxies[k], deps=tuple(rms), seed=k))
-        mean = S.mean_evals(evals)
-        ppo = [{name: self._run(f"ppo_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool)
-                for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k]).items()} for k in seeds]
-        return CompareResult(proxies[0], evals, bon, [RunLayout.seed_stage("bon", k) for k in seeds], ppo)
+        mean, kl = S.mean_evals(evals), self.cfg.compare.ppo_kl_coef
+        ppo, ppo_kl = [], []
+        for k in seeds:
+            ppo.append({name: self._run(f"ppo_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool)
+                        for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k]).items()})
+            ppo_kl.append({name: self._run(f"ppo_kl_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool,
+                                           kl_coef=kl)
+                           for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k], kl=True).items()})
+        return CompareResult(proxies[0], evals, bon, [RunLayout.seed_stage("bon", k) for k in seeds], ppo, ppo_kl)

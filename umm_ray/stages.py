@@ -260,11 +260,12 @@ def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     return {k: c.to_dict() for k, c in curves.items()}
 
 
-def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy]) -> dict[str, Proxy]:
-    """The proxies PPO runs against, resolving 'umm_best' to the UMM with the best validation accuracy in `evals`
-    (with several seeds: `mean_evals`, so every seed resolves it alike)."""
+def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy], kl: bool = False) -> dict[str, Proxy]:
+    """The proxies PPO runs against (compare.ppo_rms, or compare.ppo_kl_rms for the KL-penalised regime when `kl`),
+    resolving 'umm_best' to the UMM with the best validation accuracy in `evals` (with several seeds: `mean_evals`,
+    so every seed resolves it alike)."""
     chosen = {}
-    for name in cfg.compare.ppo_rms:
+    for name in (cfg.compare.ppo_kl_rms if kl else cfg.compare.ppo_rms):
         if name == "dmoe" and not cfg.compare.dmoe:
             continue  # the default list names it; it runs only when compare.dmoe trains it (the key's help says so)
         if name == "umm_best":
@@ -273,7 +274,8 @@ def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy]) -> dict[str
                 continue
             name = max(umms, key=lambda k: (evals[k].get("acc_val", 0.0), -len(k)))
         if name not in proxies:
-            raise ValueError(f"compare.ppo_rms: {name!r} is not a trained RM; have {sorted(proxies)}")
+            key = "compare.ppo_kl_rms" if kl else "compare.ppo_rms"
+            raise ValueError(f"{key}: {name!r} is not a trained RM; have {sorted(proxies)}")
         proxy = proxies[name]
         if proxy.source.aggregate == "uwo":  # PPO's UWO lambda differs from BoN's (Coste et al.: 0.1 vs 0.5)
             proxy = dataclasses.replace(proxy, source=proxy.source.with_aggregate("uwo", cfg.ensemble.uwo_lambda))
@@ -315,17 +317,22 @@ def _stack(values: list) -> list | None:
     return None if any(v is None for v in values) else list(values)
 
 
-def seed_runs(name: str, evals: list[dict], bon_scores: list[dict], ppo_runs: list[dict], batch_size: int
-              ) -> SeedRuns:
-    """One row's per-seed data from each seed's eval summary, BoN scores.json and PPO stage summary."""
+def _ppo_seeds(name: str, runs: list[dict], batch_size: int) -> list[PPOCurve] | None:
+    """One proxy's PPO curve per seed, or None unless every seed ran it."""
+    got = [r.get(name) for r in runs]
+    if not got or not all(got):
+        return None
+    return [PPOCurve.from_metrics(r["rows"], batch_size=r.get("batch_size", batch_size)) for r in got]
+
+
+def seed_runs(name: str, evals: list[dict], bon_scores: list[dict], result, batch_size: int) -> SeedRuns:
+    """One row's per-seed data from each seed's eval summary, BoN scores.json and PPO stage summaries."""
     outs = [e.get(name, {}).get("outcomes") or {} for e in evals]
     bon = [b["proxy"].get(name) if b else None for b in bon_scores]
-    ppo = [r.get(name) for r in ppo_runs]
     return SeedRuns(acc_test=_stack([o.get("test") for o in outs]), acc_gold=_stack([o.get("gold") for o in outs]),
                     acc_hh=_stack([o.get("hh") for o in outs]), bon_proxy=_stack(bon),
                     bon_gold=_stack([b["gold"] if b else None for b in bon_scores]) if bon_scores else None,
-                    ppo=[PPOCurve.from_metrics(r["rows"], batch_size=r.get("batch_size", batch_size))
-                         for r in ppo] if ppo and all(ppo) else None)
+                    ppo=_ppo_seeds(name, result.ppo, batch_size), ppo_kl=_ppo_seeds(name, result.ppo_kl, batch_size))
 
 
 def _mean(values: list) -> float | None:
@@ -360,7 +367,7 @@ def report(cfg: Config, result, out: Path, notes: list[str]) -> Path:
     results = []
     for name, proxy in proxies.items():
         rows = [e.get(name, {}) for e in evals]
-        seeds = seed_runs(name, evals, bon_scores, result.ppo, cfg.ppo.rollout_batch_size)
+        seeds = seed_runs(name, evals, bon_scores, result, cfg.ppo.rollout_batch_size)
         bon = [BoNCurve.from_dict(b[name]) for b in result.bon if name in b]
         bon_curve = None
         if seeds.bon_proxy is not None:
@@ -373,6 +380,7 @@ def report(cfg: Config, result, out: Path, notes: list[str]) -> Path:
             forward_passes=rows[0].get("forward_passes"), acc_testbed=_mean([r.get("acc_test") for r in rows]),
             acc_hh=_mean([r.get("acc_hh") for r in rows]), acc_gold=_mean([r.get("acc_gold") for r in rows]),
             bon=bon_curve, ppo=mean_ppo(seeds.ppo) if seeds.ppo else None, seeds=seeds,
+            ppo_kl=mean_ppo(seeds.ppo_kl) if seeds.ppo_kl else None,
             notes=str(proxy.source) + (" (capability labels: see the note on dmoe)" if proxy.kind == "dmoe"
                                        else "")))
     return build_report(results, config=cfg, out_dir=out, notes=notes)

@@ -5,6 +5,7 @@ Kept out of `jobs/ppo.py` so the driver reads as the loop itself (docs/design.md
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,9 @@ class RolePool:
     @staticmethod
     def _key(cfg: Config, policy_path: str, gold: RewardSpec) -> str:
         # Everything the policy ranks, engines, reference and gold were built from; the proxy is swapped instead.
-        return repr((policy_path, gold, cfg.ppo, cfg.rollout, cfg.run, cfg.model.trust_remote_code))
+        # The KL penalty is applied by the driver only, so the two PPO regimes of the compare job share the actors.
+        ppo = dataclasses.replace(cfg.ppo, kl_coef=0.0, kl_target=0.0, kl_horizon=1)
+        return repr((policy_path, gold, ppo, cfg.rollout, cfg.run, cfg.model.trust_remote_code))
 
     def acquire(self, cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
         """Roles for a run starting from `policy_path`: reused and reset when the key matches, else started fresh."""

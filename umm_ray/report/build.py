@@ -15,7 +15,7 @@ import yaml
 from umm_ray.algo.stats import Interval
 from umm_ray.report.document import Section, Table, write_report
 from umm_ray.report.plots import curve_xy, make_plots, safe_fit
-from umm_ray.report.records import RMResult
+from umm_ray.report.records import METHODS, RMResult
 from umm_ray.report.uncertainty import RowStats, ppo_band, ppo_data, row_stats
 from umm_ray.report.verdict import fmt, fmt_ci, summarize, verdict
 
@@ -70,6 +70,24 @@ def main_row(r: RMResult, st: RowStats) -> list[str]:
             fmt_ci(ppo.get("drop"), s.drop_from_peak if s else None), gap]
 
 
+def _has_band(r: RMResult, method: str) -> bool:
+    d = ppo_data(r, method)
+    return d is not None and d.has_noise
+
+
+KL_HEADERS = ["RM", "kind", "beta", "PPO+KL peak gold", "KL @peak", "gold @dense peak KL", "drop peak->end",
+              "final gold", "proxy-gold gap"]
+
+
+def kl_row(r: RMResult, st: RowStats) -> list[str]:
+    """One row of the KL-penalised PPO table (the regime practitioners run)."""
+    s, iv = summarize(r, "ppo_kl"), st.ppo_kl or {}
+    return [r.name, r.kind, fmt(r.ppo_kl.kl_coef), fmt_ci(iv.get("peak_gold"), s.peak_gold),
+            fmt_ci(iv.get("kl_at_peak"), s.kl_at_peak), fmt_ci(iv.get("gold_at_kl")),
+            fmt_ci(iv.get("drop"), s.drop_from_peak), fmt_ci(iv.get("final_gold"), s.final_gold),
+            fmt_ci(iv.get("gap"), s.gap) + f" {s.gap_units}"]
+
+
 def cost_row(r: RMResult) -> list[str]:
     return [r.name, r.kind, fmt(r.params), fmt(r.forward_passes), fmt(r.throughput)]
 
@@ -103,7 +121,13 @@ def summary_section(results: list[RMResult], stats: dict[str, RowStats]) -> Sect
                      "step's rollout noise); point values are means over seeds.")
     paras += [f"**{r.name}**: {verdict(r, dense, stats[r.name], stats[dense.name] if dense else None)}"
               for r in results]
-    tables = [table, cost]
+    tables = [table]
+    kl_rows = [kl_row(r, stats[r.name]) for r in results if r.ppo_kl is not None]
+    if kl_rows:
+        tables.append(Table(KL_HEADERS, kl_rows, caption="PPO with a fixed KL penalty beta (compare.ppo_kl_coef), "
+                                                         "same columns as the main table's PPO ones; the verdicts "
+                                                         "grade it as 'PPO+KL'."))
+    tables.append(cost)
     if any(r.notes for r in results):
         tables.append(Table(["RM", "kind", "source / notes"], [[r.name, r.kind, r.notes or "-"] for r in results],
                             caption="Where each reward model came from."))
@@ -118,20 +142,21 @@ def curve_section(results: list[RMResult], method: str, plots: dict[str, Path], 
         return None
     rows = []
     for r in have:
-        c = r.bon if method == "bon" else r.ppo
+        c = r.curve(method)
         xs = c.ns if method == "bon" else c.steps
         st = stats[r.name]
         if method == "bon":
             golds = st.bon_gold_n or [None] * len(xs)
             extra = [[fmt_ci(w)] for w in (st.bon_win or [None] * len(xs))]
         else:
-            band = ppo_band(ppo_data(r)) if ppo_data(r) is not None and ppo_data(r).has_noise else None
+            band = ppo_band(ppo_data(r, method)) if _has_band(r, method) else None
             golds = [Interval(m, lo, hi) for m, lo, hi in zip(*band)] if band else [None] * len(xs)
             extra = [[] for _ in xs]
         for x, kl, g, p, giv, more in zip(xs, c.kl, c.gold, c.proxy, golds, extra):
             rows.append([r.name, str(x), fmt(kl), fmt(kl ** 0.5 if kl > 0 else 0.0), fmt_ci(giv, g), fmt(p), *more])
     head = "n" if method == "bon" else "step"
-    title = "Best-of-N" if method == "bon" else "PPO"
+    title = {"bon": "Best-of-N", "ppo": "PPO (no KL penalty: the stress test)",
+             "ppo_kl": "PPO with a KL penalty"}[method]
     text = ("KL_bon(n) = log n - (n-1)/n; gold and proxy are unbiased estimates from N samples per prompt, averaged "
             "over prompts (and seeds); win = how often the BoN pick beats a sample of the same policy by gold (0.5 "
             "at n=1), the UMM-RM paper's BoN metric." if method == "bon" else
@@ -147,7 +172,7 @@ def fits_section(results: list[RMResult]) -> Section:
     """Gao fit coefficients of gold and proxy for every curve, with the fitted peak."""
     rows = []
     for r in results:
-        for method in ("bon", "ppo"):
+        for method in METHODS:
             xy = curve_xy(r, method)
             if xy is None:
                 continue
@@ -192,12 +217,12 @@ def build_report(results: list[RMResult], config=None, out_dir: str | Path = "re
     out = Path(out_dir)
     dense = find_dense(results)
     stats = {r.name: row_stats(r, dense) for r in results}
-    plots = make_plots(results, out / "plots", bands={r.name: ppo_band(ppo_data(r)) for r in results
-                                                      if ppo_data(r) is not None and ppo_data(r).has_noise})
+    bands = {m: {r.name: ppo_band(ppo_data(r, m)) for r in results if _has_band(r, m)} for m in ("ppo", "ppo_kl")}
+    plots = make_plots(results, out / "plots", bands=bands)
     summary = summary_section(results, stats)
     summary.paragraphs += list(notes or [])
     sections = [summary]
-    sections += [s for s in (curve_section(results, m, plots, stats) for m in ("bon", "ppo")) if s is not None]
+    sections += [s for s in (curve_section(results, m, plots, stats) for m in METHODS) if s is not None]
     sections.append(fits_section(results))
     vers = versions()
     sections.append(Section("Config and versions", code=_config_text(config) + "\n# versions\n" +

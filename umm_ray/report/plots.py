@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from umm_ray.report.fits import Fit, fit_curve
-from umm_ray.report.records import RMResult
+from umm_ray.report.records import METHODS, RMResult
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
           "#bcbd22"]
@@ -22,7 +22,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 
 def curve_xy(result: RMResult, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(kl, gold, proxy) arrays of the RM's BoN or PPO curve, or None when it has none."""
-    curve = result.bon if method == "bon" else result.ppo
+    curve = result.curve(method)
     if curve is None:
         return None
     return (np.asarray(curve.kl, dtype=np.float64), np.asarray(curve.gold, dtype=np.float64),
@@ -106,7 +106,8 @@ def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = 
     ax.axhline(0.0, color="black", lw=0.5)
     ax.set_xlabel("sqrt(KL)")
     ax.set_ylabel("gold gain" if gain else "gold")
-    ax.set_title(f"{'Best-of-n' if method == 'bon' else 'PPO'}: gold vs sqrt(KL) (dashed: Gao fits)", fontsize=10)
+    title = {"bon": "Best-of-n", "ppo": "PPO (no KL penalty)", "ppo_kl": "PPO with KL penalty"}[method]
+    ax.set_title(f"{title}: gold vs sqrt(KL) (dashed: Gao fits)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return _save(fig, path)
@@ -114,12 +115,13 @@ def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = 
 
 def make_plots(results: list[RMResult], out_dir: str | Path, bands: dict[str, tuple] | None = None
                ) -> dict[str, Path]:
-    """Write every plot that has data; returns {label: png path}. `bands`: PPO gold bands by RM name."""
+    """Write every plot that has data; returns {label: png path}. `bands`: {method: {RM name: (mean, lo, hi)}}, the
+    PPO gold bands."""
     out = Path(out_dir)
     made = {}
-    for method in ("bon", "ppo"):
+    for method in METHODS:
         for label, fn in ((f"{method}_gold_overlay", plot_overlay), (f"{method}_per_rm", plot_grid)):
-            kw = {"bands": bands} if fn is plot_overlay and method == "ppo" else {}
+            kw = {"bands": bands.get(method)} if fn is plot_overlay and bands else {}
             p = fn(results, method, out / f"{label}.png", **kw)
             if p is not None:
                 made[label] = p

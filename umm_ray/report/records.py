@@ -12,11 +12,14 @@ from dataclasses import asdict, dataclass, field
 
 from umm_ray.algo.bon import BoNCurve
 
-__all__ = ["BoNCurve", "PPOCurve", "RMResult", "ROW_KINDS", "SeedRuns"]
+__all__ = ["BoNCurve", "METHODS", "PPOCurve", "RMResult", "ROW_KINDS", "SeedRuns"]
 
 # What a report row can stand for: a trained RM kind (`umm_ray.train.reward.RM_KINDS`), the gold scorer, or anything
 # else; kept here rather than imported so the report never imports the training stack.
 ROW_KINDS = ("dense", "umm", "moe", "ensemble", "dmoe", "gold", "other")
+# How a row's policy was optimised against its proxy: Best-of-N, PPO without a KL penalty (the stress test) and PPO
+# with one (compare.ppo_kl_coef, the regime practitioners run).
+METHODS = ("bon", "ppo", "ppo_kl")
 
 
 @dataclass
@@ -93,7 +96,7 @@ class SeedRuns:
         acc_gold: [S][P'] the same against the gold's own preference (the noise-free label; gold ties left out).
         acc_hh: [S][H] the same on the real HH pairs, when scored.
         bon_proxy, bon_gold: [S][P][N] proxy and gold scores of the N BoN samples of each prompt.
-        ppo: one PPO curve per seed (same logged steps).
+        ppo: one PPO curve per seed (same logged steps); ppo_kl: the same for the KL-penalised regime.
     """
 
     acc_test: list | None = None
@@ -102,16 +105,19 @@ class SeedRuns:
     bon_proxy: list | None = None
     bon_gold: list | None = None
     ppo: list[PPOCurve] | None = None
+    ppo_kl: list[PPOCurve] | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["ppo"] = [c.to_dict() for c in self.ppo] if self.ppo else None
+        for k in ("ppo", "ppo_kl"):
+            d[k] = [c.to_dict() for c in getattr(self, k)] if getattr(self, k) else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SeedRuns":
         d = dict(d)
-        d["ppo"] = [PPOCurve.from_dict(c) for c in d["ppo"]] if d.get("ppo") else None
+        for k in ("ppo", "ppo_kl"):
+            d[k] = [PPOCurve.from_dict(c) for c in d[k]] if d.get(k) else None
         return cls(**d)
 
 
@@ -129,7 +135,7 @@ class RMResult:
         acc_testbed: held-out preference accuracy on the testbed's test pairs (None when not measured).
         acc_hh: accuracy on real HH-RLHF pairs when given (None otherwise).
         bon: Best-of-N curve, or None.
-        ppo: PPO curve, or None.
+        ppo: PPO curve (no KL penalty), or None; ppo_kl: PPO curve with the KL penalty, or None.
         notes: free text shown under the table (e.g. "aggregate=uwo, lambda=0.5").
         acc_gold: accuracy against the gold's own preferences on the same held-out pairs (noise-free labels).
         forward_passes: model forward passes per scored sequence (1 dense / UMM / MoE, k for an ensemble of k,
@@ -150,6 +156,7 @@ class RMResult:
     acc_gold: float | None = None
     forward_passes: int | None = None
     seeds: SeedRuns | None = None
+    ppo_kl: PPOCurve | None = None
 
     def __post_init__(self):
         if self.kind not in ROW_KINDS:
@@ -159,10 +166,21 @@ class RMResult:
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"RMResult {self.name!r}: {name} is {v}")
 
+    def curve(self, method: str) -> BoNCurve | PPOCurve | None:
+        """The row's curve for one of METHODS."""
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is not one of {METHODS}")
+        return getattr(self, method)
+
+    def seed_curves(self, method: str) -> list[PPOCurve] | None:
+        """The per-seed PPO curves of 'ppo' or 'ppo_kl' (None without per-seed data)."""
+        return getattr(self.seeds, method) if self.seeds is not None else None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["bon"] = self.bon.to_dict() if self.bon else None
-        d["ppo"] = self.ppo.to_dict() if self.ppo else None
+        for k in ("ppo", "ppo_kl"):
+            d[k] = getattr(self, k).to_dict() if getattr(self, k) else None
         d["seeds"] = self.seeds.to_dict() if self.seeds else None
         return d
 
@@ -170,6 +188,7 @@ class RMResult:
     def from_dict(cls, d: dict) -> "RMResult":
         d = dict(d)
         d["bon"] = BoNCurve.from_dict(d["bon"]) if d.get("bon") else None
-        d["ppo"] = PPOCurve.from_dict(d["ppo"]) if d.get("ppo") else None
+        for k in ("ppo", "ppo_kl"):
+            d[k] = PPOCurve.from_dict(d[k]) if d.get(k) else None
         d["seeds"] = SeedRuns.from_dict(d["seeds"]) if d.get("seeds") else None
         return cls(**d)

@@ -255,8 +255,8 @@ class RowStats:
     """Every interval of one report row; None where the row has no such data. `bon_gold_n` / `bon_win` have one
     interval per n of the BoN curve.
 
-    `vs_dense` holds cand - dense differences: 'bon_drop', 'bon_gold_max', 'ppo_drop', 'ppo_final_gold' and
-    'ppo_gold_at_kl' (at the KL where dense's gold peaks, when this run reaches it).
+    `vs_dense` holds cand - dense differences: 'bon_drop', 'bon_gold_max', and for m in ppo / ppo_kl 'm_drop',
+    'm_final_gold' and 'm_gold_at_kl' (at the KL where dense's gold peaks in that regime, when this run reaches it).
     """
 
     acc_test: Interval | None = None
@@ -266,7 +266,12 @@ class RowStats:
     bon_gold_n: list[Interval] | None = None
     bon_win: list[Interval] | None = None
     ppo: dict[str, Interval] | None = None
+    ppo_kl: dict[str, Interval] | None = None
     vs_dense: dict[str, Interval] | None = None
+
+    def method(self, method: str) -> dict[str, Interval] | None:
+        """The summary intervals of 'bon', 'ppo' or 'ppo_kl'."""
+        return getattr(self, method)
 
 
 def bon_data(r: RMResult) -> BoNData | None:
@@ -274,9 +279,10 @@ def bon_data(r: RMResult) -> BoNData | None:
     return BoNData.from_scores(s.bon_proxy, s.bon_gold) if s and s.bon_proxy is not None else None
 
 
-def ppo_data(r: RMResult) -> PPOData | None:
-    s = r.seeds
-    return PPOData.from_curves(s.ppo) if s and s.ppo else None
+def ppo_data(r: RMResult, method: str = "ppo") -> PPOData | None:
+    """The row's per-seed runs of 'ppo' (no KL penalty) or 'ppo_kl', or None."""
+    curves = r.seed_curves(method)
+    return PPOData.from_curves(curves) if curves else None
 
 
 def dense_peak_kl(d: PPOData | None) -> float | None:
@@ -293,21 +299,21 @@ def row_stats(r: RMResult, dense: RMResult | None, n_boot: int = DEFAULT_BOOT) -
     if s is None:
         return out
     out.acc_test, out.acc_gold, out.acc_hh = (accuracy_interval(x) for x in (s.acc_test, s.acc_gold, s.acc_hh))
-    bd, pd = bon_data(r), ppo_data(r)
+    bd = bon_data(r)
     if bd is not None:
         out.bon = bon_intervals(bd, n_boot)
         out.bon_gold_n, out.bon_win = bon_point_intervals(bd, n_boot)
-    ref_p = ppo_data(dense) if dense is not None else None
-    kl_match = dense_peak_kl(ref_p)
-    if pd is not None and pd.has_noise:
-        out.ppo = ppo_intervals(pd, n_boot, kl_match=kl_match)
-    if dense is None or dense is r:
-        return out
     diffs = {}
-    ref_b = bon_data(dense)
+    ref_b = bon_data(dense) if dense is not None and dense is not r else None
     if bd is not None and ref_b is not None:
         diffs.update({f"bon_{k}": v for k, v in bon_diffs(bd, ref_b, n_boot).items()})
-    if pd is not None and ref_p is not None and pd.has_noise:
-        diffs.update({f"ppo_{k}": v for k, v in ppo_diffs(pd, ref_p, n_boot, kl_match=kl_match).items()})
+    for method in ("ppo", "ppo_kl"):
+        pd, ref_p = ppo_data(r, method), ppo_data(dense, method) if dense is not None else None
+        kl_match = dense_peak_kl(ref_p)
+        if pd is None or not pd.has_noise:
+            continue
+        setattr(out, method, ppo_intervals(pd, n_boot, kl_match=kl_match))
+        if ref_p is not None and dense is not r:
+            diffs.update({f"{method}_{k}": v for k, v in ppo_diffs(pd, ref_p, n_boot, kl_match=kl_match).items()})
     out.vs_dense = diffs or None
     return out

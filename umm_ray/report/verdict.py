@@ -14,10 +14,10 @@ import numpy as np
 
 from umm_ray.algo.stats import Interval, significance_word
 from umm_ray.report.fits import OveroptSummary, overopt_summary
-from umm_ray.report.records import RMResult
+from umm_ray.report.records import METHODS, RMResult
 from umm_ray.report.uncertainty import RowStats, ppo_window
 
-METHOD_NAMES = {"bon": "BoN", "ppo": "PPO"}
+METHOD_NAMES = {"bon": "BoN", "ppo": "PPO", "ppo_kl": "PPO+KL"}
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -42,18 +42,17 @@ def fmt_ci(iv: Interval | None, point=None, digits: int = 3) -> str:
 
 
 def summarize(result: RMResult, method: str) -> OveroptSummary | None:
-    """Over-optimisation summary of the RM's BoN (over n) or PPO (over steps) curve; None without one."""
-    if method == "bon" and result.bon is not None:
-        c = result.bon
+    """Over-optimisation summary of the RM's BoN (over n) or PPO / PPO+KL (over steps) curve; None without one."""
+    c = result.curve(method)
+    if c is None:
+        return None
+    if method == "bon":
         return overopt_summary(c.ns, c.kl, c.gold, c.proxy, 1, c.proxy_std, c.gold_std)
-    if method == "ppo" and result.ppo is not None:
-        c = result.ppo
-        return overopt_summary(c.steps, c.kl, c.gold, c.proxy, ppo_window(len(c.steps)), c.proxy_std0, c.gold_std0)
-    return None
+    return overopt_summary(c.steps, c.kl, c.gold, c.proxy, ppo_window(len(c.steps)), c.proxy_std0, c.gold_std0)
 
 
 def _drop(stats: RowStats, method: str) -> Interval | None:
-    block = stats.bon if method == "bon" else stats.ppo
+    block = stats.method(method)
     return block.get("drop") if block else None
 
 
@@ -76,11 +75,11 @@ def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Inte
     """(text, word) for one method vs dense; word is 'M' (mitigates), 'W' (worsens), 'N' (no significant
     difference) or '' (dense shows no significant drop here, or no interval: nothing to grade)."""
     name = METHOD_NAMES[method]
-    drop, final = diffs.get(f"{method}_drop"), diffs.get(f"{method}_final_gold" if method == "ppo"
-                                                              else "bon_gold_max")
+    drop, final = diffs.get(f"{method}_drop"), diffs.get("bon_gold_max" if method == "bon"
+                                                              else f"{method}_final_gold")
     final_text = f"final gold vs dense {fmt_ci(final)}" if final else ""
-    if method == "ppo":
-        matched = diffs.get("ppo_gold_at_kl")
+    if method != "bon":
+        matched = diffs.get(f"{method}_gold_at_kl")
         final_text += (f", gold at dense's peak KL vs dense {fmt_ci(matched)}" if matched else
                        ", never reaches the KL where dense peaks")
     if drop is None:
@@ -118,7 +117,7 @@ def verdict(result: RMResult, dense: RMResult | None, stats: RowStats, dense_sta
     if result.kind == "gold":
         return "gold RM (the measuring stick, not a proxy)"
     parts, codes = [], {}
-    for method in ("bon", "ppo"):
+    for method in METHODS:
         s = summarize(result, method)
         if s is None:
             continue
