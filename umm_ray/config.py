@@ -98,7 +98,16 @@ class RMConfig:
     lr: float = opt(1e-3, "AdamW learning rate.", lo=0)
     num_workers: int = opt(2, "Ray Train workers per run.", lo=1)
     strategy: str = opt("ddp", "Distributed strategy inside Ray Train.", choices=("ddp", "deepspeed"))
-    zero_stage: int = opt(1, "DeepSpeed ZeRO stage when rm.strategy is deepspeed.", choices=(0, 1, 2))
+    zero_stage: int = opt(1, "DeepSpeed ZeRO stage when rm.strategy is deepspeed (2 also shards gradients; 3 is not "
+                             "offered: it would need a parameter gather before the final HF save).", choices=(0, 1, 2))
+    precision: str = opt("fp32", "Compute precision of RM training (dense, moe, umm, ensemble): 'bf16' = bfloat16 "
+                                 "autocast of forward/backward with fp32 master weights, gradients and AdamW state "
+                                 "(CPU with AMX/AVX-512 BF16 or CUDA; ~2.5x faster for SmolLM2-135M on CPU, about "
+                                 "half the activation memory). Reported in eval.json.", choices=("fp32", "bf16"))
+    grad_checkpointing: bool = opt(False, "Gradient checkpointing of every decoder layer of the RM backbone "
+                                          "(after upcycling for moe/umm): activations of one layer at a time are "
+                                          "kept, the rest recomputed in backward (~30% slower, much less memory). "
+                                          "Reported in eval.json.")
     checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
     max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
     val_frac: float = opt(0.1, "Fraction of preference pairs held out for validation, by seed (the testbed's "
@@ -119,6 +128,14 @@ class MoEConfig:
     top_k: int = opt(2, "Normal experts active per token.", lo=1)
     aux_loss_coef: float = opt(1.0, "Weight of the load-balancing loss (already scaled by 0.01 per layer).", lo=0)
     noisy_gating: bool = opt(True, "Noisy top-k routing during training.")
+    upcycle_layers: list = opt([], "Decoder-layer indices (0-based) to upcycle to MoE, e.g. [0, 2] or 0,2; [] = all "
+                                   "layers. Fewer layers = fewer parameters (each adds num_experts FFN copies); the "
+                                   "merge still gives the dense shape. Checked against the backbone's depth before "
+                                   "training; reported in eval.json.")
+
+    def __post_init__(self):
+        # CLI/comma lists arrive as strings ('0,2' -> ['0', '2']); integers are what the layer indices are
+        self.upcycle_layers = [int(i) if isinstance(i, str) and _is_int(i) else i for i in self.upcycle_layers]
 
 
 @dataclass
@@ -373,6 +390,11 @@ def validate(obj: Any, prefix: str = "") -> None:
             _check_bounds(f"{prefix}{f.name}", value, f.metadata)
     if isinstance(obj, MoEConfig) and obj.top_k > obj.num_experts:
         raise ConfigError(f"{prefix}top_k: {obj.top_k} exceeds {prefix}num_experts={obj.num_experts}")
+    if isinstance(obj, MoEConfig):
+        bad = [i for i in obj.upcycle_layers if not isinstance(i, int) or isinstance(i, bool) or i < 0]
+        if bad or len(set(obj.upcycle_layers)) != len(obj.upcycle_layers):
+            raise ConfigError(f"{prefix}upcycle_layers: {obj.upcycle_layers!r} must be distinct layer indices >= 0 "
+                              f"([] = all layers)")
     if isinstance(obj, ServeConfig) and obj.min_replicas > obj.max_replicas:
         raise ConfigError(f"{prefix}min_replicas: {obj.min_replicas} exceeds {prefix}max_replicas={obj.max_replicas}")
     if isinstance(obj, RMConfig) and obj.val_frac + obj.test_frac >= 1.0:

@@ -144,9 +144,11 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
         keys += ("rm.data_on_error",)
     if not uses_testbed(cfg):  # own data is split here by seed; own data RMs start from the user's policy
         keys += ("rm.val_frac", "rm.test_frac", "rm.split_seed") + (() if cfg.rm.base_path else ("ppo.policy_path",))
+    if kind != "dmoe":  # the BT kinds' levers (DMoERM trains with its own spec)
+        keys += ("rm.precision", "rm.grad_checkpointing")
     if kind in ("umm", "moe"):
-        keys += ("moe.top_k", "moe.aux_loss_coef", "moe.noisy_gating") + (() if "num_experts" in extra
-                                                                          else ("moe.num_experts",))
+        keys += ("moe.top_k", "moe.aux_loss_coef", "moe.noisy_gating", "moe.upcycle_layers") + (
+            () if "num_experts" in extra else ("moe.num_experts",))
     if kind == "umm":
         keys += ("merge",)
     if kind == "ensemble":

@@ -133,6 +133,7 @@ class SharedExpertMoE(nn.Module):
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
         self.aux_loss: torch.Tensor | None = None
         self.token_mask: torch.Tensor | None = None  # [N] bool over flattened positions, set by `real_tokens`
+        self.recomputing = False  # True while gradient checkpointing re-runs this layer (umm_ray.train.levers)
 
     def route(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router for flat tokens h [N, H] -> (gates [N, n+1], topk_idx [N, k], aux loss scalar)."""
@@ -151,9 +152,10 @@ class SharedExpertMoE(nn.Module):
         importance, counts = importance_and_load(probs[mask], topk_idx[mask])
         load = smooth_load(clean[mask], logits[mask], std[mask], self.top_k) \
             if use_noise and self.top_k < self.num_experts else counts
-        with torch.no_grad():
-            self.load_counts += counts.round().long()
-            self.tokens_seen += int(mask.sum())
+        if not self.recomputing:  # the recompute in backward sees the same tokens again: count them once
+            with torch.no_grad():
+                self.load_counts += counts.round().long()
+                self.tokens_seen += int(mask.sum())
         return gates, topk_idx, balance_loss(importance, load)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +170,8 @@ class SharedExpertMoE(nn.Module):
             if rows.numel() == 0:
                 continue
             out = self.experts[i + 1](h[rows])
-            y = y.index_add(0, rows, gates[rows, i + 1:i + 2] * out)
+            # .to: under autocast an expert's output may be bf16 while y is fp32 (index_add needs one dtype)
+            y = y.index_add(0, rows, (gates[rows, i + 1:i + 2] * out).to(y.dtype))
         return y.reshape(shape)
 
     def reset_load_stats(self) -> None:

@@ -1,9 +1,10 @@
 """Upcycling a dense reward model into a shared-expert MoE reward model, and saving/loading the MoE.
 
-`upcycle` replaces every decoder layer's FFN by a `SharedExpertMoE` whose n + 1 experts are exact copies of it;
-attention, norms, embeddings and the score head are untouched, so at initialisation the MoE RM scores exactly like
-the dense RM. The MoE checkpoint is a directory: the base HF `config.json`, `umm_moe.json` (expert settings), the
-weights as `model.safetensors`, and the tokenizer.
+`upcycle` replaces every decoder layer's FFN (or only the layers moe.upcycle_layers names) by a `SharedExpertMoE`
+whose n + 1 experts are exact copies of it; attention, norms, embeddings and the score head are untouched, so at
+initialisation the MoE RM scores exactly like the dense RM. The MoE checkpoint is a directory: the base HF
+`config.json`, `umm_moe.json` (expert settings and the upcycled layers), the weights as `model.safetensors`, and the
+tokenizer.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from umm_ray.models.families import (FFN_PARTS, MOE_CONFIG_NAME, check_family, c
                                      load_tokenizer_checked)
 from umm_ray.models.moe import SharedExpertMoE, moe_aux_loss, moe_layers, validate_moe_args
 
-__all__ = ["MoESpec", "upcycle", "save_moe", "load_moe", "moe_aux_loss", "decoder_layers", "is_moe_dir",
-           "MOE_CONFIG_NAME"]
+__all__ = ["MoESpec", "upcycle", "check_upcycle_layers", "save_moe", "load_moe", "moe_aux_loss", "decoder_layers",
+           "is_moe_dir", "MOE_CONFIG_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -37,6 +38,11 @@ class MoESpec:
     family: str
     format: str = "umm_moe"
     version: int = 1
+    layers: tuple[int, ...] | None = None  # decoder layers upcycled; None (files written before the key) = all
+
+    def __post_init__(self):
+        if self.layers is not None:  # umm_moe.json stores a list
+            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -56,8 +62,25 @@ def _check_ffn(mlp: nn.Module, family: str, layer_idx: int) -> None:
         raise ValueError(f"layer {layer_idx}: FFN {type(mlp).__name__} lacks {missing} expected for family {family}")
 
 
+def check_upcycle_layers(layers, depth: int) -> tuple[int, ...]:
+    """The sorted decoder-layer indices to upcycle: all `depth` layers for None or [], else `layers` validated.
+
+    Raises:
+        ValueError naming `moe.upcycle_layers` for a non-integer, negative, repeated or out-of-range index.
+    """
+    if not layers:
+        return tuple(range(depth))
+    bad = [i for i in layers if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth]
+    if bad:
+        raise ValueError(f"moe.upcycle_layers: {bad} are not layer indices of this {depth}-layer model (valid: 0.."
+                         f"{depth - 1}; [] = all layers)")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"moe.upcycle_layers: {list(layers)} repeats a layer index")
+    return tuple(sorted(layers))
+
+
 def upcycle(rm: nn.Module, num_experts: int, top_k: int, noisy: bool = True, seed: int = 0,
-            inplace: bool = False) -> nn.Module:
+            inplace: bool = False, layers=None) -> nn.Module:
     """Turn a dense reward model into a shared-expert MoE reward model.
 
     Args:
@@ -67,6 +90,8 @@ def upcycle(rm: nn.Module, num_experts: int, top_k: int, noisy: bool = True, see
         noisy: noisy top-k routing in training mode.
         seed: seeds the router weights W_g ~ N(0, 0.02) (a local generator; the global RNG is untouched).
         inplace: modify `rm` itself instead of a deep copy.
+        layers: indices of the decoder layers to upcycle (moe.upcycle_layers); None or [] = every layer. The others
+            keep their dense FFN (fewer parameters: each upcycled layer adds n FFN copies and a router).
 
     Returns:
         The MoE reward model (same class as `rm`), with `model.umm_moe` set to its `MoESpec`.
@@ -75,13 +100,15 @@ def upcycle(rm: nn.Module, num_experts: int, top_k: int, noisy: bool = True, see
     family = check_family(rm.config, type(rm).__name__)
     if moe_layers(rm):
         raise ValueError(f"{type(rm).__name__} is already a MoE model; upcycle a dense reward model")
+    chosen = check_upcycle_layers(layers, len(decoder_layers(rm)))  # before the deep copy: a bad index costs nothing
     model = rm if inplace else copy.deepcopy(rm)
+    decoder = decoder_layers(model)
     gen = torch.Generator().manual_seed(seed)
     hidden = model.config.hidden_size
-    for i, layer in enumerate(decoder_layers(model)):
-        _check_ffn(layer.mlp, family, i)
-        layer.mlp = SharedExpertMoE(layer.mlp, hidden, num_experts, top_k, noisy=noisy, generator=gen)
-    model.umm_moe = MoESpec(num_experts, top_k, noisy, family)
+    for i in chosen:  # in layer order, so with all layers the router draws match the pre-`layers` behaviour
+        _check_ffn(decoder[i].mlp, family, i)
+        decoder[i].mlp = SharedExpertMoE(decoder[i].mlp, hidden, num_experts, top_k, noisy=noisy, generator=gen)
+    model.umm_moe = MoESpec(num_experts, top_k, noisy, family, layers=chosen)
     return model
 
 
@@ -144,7 +171,7 @@ def load_moe(path, dtype: torch.dtype | None = None, with_tokenizer: bool = True
         raise FileNotFoundError(f"{path}: MoE checkpoint has no {WEIGHTS_NAME} (only safetensors are loaded)")
     tok = load_tokenizer_checked(path, config) if with_tokenizer else None
     model = AutoModelForSequenceClassification.from_config(config).to(saved_dtype)
-    upcycle(model, spec.num_experts, spec.top_k, noisy=spec.noisy, inplace=True)
+    upcycle(model, spec.num_experts, spec.top_k, noisy=spec.noisy, inplace=True, layers=spec.layers)
     load_model(model, str(path / WEIGHTS_NAME), strict=True)
     model.umm_moe = spec
     if dtype is not None:

@@ -129,7 +129,8 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
                      epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
                      seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
                      strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement,
-                     use_gpu=cfg.run.num_gpus_per_actor > 0)
+                     use_gpu=cfg.run.num_gpus_per_actor > 0, precision=r.precision,
+                     grad_checkpointing=r.grad_checkpointing)
 
 
 def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:
@@ -144,6 +145,7 @@ def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = 
     final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len,
                                                 trust_remote_code=task.trust_remote_code))
     report = _report(task, data, result, final, time.time() - t0)
+    report["levers"] = {**spec.levers(), **task.levers()}
     if init_ref is not None:
         report["initial"] = ray.get(init_ref)
     save_history(result.history, stage_dir / "metrics.json")

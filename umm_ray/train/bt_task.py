@@ -16,7 +16,7 @@ from umm_ray.models.families import check_family
 from umm_ray.models.merge import MERGE_META, export_merged, make_mergeable, merge_coefficients
 from umm_ray.models.moe import moe_aux_loss
 from umm_ray.models.reward_model import load_reward_model, reward_forward
-from umm_ray.models.upcycle import load_moe, save_moe, upcycle
+from umm_ray.models.upcycle import MOE_CONFIG_NAME, load_moe, save_moe, upcycle
 from umm_ray.records import PreferencePair
 from umm_ray.train.loop import TrainTask
 
@@ -49,6 +49,18 @@ def check_backbone(path: str | Path, max_len: int, trust_remote_code: bool = Fal
         raise ValueError(f"rm.max_len={max_len} exceeds the context of {path} ({ctx} positions)")
 
 
+def backbone_depth(path: str | Path, trust_remote_code: bool = False) -> int:
+    """Decoder layers of the backbone at `path` (config only; gpt2's n_layer maps to num_hidden_layers)."""
+    from transformers import AutoConfig  # heavy: ~1 s, paid when a backbone is checked
+
+    return int(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).num_hidden_layers)
+
+
+def _saved_moe_layers(moe_dir: str) -> tuple[int, ...] | str:
+    layers = json.loads((Path(moe_dir) / MOE_CONFIG_NAME).read_text()).get("layers")
+    return tuple(layers) if layers is not None else "all"
+
+
 class RewardNet(nn.Module):
     """Routes forward() to `reward_forward`, so DDP/DeepSpeed wrap a module whose forward yields rewards [B]."""
 
@@ -69,12 +81,13 @@ class BTTask(TrainTask):
 
     def __init__(self, stage: str, source: str | Path, max_len: int, num_experts: int = 0, top_k: int = 0,
                  noisy: bool = True, router_seed: int = 0, aux_coef: float = 0.0, alpha: float = 0.5,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, upcycle_layers: list[int] | tuple[int, ...] = ()):
         if stage not in ("dense", "moe", "merge"):
             raise ValueError(f"BTTask stage must be dense|moe|merge, got {stage!r}")
         self.stage, self.source, self.max_len = stage, str(source), max_len
         self.num_experts, self.top_k, self.noisy, self.router_seed = num_experts, top_k, noisy, router_seed
         self.aux_coef, self.alpha, self.trust_remote_code = aux_coef, alpha, trust_remote_code
+        self.upcycle_layers = tuple(upcycle_layers)  # moe stage: decoder layers to upcycle; () = all
         self.find_unused_parameters = stage == "moe"  # experts a batch never routes to get no gradient
         self._tok = None
 
@@ -97,7 +110,8 @@ class BTTask(TrainTask):
             return RewardNet(make_mergeable(moe.train(), self.alpha, inplace=True))
         rm = load_dense_rm(self.source, self.trust_remote_code)
         if self.stage == "moe":
-            rm = upcycle(rm, self.num_experts, self.top_k, noisy=self.noisy, seed=self.router_seed, inplace=True)
+            rm = upcycle(rm, self.num_experts, self.top_k, noisy=self.noisy, seed=self.router_seed, inplace=True,
+                         layers=self.upcycle_layers)
         return RewardNet(rm)
 
     def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
@@ -130,5 +144,17 @@ class BTTask(TrainTask):
             self.tokenizer.save_pretrained(out_dir)
 
     def fingerprint(self) -> dict:
-        return {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
-                "experts": [self.num_experts, self.top_k], "alpha": self.alpha}
+        fp = {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
+              "experts": [self.num_experts, self.top_k], "alpha": self.alpha}
+        # only when set: an all-layer run keeps the fingerprint of checkpoints written before the key existed
+        return {**fp, "upcycle_layers": list(self.upcycle_layers)} if self.upcycle_layers else fp
+
+    def levers(self) -> dict:
+        """What the stage reports of the model's shape: which decoder layers are (or were) MoE layers."""
+        if self.stage == "dense":
+            return {}
+        if self.stage == "moe":
+            layers = self.upcycle_layers or "all"
+        else:  # merge: the trained MoE's own record (umm_moe.json), None for files older than the key
+            layers = _saved_moe_layers(self.source)
+        return {"upcycle_layers": list(layers) if isinstance(layers, tuple) else layers}

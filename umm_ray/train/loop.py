@@ -2,9 +2,10 @@
 
 A stage is a `TrainTask` (build the model, batch examples, compute the loss, save the result) plus a `TrainSpec`
 (workers, batch size, epochs, checkpoint cadence). `fit(task, examples, spec)` runs it on CPU workers with DDP over
-gloo (GPU workers with NCCL when `spec.use_gpu`), or DeepSpeed ZeRO, shards the data per rank deterministically by seed, checkpoints every K steps through
-`ray.train.report` and resumes from the latest checkpoint of a run with the same name under the same stage directory
-(model + optimizer + step + per-rank RNG + metrics so far), so a killed job restarts where it stopped.
+gloo (GPU workers with NCCL when `spec.use_gpu`), or DeepSpeed ZeRO, optionally in bf16 autocast and with gradient
+checkpointing (`umm_ray.train.levers`), shards the data per rank deterministically by seed, checkpoints every K
+steps through `ray.train.report` and resumes from the latest checkpoint of a run with the same name under the same
+stage directory (model + optimizer + step + per-rank RNG + metrics so far), so a killed job restarts where it stopped.
 
     result = fit(SFTTask(...), examples, TrainSpec(name="sft", stage_dir=Path("runs/x/sft"), num_workers=2))
     result.model_dir  # <stage_dir>/model, a Hugging Face checkpoint written by rank 0
@@ -29,6 +30,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from umm_ray.train.collective import collective_device
+from umm_ray.train.levers import PRECISIONS, autocast, enable_grad_checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,23 @@ class TrainSpec:
     use_gpu: bool = False  # one GPU per worker, NCCL; CPU workers use gloo
     max_failures: int = 0  # worker-group restarts Ray Train may do (each resumes from the latest checkpoint)
     keep_checkpoints: int = 2
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights, grads and optimizer state stay fp32)
+    grad_checkpointing: bool = False  # recompute each decoder layer in backward (umm_ray.train.levers)
 
     def fingerprint(self) -> dict:
-        """The settings a resumed run must share with the run that wrote the checkpoint."""
-        return {"num_workers": self.num_workers, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-                "strategy": self.strategy}
+        """The settings a resumed run must share with the run that wrote the checkpoint.
+
+        bf16 changes the numerics, so it is part of it (only when on: fp32 runs keep their old fingerprints);
+        gradient checkpointing does not (same gradients), so a run may resume with it turned on to fit in memory.
+        """
+        fp = {"num_workers": self.num_workers, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+              "strategy": self.strategy}
+        return fp if self.precision == "fp32" else {**fp, "precision": self.precision}
+
+    def levers(self) -> dict:
+        """The memory / speed settings a stage reports in its metadata."""
+        return {"precision": self.precision, "grad_checkpointing": self.grad_checkpointing,
+                "strategy": self.strategy, "zero_stage": self.zero_stage if self.strategy == "deepspeed" else None}
 
 
 @dataclass
@@ -280,6 +294,8 @@ def _worker_loop(config: dict) -> dict | None:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         torch.manual_seed(spec.seed)  # identical initial weights on every rank
         raw = task.build()
+        if spec.grad_checkpointing:  # before the engine wraps the model; after build, so upcycled layers too
+            enable_grad_checkpointing(raw)
         engine = _make_engine(raw, task, spec, ckpt_dir)
         torch.manual_seed(spec.seed * 1000 + rank + 1)  # per-rank stream for dropout / noisy gating
         step, history = _restore_state(ckpt_dir, rank, fingerprint)
@@ -294,7 +310,8 @@ def _worker_loop(config: dict) -> dict | None:
             batches, batches_epoch = rank_batches(len(examples), epoch, rank, world, spec.batch_size, spec.seed), epoch
         raw.train()
         batch = {k: v.to(device) for k, v in task.collate([examples[j] for j in batches[i]]).items()}
-        loss, extra = task.loss(engine.model, raw, batch)
+        with autocast(spec.precision, device):  # backward follows the forward's dtypes; no loss scaling for bf16
+            loss, extra = task.loss(engine.model, raw, batch)
         engine.step(loss)
         step += 1
         keys = ["loss", *extra]
@@ -358,6 +375,8 @@ def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
         raise ValueError(f"run {spec.name!r}: num_workers, batch_size and checkpoint_every must be >= 1 ({spec})")
     if spec.strategy not in ("ddp", "deepspeed"):
         raise ValueError(f"run {spec.name!r}: strategy {spec.strategy!r} is not 'ddp' or 'deepspeed'")
+    if spec.precision not in PRECISIONS:
+        raise ValueError(f"run {spec.name!r}: precision {spec.precision!r} is not one of {list(PRECISIONS)}")
     if not isinstance(task, TrainTask):
         raise TypeError(f"run {spec.name!r}: task must be a TrainTask, got {type(task).__name__}")
 

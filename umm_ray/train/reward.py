@@ -26,7 +26,8 @@ from umm_ray.models.merge import validate_alpha
 from umm_ray.plan import check_fits
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
                                     run_bt_stage, stage_dir_for)
-from umm_ray.train.bt_task import BTTask, load_dense_rm
+from umm_ray.models.upcycle import check_upcycle_layers
+from umm_ray.train.bt_task import BTTask, backbone_depth, load_dense_rm
 from umm_ray.train.dmoe import train_dmoe
 from umm_ray.train.ensemble import train_ensemble
 
@@ -39,9 +40,12 @@ __all__ = ["RM_KINDS", "RMData", "TrainedRM", "BTTask", "load_rm_data", "default
 
 
 def _moe_task(cfg: Config, source: Path) -> BTTask:
+    """The MoE BT task; moe.upcycle_layers is checked against the backbone's depth here, before any worker starts."""
     m = cfg.moe
+    check_upcycle_layers(m.upcycle_layers, backbone_depth(source, cfg.model.trust_remote_code))
     return BTTask("moe", source, cfg.rm.max_len, num_experts=m.num_experts, top_k=m.top_k, noisy=m.noisy_gating,
-                  router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code)
+                  router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code,
+                  upcycle_layers=m.upcycle_layers)
 
 
 def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
