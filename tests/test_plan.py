@@ -130,6 +130,43 @@ def test_estimate_covers_a_real_training_step(experts):
     assert est.activations >= acts > 0
 
 
+@pytest.mark.parametrize("experts", [0, 2])
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_bf16_autocast_estimate_covers_a_real_step_and_is_below_fp32(experts, ckpt):
+    """rm.precision bf16 / rm.grad_checkpointing: the estimate still covers what autograd keeps (bf16 weight copies
+    included) and is below the fp32 estimate; checkpointing shrinks it further."""
+    from umm_ray.train.levers import autocast, enable_grad_checkpointing
+
+    cfg = tiny_llama(layers=2, hidden=128, ffn=256, vocab=64)
+    model = tiny_rm(cfg, experts).train()
+    if ckpt:
+        enable_grad_checkpointing(model)
+    seqs, T = 4, 48
+    batch = torch.randint(1, 64, (seqs, T), generator=torch.Generator().manual_seed(0))
+    with autocast("bf16"):
+        acts = _saved_activation_bytes(model, batch)
+    arch = arch_from_config(cfg, "tiny")
+    kw = {"experts": experts, "top_k": 2 if experts else 0, "device": "cpu"}
+    est = train_memory(arch, "rm", "fp32", seqs, T, autocast=True, checkpointing=ckpt, **kw)
+    assert est.activations >= acts > 0
+    assert est.params == train_memory(arch, "rm", "fp32", seqs, T, **kw).params  # fp32 master weights
+    # per token and layer, bf16 activations are below fp32's once the batch outweighs the weight copies
+    big = {"seqs": 64, "seq_len": 256}
+    assert train_memory(arch, "rm", "fp32", **big, autocast=True, **kw).activations \
+        < train_memory(arch, "rm", "fp32", **big, **kw).activations
+    assert train_memory(arch, "rm", "fp32", **big, autocast=True, checkpointing=True, **kw).activations \
+        < train_memory(arch, "rm", "fp32", **big, autocast=True, **kw).activations
+
+
+def test_upcycling_fewer_layers_shrinks_the_moe_estimate():
+    arch = arch_from_config(tiny_llama(layers=4), "tiny")
+    full = train_memory(arch, "rm", "fp32", 8, 64, experts=4, top_k=2)
+    one = train_memory(arch, "rm", "fp32", 8, 64, experts=4, top_k=2, moe_layers=1)
+    dense = train_memory(arch, "rm", "fp32", 8, 64)
+    assert dense.params < one.params < full.params and dense.activations < one.activations < full.activations
+    assert arch.params("rm", 4, moe_layers=4) == arch.params("rm", 4)
+
+
 def test_gradient_checkpointing_and_zero_shrink_the_estimate():
     arch = arch_from_config(tiny_llama(layers=4), "tiny")
     full = train_memory(arch, "rm", "fp32", 8, 64)

@@ -4,9 +4,11 @@ A stage is what runs at once (the SFT workers; one reward model's Ray Train work
 all ensemble members; PPO's policy ranks, rollout engines, reference, proxy and gold actors). For every role the plan
 says how many actors, what each asks Ray for, the model it holds (exact parameter count) in which dtype, and its
 memory by kind (umm_ray.plan_memory); `place` (umm_ray.plan_cluster) then checks each stage against the cluster's
-node types. Dtypes are what the code does today: Ray Train stages and reward actors in fp32, PPO ranks and the
-reference in bf16 on GPU (fp32 on CPU), rollout engines in fp32 (RolloutActor's default). Gradient checkpointing is
-off everywhere (no stage enables it); `--checkpointing` in jobs.plan shows what it would change.
+node types. Dtypes are what the code does today: Ray Train stages and reward actors in fp32 weights (reward training
+in bf16 autocast with rm.precision bf16), PPO ranks and the reference in bf16 on GPU (fp32 on CPU), rollout engines
+in fp32 (RolloutActor's default). Gradient checkpointing: reward training when rm.grad_checkpointing is on, elsewhere
+off; `--checkpointing` in jobs.plan shows what it would change everywhere. moe.upcycle_layers sets how many layers
+the MoE roles upcycle.
 
     plan = make_plan(cfg, local_cluster())
     plan.ok, plan.stages[0].roles[0].memory.total
@@ -145,13 +147,17 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
     r, dev = cfg.rm, "gpu" if _gpu(cfg) else "cpu"
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     T = seq_len or r.max_len
+    n_moe = len(cfg.moe.upcycle_layers) or None if experts else None  # [] = all layers
     mem = train_memory(arch, "rm", "fp32", 2 * r.batch_size, T, experts=experts, top_k=top_k, merge=merge,
                        world=r.num_workers, strategy=r.strategy, zero_stage=r.zero_stage,
-                       checkpointing=checkpointing, device=dev)
+                       checkpointing=checkpointing or r.grad_checkpointing, device=dev,
+                       autocast=r.precision == "bf16", moe_layers=n_moe)
     what = f"MoE {experts}+1 experts top-{top_k}" if experts and not merge else \
         f"merge of {experts}+1 experts (theta only)" if merge else "dense"
+    if n_moe:
+        what += f" in {n_moe} of {arch.layers} layers"
     return Role(stage, name, r.num_workers, 1.0, 1.0 if _gpu(cfg) else 0.0, group.format(stage=stage, i="{i}"),
-                strategy, arch.source, arch.params("rm", experts), "fp32", mem,
+                strategy, arch.source, arch.params("rm", experts, n_moe), "fp32", mem,
                 f"{what}; {'; '.join(mem.notes)}; {2 * r.batch_size} seqs x {T}")
 
 
@@ -159,8 +165,9 @@ def _eval_task(cfg: Config, stage: str, arch: Arch, experts: int = 0, seq_len: i
     """evaluate_initial: a 1-CPU Ray task scoring the untrained model while the workers train (no GPU)."""
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     mem = infer_memory(arch, "rm", "fp32", 64, seq_len or cfg.rm.max_len, experts=experts, top_k=top_k, device="cpu")
+    n_moe = len(cfg.moe.upcycle_layers) or None if experts else None
     return Role(stage, "initial eval task", 1, 1.0, 0.0, f"{stage}/eval", "PACK", arch.source,
-                arch.params("rm", experts), "fp32", mem, "64 seqs per batch, concurrent with training")
+                arch.params("rm", experts, n_moe), "fp32", mem, "64 seqs per batch, concurrent with training")
 
 
 def rm_stages(cfg: Config, kind: str, arch: Arch, experts: list[int], checkpointing: bool = False,
@@ -386,9 +393,12 @@ def fmt_memory(m: Memory) -> str:
     return f"{m.total / GiB:.2f} GiB {'per GPU' if m.device == 'gpu' else 'RAM'} each ({parts})"
 
 
-def bt_step_estimate(source: str | Path, experts: int = 0, top_k: int = 2, pairs: int = 8, max_len: int = 128
-                     ) -> Memory:
-    """One process training a BT reward model in fp32 on CPU (no DDP): what benchmarks/plan_calibration measures."""
-    arch = arch_of(str(source))
+def bt_step_estimate(source: str | Path, experts: int = 0, top_k: int = 2, pairs: int = 8, max_len: int = 128,
+                     precision: str = "fp32", checkpointing: bool = False, moe_layers: int | None = None,
+                     arch: Arch | None = None) -> Memory:
+    """One process training a BT reward model on CPU (no DDP), fp32 weights, `precision` 'bf16' = autocast: what
+    benchmarks/plan_calibration measures. `arch` instead of `source` for a model built from a config."""
+    arch = arch or arch_of(str(source))
     return train_memory(arch, "rm", "fp32", 2 * pairs, max_len, experts=experts,
-                        top_k=min(top_k, experts) if experts else 0, world=1, device="cpu")
+                        top_k=min(top_k, experts) if experts else 0, world=1, device="cpu",
+                        checkpointing=checkpointing, autocast=precision == "bf16", moe_layers=moe_layers)

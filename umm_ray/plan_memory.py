@@ -77,13 +77,17 @@ class Arch:
     def gated(self) -> bool:
         return self.family in ("llama", "qwen2")  # SwiGLU FFN: gate, up, down
 
-    def params(self, head: str, experts: int = 0) -> int:
+    def params(self, head: str, experts: int = 0, moe_layers: int | None = None) -> int:
         """Parameters of the model as a role holds it: head 'rm' (score head), 'lm' (LM head), 'base' (none);
-        `experts` n > 0: upcycled to n normal experts + 1 shared (FFN x (n + 1)) plus the router (gate + noise)."""
+        `experts` n > 0: upcycled to n normal experts + 1 shared (FFN x (n + 1)) plus the router (gate + noise), in
+        `moe_layers` decoder layers (None = all; moe.upcycle_layers)."""
         n = self.backbone_params + {"rm": self.score_params, "lm": self.lm_head_params, "base": 0}[head]
         if experts:
-            n += self.layers * (experts * self.ffn_params_per_layer + 2 * experts * self.hidden)
+            n += self.moe_layers(moe_layers) * (experts * self.ffn_params_per_layer + 2 * experts * self.hidden)
         return n
+
+    def moe_layers(self, moe_layers: int | None) -> int:
+        return self.layers if moe_layers is None else min(moe_layers, self.layers)
 
     def kv_bytes_per_token(self, dtype: str) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * DTYPE_BYTES[dtype]
@@ -167,35 +171,49 @@ class Memory:
         return {k: v for k, v in d.items() if isinstance(v, int) and v}
 
 
-def _layer_act_elems(arch: Arch, seq_len: int, math_attention: bool, experts: int = 0, top_k: int = 0,
-                     merge: bool = False) -> int:
-    """Activation elements one token leaves in one decoder layer for the backward pass.
+def _layer_act_bytes(arch: Arch, seq_len: int, math_attention: bool, experts: int = 0, top_k: int = 0,
+                     autocast: bool = False, dtype: str = "fp32") -> int:
+    """Activation bytes one token leaves in one decoder layer for the backward pass.
 
     Attention block: norm in/out, q, k, v, rotary q/k, attention output, o-proj out, residual ~ 10 x hidden + k/v.
     Math attention (CPU with a padding mask) also keeps the probabilities, heads x seq_len. FFN: SwiGLU keeps gate,
     up, silu(gate) and their product (4 x ffn; GELU FFNs 2 x ffn). A shared-expert MoE runs the shared expert on
     every token and top_k routed experts, each with its gathered input, output, gated output and the index_add copy.
     Calibrated: SmolLM2-135M dense, fp32, 128 tokens: measured 12.7k elements/token/layer, this gives 13.4k.
+
+    bf16 autocast (`autocast`, fp32 weights): what a matmul produces is bf16 (q, k, v, rotary, attention, o-proj out:
+    7 of the 10 hidden-sized tensors; the FFN's 4 x ffn; probabilities), while the residual stream, the RMSNorm
+    in/out and the MoE's gathered inputs, gated outputs and index_add copies stay fp32 (fp32 + bf16 is fp32).
     """
     f_mult = 4 if arch.gated else 2
     kv = 2 * arch.kv_heads * arch.head_dim
-    attn = 10 * arch.hidden + kv + (arch.heads * seq_len if math_attention else 0)
-    ffn = f_mult * arch.ffn
-    if experts:
-        ffn = f_mult * arch.ffn + 2 * arch.hidden + top_k * (f_mult * arch.ffn + 4 * arch.hidden) + 2 * experts
-    return attn + ffn
+    probs = arch.heads * seq_len if math_attention else 0
+    if not autocast:
+        ffn = f_mult * arch.ffn
+        if experts:
+            ffn = f_mult * arch.ffn + 2 * arch.hidden + top_k * (f_mult * arch.ffn + 4 * arch.hidden) + 2 * experts
+        return (10 * arch.hidden + kv + probs + ffn) * DTYPE_BYTES[dtype]
+    narrow = 7 * arch.hidden + kv + probs + f_mult * arch.ffn * (1 + top_k if experts else 1)
+    wide = 3 * arch.hidden + ((2 + 4 * top_k) * arch.hidden + 2 * experts if experts else 0)
+    return narrow * DTYPE_BYTES["bf16"] + wide * 4
 
 
 def activation_bytes(arch: Arch, seqs: int, seq_len: int, dtype: str, checkpointing: bool = False,
-                     math_attention: bool = True, experts: int = 0, top_k: int = 0) -> int:
+                     math_attention: bool = True, experts: int = 0, top_k: int = 0, autocast: bool = False,
+                     moe_layers: int | None = None) -> int:
     """Activations kept for backward over one micro-batch, plus one layer's working set for the backward itself.
 
-    With gradient checkpointing only each layer's input survives the forward; one layer is recomputed at a time.
+    With gradient checkpointing only each layer's input survives the forward (the residual stream: fp32 under
+    autocast); one layer is recomputed at a time. `moe_layers` of the layers are upcycled (None = all).
     """
     tokens = seqs * seq_len
-    per_layer = tokens * _layer_act_elems(arch, seq_len, math_attention, experts, top_k) * DTYPE_BYTES[dtype]
-    kept = tokens * arch.hidden * DTYPE_BYTES[dtype] * arch.layers if checkpointing else per_layer * arch.layers
-    return kept + per_layer + tokens * arch.hidden * DTYPE_BYTES[dtype]  # + embeddings output
+    dense = tokens * _layer_act_bytes(arch, seq_len, math_attention, 0, 0, autocast, dtype)
+    moe = tokens * _layer_act_bytes(arch, seq_len, math_attention, experts, top_k, autocast, dtype) if experts \
+        else dense
+    n_moe = arch.moe_layers(moe_layers) if experts else 0
+    stream = tokens * arch.hidden * (4 if autocast else DTYPE_BYTES[dtype])  # one layer's input / output
+    kept = stream * arch.layers if checkpointing else moe * n_moe + dense * (arch.layers - n_moe)
+    return kept + max(moe, dense) + stream  # + embeddings output
 
 
 def logits_bytes(arch: Arch, tokens: int, dtype: str, train: bool) -> int:
@@ -205,8 +223,8 @@ def logits_bytes(arch: Arch, tokens: int, dtype: str, train: bool) -> int:
 
 def train_memory(arch: Arch, head: str, dtype: str, seqs: int, seq_len: int, *, experts: int = 0, top_k: int = 0,
                  merge: bool = False, world: int = 1, strategy: str = "ddp", zero_stage: int = 0,
-                 checkpointing: bool = False, device: str = "cpu", lm_tokens: int = 0, twin_trunk: bool = False
-                 ) -> Memory:
+                 checkpointing: bool = False, device: str = "cpu", lm_tokens: int = 0, twin_trunk: bool = False,
+                 autocast: bool = False, moe_layers: int | None = None) -> Memory:
     """One training rank: AdamW, data parallel over `world` ranks with DDP or DeepSpeed ZeRO `zero_stage`.
 
     head: 'rm' (BT reward model), 'lm' (SFT), 'actor_critic' (PPO policy LM + a critic trunk and value head, as
@@ -215,13 +233,16 @@ def train_memory(arch: Arch, head: str, dtype: str, seqs: int, seq_len: int, *, 
     whose logits the loss reads (LM heads). Optimizer: AdamW's two fp32 moments, plus an fp32 master copy when the
     parameters are not fp32 or DeepSpeed runs (its ZeRO optimizer keeps its own fp32 partition either way);
     ZeRO 1 partitions that state over `world`, ZeRO 2 also the gradients, ZeRO 3 also the parameters.
+    autocast: bf16 autocast over `dtype` fp32 parameters (rm.precision bf16): activations mostly bf16, plus the bf16
+    copy of every weight a matmul uses, which autocast caches in the forward and autograd keeps for backward.
+    moe_layers: how many decoder layers are upcycled (moe.upcycle_layers; None = all).
     """
     b = DTYPE_BYTES[dtype]
     if head == "actor_critic":
         n_params = arch.params("lm") + arch.params("base") + arch.hidden + 1
     else:
-        n_params = arch.params(head, experts)
-    trainable = arch.layers * experts if merge else n_params
+        n_params = arch.params(head, experts, moe_layers)
+    trainable = arch.moe_layers(moe_layers) * experts if merge else n_params
     ds = strategy == "deepspeed"
     shard = lambda stage: world if ds and zero_stage >= stage else 1  # noqa: E731
     params = n_params * b // shard(3)
@@ -236,14 +257,16 @@ def train_memory(arch: Arch, head: str, dtype: str, seqs: int, seq_len: int, *, 
     math_attention = device == "cpu"
     trunks = 2 if twin_trunk or head == "actor_critic" else 1
     acts = trunks * activation_bytes(arch, seqs, seq_len, dtype, checkpointing, math_attention,
-                                     experts if not merge else 0, top_k)
-    if merge:  # merged FFN weights of every layer, built each forward and kept for backward
-        acts += arch.layers * arch.ffn_params_per_layer * b
+                                     experts if not merge else 0, top_k, autocast, moe_layers)
+    if merge:  # merged FFN weights of every merged layer, built each forward and kept for backward
+        acts += arch.moe_layers(moe_layers) * arch.ffn_params_per_layer * (b + (2 if autocast else 0))
+    if autocast:  # bf16 weight copies (autocast's cache; saved for backward); embeddings are looked up, not cast
+        acts += (n_params - arch.vocab * arch.hidden) * DTYPE_BYTES["bf16"]
     if lm_tokens:
         acts += logits_bytes(arch, lm_tokens, dtype, train=True)
     acts = int(acts * (1 + ALLOCATOR_SLACK))
     notes = (f"{'DeepSpeed ZeRO-' + str(zero_stage) if ds else 'DDP'} x{world}",
-             "grad ckpt" if checkpointing else "no grad ckpt")
+             "grad ckpt" if checkpointing else "no grad ckpt") + (("bf16 autocast",) if autocast else ())
     return Memory(device, params=params, grads=grads, optimizer=optimizer, buffers=buffers, activations=acts,
                   runtime=GPU_RUNTIME if device == "gpu" else CPU_RUNTIME, notes=notes)
 

@@ -82,7 +82,7 @@ def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | No
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
     report = run_bt_stage(merge_task, data, spec, init_eval=False)
     report["moe"] = {k: moe_report.get(k) for k in (*data.held_out(), "params", "expert_load", "steps",
-                                                     "train_seconds")}
+                                                     "train_seconds", "levers")}
     report["dense_params"] = _dense_params(source, cfg.model.trust_remote_code)
     report["source"] = str(source)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
