@@ -14,7 +14,11 @@ from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.moe import moe_aux_loss, moe_layers
 from umm_ray.models.upcycle import upcycle
 from umm_ray.train.bt_task import RewardNet
-from umm_ray.train.levers import autocast, enable_grad_checkpointing, grad_checkpointing_enabled
+from umm_ray.train.levers import (
+    autocast,
+    enable_grad_checkpointing,
+    grad_checkpointing_enabled,
+)
 from umm_ray.train.loop import TrainSpec
 
 

@@ -17,6 +17,7 @@ import torch
 from tests.fixtures import save_tiny_rm
 from umm_ray.algo.bt import pref_accuracy
 from umm_ray.algo.ensemble import aggregate
+from umm_ray.models.reward_model import load_reward_model
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import BTTask
 from umm_ray.train.ensemble import train_ensemble
@@ -151,6 +152,27 @@ def test_umm_end_to_end_writes_a_plain_transformers_checkpoint_of_dense_size(ray
     plain = json.loads(out.stdout.strip().splitlines()[-1])
     assert plain["n"] == ev["dense_params"]
     torch.testing.assert_close(torch.tensor(plain["scores"]), torch.tensor(ours), rtol=0, atol=1e-5)
+
+
+def test_umm_trains_with_the_memory_levers_and_reports_them(ray_local, tiny_world, make_cfg, data, tmp_path):
+    """bf16 autocast + gradient checkpointing + one upcycled layer, under DeepSpeed ZeRO-2 on CPU (gloo): both Ray
+    Train stages run, the merge is the dense model, and every eval.json says which levers it ran with."""
+    cfg, world = tiny_world
+    cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--rm.batch_size", "32", "--moe.num_experts", "2",
+                   "--moe.top_k", "1", "--moe.upcycle_layers", "0", "--rm.precision", "bf16",
+                   "--rm.grad_checkpointing", "true", "--rm.strategy", "deepspeed", "--rm.zero_stage", "2")
+    res = train_umm(cfg, world, stage_dir=tmp_path / "umm", data=data.__class__(data.train[:256], data.val[:32],
+                                                                                   data.test[:32], data.source),
+                    source=world.base)
+    ev = json.loads((tmp_path / "umm" / "eval.json").read_text())
+    want = {"precision": "bf16", "grad_checkpointing": True, "strategy": "deepspeed", "zero_stage": 2,
+            "upcycle_layers": [0]}
+    assert ev["levers"] == want and ev["moe"]["levers"] == want
+    assert len(ev["moe"]["expert_load"]) == 1 and len(ev["merge"]["softmax_theta"]) == 1  # only layer 0 is MoE
+    assert ev["params"] == ev["dense_params"] < ev["moe"]["params"]
+    assert all(math.isfinite(x) for x in ev["loss_curve"]) and math.isfinite(ev["test"]["bt_loss"])
+    model, _ = load_reward_model(res.model_path)
+    assert {p.dtype for p in model.state_dict().values()} == {torch.float32}
 
 
 def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, data, tmp_path):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from umm_ray.models.families import (FFN_PARTS, MOE_CONFIG_NAME, check_family, check_reward_config,
@@ -132,9 +132,24 @@ def save_moe(model: nn.Module, tok, out_dir) -> Path:
     model.config.save_pretrained(out)
     meta = asdict(spec) | {"dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     (out / MOE_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-    save_model(model, str(out / WEIGHTS_NAME))
+    save_file(_own_storage_state_dict(model), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     if tok is not None:
         tok.save_pretrained(out)
+    return out
+
+
+def _own_storage_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict safetensors can write: a tied parameter (one Parameter under two names) once, as
+    `save_model` would, and a tensor that is a view into a larger buffer copied out. DeepSpeed ZeRO 1/2 makes every
+    parameter a view into one flat buffer, which safetensors refuses to save ("None is covering the entire
+    storage"); only those are copied, so a plain model costs no extra memory."""
+    out, seen = {}, set()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        t = t.detach()
+        out[name] = t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
     return out
 
 

@@ -49,7 +49,8 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) 
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
                                                                     cfg.rm.max_len, cfg.model.trust_remote_code))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
-            **agg, "members": members, "levers": reports[0].get("levers"), "overlap_seconds": _overlap(members, "entered_at"),
+            **agg, "members": members, "levers": reports[0].get("levers"),
+            "overlap_seconds": _overlap(members, "entered_at"),
             "training_overlap_seconds": _overlap(members, "started_at")}
 
 

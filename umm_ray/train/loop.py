@@ -206,6 +206,10 @@ class _DeepSpeedEngine:
             "gradient_clipping": spec.grad_clip, "zero_optimization": {"stage": spec.zero_stage},
             "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
         }
+        if spec.precision == "bf16":
+            # The engine's forward turns an outer torch.autocast *off* unless its own torch_autocast section is on.
+            # No lower-precision modules: gradients are reduced in fp32, as under DDP (fp32 master weights/grads).
+            ds_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
         self.model, self.opt, _, _ = deepspeed.initialize(
             model=raw, optimizer=opt, model_parameters=params, config=ds_config, dist_init_required=False)
         if ckpt_dir is not None:

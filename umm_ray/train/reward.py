@@ -23,10 +23,10 @@ from torch import nn
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
 from umm_ray.models.merge import validate_alpha
+from umm_ray.models.upcycle import check_upcycle_layers
 from umm_ray.plan import check_fits
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
                                     run_bt_stage, stage_dir_for)
-from umm_ray.models.upcycle import check_upcycle_layers
 from umm_ray.train.bt_task import BTTask, backbone_depth, load_dense_rm
 from umm_ray.train.dmoe import train_dmoe
 from umm_ray.train.ensemble import train_ensemble
