@@ -34,6 +34,14 @@ GPU_RUNTIME = int(1.0 * GiB)
 # +0.38 GiB (dense) and +0.81 GiB (MoE-2) on SmolLM2-135M, ~10% of the activations.
 ALLOCATOR_SLACK = 0.10
 
+# bf16 autocast of an upcycled MoE on CPU leaves glibc's heap fragmented beyond ALLOCATOR_SLACK: each expert's bf16
+# weight gradient, its fp32 cast and the variable-size routed-row tensors are mid-sized transients. Measured on a
+# 6-layer SmolLM2-135M cut upcycled to 6+1 experts (111M expert parameters), 2-8 pairs x 128 tokens: peak RSS
+# 600-1150 MiB above the live bytes this module counts, i.e. 5.4-10.3 bytes per expert parameter (dense bf16 and
+# fp32 MoE show none). With MALLOC_MMAP_THRESHOLD_=65536 the same run peaked at the estimate of live bytes (3509 vs
+# 3522 MiB). The upper end is used: the plan's job is to stop a run before Ray's OOM killer does.
+AUTOCAST_MOE_HEAP_BYTES_PER_EXPERT_PARAM = 10
+
 # Built-in configs of the hub models the gpu preset names, from their public model cards' config.json.
 KNOWN_CONFIGS: dict[str, dict] = {
     "Qwen/Qwen2.5-0.5B-Instruct": {
@@ -265,6 +273,9 @@ def train_memory(arch: Arch, head: str, dtype: str, seqs: int, seq_len: int, *, 
     if lm_tokens:
         acts += logits_bytes(arch, lm_tokens, dtype, train=True)
     acts = int(acts * (1 + ALLOCATOR_SLACK))
+    if autocast and experts and not merge and device == "cpu":
+        expert_params = arch.moe_layers(moe_layers) * experts * arch.ffn_params_per_layer
+        acts += AUTOCAST_MOE_HEAP_BYTES_PER_EXPERT_PARAM * expert_params
     notes = (f"{'DeepSpeed ZeRO-' + str(zero_stage) if ds else 'DDP'} x{world}",
              "grad ckpt" if checkpointing else "no grad ckpt") + (("bf16 autocast",) if autocast else ())
     return Memory(device, params=params, grads=grads, optimizer=optimizer, buffers=buffers, activations=acts,
