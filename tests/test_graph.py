@@ -56,7 +56,8 @@ def flipped(value, meta: dict, key: str):
     """A different valid-looking value for one config key."""
     special = {"rm.data": "other_prefs.jsonl", "compare.force": ["pairs"], "compare.expert_counts": [3],
                "compare.ppo_rms": ["dense", "umm_best"], "bon.rms": ["x=y"], "dmoe.tasks": ["math"],
-               "dmoe.capabilities": ["brevity"], "dmoe.target_modules": ["q_proj"], "compare.ppo_kl_rms": ["dense"]}
+               "dmoe.capabilities": ["brevity"], "dmoe.target_modules": ["q_proj"], "compare.ppo_kl_rms": ["dense"],
+               "moe.upcycle_layers": [0]}
     if key in special:
         return special[key]
     if isinstance(value, bool):

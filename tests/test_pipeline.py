@@ -84,7 +84,8 @@ def test_declared_reads_and_unknown_keys_are_named():
     cfg = load_config()
     assert declared_reads(stage_fn, cfg, "umm") == ("rm.lr", "moe") and declared_reads(stage_fn, cfg, "x") == ("rm.lr",)
     assert set(config_values(cfg, ("moe", "rm.lr"))) == {"rm.lr", "moe.num_experts", "moe.top_k",
-                                                          "moe.aux_loss_coef", "moe.noisy_gating"}
+                                                          "moe.aux_loss_coef", "moe.noisy_gating",
+                                                          "moe.upcycle_layers"}
     assert "run.output_dir" not in config_values(cfg, ("run",))  # where the cache lives, not an input
     with pytest.raises(KeyError, match="stage 'sft' declares config key 'sft.epoch', which Config does not have"):
         config_values(cfg, ("sft.epoch",), "sft")
