@@ -11,6 +11,9 @@ are exact: the model is instantiated on the meta device (`with torch.device("met
 
 Calibration (benchmarks/plan_calibration.py: SmolLM2-135M, 8 pairs x 128 tokens, fp32, CPU, peak RSS of the second
 training step): dense measured 5.86 GiB, estimated 6.26 GiB; 2-expert UMM MoE measured 12.54 GiB, estimated 13.3 GiB.
+The levers (benchmarks/rm_levers.py: a 6-layer random-init cut of SmolLM2-135M, 4 pairs x 128 tokens, CPU): estimate
+over measured peak RSS 1.07 / 1.02 / 0.98 / 1.00 for dense fp32 / bf16 / fp32 + grad ckpt / bf16 + grad ckpt, and
+1.09 / 1.07 for a 6+1-expert MoE in fp32 / bf16 + grad ckpt (the latter with AUTOCAST_MOE_HEAP_BYTES_PER_EXPERT_PARAM).
 """
 
 from __future__ import annotations
