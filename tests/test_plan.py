@@ -280,6 +280,30 @@ def test_check_fits_stops_a_stage_that_cannot_fit(tmp_path):
     assert ok.ok and ok.stages[0].roles[0].detail.endswith("x 7")
 
 
+def test_rm_levers_reach_the_plan_and_the_hint(tmp_path):
+    """rm.precision / rm.grad_checkpointing / moe.upcycle_layers change the RM roles' memory and say so; a stage that
+    fits only with checkpointing is told so."""
+    src = save_tiny_rm_dir(tmp_path / "rm")
+    base = ["--run.output_dir", str(tmp_path / "run"), "--moe.num_experts", "2", "--rm.batch_size", "512"]
+    big = _cluster(NodeType("box", 8, 0, 64 * GiB, max_workers=1, min_workers=1))
+
+    def worker(*extra):
+        cfg = load_config(None, base + list(extra), base=PRESETS["test"])
+        return make_plan(cfg, big, ("rm_moe",), src).stages[0].roles[0]
+
+    plain, levers = worker(), worker("--rm.precision", "bf16", "--rm.grad_checkpointing", "true",
+                                     "--moe.upcycle_layers", "0")
+    assert "bf16 autocast" in levers.detail and "grad ckpt" in levers.detail and "in 1 of 2 layers" in levers.detail
+    assert levers.params < plain.params and levers.memory.activations < plain.memory.activations
+    # the worker needs ~10.5 GiB without checkpointing, ~4.2 GiB with it (+ the 0.9 GiB eval task): a 7 GiB node
+    tight = _cluster(NodeType("box", 8, 0, 7 * GiB, max_workers=1, min_workers=1))
+    cfg = load_config(None, base, base=PRESETS["test"])
+    ck = load_config(None, base + ["--rm.grad_checkpointing", "true"], base=PRESETS["test"])
+    assert make_plan(ck, tight, ("rm_moe",), src).ok and not make_plan(cfg, tight, ("rm_moe",), src).ok
+    with pytest.raises(DoesNotFit, match="--rm.grad_checkpointing true would fit"):
+        check_fits(cfg, "rm_moe", source=src, cluster=tight)
+
+
 def test_plan_stage_sum_counts_every_actor_on_a_node():
     cfg = load_config(None, [], base=PRESETS["tiny"])
     node = NodeType("box", 64, 0, 6 * GiB, max_workers=1, min_workers=1)

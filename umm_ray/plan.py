@@ -365,13 +365,19 @@ def _batch_hint(cfg: Config, role: str, cluster: Cluster, source, seq_len: int |
     """The largest rm.batch_size (halving from the configured one) with which a reward stage would fit."""
     if not role.startswith("rm_"):
         return ""
+    hint = ""
+    if not cfg.rm.grad_checkpointing:  # the lever that keeps the batch: activations of one layer at a time
+        ck = replace(cfg, rm=replace(cfg.rm, grad_checkpointing=True))
+        if make_plan(ck, cluster, (role,), source, rm_seq_len=seq_len).ok:
+            hint = "\n  --rm.grad_checkpointing true would fit (same batch, ~30% slower steps)"
     b = cfg.rm.batch_size // 2
     while b >= 1:
         smaller = replace(cfg, rm=replace(cfg.rm, batch_size=b))
         if make_plan(smaller, cluster, (role,), source, rm_seq_len=seq_len).ok:
-            return f"\n  --rm.batch_size {b} would fit (now {cfg.rm.batch_size})"
+            return f"{hint}\n  --rm.batch_size {b} would fit (now {cfg.rm.batch_size})"
         b //= 2
-    return "\n  no rm.batch_size fits: shorten rm.max_len, use fewer experts or larger nodes"
+    return hint + ("\n  no rm.batch_size fits: shorten rm.max_len, use fewer experts, upcycle fewer layers "
+                   "(moe.upcycle_layers), rm.strategy deepspeed with rm.zero_stage 2, or larger nodes")
 
 
 def explain(plan: Plan) -> str:
