@@ -57,8 +57,10 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     trust = cfg.model.trust_remote_code
     tok = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=trust)
     prompts = load_prompts(prompts_path)
-    validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path))
-    load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size, "trust_remote_code": trust}
+    validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path),
+                     cfg.model.chat_template)
+    load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size, "trust_remote_code": trust,
+            "chat_template": cfg.model.chat_template}
     proxy_rs, gold_rs = RewardSpec.load(proxy, "proxy", **load), RewardSpec.load(gold, "gold", **load)
     members = ensemble_members(proxy_rs)
     how, lam = "mean", 0.0  # one member: every aggregate is its score
