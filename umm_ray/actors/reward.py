@@ -79,6 +79,14 @@ class RewardSpec:
         return "testbed gold" if self.kind == "testbed" else str(self.source)
 
 
+def spec_settings(cfg) -> dict:
+    """`RewardSpec.load`'s settings from a `Config` (reward.remote_token / batch_size, rm.max_len,
+    model.trust_remote_code / chat_template): PPO and Best-of-N build every proxy and gold spec from this one place."""
+    r = cfg.reward
+    return {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size,
+            "trust_remote_code": cfg.model.trust_remote_code, "chat_template": cfg.model.chat_template}
+
+
 def build_scorer(spec: RewardSpec, device: str = "cpu"):
     """Instantiate the Scorer a spec names (inside the actor)."""
     if spec.kind == "testbed":
