@@ -83,6 +83,12 @@ def spec_from_config(cfg) -> ServeSpec:
         trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
 
 
+def service_of(spec: ServeSpec) -> RewardService:
+    """What a replica scores with: the RM(s) at spec.path, loaded with the spec's settings (no Ray Serve needed)."""
+    return load_service(spec.path, spec.aggregate, spec.uwo_lambda, spec.max_len, spec.max_batch_size, spec.device,
+                        spec.trust_remote_code, spec.chat_template)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
@@ -112,9 +118,7 @@ class RewardDeployment:
 
         torch.set_num_threads(spec.torch_threads)
         self.spec = spec
-        self.service: RewardService = load_service(spec.path, spec.aggregate, spec.uwo_lambda, spec.max_len,
-                                                   spec.max_batch_size, spec.device, spec.trust_remote_code,
-                                                   spec.chat_template)
+        self.service: RewardService = service_of(spec)
         self._score_item.set_max_batch_size(spec.max_batch_size)
         self._score_item.set_batch_wait_timeout_s(spec.batch_wait_timeout_s)
         logger.info("serving %s (%d member(s), aggregate=%s)", spec.path, len(self.service.members),
