@@ -9,10 +9,11 @@ A plain class; make it an actor at the use site, explicitly:
     ref = ray.put(policy_state_dict)                                          # once, shared by all engines
     ray.get([e.update_weights.remote(ref) for e in engines])                  # Ray resolves the ref in the actor
 
-Both backends tokenize with the tokenizer of `model_path` (`add_special_tokens=False`, like
-`umm_ray.data.tokenize`), return the same `Rollout` fields, and report *raw* model log-probs (log-softmax of the
-logits, before temperature / top-p), which is what `logprobs()` and the policy compute. They do not draw the same
-samples for the same seed: only the interface and the distribution are shared.
+Both backends tokenize with the tokenizer of `model_path`, prompts rendered by `umm_ray.data.chat.prompt_ids` (the
+chat template under model.chat_template, exactly as SFT and the reward models see them), return the same `Rollout`
+fields, and report *raw* model log-probs (log-softmax of the logits, before temperature / top-p), which is what
+`logprobs()` and the policy compute. They do not draw the same samples for the same seed: only the interface and the
+distribution are shared.
 
 On CPU the vLLM engine runs inside the actor process (no engine-core subprocess): weight tensors handed to
 `update_weights` reach the worker's `reload_weights` by reference, with no serialization.
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from umm_ray.data.chat import check_mode, prompts_ids
 from umm_ray.data.tokenize import pad_batch
 from umm_ray.records import Rollout
 
@@ -61,12 +63,13 @@ class RolloutActor:
         num_threads: torch intra-op threads in this process (None leaves torch's default).
         hf_batch_size: sequences per HF forward / generate call.
         trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
+        chat_template: 'auto' | 'none', how prompts are rendered (model.chat_template, `umm_ray.data.chat`).
     """
 
     def __init__(self, model_path: str, backend: str = "vllm", max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
                  max_model_len: int | None = None, dtype: str = "float32", num_threads: int | None = 1,
-                 hf_batch_size: int = 64, trust_remote_code: bool = False):
+                 hf_batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto"):
         if backend not in BACKENDS:
             raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
         if num_threads:
@@ -76,7 +79,7 @@ class RolloutActor:
 
         self.model_path, self.backend = str(model_path), backend
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
-        self.trust_remote_code = trust_remote_code
+        self.trust_remote_code, self.chat_template = trust_remote_code, check_mode(chat_template)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.max_model_len = _resolve_max_len(config, max_model_len)
@@ -102,7 +105,7 @@ class RolloutActor:
             raise ValueError("RolloutActor.generate: got an empty prompt list")
         if n < 1:
             raise ValueError(f"RolloutActor.generate: n must be >= 1, got {n}")
-        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prompt_ids = prompts_ids(self.tokenizer, prompts, self.chat_template)
         for i, ids in enumerate(prompt_ids):
             if not ids:
                 raise ValueError(f"RolloutActor.generate: prompt {i} is empty after tokenization")
