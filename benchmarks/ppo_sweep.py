@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except ValueError as e:
         print(f"ppo_sweep: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Ray Train workers and actors run in other working directories: a relative run.output_dir must be made absolute
+    rest += ["--run.output_dir", str(Path(parse_job_args(rest, "ppo_sweep").run.output_dir).resolve())]
     base = parse_job_args(rest, "ppo_sweep")
     cfgs = [parse_job_args(rest + point_argv(p), "ppo_sweep") for p in points]  # every point checked before compute
     init_ray(base)
