@@ -97,7 +97,7 @@ def curve_summary(rows: list[dict], batch_size: int, window: int | None = None) 
     The peak is the maximum of the smoothed curve, which the noise biases upward: the rise CI is a minimum bar.
 
     Args:
-        rows: metrics rows (step, gold_reward, gold_reward_std, kl_k2) in step order.
+        rows: metrics rows (step, gold_reward, gold_reward_std, proxy_reward, kl_k2) in step order.
         batch_size: responses per step (ppo.rollout_batch_size).
         window: smoothing window; None = `ppo_window(len(rows))`.
     """
@@ -116,10 +116,12 @@ def curve_summary(rows: list[dict], batch_size: int, window: int | None = None) 
     steps = rows[-1]["step"]
     peak_frac = rows[peak]["step"] / steps
     rises, late, falls = rise > rise_ci, peak_frac >= MIN_PEAK_FRAC, drop > drop_ci
+    proxy = smooth([r["proxy_reward"] for r in rows], w)  # the optimised score: did PPO move it at all?
     return {"steps": steps, "window": w, "gold_step1": gold[0], "gold_start": start, "gold_peak": g[peak],
             "peak_step": rows[peak]["step"], "peak_frac": peak_frac, "rise": rise, "rise_ci95": rise_ci,
             "gold_final": final, "drop": drop, "drop_ci95": drop_ci, "kl_k2_at_peak": rows[peak]["kl_k2"],
-            "kl_k2_final": rows[-1]["kl_k2"], "rises": rises, "peak_late": late, "falls": falls,
+            "kl_k2_final": rows[-1]["kl_k2"], "proxy_start": float(proxy[0]), "proxy_final": float(proxy[-1]),
+            "rises": rises, "peak_late": late, "falls": falls,
             "shape_ok": rises and late and falls}
 
 
@@ -133,7 +135,7 @@ def markdown(name: str, results: list[dict]) -> str:
     """The sweep's table: one row per grid point."""
     lines = [f"PPO sweep `{name}` (gold: smoothed, centred window; CI: 95%, per-step standard errors)", "",
              "| setting | gold start | peak (step, frac) | rise ± CI | final | drop ± CI | KL k2 at peak | "
-             "wall s | s/step | shape |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "proxy start -> final | wall s | s/step | shape |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["summary"]
         verdict = "yes" if s["shape_ok"] else "no: " + ", ".join(
@@ -141,7 +143,8 @@ def markdown(name: str, results: list[dict]) -> str:
             if not ok)
         lines.append(f"| {r['label']} | {s['gold_start']:.3f} | {s['gold_peak']:.3f} ({s['peak_step']}, "
                      f"{s['peak_frac']:.2f}) | {s['rise']:+.3f} ± {s['rise_ci95']:.3f} | {s['gold_final']:.3f} | "
-                     f"{s['drop']:+.3f} ± {s['drop_ci95']:.3f} | {s['kl_k2_at_peak']:.2f} | {r['wall_s']:.0f} | "
+                     f"{s['drop']:+.3f} ± {s['drop_ci95']:.3f} | {s['kl_k2_at_peak']:.2f} | "
+                     f"{s['proxy_start']:.2f} -> {s['proxy_final']:.2f} | {r['wall_s']:.0f} | "
                      f"{r['step_s']:.2f} | {verdict} |")
     return "\n".join(lines)
 

@@ -9,7 +9,8 @@ from benchmarks.ppo_sweep import _diff_se, curve_summary, label, parse_grid, spl
 
 def rows_from(gold: list[float], std: float = 0.5) -> list[dict]:
     """Metrics rows as the PPO driver logs them (steps from 1), KL growing with the step."""
-    return [{"step": i + 1, "gold_reward": g, "gold_reward_std": std, "kl_k2": 0.1 * i} for i, g in enumerate(gold)]
+    return [{"step": i + 1, "gold_reward": g, "gold_reward_std": std, "proxy_reward": 0.1 * i, "kl_k2": 0.1 * i}
+            for i, g in enumerate(gold)]
 
 
 def rise_then_fall(n: int = 40, peak_at: int = 16) -> list[float]:
@@ -25,6 +26,7 @@ def test_rise_then_fall_passes():
     assert s["gold_start"] == pytest.approx(sum(rise_then_fall()[:3]) / 3)  # the smoothed start: steps 1..3
     assert s["rise"] > s["rise_ci95"] > 0 and s["drop"] > s["drop_ci95"] > 0
     assert s["rises"] and s["peak_late"] and s["falls"] and s["shape_ok"]
+    assert s["proxy_start"] == pytest.approx(0.1) and s["proxy_final"] == pytest.approx(3.8)  # smoothed, edge windows
 
 
 def test_monotone_fall_fails():
