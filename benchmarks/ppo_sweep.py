@@ -188,18 +188,25 @@ def resolve_world(cfg) -> tuple[str, object, object, str]:
     return world["policy"], RewardSource.parse(world["proxy"]), S.gold_source(cfg), world["prompts"]
 
 
-def run_point(cfg, world: tuple, out: Path) -> tuple[list[dict], float]:
-    """One PPO run into `out` (metrics rows, wall seconds); a finished run there is read back instead.
+def point_settings(cfg) -> dict:
+    """What a PPO run's curve depends on beyond the world: the ppo and rollout sections and the seed."""
+    return json.loads(json.dumps({"ppo": dataclasses.asdict(cfg.ppo), "rollout": dataclasses.asdict(cfg.rollout),
+                                  "seed": cfg.run.seed}))
 
-    An unfinished one is started over rather than resumed: its wall seconds must be one whole run's.
+
+def run_point(cfg, world: tuple, out: Path) -> tuple[list[dict], float]:
+    """One PPO run into `out` (metrics rows, wall seconds); a finished run there with the same settings is read back.
+
+    Anything else there (unfinished, or run with other base flags under the same label) is started over rather than
+    resumed: its wall seconds must be one whole run's, and its curve this point's.
     """
     import torch
 
     from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed, vLLM
     from umm_ray.report.metrics import read_metrics
 
-    done = out / "sweep_point.json"
-    if done.is_file():
+    done, settings = out / "sweep_point.json", point_settings(cfg)
+    if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         return read_metrics(out / "metrics.jsonl"), json.loads(done.read_text())["wall_s"]
     shutil.rmtree(out, ignore_errors=True)
     policy, proxy, gold, prompts = world
@@ -207,7 +214,7 @@ def run_point(cfg, world: tuple, out: Path) -> tuple[list[dict], float]:
     t0 = time.perf_counter()
     run_ppo(cfg, policy, proxy, gold, prompts, out)
     wall = time.perf_counter() - t0
-    done.write_text(json.dumps({"wall_s": wall}))
+    done.write_text(json.dumps({"wall_s": wall, "settings": settings}))
     return read_metrics(out / "metrics.jsonl"), wall
 
 
@@ -233,7 +240,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for point, cfg in zip(points, cfgs):
         rows, wall = run_point(cfg, world, root / label(point))
         results.append({"label": label(point), "point": point, "wall_s": wall, "step_s": step_seconds(rows),
-                        "config": dataclasses.asdict(cfg.ppo) | {"rollout": dataclasses.asdict(cfg.rollout)},
+                        "settings": point_settings(cfg),
                         "summary": curve_summary(rows, cfg.ppo.rollout_batch_size)})
         table = markdown(name, results)
         (root / "ppo_sweep.json").write_text(json.dumps({"command": argv, "results": results}, indent=1))
