@@ -175,14 +175,14 @@ def point_argv(point: dict[str, str]) -> list[str]:
 
 def resolve_world(cfg) -> tuple[str, object, object, str]:
     """(policy, proxy, gold, prompts): the user's own with reward.proxy_path set, else the testbed's dense proxy."""
-    from umm_ray import stages as S
+    from umm_ray import stages as S  # local: the helpers above stay importable without ray/torch (tests)
     from umm_ray.reward_source import RewardSource
 
     if cfg.reward.proxy_path:
-        from jobs.ppo import resolve_inputs
+        from jobs.ppo import resolve_inputs  # local: loads torch and the PPO driver
 
         return resolve_inputs(cfg)
-    from benchmarks.ppo_phases import build_world
+    from benchmarks.ppo_phases import build_world  # local: loads ray and the stage graph
 
     world = build_world(cfg)
     return world["policy"], RewardSource.parse(world["proxy"]), S.gold_source(cfg), world["prompts"]
@@ -200,7 +200,7 @@ def run_point(cfg, world: tuple, out: Path) -> tuple[list[dict], float]:
     Anything else there (unfinished, or run with other base flags under the same label) is started over rather than
     resumed: its wall seconds must be one whole run's, and its curve this point's.
     """
-    import torch
+    import torch  # local, like every heavy import here: the pure helpers are tested without it
 
     from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed, vLLM
     from umm_ray.report.metrics import read_metrics
@@ -219,7 +219,7 @@ def run_point(cfg, world: tuple, out: Path) -> tuple[list[dict], float]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from jobs.common import init_ray, parse_job_args
+    from jobs.common import init_ray, parse_job_args  # local: loads the config and Ray helpers
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
