@@ -4,6 +4,8 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 RAY     := .venv/bin/ray
 PRESET  ?= tiny
+# Extra job flags for `make demo`, e.g. ARGS="--compare.dmoe true" (adds the DMoERM baseline) or "--compare.seeds 2".
+ARGS    ?=
 RAY_CPUS ?= 8
 DASH    := http://127.0.0.1:8265
 # Real HH-RLHF harmless pairs for the report's "acc HH" column, when the shared data folder sits beside the clone
@@ -44,7 +46,7 @@ ray-down:
 demo: $(STAMP) ray-up
 	RAY=$(RAY) RAY_DASHBOARD=$(DASH) bash scripts/submit.sh --working-dir . --runtime-env-json '{"excludes": [".venv", "runs", ".git"]}' \
 		-- $(CURDIR)/$(PY) -m jobs.compare --preset $(PRESET) --run.output_dir $(CURDIR)/runs/demo \
-		$(if $(HH_FILE),--compare.hh_eval $(HH_FILE))
+		$(if $(HH_FILE),--compare.hh_eval $(HH_FILE)) $(ARGS)
 
 # Every benchmark in turn (about 25 min on 2 cores); each writes its JSON under runs/bench and prints a table.
 bench: $(STAMP)

@@ -68,6 +68,26 @@ def save_tiny_rm(out_dir: Path, tok, family: str = "llama", seed: int = 0, head_
     return str(save_model(model, tok, out_dir))
 
 
+def chat_world(root: Path, seed: int = 0) -> dict:
+    """A tiny chat-model world with the real model's quirks (SmolLM2-135M-Instruct's shape): a testbed tokenizer
+    with its ChatML template and eos = pad = `<|im_end|>`, a random-init Llama with tied embeddings and 3 KV heads
+    (`testbed.models.CHAT_MODEL`) as policy, and a reward model of the same shape with a non-zero score head.
+
+    Returns:
+        {"tok": the tokenizer, "plain_tok": the same without a template, "lm": causal-LM dir, "rm": RM dir,
+         "prompts": testbed prompts}.
+    """
+    from umm_ray.testbed.models import CHAT_MODEL
+    from umm_ray.testbed.tokenizer import with_chat_template
+
+    records, texts = tiny_corpus(30, seed=seed)
+    plain = tiny_tokenizer(texts, vocab_size=300)
+    tok = with_chat_template(plain)
+    return {"tok": tok, "plain_tok": plain, "prompts": [r.prompt for r in records],
+            "lm": save_tiny_lm(root / "lm", tok, "llama", seed=seed, **CHAT_MODEL),
+            "rm": save_tiny_rm(root / "rm", tok, "llama", seed=seed, head_std=0.5, **CHAT_MODEL)}
+
+
 def write_manifest(path: Path, members: list[str], aggregate: str | None = None, lam: float | None = None) -> str:
     """An ensemble manifest at `path`: member paths (relative to it, or absolute), and aggregate / lambda when given
     (a manifest without them means mean, lambda 0)."""

@@ -19,6 +19,7 @@ import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
 from umm_ray.config_fields import opt
+from umm_ray.data.chat import CHAT_MODES
 from umm_ray.models.families import ARCH_FAMILIES
 
 
@@ -68,6 +69,11 @@ class ModelConfig:
     trust_remote_code: bool = opt(False, "Allow a checkpoint's own modelling code (HF trust_remote_code) wherever a "
                                          "model or tokenizer is loaded: SFT, RM training, the PPO policy, reference, "
                                          "reward and rollout actors, pairs, BoN, serving (off: safe default).")
+    chat_template: str = opt("auto", "How prompts become model input, the same in SFT, rollout, PPO log-probs, RM "
+                                     "training and scoring, BoN, an HF gold and serving: 'auto' renders each prompt "
+                                     "through the tokenizer's chat template when it has one (a user turn + the "
+                                     "assistant header; the testbed's tokenizer has none, so there it is 'none'), "
+                                     "'none' uses the raw prompt text.", choices=CHAT_MODES)
 
 
 @dataclass

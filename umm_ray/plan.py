@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from umm_ray.config import Config
+from umm_ray.data.chat import prompts_ids
 from umm_ray.plan_cluster import Bundle, Cluster, Group, NodeType, Placement, local_cluster, place
 from umm_ray.plan_memory import (CPU_RUNTIME, KNOWN_CONFIGS, Arch, GiB, KVPlan, Memory, PlanError, arch_from_config,
                                  arch_of, infer_memory, train_memory, vllm_memory)
@@ -326,16 +327,17 @@ def running_cluster() -> Cluster | None:
     return cluster
 
 
-def longest_row(source: str | Path, pairs: list, max_len: int) -> int:
+def longest_row(source: str | Path, pairs: list, max_len: int, chat_template: str = "auto") -> int:
     """Tokens of the longest prompt + response (+ EOS) among `pairs`, capped at `max_len`: what the fullest batch
-    pads to (as umm_ray.data.tokenize encodes them)."""
+    pads to (as umm_ray.data.tokenize encodes them: prompts rendered by the model.chat_template mode)."""
     from transformers import AutoTokenizer  # heavy: ~2 s; only when a training job checks its rows
 
     if not pairs:
         return max_len
     tok = AutoTokenizer.from_pretrained(str(source))
     count = lambda texts: [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
-    prompts, chosen, rejected = (count([getattr(p, k) for p in pairs]) for k in ("prompt", "chosen", "rejected"))
+    prompts = [len(x) for x in prompts_ids(tok, [p.prompt for p in pairs], chat_template)]
+    chosen, rejected = (count([getattr(p, k) for p in pairs]) for k in ("chosen", "rejected"))
     return min(max_len, max(p + max(c, r) + 1 for p, c, r in zip(prompts, chosen, rejected)))
 
 
@@ -354,7 +356,7 @@ def check_fits(cfg: Config, role: str, *, source: str | Path | None = None, pair
     if cluster is None:
         log.info("check_fits(%s): multi-node cluster; run `python -m jobs.plan --cluster <file>` to check it", role)
         return Plan(local_cluster(), ())
-    seq_len = longest_row(source, pairs, cfg.rm.max_len) if pairs and source else None
+    seq_len = longest_row(source, pairs, cfg.rm.max_len, cfg.model.chat_template) if pairs and source else None
     plan = make_plan(cfg, cluster, (role,), source, rm_seq_len=seq_len)
     if not plan.ok:
         raise DoesNotFit(explain(plan) + _batch_hint(cfg, role, cluster, source, seq_len))

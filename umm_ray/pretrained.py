@@ -25,6 +25,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from umm_ray.data.chat import prompt_ids
+
 CACHE_ENV = "UMM_RAY_MODEL_CACHE"
 
 
@@ -159,12 +161,8 @@ def check_generation(model_dir: Path, prompt: str, max_new_tokens: int = 40) -> 
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    if tok.chat_template:
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-    else:
-        text = prompt
-    ids = tok(text, return_tensors="pt", add_special_tokens=False)
+    ids = {"input_ids": torch.tensor([prompt_ids(tok, prompt, "auto")])}  # rendered as every stage renders it
+    ids["attention_mask"] = torch.ones_like(ids["input_ids"])
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()

@@ -114,8 +114,8 @@ def prepare(cfg: Config, out: Path) -> dict:
     return json.loads(prepare_world(cfg).world_json.read_text())
 
 
-@reads("sft", "run.seed", "run.num_gpus_per_actor", "model.max_seq_len",
-       "model.trust_remote_code", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p")
+@reads("sft", "run.seed", "run.num_gpus_per_actor", "model.max_seq_len", "model.trust_remote_code",
+       "model.chat_template", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p")
 def sft(cfg: Config, out: Path) -> dict:
     """The SFT policy in `out` (= layout.sft); returns its model path and eval.json."""
     from umm_ray.train.sft import run_sft  # heavy: Ray Train
@@ -128,7 +128,7 @@ def sft(cfg: Config, out: Path) -> dict:
 @reads("run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "testbed.n_pairs", "testbed.label_noise",
        "testbed.label_length_bias", "rm.val_frac", "rm.test_frac", "rollout.backend",
        "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
-       "reward.gold", "model.trust_remote_code")
+       "reward.gold", "model.trust_remote_code", "model.chat_template")
 def pairs(cfg: Config, out: Path) -> dict:
     """Gold-labelled pairs sampled from the SFT policy into `out` (= layout.pairs); returns their stats."""
     from umm_ray.testbed.pairs import run_pairs  # heavy: Ray rollout actor
@@ -160,7 +160,7 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
 
 @reads("rm.base_path", "rm.data", "rm.eval_data", "rm.epochs", "rm.batch_size", "rm.lr",
        "rm.num_workers", "rm.strategy", "rm.zero_stage", "rm.checkpoint_every", "rm.max_len", "run.seed",
-       "run.num_gpus_per_actor", "model.trust_remote_code", also=_rm_reads)
+       "run.num_gpus_per_actor", "model.trust_remote_code", "model.chat_template", also=_rm_reads)
 def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     """Train one RM kind into `out`; returns {'model': path, 'moe': path (umm), 'manifest': path (ensemble), ...}."""
     from umm_ray.train.reward import train_rm as train  # heavy: Ray Train
@@ -228,15 +228,13 @@ def _eval_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
 
 
 @reads("run.seed", "rm.max_len", "reward.batch_size", "compare.hh_eval", "compare.expert_counts",
-       "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code", also=_eval_reads)
+       "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code", "model.chat_template", also=_eval_reads)
 def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Held-out accuracy (against the test labels and against the gold's own preference), parameter count, forward
     passes and scoring throughput of every proxy, on the same test pairs; per-pair outcomes for the intervals."""
-    from umm_ray.actors.reward import RewardSpec, build_scorer  # heavy: Ray (the gold may be a served endpoint)
+    from umm_ray.actors.reward import RewardSpec, build_scorer, spec_settings  # heavy: Ray (gold may be served)
 
-    gold = build_scorer(RewardSpec.load(gold_source(cfg), "gold", token=cfg.reward.remote_token,
-                                        max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size,
-                                        trust_remote_code=cfg.model.trust_remote_code))
+    gold = build_scorer(RewardSpec.load(gold_source(cfg), "gold", **spec_settings(cfg)))
     sources = {k: p.source for k, p in proxies.items()}
     return evaluate_rms(cfg, sources, _layout(cfg).pairs_test, out, hh_pairs_path(cfg), gold=gold)
 
@@ -249,7 +247,7 @@ def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
 @reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
        "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
        "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code",
-       also=_bon_reads)
+       "model.chat_template", also=_bon_reads)
 def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
     from umm_ray.eval.bon import run_bon  # heavy: Ray rollout actors
@@ -291,7 +289,7 @@ def _ppo_reads(cfg: Config, proxy: Proxy) -> tuple[str, ...]:
 
 
 @reads("ppo", "rollout", "run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "model.max_seq_len",
-       "model.trust_remote_code", "rm.max_len", "reward.batch_size", also=_ppo_reads)
+       "model.trust_remote_code", "model.chat_template", "rm.max_len", "reward.batch_size", also=_ppo_reads)
 def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
     """One PPO run against `proxy`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
     from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed policy ranks, vLLM engines

@@ -234,3 +234,48 @@ def test_weight_names_drop_tied_aliases(tmp_path):
     assert "lm_head.weight" not in names.shapes and names.aliases == {"lm_head.weight"}
     live = AutoModelForCausalLM.from_pretrained(path).state_dict()
     assert {n for n, _ in names.canonical(live, "t")} == set(names.shapes)
+    # vLLM is sent the tied head anyway (its CPU layerwise reload repacks the head only when it is sent)
+    assert names.tied == {"lm_head.weight": "model.embed_tokens.weight"}
+    params = dict(AutoModelForCausalLM.from_pretrained(path).named_parameters())  # what a policy syncs: no alias
+    sent = dict(names.with_tied(names.canonical(params, "t")))
+    assert sent["lm_head.weight"] is sent["model.embed_tokens.weight"] and "lm_head.weight" not in params
+    assert WeightNames(_model_dir(tmp_path, "qwen2")).tied == {}  # untied: nothing added
+
+
+@slow
+def test_weight_sync_real_pretrained_model_with_tied_embeddings(ray_local, tmp_path):
+    """SmolLM2-135M-Instruct (tied embeddings, 3 KV heads, a chat template): after a policy update the vLLM engine's
+    log-probs of chat-rendered prompts equal HF's within 1e-3, and the sync's seconds are reported."""
+    import time
+
+    from umm_ray.data.chat import render_prompt
+    from umm_ray.pretrained import resolve_model
+
+    path = resolve_model("smollm2-135m")  # fetched into the model cache on first use (~90 s)
+    actor = ray_local.remote(num_cpus=1)(RolloutActor).remote(path, backend="vllm", max_new_tokens=MAX_NEW,
+                                                              max_model_len=256)
+    try:
+        assert ray_local.get(actor.ready.remote()) is True
+        tok = AutoTokenizer.from_pretrained(path)
+        prompts = ["Give three tips for staying healthy.", "What is the capital of France?"]
+        prompt_ids = [tok(render_prompt(tok, p, "auto"), add_special_tokens=False)["input_ids"] for p in prompts]
+        response_ids = [tok(" Paris is the capital.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]] * 2
+        base = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+        assert _max_abs_diff(base, _hf_logprobs(path, None, prompt_ids, response_ids)) <= 1e-3
+        model = AutoModelForCausalLM.from_pretrained(path)
+        assert model.config.tie_word_embeddings
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():  # perturb the parameters (not the state dict: that would untie lm_head from embed)
+            for p in model.parameters():
+                p.add_(0.01 * p.std() * torch.randn(p.shape, generator=g))
+        new = model.state_dict()
+        t0 = time.perf_counter()
+        stats = ray_local.get(actor.update_weights.remote(ray_local.put(new)))
+        wall = time.perf_counter() - t0
+        print(f"sync 135M: {stats.num_tensors} tensors, {stats.num_bytes / 2**20:.0f} MiB, {stats.seconds:.2f} s in "
+              f"the engine, {wall:.2f} s with the object-store transfer")
+        after = ray_local.get(actor.logprobs.remote(prompt_ids, response_ids))
+        assert _max_abs_diff(after, _hf_logprobs(path, new, prompt_ids, response_ids)) <= 1e-3
+        assert _max_abs_diff(after, base) > 1e-3
+    finally:
+        ray_local.kill(actor)

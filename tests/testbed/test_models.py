@@ -84,3 +84,31 @@ def test_bad_arguments(tok):
         tiny_config("mamba", tokenizer=tok)
     with pytest.raises(ValueError, match="smaller than the tokenizer"):
         tiny_config("qwen2", vocab_size=10, tokenizer=tok)
+
+
+def test_chat_model_has_the_real_models_quirks(tok, tmp_path):
+    """CHAT_MODEL + with_chat_template: tied embeddings, 6 query heads over 3 KV heads, eos = pad; reloads the same."""
+    from umm_ray.testbed.models import CHAT_MODEL
+    from umm_ray.testbed.tokenizer import with_chat_template
+
+    chat = with_chat_template(tok)
+    lm = make_causal_lm("llama", chat, seed=0, **CHAT_MODEL)
+    cfg = lm.config
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (6, 3, 64)
+    assert cfg.tie_word_embeddings and lm.lm_head.weight is lm.get_input_embeddings().weight
+    assert cfg.eos_token_id == cfg.pad_token_id == chat.eos_token_id and cfg.vocab_size == len(tok) + 2
+    save_model(lm, chat, tmp_path)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids, mask = _batch(chat)
+    with torch.no_grad():
+        assert torch.allclose(back(input_ids=ids, attention_mask=mask).logits,
+                              lm.eval()(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
+    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == chat.chat_template
+
+
+def test_kv_heads_must_divide_the_query_heads(tok):
+    with pytest.raises(ValueError, match="num_kv_heads 4 must divide the 6 query heads"):
+        tiny_config("llama", tokenizer=tok, hidden_size=384, num_kv_heads=4)
+    with pytest.raises(ValueError, match="'gpt2' has no grouped-query attention"):
+        tiny_config("gpt2", tokenizer=tok, hidden_size=384, num_kv_heads=3)
+    assert tiny_config("qwen2", tokenizer=tok, hidden_size=384, num_kv_heads=3).num_key_value_heads == 3

@@ -18,6 +18,7 @@ import ray
 import torch
 
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
+from umm_ray.data.chat import check_mode
 from umm_ray.models.reward_model import load_scorer, read_manifest
 from umm_ray.reward_source import RewardSource
 from umm_ray.serve.client import RemoteScorer
@@ -34,6 +35,8 @@ class RewardSpec:
         token: bearer token for a remote endpoint.
         max_len, batch_size: tokenisation cap and scoring batch for learned RMs.
         trust_remote_code: let a learned RM's own modelling/tokenizer code run (model.trust_remote_code).
+        chat_template: 'auto' | 'none', how a learned RM renders prompts (model.chat_template): the spec carries it
+            into the actor so the RM reads the same tokens as the policy that wrote the response.
     """
 
     name: str
@@ -42,10 +45,14 @@ class RewardSpec:
     max_len: int = 256
     batch_size: int = 64
     trust_remote_code: bool = False
+    chat_template: str = "auto"
+
+    def __post_init__(self):
+        check_mode(self.chat_template)  # a bad mode fails at the driver, not inside a remote actor
 
     @classmethod
     def load(cls, source: RewardSource | str, name: str, token: str = "", max_len: int = 256,
-             batch_size: int = 64, trust_remote_code: bool = False) -> "RewardSpec":
+             batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto") -> "RewardSpec":
         """A spec for `source` (parsed when text), checked to exist and made absolute for the actor's working dir.
 
         Raises ValueError for malformed text and FileNotFoundError for a missing checkpoint, both naming `name`.
@@ -54,7 +61,7 @@ class RewardSpec:
             source = RewardSource.parse(source, f"reward source {name!r}")
         source = source.check_exists(f"reward source {name!r}").absolute()
         return cls(name, source, token=token if source.kind == "remote" else "", max_len=max_len,
-                   batch_size=batch_size, trust_remote_code=trust_remote_code)
+                   batch_size=batch_size, trust_remote_code=trust_remote_code, chat_template=chat_template)
 
     @property
     def kind(self) -> str:
@@ -72,6 +79,14 @@ class RewardSpec:
         return "testbed gold" if self.kind == "testbed" else str(self.source)
 
 
+def spec_settings(cfg) -> dict:
+    """`RewardSpec.load`'s settings from a `Config` (reward.remote_token / batch_size, rm.max_len,
+    model.trust_remote_code / chat_template): PPO and Best-of-N build every proxy and gold spec from this one place."""
+    r = cfg.reward
+    return {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size,
+            "trust_remote_code": cfg.model.trust_remote_code, "chat_template": cfg.model.chat_template}
+
+
 def build_scorer(spec: RewardSpec, device: str = "cpu"):
     """Instantiate the Scorer a spec names (inside the actor)."""
     if spec.kind == "testbed":
@@ -80,7 +95,7 @@ def build_scorer(spec: RewardSpec, device: str = "cpu"):
         return RemoteScorer(spec.url, token=spec.token, batch_size=spec.batch_size)
 
     return load_scorer(spec.path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
-                       trust_remote_code=spec.trust_remote_code)
+                       trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template)
 
 
 def check_scores(scores, n: int, who: str) -> list[float]:

@@ -9,10 +9,11 @@ A plain class; make it an actor at the use site, explicitly:
     ref = ray.put(policy_state_dict)                                          # once, shared by all engines
     ray.get([e.update_weights.remote(ref) for e in engines])                  # Ray resolves the ref in the actor
 
-Both backends tokenize with the tokenizer of `model_path` (`add_special_tokens=False`, like
-`umm_ray.data.tokenize`), return the same `Rollout` fields, and report *raw* model log-probs (log-softmax of the
-logits, before temperature / top-p), which is what `logprobs()` and the policy compute. They do not draw the same
-samples for the same seed: only the interface and the distribution are shared.
+Both backends tokenize with the tokenizer of `model_path`, prompts rendered by `umm_ray.data.chat.prompt_ids` (the
+chat template under model.chat_template, exactly as SFT and the reward models see them), return the same `Rollout`
+fields, and report *raw* model log-probs (log-softmax of the logits, before temperature / top-p), which is what
+`logprobs()` and the policy compute. They do not draw the same samples for the same seed: only the interface and the
+distribution are shared.
 
 On CPU the vLLM engine runs inside the actor process (no engine-core subprocess): weight tensors handed to
 `update_weights` reach the worker's `reload_weights` by reference, with no serialization.
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from umm_ray.data.chat import check_mode, prompts_ids
 from umm_ray.data.tokenize import pad_batch
 from umm_ray.records import Rollout
 
@@ -61,12 +63,13 @@ class RolloutActor:
         num_threads: torch intra-op threads in this process (None leaves torch's default).
         hf_batch_size: sequences per HF forward / generate call.
         trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
+        chat_template: 'auto' | 'none', how prompts are rendered (model.chat_template, `umm_ray.data.chat`).
     """
 
     def __init__(self, model_path: str, backend: str = "vllm", max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
                  max_model_len: int | None = None, dtype: str = "float32", num_threads: int | None = 1,
-                 hf_batch_size: int = 64, trust_remote_code: bool = False):
+                 hf_batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto"):
         if backend not in BACKENDS:
             raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
         if num_threads:
@@ -76,7 +79,7 @@ class RolloutActor:
 
         self.model_path, self.backend = str(model_path), backend
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
-        self.trust_remote_code = trust_remote_code
+        self.trust_remote_code, self.chat_template = trust_remote_code, check_mode(chat_template)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.max_model_len = _resolve_max_len(config, max_model_len)
@@ -102,7 +105,7 @@ class RolloutActor:
             raise ValueError("RolloutActor.generate: got an empty prompt list")
         if n < 1:
             raise ValueError(f"RolloutActor.generate: n must be >= 1, got {n}")
-        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prompt_ids = prompts_ids(self.tokenizer, prompts, self.chat_template)
         for i, ids in enumerate(prompt_ids):
             if not ids:
                 raise ValueError(f"RolloutActor.generate: prompt {i} is empty after tokenization")
@@ -129,7 +132,7 @@ class RolloutActor:
         if self.backend == "hf":
             self._engine.load([(self._names.to_memory.get(name, name), t) for name, t in pairs])
         else:
-            self._engine.load(pairs)
+            self._engine.load(self._names.with_tied(pairs))
         return SyncStats(len(pairs), sum(t.numel() * t.element_size() for _, t in pairs),
                          time.perf_counter() - start)
 
@@ -285,15 +288,25 @@ class WeightNames:
 
     A policy sends `named_parameters()` names; vLLM loads checkpoint names. They differ where transformers renames
     on save (GPT-NeoX: `lm_head.weight` in memory, `embed_out.weight` on disk). Tied aliases (a tied
-    `lm_head.weight`) are accepted and dropped: they repeat the embedding.
+    `lm_head.weight`) are accepted and dropped: they repeat the embedding. `tied` maps each alias to the tensor it
+    repeats, for engines that must be sent it anyway (`with_tied`).
     """
 
     def __init__(self, model_path: str, trust_remote_code: bool = False):
         self.shapes = checkpoint_shapes(model_path)
-        memory = _memory_names(model_path, trust_remote_code)          # in-memory name -> checkpoint name
+        memory, tied = _memory_names(model_path, trust_remote_code)    # in-memory name -> checkpoint name
         self.to_checkpoint = {m: c for m, c in memory.items() if m != c}
         self.to_memory = {c: m for m, c in self.to_checkpoint.items()}
         self.aliases = {c for c in memory.values() if c not in self.shapes} if self.shapes else set()
+        self.tied = {memory.get(a, a): memory.get(src, src) for a, src in tied.items()
+                     if memory.get(a, a) in self.aliases}
+
+    def with_tied(self, pairs: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+        """`pairs` plus each tied alias carrying its source's tensor. vLLM on CPU keeps a repacked copy of the LM head
+        that its layerwise reload only redoes when the head itself is sent: without this, a tied model's engine keeps
+        the old head after a sync (SmolLM2-135M: log-probs off by 0.16 instead of 2e-5)."""
+        given = dict(pairs)
+        return pairs + [(alias, given[src]) for alias, src in self.tied.items() if src in given]
 
     def canonical(self, named_tensors, where: str) -> list[tuple[str, torch.Tensor]]:
         """dict or (name, tensor) pairs in either naming -> validated checkpoint-named pairs, aliases dropped."""
@@ -313,22 +326,28 @@ def checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _memory_names(model_path: str, trust_remote_code: bool = False) -> dict[str, str]:
-    """In-memory state-dict name -> checkpoint name, from a weightless (meta-device) copy of the model."""
+def _memory_names(model_path: str, trust_remote_code: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """(in-memory state-dict name -> checkpoint name, tied output-embedding name -> the input-embedding name it
+    shares its tensor with), from a weightless (meta-device) copy of the model."""
     from transformers import AutoConfig, AutoModelForCausalLM  # heavy: ~2 s; only when weights are synced
 
     with torch.device("meta"):
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    tied = {}
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is not None and inp is not None and out.weight is inp.weight:
+        by_module = {m: n for n, m in model.named_modules()}
+        tied[f"{by_module[out]}.weight"] = f"{by_module[inp]}.weight"
     try:
         from transformers.core_model_loading import revert_weight_conversion  # transformers >= 5
     except ImportError:
-        return {name: name for name in model.state_dict()}
+        return {name: name for name in model.state_dict()}, tied
     names = {}
     for name, t in model.state_dict().items():
         saved = list(revert_weight_conversion(model, {name: t}))
         names[name] = saved[0] if len(saved) == 1 else name
-    return names
+    return names, tied
 
 
 def check_weights(pairs: list, shapes: dict[str, tuple[int, ...]], aliases: set[str], where: str) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import ray
 import torch
 
-from umm_ray.actors.reward import RewardSpec, build_scorer
+from umm_ray.actors.reward import RewardSpec, build_scorer, spec_settings
 from umm_ray.actors.rollout import RolloutActor
 from umm_ray.algo.bon import BoNCurve, bon_curve, bon_ns
 from umm_ray.algo.ensemble import aggregate
@@ -61,7 +61,7 @@ def start_rollout_engine(cfg: Config, policy_path: str, seed: int):
                                              num_gpus=cfg.run.num_gpus_per_actor).remote(
         str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
         top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=seed,
-        trust_remote_code=cfg.model.trust_remote_code)
+        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
     return actor
 
 
@@ -143,9 +143,7 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
     Returns:
         (proxy {name: [P, N]}, gold [P, N], throughput {name or 'gold': sequences per second of its task}).
     """
-    r = cfg.reward
-    load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size,
-            "trust_remote_code": cfg.model.trust_remote_code}
+    load = spec_settings(cfg)
     rspecs: dict[str, RewardSpec] = {}  # one scoring task per checkpoint / URL, whatever its aggregates
     for name, source in sources.items():
         source.check_exists(f"RM {name!r}")

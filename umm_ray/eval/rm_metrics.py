@@ -106,7 +106,7 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
         path = source.location
         if path not in cache:
             scorer = load_scorer(path, max_len=cfg.rm.max_len, batch_size=cfg.reward.batch_size,
-                                 trust_remote_code=cfg.model.trust_remote_code)
+                                 trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
             entry = {"params": count_params(scorer), "forward_passes": forward_passes(scorer)}
             p, c, _ = splits["test"]
             _member_matrix(scorer, p[:cfg.reward.batch_size], c[:cfg.reward.batch_size])  # warm-up, not timed

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from umm_ray.data.chat import check_mode
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.families import DMOE_CONFIG_NAME, check_family, load_tokenizer_checked
 
@@ -328,10 +329,11 @@ class DMoEScorer:
     of the K adapter passes).
     """
 
-    def __init__(self, model: DMoERM, tok, max_len: int = 256, batch_size: int = 64):
+    def __init__(self, model: DMoERM, tok, max_len: int = 256, batch_size: int = 64, chat_template: str = "auto"):
         if model.spec.stage != "final":
             raise ValueError(f"DMoEScorer: the model is at stage {model.spec.stage!r}; only a 'final' DMoERM scores")
         self.model, self.tok, self.max_len, self.batch_size = model.eval(), tok, max_len, batch_size
+        self.chat_template = check_mode(chat_template)  # model.chat_template: prompts rendered as in training
         self.passes = {"router": 0, "inner": 0}
 
     @torch.no_grad()
@@ -342,7 +344,7 @@ class DMoEScorer:
         out: list[str] = []
         for s in range(0, len(prompts), self.batch_size):
             chunk = prompts[s:s + self.batch_size]
-            ids, mask = encode_texts(self.tok, chunk, [""] * len(chunk), self.max_len)
+            ids, mask = encode_texts(self.tok, chunk, [""] * len(chunk), self.max_len, self.chat_template)
             out += [self.model.spec.tasks[i] for i in self.model.route(ids.to(device), mask.to(device)).tolist()]
             self.passes["router"] += len(chunk)
         return out
@@ -365,14 +367,16 @@ class DMoEScorer:
             inner = self.model.inners[task]
             for s in range(0, len(idx), self.batch_size):
                 b = idx[s:s + self.batch_size]
-                ids, mask = encode_texts(self.tok, [prompts[i] for i in b], [responses[i] for i in b], self.max_len)
+                ids, mask = encode_texts(self.tok, [prompts[i] for i in b], [responses[i] for i in b], self.max_len,
+                                         self.chat_template)
                 for i, v in zip(b, inner.reward(ids.to(device), mask.to(device)).tolist()):
                     out[i] = v
                 self.passes["inner"] += k * len(b)
         return out
 
 
-def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu") -> DMoEScorer:
+def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
+                chat_template: str = "auto") -> DMoEScorer:
     """A DMoEScorer from a directory written by `save_dmoe` (stage 'final'); no Ray needed."""
     model, tok = load_dmoe(path)
-    return DMoEScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size)
+    return DMoEScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size, chat_template=chat_template)

@@ -16,6 +16,7 @@ from torch import nn
 
 from umm_ray.algo.ensemble import AGGREGATES
 from umm_ray.algo.ensemble import aggregate as aggregate_scores
+from umm_ray.data.chat import check_mode
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.dmoe import is_dmoe_dir
 from umm_ray.models.dmoe import load_scorer as load_dmoe_scorer
@@ -80,11 +81,13 @@ def load_reward_model(path, trust_remote_code: bool = False, dtype: torch.dtype 
 class RewardModelScorer:
     """A `Scorer` over an in-memory reward model (dense, merged, MoE or mergeable).
 
-    Batches are formed after sorting by length (less padding); scores come back in input order.
+    Batches are formed after sorting by length (less padding); scores come back in input order. Prompts are rendered
+    by `chat_template` mode (model.chat_template, `umm_ray.data.chat`), as the policy saw them.
     """
 
-    def __init__(self, model: nn.Module, tok, max_len: int = 256, batch_size: int = 64):
+    def __init__(self, model: nn.Module, tok, max_len: int = 256, batch_size: int = 64, chat_template: str = "auto"):
         self.model, self.tok, self.max_len, self.batch_size = model.eval(), tok, max_len, batch_size
+        self.chat_template = check_mode(chat_template)
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -97,7 +100,8 @@ class RewardModelScorer:
         out = [0.0] * len(prompts)
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
-            ids, mask = encode_texts(self.tok, [prompts[i] for i in idx], [responses[i] for i in idx], self.max_len)
+            ids, mask = encode_texts(self.tok, [prompts[i] for i in idx], [responses[i] for i in idx], self.max_len,
+                                     self.chat_template)
             r = reward_forward(self.model, ids.to(device), mask.to(device)).tolist()
             for i, v in zip(idx, r):
                 out[i] = v
@@ -139,9 +143,9 @@ def read_manifest(path) -> dict:
 
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
-                trust_remote_code: bool = False):
+                trust_remote_code: bool = False, chat_template: str = "auto"):
     """Build a Scorer from a dense/merged HF dir, a MoE dir (umm_moe.json), a DMoERM dir (umm_dmoe.json), or an
-    ensemble manifest (.json).
+    ensemble manifest (.json); `chat_template` is the model.chat_template mode every member renders prompts with.
 
     Returns:
         RewardModelScorer, `models.dmoe.DMoEScorer` (routes each prompt, then its task's experts), or EnsembleScorer
@@ -150,9 +154,11 @@ def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | to
     p = Path(path)
     if p.suffix == ".json" and p.is_file():
         spec = read_manifest(p)
-        members = [load_scorer(m, max_len, batch_size, device, trust_remote_code) for m in spec["members"]]
+        members = [load_scorer(m, max_len, batch_size, device, trust_remote_code, chat_template)
+                   for m in spec["members"]]
         return EnsembleScorer(members, spec["aggregate"], spec["lambda"])
     if is_dmoe_dir(p):  # its own structure (router + per-task experts), never custom code: trust_remote_code unused
-        return load_dmoe_scorer(p, max_len=max_len, batch_size=batch_size, device=device)
+        return load_dmoe_scorer(p, max_len=max_len, batch_size=batch_size, device=device, chat_template=chat_template)
     model, tok = load_reward_model(path, trust_remote_code=trust_remote_code)
-    return RewardModelScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size)
+    return RewardModelScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size,
+                             chat_template=chat_template)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from umm_ray.data.chat import prompts_ids
 from umm_ray.records import PromptRecord
 
 
@@ -43,7 +44,8 @@ class PromptStream:
         return out
 
 
-def validate_prompts(prompts: list[PromptRecord], tokenizer, max_prompt_tokens: int, where: str) -> None:
+def validate_prompts(prompts: list[PromptRecord], tokenizer, max_prompt_tokens: int, where: str,
+                     chat_template: str = "auto") -> None:
     """Fail before any rollout if the prompt set is empty or a prompt leaves no room for the response.
 
     Args:
@@ -51,6 +53,7 @@ def validate_prompts(prompts: list[PromptRecord], tokenizer, max_prompt_tokens: 
         tokenizer: the policy's tokenizer (the rollout engine tokenizes the same way).
         max_prompt_tokens: context length minus max_new_tokens.
         where: the prompt file, for the message.
+        chat_template: model.chat_template; lengths count the rendered prompt, as the rollout engine gets it.
 
     Raises:
         PromptOrderError: naming the file, the first offending prompt's index / source and its length.
@@ -59,7 +62,7 @@ def validate_prompts(prompts: list[PromptRecord], tokenizer, max_prompt_tokens: 
         raise PromptOrderError(f"{where}: the PPO prompt set is empty")
     if max_prompt_tokens < 1:
         raise PromptOrderError(f"model.max_seq_len leaves no room for prompts after rollout.max_new_tokens")
-    lengths = [len(ids) for ids in tokenizer([p.prompt for p in prompts], add_special_tokens=False)["input_ids"]]
+    lengths = [len(ids) for ids in prompts_ids(tokenizer, [p.prompt for p in prompts], chat_template)]
     empty = [i for i, n in enumerate(lengths) if n == 0]
     if empty:
         i = empty[0]

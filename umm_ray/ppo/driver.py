@@ -22,7 +22,7 @@ import ray
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from umm_ray.actors.reward import RewardGroup, RewardSpec, ensemble_members
+from umm_ray.actors.reward import RewardGroup, RewardSpec, ensemble_members, spec_settings
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.algo.kl import make_kl_controller
 from umm_ray.algo.ppo import RunningMoments
@@ -53,12 +53,11 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     """
     out = Path(out_dir).resolve()  # actors run in other working directories: hand them absolute paths only
     policy_path = str(Path(policy_path).resolve()) if Path(policy_path).exists() else policy_path
-    r = cfg.reward
-    trust = cfg.model.trust_remote_code
-    tok = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=trust)
+    tok = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=cfg.model.trust_remote_code)
     prompts = load_prompts(prompts_path)
-    validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path))
-    load = {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size, "trust_remote_code": trust}
+    validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path),
+                     cfg.model.chat_template)
+    load = spec_settings(cfg)
     proxy_rs, gold_rs = RewardSpec.load(proxy, "proxy", **load), RewardSpec.load(gold, "gold", **load)
     members = ensemble_members(proxy_rs)
     how, lam = "mean", 0.0  # one member: every aggregate is its score

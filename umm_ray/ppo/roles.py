@@ -29,7 +29,7 @@ def make_engine(cfg: Config, policy_path: str):
     actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
     return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                         top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed,
-                        trust_remote_code=cfg.model.trust_remote_code)
+                        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
 
 
 def generate(engines: list, prompts: list[str], seed: int) -> Rollout:

@@ -10,6 +10,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from umm_ray.algo.stats import Interval
@@ -218,6 +219,8 @@ def build_report(results: list[RMResult], config=None, out_dir: str | Path = "re
     dense = find_dense(results)
     stats = {r.name: row_stats(r, dense) for r in results}
     bands = {m: {r.name: ppo_band(ppo_data(r, m)) for r in results if _has_band(r, m)} for m in ("ppo", "ppo_kl")}
+    bands["bon"] = {r.name: tuple(np.array([[iv.value, iv.lo, iv.hi] for iv in stats[r.name].bon_gold_n]).T)
+                    for r in results if stats[r.name].bon_gold_n}
     plots = make_plots(results, out / "plots", bands=bands)
     summary = summary_section(results, stats)
     summary.paragraphs += list(notes or [])

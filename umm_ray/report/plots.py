@@ -116,7 +116,7 @@ def plot_overlay(results: list[RMResult], method: str, path: Path, gain: bool = 
 def make_plots(results: list[RMResult], out_dir: str | Path, bands: dict[str, tuple] | None = None
                ) -> dict[str, Path]:
     """Write every plot that has data; returns {label: png path}. `bands`: {method: {RM name: (mean, lo, hi)}}, the
-    PPO gold bands."""
+    95% gold bands shaded on the overlays."""
     out = Path(out_dir)
     made = {}
     for method in METHODS:

@@ -52,11 +52,12 @@ class ServeSpec:
     batch_wait_timeout_s: float = 0.01
     torch_threads: int = 1
     trust_remote_code: bool = False
+    chat_template: str = "auto"  # model.chat_template: the endpoint renders prompts as the policy and RM training did
 
 
 def spec_from_config(cfg) -> ServeSpec:
     """Build the replica spec from a `Config` (reward.proxy[_path], ensemble.*, rm.max_len, serve.*,
-    model.trust_remote_code).
+    model.trust_remote_code, model.chat_template).
 
     reward.proxy_path is a `RewardSource`: an ensemble manifest may carry its aggregate ('#wco', '#uwo:0.3'), which
     wins over ensemble.aggregate / ensemble.uwo_lambda. An explicit reward.proxy kind is checked against the
@@ -79,7 +80,13 @@ def spec_from_config(cfg) -> ServeSpec:
                       max_chars=s.max_chars_per_item),
         token=s.token or os.environ.get(TOKEN_ENV, ""), max_batch_size=s.max_batch_size,
         batch_wait_timeout_s=s.batch_wait_timeout_s, torch_threads=max(1, int(s.num_cpus)),
-        trust_remote_code=cfg.model.trust_remote_code)
+        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
+
+
+def service_of(spec: ServeSpec) -> RewardService:
+    """What a replica scores with: the RM(s) at spec.path, loaded with the spec's settings (no Ray Serve needed)."""
+    return load_service(spec.path, spec.aggregate, spec.uwo_lambda, spec.max_len, spec.max_batch_size, spec.device,
+                        spec.trust_remote_code, spec.chat_template)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -111,8 +118,7 @@ class RewardDeployment:
 
         torch.set_num_threads(spec.torch_threads)
         self.spec = spec
-        self.service: RewardService = load_service(spec.path, spec.aggregate, spec.uwo_lambda, spec.max_len,
-                                                   spec.max_batch_size, spec.device, spec.trust_remote_code)
+        self.service: RewardService = service_of(spec)
         self._score_item.set_max_batch_size(spec.max_batch_size)
         self._score_item.set_batch_wait_timeout_s(spec.batch_wait_timeout_s)
         logger.info("serving %s (%d member(s), aggregate=%s)", spec.path, len(self.service.members),

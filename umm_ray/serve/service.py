@@ -59,7 +59,7 @@ def _special_tokens(scorer) -> tuple[str, ...]:
 
 
 def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 256, batch_size: int = 64,
-                 device: str = "cpu", trust_remote_code: bool = False) -> RewardService:
+                 device: str = "cpu", trust_remote_code: bool = False, chat_template: str = "auto") -> RewardService:
     """Load what `path` names: an HF RM dir (dense or merged UMM), a MoE or DMoERM dir, or an ensemble manifest.
 
     Args:
@@ -71,6 +71,8 @@ def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 
         max_len: truncate prompt + response to this many tokens. batch_size: scorer's inner batch.
         device: where the model(s) run ("cpu", "cuda").
         trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
+        chat_template: 'auto' | 'none' (model.chat_template): how prompts are rendered before scoring. A prompt that
+            already ends with the template's assistant header (OpenRLHF renders its own) is not rendered twice.
     """
     if path == "testbed":
         return RewardService([TestbedGold()], ["testbed-gold"], how, lam)
@@ -79,7 +81,7 @@ def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 
     from umm_ray.models.reward_model import EnsembleScorer, load_scorer, read_manifest  # heavy: torch
 
     scorer = load_scorer(path, max_len=max_len, batch_size=batch_size, device=device,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, chat_template=chat_template)
     if isinstance(scorer, EnsembleScorer):
         names = [Path(m).name for m in read_manifest(path)["members"]]
         return RewardService(list(scorer.members), names, how, lam, _special_tokens(scorer.members[0]))

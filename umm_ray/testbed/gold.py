@@ -168,10 +168,12 @@ class HFGoldScorer:
     """A gold scorer over any HF sequence classifier (num_labels 1) on disk or by hub name, for real use.
 
     Delegates to `umm_ray.models.reward_model.RewardModelScorer` when that module is available; otherwise scores
-    with a plain `AutoModelForSequenceClassification` and the shared tokenization (prompt + response + eos).
+    with a plain `AutoModelForSequenceClassification` and the shared tokenization (rendered prompt + response + eos;
+    `chat_template` is the model.chat_template mode, as for every learned RM).
     """
 
-    def __init__(self, path: str, max_len: int = 512, batch_size: int = 32, trust_remote_code: bool = False):
+    def __init__(self, path: str, max_len: int = 512, batch_size: int = 32, trust_remote_code: bool = False,
+                 chat_template: str = "auto"):
         self.path = str(path)
         try:
             from umm_ray.models.reward_model import RewardModelScorer, load_reward_model  # heavy: torch
@@ -179,9 +181,10 @@ class HFGoldScorer:
             RewardModelScorer = None
         if RewardModelScorer is not None:
             model, tok = load_reward_model(self.path, trust_remote_code=trust_remote_code)
-            self._inner = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size)
+            self._inner = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size,
+                                            chat_template=chat_template)
         else:
-            self._inner = _PlainHFScorer(self.path, max_len, batch_size, trust_remote_code)
+            self._inner = _PlainHFScorer(self.path, max_len, batch_size, trust_remote_code, chat_template)
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         return self._inner.score(prompts, responses)
@@ -190,7 +193,7 @@ class HFGoldScorer:
 class _PlainHFScorer:
     """Self-contained fallback used only until the models package provides RewardModelScorer."""
 
-    def __init__(self, path: str, max_len: int, batch_size: int, trust_remote_code: bool):
+    def __init__(self, path: str, max_len: int, batch_size: int, trust_remote_code: bool, chat_template: str = "auto"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer  # heavy: ~3 s; HF gold only
 
         self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -200,7 +203,7 @@ class _PlainHFScorer:
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tok.pad_token_id or self.tok.eos_token_id
         self.model.eval()
-        self.max_len, self.batch_size = max_len, batch_size
+        self.max_len, self.batch_size, self.chat_template = max_len, batch_size, chat_template
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch  # heavy: ~1.5 s; the programmatic TestbedGold in this module never needs it
@@ -211,7 +214,7 @@ class _PlainHFScorer:
         with torch.no_grad():
             for i in range(0, len(prompts), self.batch_size):
                 ids, mask = encode_texts(self.tok, prompts[i:i + self.batch_size], responses[i:i + self.batch_size],
-                                         self.max_len)
+                                         self.max_len, self.chat_template)
                 out += self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
         return out
 

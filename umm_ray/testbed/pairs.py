@@ -28,7 +28,7 @@ def sample_two(cfg: Config, policy_path: str, prompts: list[str]) -> tuple[list[
     actor = ray.remote(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)(RolloutActor).remote(
         policy_path, backend=r.backend, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
         gpu_memory_utilization=r.gpu_memory_utilization, seed=cfg.run.seed,
-        trust_remote_code=cfg.model.trust_remote_code)
+        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
     try:
         doubled = [p for p in prompts for _ in range(2)]
         rollout = ray.get(actor.generate.remote(doubled, n=1, seed=cfg.run.seed))
@@ -53,7 +53,8 @@ def run_pairs(cfg: Config, prompts_path: str | Path, policy_path: str | Path, ou
     keep = [i for i in range(len(chosen)) if a[i].strip() and b[i].strip()]
     n_empty = len(chosen) - len(keep)
     chosen, a, b = [chosen[i] for i in keep], [a[i] for i in keep], [b[i] for i in keep]
-    gold = load_gold(cfg.reward.gold, trust_remote_code=cfg.model.trust_remote_code)
+    gold = load_gold(cfg.reward.gold, trust_remote_code=cfg.model.trust_remote_code,
+                     chat_template=cfg.model.chat_template)
     pairs, stats = label_pairs(chosen, a, b, gold, cfg.testbed.label_noise, cfg.run.seed,
                                cfg.testbed.label_length_bias)
     v, t = cfg.rm.val_frac, cfg.rm.test_frac

@@ -10,10 +10,14 @@ training did.
 
     tok = train_tokenizer(texts, vocab_size=1024, out_dir="runs/x/prepare/tokenizer")
     tok = AutoTokenizer.from_pretrained("runs/x/prepare/tokenizer")   # the same tokenizer
+    chat = with_chat_template(tok)       # a copy with ChatML, eos = pad = <|im_end|>, as SmolLM2-Instruct has
+
+The testbed's own tokenizer has no chat template, so `model.chat_template auto` leaves its prompts as they are.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +26,13 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# SmolLM2-135M-Instruct's chat template, verbatim: ChatML with a default system turn when the chat has none.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3 in this order
 # Qwen2's pre-tokenization regex (transformers.models.qwen2.tokenization_qwen2.PRETOKENIZE_REGEX), kept identical.
 SPLIT_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
@@ -60,6 +71,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
         tok.save_pretrained(str(out_dir))
         portable_class_name(Path(out_dir) / "tokenizer_config.json")
     return tok
+
+
+def with_chat_template(tok, template: str = CHATML_TEMPLATE):
+    """A copy of `tok` that behaves like a chat model's tokenizer: `<|im_start|>` / `<|im_end|>` added as special
+    tokens (ids len(tok), len(tok) + 1), eos = pad = `<|im_end|>` (the end-of-turn token generation stops on), and
+    `template` as its chat template. `tok` itself is left unchanged."""
+    out = copy.deepcopy(tok)
+    out.add_tokens([IM_START, IM_END], special_tokens=True)
+    out.eos_token = out.pad_token = IM_END
+    out.chat_template = template
+    return out
 
 
 def portable_class_name(config_path: Path) -> None:

@@ -143,7 +143,8 @@ def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = 
     t0 = time.time()
     result = fit(task, data.train, spec)
     final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len,
-                                                trust_remote_code=task.trust_remote_code))
+                                                trust_remote_code=task.trust_remote_code,
+                                                chat_template=task.chat_template))
     report = _report(task, data, result, final, time.time() - t0)
     report["levers"] = {**spec.levers(), **task.levers()}
     if init_ref is not None:

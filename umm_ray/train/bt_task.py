@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.data.chat import check_mode
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.families import check_family
 from umm_ray.models.merge import MERGE_META, export_merged, make_mergeable, merge_coefficients
@@ -81,12 +82,14 @@ class BTTask(TrainTask):
 
     def __init__(self, stage: str, source: str | Path, max_len: int, num_experts: int = 0, top_k: int = 0,
                  noisy: bool = True, router_seed: int = 0, aux_coef: float = 0.0, alpha: float = 0.5,
-                 trust_remote_code: bool = False, upcycle_layers: list[int] | tuple[int, ...] = ()):
+                 trust_remote_code: bool = False, chat_template: str = "auto",
+                 upcycle_layers: list[int] | tuple[int, ...] = ()):
         if stage not in ("dense", "moe", "merge"):
             raise ValueError(f"BTTask stage must be dense|moe|merge, got {stage!r}")
         self.stage, self.source, self.max_len = stage, str(source), max_len
         self.num_experts, self.top_k, self.noisy, self.router_seed = num_experts, top_k, noisy, router_seed
         self.aux_coef, self.alpha, self.trust_remote_code = aux_coef, alpha, trust_remote_code
+        self.chat_template = check_mode(chat_template)  # model.chat_template: pairs read as the policy wrote them
         self.upcycle_layers = tuple(upcycle_layers)  # moe stage: decoder layers to upcycle; () = all
         self.find_unused_parameters = stage == "moe"  # experts a batch never routes to get no gradient
         self._tok = None
@@ -118,7 +121,7 @@ class BTTask(TrainTask):
         """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both)."""
         prompts = [p.prompt for p in pairs]
         ids, mask = encode_texts(self.tokenizer, prompts + prompts, [p.chosen for p in pairs]
-                                 + [p.rejected for p in pairs], self.max_len)
+                                 + [p.rejected for p in pairs], self.max_len, self.chat_template)
         return {"ids": ids, "mask": mask}
 
     def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
@@ -144,10 +147,11 @@ class BTTask(TrainTask):
             self.tokenizer.save_pretrained(out_dir)
 
     def fingerprint(self) -> dict:
-        fp = {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
-              "experts": [self.num_experts, self.top_k], "alpha": self.alpha}
-        # only when set: an all-layer run keeps the fingerprint of checkpoints written before the key existed
-        return {**fp, "upcycle_layers": list(self.upcycle_layers)} if self.upcycle_layers else fp
+        # Defaults stay out of the key so checkpoints written before the options existed still resume.
+        chat = {} if self.chat_template == "auto" else {"chat_template": self.chat_template}
+        layers = {"upcycle_layers": list(self.upcycle_layers)} if self.upcycle_layers else {}
+        return {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
+                "experts": [self.num_experts, self.top_k], "alpha": self.alpha, **chat, **layers}
 
     def levers(self) -> dict:
         """What the stage reports of the model's shape: which decoder layers are (or were) MoE layers."""

@@ -140,7 +140,7 @@ def _correct(rc: torch.Tensor, rr: torch.Tensor) -> list[float]:
 
 
 def evaluate_dmoe(model_or_dir, splits: dict[str, list[PreferencePair]], max_len: int, tok_source: str | None = None,
-                  batch_size: int = 64) -> dict:
+                  batch_size: int = 64, chat_template: str = "auto") -> dict:
     """Held-out metrics of a final DMoERM (a directory, or (model, tokenizer)): per split pair_metrics, routing
     accuracy against the pairs' task labels, and per-pair correctness `correct` [n] (1, 0, or 0.5 for a tie)."""
 
@@ -149,7 +149,7 @@ def evaluate_dmoe(model_or_dir, splits: dict[str, list[PreferencePair]], max_len
         model, tok = load_dmoe(model_or_dir)
     else:
         model, tok = model_or_dir
-    scorer = DMoEScorer(model, tok, max_len=max_len, batch_size=batch_size)
+    scorer = DMoEScorer(model, tok, max_len=max_len, batch_size=batch_size, chat_template=chat_template)
     out = {}
     for name, pairs in splits.items():
         if not pairs:
@@ -166,13 +166,14 @@ def evaluate_dmoe(model_or_dir, splits: dict[str, list[PreferencePair]], max_len
     return out
 
 
-def _evaluate_initial(source, tasks, capabilities, lora, seed, splits, max_len) -> dict:
+def _evaluate_initial(source, tasks, capabilities, lora, seed, splits, max_len, chat_template: str = "auto") -> dict:
     from transformers import AutoTokenizer  # heavy: ~2 s; only when a model is loaded
 
     tok = AutoTokenizer.from_pretrained(source)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return evaluate_dmoe((initial_dmoe(source, tasks, capabilities, lora, seed), tok), splits, max_len)
+    return evaluate_dmoe((initial_dmoe(source, tasks, capabilities, lora, seed), tok), splits, max_len,
+                         chat_template=chat_template)
 
 
 def paired_gain(trained: list[float], initial: list[float]) -> dict:
@@ -212,24 +213,27 @@ def train_dmoe(cfg, data=None, stage_dir: Path | None = None, *, layout=None, so
     out.mkdir(parents=True, exist_ok=True)
     (out / "capabilities.json").write_text(json.dumps(inputs.capability_counts, indent=1))
     lora, seed, max_len = _lora(dm), cfg.run.seed, cfg.rm.max_len
+    chat = getattr(getattr(cfg, "model", None), "chat_template", "auto")  # model.chat_template, as every RM kind
     held = data.held_out()
     remote = ray.remote(num_cpus=1)
     init_ref = remote(_evaluate_initial).remote(str(source), inputs.tasks, inputs.capabilities, lora, seed, held,
-                                                max_len)
+                                                max_len, chat)
     t0 = time.time()
-    router_task = RouterTask(source, inputs.tasks, max_len, seed=seed)
-    p1_task = PhaseTask(1, source, max_len, source, inputs.tasks, inputs.capabilities, lora, seed=seed)
+    router_task = RouterTask(source, inputs.tasks, max_len, seed=seed, chat_template=chat)
+    p1_task = PhaseTask(1, source, max_len, source, inputs.tasks, inputs.capabilities, lora, seed=seed,
+                        chat_template=chat)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the router and phase 1 share nothing: two concurrent runs
         router_f = pool.submit(fit, router_task, inputs.router,
                                _spec(cfg, "dmoe_router", out / "router", dm.router_epochs, dm.router_lr))
         p1 = fit(p1_task, inputs.phase1, _spec(cfg, "dmoe_phase1", out / "phase1", dm.phase1_epochs, dm.phase1_lr))
         router = router_f.result()
-    p2 = fit(PhaseTask(2, p1.model_dir, max_len, source, seed=seed), inputs.phase2,
+    p2 = fit(PhaseTask(2, p1.model_dir, max_len, source, seed=seed, chat_template=chat), inputs.phase2,
              _spec(cfg, "dmoe_phase2", out / "phase2", dm.phase2_epochs, dm.phase2_lr))
-    p3 = fit(PhaseTask(3, p2.model_dir, max_len, source, router_dir=router.model_dir, seed=seed), inputs.phase3,
+    p3 = fit(PhaseTask(3, p2.model_dir, max_len, source, router_dir=router.model_dir, seed=seed, chat_template=chat),
+             inputs.phase3,
              _spec(cfg, "dmoe_phase3", out, dm.phase3_epochs, dm.phase3_lr))
     seconds = time.time() - t0
-    final = ray.get(remote(evaluate_dmoe).remote(str(p3.model_dir), held, max_len))
+    final = ray.get(remote(evaluate_dmoe).remote(str(p3.model_dir), held, max_len, chat_template=chat))
     initial = ray.get(init_ref)
     report = {
         "stage": "dmoe", "model_dir": str(p3.model_dir), "source": str(source), "data": data.source,

@@ -21,6 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.data.chat import check_mode
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.dmoe import (
     TaskRouter,
@@ -61,6 +62,11 @@ class _TokenizerMixin:
 
     tok_source: str
     _tok = None
+    chat_template = "auto"  # model.chat_template: prompts rendered as the policy and the other RMs render them
+
+    def _chat_key(self) -> dict:
+        """The mode for fingerprints; the default stays out so checkpoints from before the option still resume."""
+        return {} if self.chat_template == "auto" else {"chat_template": self.chat_template}
 
     def __getstate__(self):
         return {**self.__dict__, "_tok": None}
@@ -79,9 +85,11 @@ class _TokenizerMixin:
 class RouterTask(_TokenizerMixin, TrainTask):
     """Cross-entropy training of the TaskRouter on prompts (prompt + eos, no response) and their task labels."""
 
-    def __init__(self, source: str | Path, tasks: tuple[str, ...], max_len: int, seed: int = 0):
+    def __init__(self, source: str | Path, tasks: tuple[str, ...], max_len: int, seed: int = 0,
+                 chat_template: str = "auto"):
         self.source = self.tok_source = str(source)
         self.tasks, self.max_len, self.seed = tuple(tasks), max_len, seed
+        self.chat_template = check_mode(chat_template)
 
     def build(self) -> nn.Module:
 
@@ -94,7 +102,8 @@ class RouterTask(_TokenizerMixin, TrainTask):
 
     def collate(self, examples: list[RouteExample]) -> dict[str, torch.Tensor]:
 
-        ids, mask = encode_texts(self.tokenizer, [e.prompt for e in examples], [""] * len(examples), self.max_len)
+        ids, mask = encode_texts(self.tokenizer, [e.prompt for e in examples], [""] * len(examples), self.max_len,
+                                 self.chat_template)
         return {"ids": ids, "mask": mask, "label": torch.tensor([e.task for e in examples])}
 
     def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
@@ -109,7 +118,8 @@ class RouterTask(_TokenizerMixin, TrainTask):
         (out_dir / "tasks.txt").write_text("\n".join(self.tasks) + "\n")
 
     def fingerprint(self) -> dict:
-        return {"task": "dmoe_router", "source": self.source, "tasks": list(self.tasks), "max_len": self.max_len}
+        return {"task": "dmoe_router", "source": self.source, "tasks": list(self.tasks), "max_len": self.max_len,
+                **self._chat_key()}
 
 
 class PhaseNet(nn.Module):
@@ -170,7 +180,7 @@ class PhaseTask(_TokenizerMixin, TrainTask):
 
     def __init__(self, phase: int, source: str | Path, max_len: int, tok_source: str | Path,
                  tasks: tuple[str, ...] = (), capabilities: tuple[str, ...] = (), lora=None,
-                 router_dir: str | Path | None = None, seed: int = 0):
+                 router_dir: str | Path | None = None, seed: int = 0, chat_template: str = "auto"):
         if phase not in PHASES:
             raise ValueError(f"PhaseTask: phase must be one of {PHASES}, got {phase!r}")
         if phase == 1 and not (tasks and capabilities and lora):
@@ -180,6 +190,7 @@ class PhaseTask(_TokenizerMixin, TrainTask):
         self.phase, self.source, self.max_len, self.tok_source = phase, str(source), max_len, str(tok_source)
         self.tasks, self.capabilities, self.lora, self.seed = tuple(tasks), tuple(capabilities), lora, seed
         self.router_dir = str(router_dir) if router_dir else None
+        self.chat_template = check_mode(chat_template)
 
     def build(self) -> PhaseNet:
 
@@ -201,7 +212,7 @@ class PhaseTask(_TokenizerMixin, TrainTask):
 
         prompts = [e.prompt for e in examples]
         ids, mask = encode_texts(self.tokenizer, prompts + prompts, [e.chosen for e in examples]
-                                 + [e.rejected for e in examples], self.max_len)
+                                 + [e.rejected for e in examples], self.max_len, self.chat_template)
         task = torch.tensor([e.task for e in examples] * 2)
         cap = torch.tensor([e.cap for e in examples] * 2)
         return {"ids": ids, "mask": mask, "task": task, "cap": cap}
@@ -220,4 +231,4 @@ class PhaseTask(_TokenizerMixin, TrainTask):
         lora = None if self.lora is None else [self.lora.r, self.lora.alpha, self.lora.dropout, list(self.lora.targets)]
         return {"task": f"dmoe_phase{self.phase}", "source": self.source, "max_len": self.max_len,
                 "tasks": list(self.tasks), "capabilities": list(self.capabilities), "lora": lora,
-                "router": self.router_dir}
+                "router": self.router_dir, **self._chat_key()}

@@ -30,7 +30,8 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     out = stage_dir_for(cfg, stage_dir, "ensemble")
     check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # k concurrent runs: all their workers at once
     k = cfg.ensemble.members
-    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
+    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
+                  chat_template=cfg.model.chat_template)
     specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
                      placement=cfg.ensemble.placement) for i in range(k)]
     with ThreadPoolExecutor(max_workers=k) as pool:  # k TorchTrainer.fit() calls in flight at once
@@ -47,7 +48,8 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) 
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
-                                                                    cfg.rm.max_len, cfg.model.trust_remote_code))
+                                                                    cfg.rm.max_len, cfg.model.trust_remote_code,
+                                                                    cfg.model.chat_template))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "levers": reports[0].get("levers"),
             "overlap_seconds": _overlap(members, "entered_at"),
@@ -62,10 +64,10 @@ def _overlap(members: list[dict], start: str) -> float:
 
 
 def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int,
-                      trust_remote_code: bool = False) -> dict:
+                      trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
     """Held-out metrics of an ensemble's aggregate score (runs as a Ray task)."""
     torch.set_num_threads(1)
-    scorer = load_scorer(manifest, max_len=max_len, trust_remote_code=trust_remote_code)
+    scorer = load_scorer(manifest, max_len=max_len, trust_remote_code=trust_remote_code, chat_template=chat_template)
     out = {}
     for name, pairs in splits.items():
         if pairs:

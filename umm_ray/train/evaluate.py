@@ -16,10 +16,10 @@ from umm_ray.records import PreferencePair
 
 
 @torch.no_grad()
-def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_size: int = 64
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_size: int = 64,
+                 chat_template: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards of the chosen and the rejected response of every pair: (r_chosen [N], r_rejected [N])."""
-    scorer = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size)
+    scorer = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size, chat_template=chat_template)
     prompts = [p.prompt for p in pairs]
     scores = scorer.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
     r = torch.tensor(scores, dtype=torch.float64)
@@ -40,8 +40,10 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: lis
     }
 
 
-def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len: int, batch_size: int = 64) -> dict:
-    """Metrics per split name; for a MoE model also `expert_load` [layers][experts] over each split's tokens."""
+def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len: int, batch_size: int = 64,
+                   chat_template: str = "auto") -> dict:
+    """Metrics per split name; for a MoE model also `expert_load` [layers][experts] over each split's tokens.
+    `chat_template` is the model.chat_template mode the pairs are rendered with."""
     torch.set_num_threads(1)
     model.eval()
     out = {}
@@ -49,7 +51,7 @@ def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len:
         if not pairs:
             continue
         reset_expert_load(model)
-        rc, rr = pair_rewards(model, tok, pairs, max_len, batch_size)
+        rc, rr = pair_rewards(model, tok, pairs, max_len, batch_size, chat_template)
         out[name] = pair_metrics(rc, rr, [p.family for p in pairs])
         if moe_layers(model):
             out[name]["expert_load"] = expert_load(model)
@@ -57,10 +59,10 @@ def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len:
 
 
 def evaluate_dir(model_dir: str | Path, splits: dict[str, list[PreferencePair]], max_len: int,
-                 batch_size: int = 64, trust_remote_code: bool = False) -> dict:
+                 batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
     """Load a dense/merged HF or MoE reward-model directory (validated) and evaluate it on `splits`."""
     model, tok = load_reward_model(model_dir, trust_remote_code=trust_remote_code)
-    metrics = evaluate_model(model, tok, splits, max_len, batch_size)
+    metrics = evaluate_model(model, tok, splits, max_len, batch_size, chat_template)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     return metrics
 
@@ -70,4 +72,4 @@ def evaluate_initial(task, seed: int, splits: dict[str, list[PreferencePair]], m
     """Evaluate the model a training task starts from (built under the same seed as the workers build it)."""
     torch.manual_seed(seed)
     net = task.build()
-    return evaluate_model(net.rm, task.tokenizer, splits, max_len, batch_size)
+    return evaluate_model(net.rm, task.tokenizer, splits, max_len, batch_size, task.chat_template)

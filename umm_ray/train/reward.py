@@ -45,7 +45,7 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
     check_upcycle_layers(m.upcycle_layers, backbone_depth(source, cfg.model.trust_remote_code))
     return BTTask("moe", source, cfg.rm.max_len, num_experts=m.num_experts, top_k=m.top_k, noisy=m.noisy_gating,
                   router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code,
-                  upcycle_layers=m.upcycle_layers)
+                  chat_template=cfg.model.chat_template, upcycle_layers=m.upcycle_layers)
 
 
 def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
@@ -54,7 +54,8 @@ def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | 
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "dense")
     check_fits(cfg, "rm_dense", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
-    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code)
+    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
+                  chat_template=cfg.model.chat_template)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
     return TrainedRM("dense", out, out / "model", report)
 
@@ -78,7 +79,8 @@ def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | No
     out = stage_dir_for(cfg, stage_dir, "umm")
     check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge stages; before any worker starts
     moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
-    merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha)
+    merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha,
+                        chat_template=cfg.model.chat_template)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
     report = run_bt_stage(merge_task, data, spec, init_eval=False)
     report["moe"] = {k: moe_report.get(k) for k in (*data.held_out(), "params", "expert_load", "steps",

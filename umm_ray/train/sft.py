@@ -20,6 +20,7 @@ import torch
 
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl
+from umm_ray.data.chat import prompts_ids
 from umm_ray.data.tokenize import encode_prompt_response, pad_batch
 from umm_ray.layout import RunLayout
 from umm_ray.testbed.gold import TestbedGold
@@ -56,8 +57,9 @@ def load_sft_examples(path: str | Path) -> list[SFTExample]:
 class SFTTask(TrainTask):
     """Causal-LM fine-tuning with the loss on response tokens only."""
 
-    def __init__(self, model_path: str, max_len: int, trust_remote_code: bool = False):
+    def __init__(self, model_path: str, max_len: int, trust_remote_code: bool = False, chat_template: str = "auto"):
         self.model_path, self.max_len, self.trust_remote_code = str(model_path), max_len, trust_remote_code
+        self.chat_template = chat_template  # model.chat_template: how prompts are rendered (umm_ray.data.chat)
         self._tok = None
 
     def __getstate__(self):  # ship the path, not a loaded tokenizer
@@ -82,7 +84,8 @@ class SFTTask(TrainTask):
     def collate(self, examples: list[SFTExample]) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask/labels [B, T]; labels are IGNORE on the prompt and the padding."""
         tok = self.tokenizer
-        encoded = [encode_prompt_response(tok, e.prompt, e.response, self.max_len) for e in examples]
+        encoded = [encode_prompt_response(tok, e.prompt, e.response, self.max_len, chat_template=self.chat_template)
+                   for e in examples]
         ids, mask = pad_batch([s for s, _ in encoded], tok.pad_token_id)
         labels = ids.masked_fill(mask == 0, IGNORE)
         for row, (_, prompt_len) in enumerate(encoded):
@@ -100,7 +103,9 @@ class SFTTask(TrainTask):
         self.tokenizer.save_pretrained(out_dir)
 
     def fingerprint(self) -> dict:
-        return {"task": "sft", "model_path": self.model_path, "max_len": self.max_len}
+        # The default mode stays out of the key so checkpoints written before the option existed still resume.
+        chat = {} if self.chat_template == "auto" else {"chat_template": self.chat_template}
+        return {"task": "sft", "model_path": self.model_path, "max_len": self.max_len, **chat}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -109,9 +114,10 @@ class SFTTask(TrainTask):
 
 @torch.no_grad()
 def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
-                     top_p: float = 1.0, seed: int = 0, batch_size: int = 64, trust_remote_code: bool = False
-                     ) -> list[str]:
-    """Sample one response per prompt with HF `generate` (left padding; special tokens stripped)."""
+                     top_p: float = 1.0, seed: int = 0, batch_size: int = 64, trust_remote_code: bool = False,
+                     chat_template: str = "auto") -> list[str]:
+    """Sample one response per prompt with HF `generate` (left padding; special tokens stripped); prompts are
+    rendered by `chat_template` mode as in training."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~3 s, paid in the sampling task
 
     torch.set_num_threads(1)
@@ -122,7 +128,7 @@ def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: 
     torch.manual_seed(seed)
     out = []
     for i in range(0, len(prompts), batch_size):
-        seqs = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
+        seqs = prompts_ids(tok, prompts[i:i + batch_size], chat_template)
         ids, mask = pad_batch(seqs, pad, side="left")  # the same prompt ids training saw
         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
                              temperature=max(temperature, 1e-5), top_p=top_p, pad_token_id=pad,
@@ -132,10 +138,10 @@ def sample_responses(model_dir: str | Path, prompts: list[str], max_new_tokens: 
 
 
 def gold_of_samples(model_dir: str | Path, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
-                    seed: int, trust_remote_code: bool = False) -> dict:
+                    seed: int, trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
     """Mean testbed gold of one sampled response per prompt (runs as a Ray task)."""
     responses = sample_responses(model_dir, prompts, max_new_tokens, temperature, top_p, seed,
-                                 trust_remote_code=trust_remote_code)
+                                 trust_remote_code=trust_remote_code, chat_template=chat_template)
     scores = TestbedGold().score(prompts, responses)
     return {"mean": sum(scores) / len(scores), "n": len(scores), "examples": list(zip(prompts[:3], responses[:3]))}
 
@@ -144,7 +150,8 @@ def sft_gold_gain(cfg: Config, base_dir: Path, sft_dir: Path, prompts: list[str]
     """Gold of base vs SFT samples on the same prompts, measured concurrently in two Ray tasks."""
     task = ray.remote(num_cpus=1)(gold_of_samples)
     r = cfg.rollout
-    args = (prompts, r.max_new_tokens, r.temperature, r.top_p, cfg.run.seed, cfg.model.trust_remote_code)
+    args = (prompts, r.max_new_tokens, r.temperature, r.top_p, cfg.run.seed, cfg.model.trust_remote_code,
+            cfg.model.chat_template)
     base, sft = ray.get([task.remote(str(base_dir), *args), task.remote(str(sft_dir), *args)])
     return {"gold_base": base["mean"], "gold_sft": sft["mean"], "gain": sft["mean"] - base["mean"],
             "n_prompts": len(prompts), "samples_base": base["examples"], "samples_sft": sft["examples"]}
@@ -179,7 +186,7 @@ def run_sft(cfg: Config, layout: RunLayout, spec: TrainSpec | None = None, gold_
 
     Args:
         cfg: uses sft.* (sft.base_path: the model to start from), run.seed/output_dir, model.max_seq_len,
-            model.trust_remote_code, rollout.* (sampling for the gold eval).
+            model.trust_remote_code, model.chat_template, rollout.* (sampling for the gold eval).
         layout: the run directory (`prepare_world` built its world).
         spec: override the TrainSpec built from cfg.sft (tests cap steps this way).
         gold_eval: measure the gold gain of SFT over the base model (needs testbed prompts).
@@ -190,7 +197,7 @@ def run_sft(cfg: Config, layout: RunLayout, spec: TrainSpec | None = None, gold_
     stage_dir = layout.sft
     base = sft_base(cfg, layout)
     examples = load_sft_examples(layout.sft_data)
-    task = SFTTask(str(base), cfg.model.max_seq_len, cfg.model.trust_remote_code)
+    task = SFTTask(str(base), cfg.model.max_seq_len, cfg.model.trust_remote_code, cfg.model.chat_template)
     spec = spec or sft_spec(cfg, stage_dir)
     t0 = time.time()
     result = fit(task, examples, spec)
