@@ -33,9 +33,7 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
 
 def hf_models(model: nn.Module) -> list[nn.Module]:
     """The outermost Hugging Face `PreTrainedModel`s inside `model` (itself included), e.g. RewardNet.rm."""
-    from transformers import (
-        PreTrainedModel,  # heavy: ~2 s; only where checkpointing is turned on
-    )
+    from transformers import PreTrainedModel  # heavy: ~2 s; only where checkpointing is turned on
 
     if isinstance(model, PreTrainedModel):
         return [model]
