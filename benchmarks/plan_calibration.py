@@ -54,7 +54,7 @@ def measure(model: str, kind: str, experts: int, top_k: int, pairs: int, max_len
 
     from umm_ray.records import PreferencePair
     from umm_ray.train.bt_task import BTTask
-    from umm_ray.train.levers import autocast, enable_grad_checkpointing
+    from umm_ray.train.levers import enable_grad_checkpointing
 
     torch.set_num_threads(threads)
     after_import = _rss_mb()
@@ -76,21 +76,29 @@ def measure(model: str, kind: str, experts: int, top_k: int, pairs: int, max_len
     # In the order of umm_ray.train.loop's engine (forward, zero_grad, backward, step): from the second step on, the
     # forward runs with last step's gradients and the AdamW moments alive, so step 2 is the steady peak.
     for _ in range(steps):
-        t = time.perf_counter()
-        with autocast(precision):
-            loss, _ = task.loss(raw, raw, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
+        seconds, loss = train_step(task, raw, batch, opt, precision)
+        times.append(seconds)
         peaks.append(_rss_mb())
-        losses.append(loss.item())
+        losses.append(loss)
     return {"kind": kind, "experts": experts if kind == "moe" else 0, "params": params, "pairs": pairs,
             "max_len": max_len, "threads": threads, "precision": precision, "grad_ckpt": grad_ckpt,
             "layers": layers or None, "moe_layers": moe_layers or None, "rss_after_import_mb": after_import,
             "rss_after_build_mb": after_build, "peak_rss_step1_mb": peaks[0], "peak_rss_mb": peaks[-1],
             "step_seconds": times, "losses": losses, "seconds": time.time() - t0,
             "param_dtypes": sorted({str(p.dtype) for p in raw.parameters()})}
+
+
+def train_step(task, raw, batch, opt, precision: str) -> tuple[float, float]:
+    """One step in the order of umm_ray.train.loop's engine (forward, zero_grad, backward, step): (seconds, loss)."""
+    from umm_ray.train.levers import autocast  # heavy: torch (the CLI parses its flags first)
+
+    t = time.perf_counter()
+    with autocast(precision):
+        loss, _ = task.loss(raw, raw, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t, loss.item()
 
 
 def run_case(a, kind: str, precision: str = "fp32", grad_ckpt: bool = False) -> dict:

@@ -19,9 +19,8 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
-from benchmarks.plan_calibration import run_case
+from benchmarks.plan_calibration import run_case, train_step
 
 CASES = (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True))
 MOE_CASES = (("fp32", False), ("bf16", True))
@@ -48,7 +47,7 @@ def interleaved_times(a, kind: str, cases, rounds: int) -> dict[str, list[float]
     from benchmarks.plan_calibration import build_raw
     from umm_ray.records import PreferencePair
     from umm_ray.train.bt_task import BTTask
-    from umm_ray.train.levers import autocast, enable_grad_checkpointing, hf_models
+    from umm_ray.train.levers import enable_grad_checkpointing, hf_models
 
     torch.set_num_threads(a.threads)
     task = BTTask(kind, a.model, a.max_len, num_experts=a.experts, top_k=a.top_k, aux_coef=1.0,
@@ -67,14 +66,9 @@ def interleaved_times(a, kind: str, cases, rounds: int) -> dict[str, list[float]
             else:
                 for m in hf_models(raw):
                     m.gradient_checkpointing_disable()
-            t = time.perf_counter()
-            with autocast(precision):
-                loss, _ = task.loss(raw, raw, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            seconds, _ = train_step(task, raw, batch, opt, precision)
             if r:
-                times.setdefault(_name(precision, ckpt), []).append(time.perf_counter() - t)
+                times.setdefault(_name(precision, ckpt), []).append(seconds)
     return times
 
 
