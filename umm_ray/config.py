@@ -40,7 +40,10 @@ RENAMED = {
 
 @dataclass
 class RunConfig:
-    output_dir: str = opt("runs/default", "Where every stage writes its outputs and checkpoints.")
+    output_dir: str = opt("runs/default", "Where every stage writes its outputs and checkpoints: a POSIX path (no "
+                                          "s3:// URIs), made absolute on the driver; on a multi-node cluster a "
+                                          "shared mount every node sees (cluster.yaml: /mnt/shared/runs/NAME), "
+                                          "checked at start.")
     seed: int = opt(0, "Global seed; everything is deterministic given it.")
     ray_address: str = opt("auto", "Ray address; 'auto' joins a running cluster (or starts a local one when none is "
                                    "running), 'local' always starts a fresh in-process one.")
