@@ -24,13 +24,14 @@ import pytest
 
 from jobs.common import job_config
 from tests.fixtures import ROOT, multinode_cluster
-from umm_ray.storage import CHECK_DIR, StorageError, absolute_output_dir, check_shared_storage
+from umm_ray.storage import CHECK_DIR, StorageError, absolute_output_dir, check_new_nodes, check_shared_storage
 
 DRIVER = textwrap.dedent("""
     import json, os, sys
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     from jobs.common import init_ray, job_config
+    from umm_ray.storage import check_new_nodes
 
     cfg, _ = job_config(sys.argv[1:], "storage_probe")
     init_ray(cfg)  # exits 2 naming the nodes when one does not share run.output_dir
@@ -46,7 +47,8 @@ DRIVER = textwrap.dedent("""
     cwds = ray.get([write_part.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                     .remote(cfg.run.output_dir, n) for n in nodes])
     print("RESULT " + json.dumps({"output_dir": cfg.run.output_dir, "nodes": nodes, "cwds": cwds,
-                                  "parts": sorted(os.listdir(os.path.join(cfg.run.output_dir, "parts")))}))
+                                  "parts": sorted(os.listdir(os.path.join(cfg.run.output_dir, "parts"))),
+                                  "recheck": check_new_nodes(cfg.run.output_dir)}))
 """)
 
 
@@ -78,6 +80,7 @@ def test_shared_absolute_output_dir_works_on_every_node(cluster, tmp_path):
     assert len(res["nodes"]) == 3
     assert res["parts"] == res["nodes"], "a node's part did not land where the driver reads"
     assert "shared by all 3 nodes" in proc.stderr
+    assert res["recheck"] == [], "a stage's recheck probed nodes that had already passed"
     assert not (out / CHECK_DIR).exists(), "the check left its markers behind"
 
 
@@ -125,6 +128,7 @@ def test_job_config_makes_output_dir_absolute_except_in_a_dry_run(tmp_path, monk
 
 def test_one_node_cluster_skips_the_check(ray_local, tmp_path):
     assert check_shared_storage(str(tmp_path)) == []
+    assert check_new_nodes(tmp_path) == []
     assert not (tmp_path / CHECK_DIR).exists()
     with pytest.raises(ValueError, match="absolute"):
         check_shared_storage("runs/x")

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from umm_ray.storage import check_new_nodes
+
 NOT_KEYED = ("run.output_dir",)  # the cache's location, not an input
 
 
@@ -179,6 +181,7 @@ class StageRunner:
         why = "forced" if stage.name in self.force else self._changes(done, inputs)
         if self.dry_run:
             raise WouldRun(stage.name, why)
+        check_new_nodes(self.root)  # nodes an autoscaler added since the job started must share the run dir too
         out = self.root / stage.name
         out.mkdir(parents=True, exist_ok=True)
         started = self._marker(stage.name, "_started.json")

@@ -15,7 +15,8 @@ So the driver resolves output_dir once (`absolute_output_dir`, jobs pass the res
 `check_shared_storage` proves the path is shared: the driver writes a marker with a random token, a task pinned to
 each alive node (NodeAffinitySchedulingStrategy, soft=False) reads it back at the same absolute path and writes its
 own marker, which the driver then reads. Any node that fails stops the run before any stage runs, naming the nodes,
-the path and the fix. On a one-node cluster there is nothing to share and the check returns at once.
+the path and the fix. On a one-node cluster there is nothing to share and the check returns at once. Nodes that an
+autoscaler adds later are probed before each stage that runs (`check_new_nodes`, called by the stage runner).
 
 URIs (s3://, gs://) are refused: the stage graph reads and writes its outputs with ordinary file operations, so the
 run directory must be a POSIX path (on a multi-node cluster, a shared mount).
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 from pathlib import Path
 
 CHECK_DIR = ".storage_check"  # under output_dir; removed after each check
@@ -68,14 +70,28 @@ def _probe(check_dir: str, token: str, node_id: str) -> dict:
     return {**where, "problem": ""}
 
 
-def check_shared_storage(output_dir: str, timeout_s: float = 120.0) -> list[str]:
+_CHECKED: dict[str, set[str]] = {}  # output_dir -> ids of the nodes that passed, so a recheck probes only new ones
+
+
+def check_new_nodes(output_dir: str | Path) -> list[str]:
+    """`check_shared_storage` for the nodes that joined since the last check of `output_dir` (an autoscaling
+    cluster starts with its head alone, so the check at start may have had nothing to compare). Returns the node ids
+    probed now; a no-op when this process has not initialised Ray (cached stage runs, unit tests)."""
+    ray = sys.modules.get("ray")  # never import Ray here: without a cluster there is nothing to check
+    if ray is None or not ray.is_initialized():
+        return []
+    return check_shared_storage(absolute_output_dir(str(output_dir)), only_new=True)
+
+
+def check_shared_storage(output_dir: str, timeout_s: float = 120.0, only_new: bool = False) -> list[str]:
     """Stop the run unless every alive node reads and writes the same directory at `output_dir`.
 
     Args:
         output_dir: absolute path (`absolute_output_dir`), created here if missing.
         timeout_s: how long a node may take to answer (its probe task asks for no CPU).
+        only_new: probe only nodes that have not passed a check of this path in this process yet.
     Returns:
-        the node ids checked (empty on a one-node cluster: skipped).
+        the node ids probed (empty on a one-node cluster: skipped, and when only_new finds no new node).
     Raises:
         StorageError naming every node that did not see the path, the path and the fix.
     """
@@ -84,8 +100,10 @@ def check_shared_storage(output_dir: str, timeout_s: float = 120.0) -> list[str]
 
     if not os.path.isabs(output_dir):
         raise ValueError(f"check_shared_storage needs an absolute path, got {output_dir!r} (absolute_output_dir)")
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) <= 1:
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    passed = _CHECKED.setdefault(output_dir, set())
+    nodes = [n for n in alive if not (only_new and n["NodeID"] in passed)]
+    if len(alive) <= 1 or not nodes:
         return []
     check_dir = Path(output_dir) / CHECK_DIR
     check_dir.mkdir(parents=True, exist_ok=True)
@@ -124,4 +142,5 @@ def check_shared_storage(output_dir: str, timeout_s: float = 120.0) -> list[str]
                            f"{len(bad)} of {len(nodes)} nodes do not see what the driver wrote there:\n"
                            + "\n".join(bad) + f"\n(A relative run.output_dir is resolved against the driver's "
                            f"working directory, {os.getcwd()}, which is node-local.)\nFix: {FIX}.")
+    passed.update(n["NodeID"] for n in nodes)
     return [n["NodeID"] for n in nodes]
