@@ -10,6 +10,10 @@ rank: what they prove is that tensors reach the backend on the device it serves.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tests.actors.test_rollout import MAX_LEN, MAX_NEW, PROMPTS, _hf_logprobs, _max_abs_diff, _perturbed
 from tests.actors.test_rollout import llama_dir  # noqa: F401 (the rollout tests' tiny policy fixture, used here)
-from tests.fixtures import SMALL, tiny_corpus, tiny_tokenizer
+from tests.fixtures import ROOT, SMALL, tiny_corpus, tiny_tokenizer
 from umm_ray.actors.rollout import RolloutActor, SyncStats
 from umm_ray.algo.bt import bt_loss
 from umm_ray.data.tokenize import encode_texts
@@ -140,3 +144,22 @@ def test_vllm_engine_weight_sync_matches_hf_logprobs(device, ray_local, llama_di
         assert _max_abs_diff(after, scored) > 1e-2, "the sync changed nothing"
     finally:
         ray_local.kill(actor)
+
+
+def _gpu_check(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_DIR": str(tmp_path / "gpu_check"),
+           "CUDA_VISIBLE_DEVICES": ""}  # hide any GPU: this must be the no-GPU path even on a GPU machine
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_gpu_check_script_skips_without_a_gpu_and_its_smoke_config_resolves(tmp_path):
+    """scripts/gpu_check.sh on a machine without a usable GPU: exits 0 saying why it skipped, without running
+    anything; its smoke run's overrides of the gpu preset parse and every input resolves (a dry run of jobs.compare)."""
+    skip = _gpu_check(tmp_path)
+    assert skip.returncode == 0, skip.stderr[-2000:]
+    assert "gpu_check: SKIPPED: no GPU on this machine (" in skip.stdout
+    assert not (tmp_path / "gpu_check").exists(), "the skipped check wrote or ran something"
+    dry = _gpu_check(tmp_path, "--dry-run")
+    assert dry.returncode == 0, f"the smoke run's config does not resolve:\n{dry.stdout[-2000:]}{dry.stderr[-2000:]}"
+    assert "every input resolved" in dry.stdout and "gpu_check/smoke" in dry.stdout
