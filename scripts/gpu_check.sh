@@ -27,7 +27,7 @@ SMOKE=(--preset gpu --run.output_dir "$OUT/smoke" --run.ray_address local
        --ppo.policy_path "" --ppo.prompts "" --ppo.steps 3 --ppo.rollout_batch_size 8 --ppo.micro_batch_size 8
        --ppo.world_size 1
        --bon.n_prompts 8 --bon.n_samples 8
-       --compare.expert_counts 2 --compare.ppo_rms dense,ensemble-wco --compare.ppo_kl_rms dense)
+       --compare.expert_counts "[2]" --compare.ppo_rms dense,ensemble-wco --compare.ppo_kl_rms dense)
 
 if [ "${1:-}" = "--dry-run" ]; then
     exec "$PY" -m jobs.compare "${SMOKE[@]}" --dry-run
