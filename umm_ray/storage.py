@@ -28,6 +28,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 from pathlib import Path
 
 CHECK_DIR = ".storage_check"  # under output_dir; removed after each check
@@ -71,6 +72,9 @@ def _probe(check_dir: str, token: str, node_id: str) -> dict:
 
 
 _CHECKED: dict[str, set[str]] = {}  # output_dir -> ids of the nodes that passed, so a recheck probes only new ones
+# One check at a time per driver: stages may start from several driver threads at once, and two checks must not
+# remove the marker directory under each other (nor probe the same new node twice).
+_LOCK = threading.Lock()
 
 
 def check_new_nodes(output_dir: str | Path) -> list[str]:
@@ -100,6 +104,13 @@ def check_shared_storage(output_dir: str, timeout_s: float = 120.0, only_new: bo
 
     if not os.path.isabs(output_dir):
         raise ValueError(f"check_shared_storage needs an absolute path, got {output_dir!r} (absolute_output_dir)")
+    with _LOCK:
+        return _check(ray, NodeAffinitySchedulingStrategy, output_dir, timeout_s, only_new)
+
+
+def _check(ray, affinity, output_dir: str, timeout_s: float, only_new: bool) -> list[str]:
+    """`check_shared_storage` under its lock (`ray` and the NodeAffinitySchedulingStrategy class passed in: both are
+    imported lazily by the caller)."""
     alive = [n for n in ray.nodes() if n.get("Alive")]
     passed = _CHECKED.setdefault(output_dir, set())
     nodes = [n for n in alive if not (only_new and n["NodeID"] in passed)]
@@ -111,7 +122,7 @@ def check_shared_storage(output_dir: str, timeout_s: float = 120.0, only_new: bo
     probe = ray.remote(num_cpus=0)(_probe)  # no CPU: runs on CPU-less heads and busy nodes alike
     (check_dir / f"{token}.driver").write_text(token)
     try:
-        pin = {n["NodeID"]: NodeAffinitySchedulingStrategy(n["NodeID"], soft=False) for n in nodes}
+        pin = {n["NodeID"]: affinity(n["NodeID"], soft=False) for n in nodes}
         refs = {nid: probe.options(scheduling_strategy=where).remote(str(check_dir), token, nid)
                 for nid, where in pin.items()}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
