@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from jobs.common import job_config
-from tests.fixtures import ROOT, multinode_cluster
+from tests.fixtures import ROOT, free_port, multinode_cluster
 from umm_ray.storage import CHECK_DIR, StorageError, absolute_output_dir, check_new_nodes, check_shared_storage
 
 DRIVER = textwrap.dedent("""
@@ -43,6 +43,16 @@ DRIVER = textwrap.dedent("""
             f.write(os.getcwd())
         return os.getcwd()
 
+    if os.environ.get("ADD_NODE_CWD"):  # an autoscaler adding a node after the start: the next stage rechecks
+        import subprocess, time
+        before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        subprocess.run(os.environ["ADD_NODE_CMD"].split(), cwd=os.environ["ADD_NODE_CWD"], check=True,
+                       capture_output=True)
+        while len([n for n in ray.nodes() if n["Alive"]]) == len(before):
+            time.sleep(0.2)
+        new = sorted({n["NodeID"] for n in ray.nodes() if n["Alive"]} - before)
+        print("ADDED " + json.dumps({"new": new, "probed": check_new_nodes(cfg.run.output_dir),
+                                     "again": check_new_nodes(cfg.run.output_dir)}))
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     cwds = ray.get([write_part.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
                     .remote(cfg.run.output_dir, n) for n in nodes])
@@ -108,6 +118,25 @@ def test_node_local_root_stops_the_run_naming_nodes_path_and_fix(cluster):
     assert "Fix: put run.output_dir on storage every node mounts" in err and "/mnt/shared" in err
 
 
+def test_a_node_added_after_the_start_is_probed_by_the_next_recheck(cluster, tmp_path):
+    """Runs last on the cluster (it adds a fourth node). The recheck a stage runs probes the new node only, once."""
+    new_cwd = cluster["temp_dir"] / "node_late"
+    new_cwd.mkdir()
+    ports = " ".join(f"--{p}-port={free_port()}" for p in ("node-manager", "object-manager", "dashboard-agent-listen",
+                                                          "metrics-export", "runtime-env-agent"))
+    cmd = (f"{Path(sys.executable).with_name('ray')} start --address={cluster['address']} --num-cpus=1 "
+           f"--temp-dir={cluster['temp_dir']} --disable-usage-stats {ports}")
+    env = {**cluster["env"], "ADD_NODE_CWD": str(new_cwd), "ADD_NODE_CMD": cmd}
+    out = tmp_path / "late_run"
+    proc = subprocess.run([sys.executable, str(cluster["temp_dir"] / "driver.py"), "--run.ray_address",
+                           cluster["address"], "--run.output_dir", str(out)], cwd=cluster["node_dirs"][0], env=env,
+                          capture_output=True, text=True, timeout=600)
+    res = result(proc)
+    added = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("ADDED "))[len("ADDED "):])
+    assert len(added["new"]) == 1 and added["probed"] == added["new"] and added["again"] == []
+    assert res["parts"] == res["nodes"] and len(res["nodes"]) == 4
+
+
 def test_uri_output_dir_is_refused_with_the_reason(capsys):
     with pytest.raises(StorageError, match="is a URI"):
         absolute_output_dir("s3://bucket/runs")
@@ -127,6 +156,7 @@ def test_job_config_makes_output_dir_absolute_except_in_a_dry_run(tmp_path, monk
 
 
 def test_one_node_cluster_skips_the_check(ray_local, tmp_path):
+    assert check_new_nodes(tmp_path / "never_checked") == []  # only paths a job checked at start are rechecked
     assert check_shared_storage(str(tmp_path)) == []
     assert check_new_nodes(tmp_path) == []
     assert not (tmp_path / CHECK_DIR).exists()

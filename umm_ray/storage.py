@@ -80,11 +80,13 @@ _LOCK = threading.Lock()
 def check_new_nodes(output_dir: str | Path) -> list[str]:
     """`check_shared_storage` for the nodes that joined since the last check of `output_dir` (an autoscaling
     cluster starts with its head alone, so the check at start may have had nothing to compare). Returns the node ids
-    probed now; a no-op when this process has not initialised Ray (cached stage runs, unit tests)."""
+    probed now. Only a path this process checked before (a job's start, `jobs.common.init_ray`) is rechecked: a
+    stage runner used on its own, or without Ray, checks nothing."""
     ray = sys.modules.get("ray")  # never import Ray here: without a cluster there is nothing to check
-    if ray is None or not ray.is_initialized():
+    path = absolute_output_dir(str(output_dir))
+    if ray is None or not ray.is_initialized() or path not in _CHECKED:
         return []
-    return check_shared_storage(absolute_output_dir(str(output_dir)), only_new=True)
+    return check_shared_storage(path, only_new=True)
 
 
 def check_shared_storage(output_dir: str, timeout_s: float = 120.0, only_new: bool = False) -> list[str]:
