@@ -275,6 +275,13 @@ class CompareConfig:
                             "its capability labels come from the gold's rubric terms; with rm.data the file (or "
                             "dmoe.capability_data) needs task and cap_<name> columns.")
 
+    def __post_init__(self):
+        # '--compare.expert_counts 2,4' arrives as strings; stage names and the MoE need integers >= 2
+        self.expert_counts = [int(n) if isinstance(n, str) and _is_int(n) else n for n in self.expert_counts]
+        bad = [n for n in self.expert_counts if isinstance(n, bool) or not isinstance(n, int) or n < 2]
+        if bad:
+            raise ConfigError(f"compare.expert_counts: expected integers >= 2, got {bad!r}")
+
 
 @dataclass
 class Config:
