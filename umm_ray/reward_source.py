@@ -145,7 +145,8 @@ def proxy_source(cfg) -> tuple[RewardSource, str]:
     """The proxy from reward.proxy / reward.proxy_path / reward.remote_url: (source, kind).
 
     'remote' -> reward.remote_url. 'auto' -> reward.proxy_path, whatever it holds. A kind (dense / umm / moe /
-    ensemble / dmoe) -> reward.proxy_path (a hub id `owner/name` is a dense RM), or when that is empty the RM of that kind the stage graph trains
+    ensemble / dmoe) -> reward.proxy_path (a hub id `owner/name` is a dense RM), or when that is empty the RM of
+    that kind the stage graph trains
     (`RunLayout.rm_model`, i.e. `jobs.train_rm --rm.kind K` or `jobs.compare`); either must hold that kind
     (`checkpoint_kind`), so a proxy of the wrong kind stops before any compute.
 

@@ -249,8 +249,8 @@ def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
 
 @reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
        "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
-       "reward.proxy_dtype", "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code",
-       "model.chat_template", also=_bon_reads)
+       "reward.proxy_dtype", "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe",
+       "model.trust_remote_code", "model.chat_template", also=_bon_reads)
 def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
     from umm_ray.eval.bon import run_bon  # heavy: Ray rollout actors

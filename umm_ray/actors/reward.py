@@ -4,7 +4,8 @@ A spec says what to load: the testbed's programmatic gold, an HF reward-model di
 unmerged MoE dir: `models.reward_model.load_scorer` tells them apart), a hub model id (downloaded once per node into
 the HF cache, safetensors only: `umm_ray.model_hub`), one member of an ensemble, or a remote HTTP endpoint
 (`serve.client.RemoteScorer`). Learned RMs load in the spec's dtype, resolved on the actor's device by
-`umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU); scores are float32 whatever it is. An ensemble is one actor per member placed SPREAD; the driver aggregates the
+`umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU); scores are float32 whatever it is.
+An ensemble is one actor per member placed SPREAD; the driver aggregates the
 [k, B] member scores with `algo.ensemble.aggregate`, so the aggregate and lambda are the driver's choice.
 
 A scorer that returns NaN / inf or the wrong number of scores raises RuntimeError naming the actor and its spec:
