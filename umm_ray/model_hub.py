@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from umm_ray.models.families import PICKLE_SUFFIXES
+
 __all__ = ["HUB_ID", "is_hub_id", "hub_snapshot", "HubModelError"]
 
 # owner/name: what the hub accepts as a model id (no third path component, no leading '.' or '/')
@@ -25,7 +27,6 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 # What a reward model needs from its repo: configs, safetensors (and their shard index), tokenizer files. Pickled
 # weights (*.bin, *.pt, *.pth, *.ckpt, *.pkl) match none of these, so they are never downloaded.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "tokenizer*"]
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 class HubModelError(ValueError):

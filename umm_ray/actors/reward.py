@@ -146,6 +146,12 @@ class RewardActor:
         """True once the scorer is loaded (call it to wait for start-up and surface load errors early)."""
         return True
 
+    def weights_dtype(self) -> str | None:
+        """The dtype the learned RM's weights are held in ('bfloat16', 'float32', ...); None for the testbed gold
+        and endpoints (also for an ensemble scorer: its members are separate actors in PPO)."""
+        model = getattr(self.scorer, "model", None)
+        return str(next(model.parameters()).dtype).removeprefix("torch.") if model is not None else None
+
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One finite float per pair, in order. Raises RuntimeError naming this actor on a bad scorer output."""
         if len(prompts) != len(responses):
