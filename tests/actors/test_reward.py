@@ -258,3 +258,15 @@ def test_hub_gold_actor_loads_from_the_node_cache_in_bf16(ray_local, rm_dirs, tm
     want = RewardActor(RewardSpec.load(rm_dirs["members"][1], "gold", dtype="fp32")).score(TEXTS, RESPONSES)
     assert got == pytest.approx(want, abs=0.05 * max(abs(v) for v in want))
     ray.kill(actor)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is False")
+def test_auto_dtype_on_cuda_is_bf16_with_float32_scores(rm_dirs):
+    """'auto' on a GPU: the proxy's weights are bf16 on CUDA; its scores are float32 numbers close to fp32's."""
+    path = rm_dirs["members"][0]
+    auto, fp32 = RewardActor(RewardSpec.load(path, "proxy")), RewardActor(RewardSpec.load(path, "proxy", dtype="fp32"))
+    assert auto.weights_dtype() == "bfloat16" and next(auto.scorer.model.parameters()).is_cuda
+    got, want = auto.score(TEXTS, RESPONSES), fp32.score(TEXTS, RESPONSES)
+    assert all(type(v) is float for v in got)
+    assert got == pytest.approx(want, abs=0.05 * max(abs(v) for v in want))
