@@ -56,3 +56,17 @@ def test_tensor_parallel_needs_gpus_and_vllm():
     with pytest.raises(ValueError, match="needs rollout.backend vllm"):
         engine_gpus(load_config(None, ["--run.num_gpus_per_actor", "1", "--rollout.tensor_parallel_size", "2",
                                        "--rollout.backend", "hf"]))
+
+
+def test_plan_shows_resolved_dtypes_and_tensor_parallel_gpus():
+    """jobs.plan's PPO stage: on CPU the inference roles stay fp32 (as before), explicit dtypes are shown, and a
+    tensor-parallel engine asks for tensor_parallel_size GPUs."""
+    from umm_ray.plan import ppo_stage
+
+    cpu = {r.name: r for r in ppo_stage(load_config(None, []), 8 * 2**30).roles}
+    assert {cpu[n].dtype for n in ("rollout engine (vLLM)", "reference", "proxy RM actor")} == {"fp32"}
+    gpu = load_config(None, ["--run.num_gpus_per_actor", "1", "--rollout.tensor_parallel_size", "2",
+                             "--reward.proxy_dtype", "fp32", "--ppo.reference_dtype", "fp16"])
+    roles = {r.name: r for r in ppo_stage(gpu, 80 * 2**30).roles}
+    assert roles["rollout engine (vLLM)"].gpus == 2.0 and roles["rollout engine (vLLM)"].dtype == "bf16"
+    assert roles["proxy RM actor"].dtype == "fp32" and roles["reference"].dtype == "fp16"
