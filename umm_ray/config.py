@@ -265,6 +265,10 @@ class CompareConfig:
                         "its own BoN responses and runs its own PPO with run.seed + 1000 k, in <output_dir>/seed<k>/ "
                         "(seed 0 in <output_dir>/ itself); the report's intervals and verdicts pool the seeds. The "
                         "world, SFT policy and preference pairs are shared.", lo=1)
+    parallel_stages: int = opt(1, "Stages of the compare graph run at once (RMs of every seed, then per seed eval and "
+                                  "bon as soon as its RMs are done; eval runs alone since it times the RMs; PPO runs "
+                                  "share one role pool and stay sequential). 1 = one after another; on a cluster, the "
+                                  "number of RM stages (the autoscaler adds nodes for them).", lo=1)
     dmoe: bool = opt(False, "Also train the DMoERM baseline (rm_dmoe, settings in the dmoe section) and report a "
                             "'dmoe' row (params, forward passes, accuracy, BoN, and PPO while compare.ppo_rms lists "
                             "'dmoe', as by default). On the testbed "
