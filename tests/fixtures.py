@@ -99,6 +99,20 @@ def hub_cache_model(hf_home: Path, repo_id: str, model_dir: str | Path, revision
     return snap
 
 
+def use_hf_cache(monkeypatch, hf_home: Path) -> dict[str, str]:
+    """Point this process at the HF cache in `hf_home`, offline (no hub here); returns the same settings as env vars
+    for Ray actors (`runtime_env={"env_vars": ...}`). huggingface_hub read the environment when it was imported, so
+    its constants are patched as well as the environment."""
+    from huggingface_hub import constants
+
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(Path(hf_home) / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return env
+
+
 def chat_world(root: Path, seed: int = 0) -> dict:
     """A tiny chat-model world with the real model's quirks (SmolLM2-135M-Instruct's shape): a testbed tokenizer
     with its ChatML template and eos = pad = `<|im_end|>`, a random-init Llama with tied embeddings and 3 KV heads

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from tests.fixtures import SMALL, hub_cache_model, save_tiny_rm, tiny_tokenizer
-from umm_ray.model_hub import HubModelError, hub_snapshot, is_hub_id
+from tests.fixtures import SMALL, hub_cache_model, save_tiny_rm, tiny_tokenizer, use_hf_cache
+from umm_ray.model_hub import HubModelError, check_hub_model, hub_snapshot, is_hub_id
 from umm_ray.reward_source import RewardSource, proxy_source
 
 TEXTS = ["sort the list 3 1 2 answer 1 2 3", "add 4 and 5 answer 9", "name a colour answer red"] * 20
@@ -24,16 +24,10 @@ def tiny_rm(tmp_path_factory):
 @pytest.fixture
 def hf_home(tmp_path, monkeypatch, tiny_rm):
     """HF_HOME in tmp_path, offline, holding org/tiny-rm (safetensors) and org/pickled-rm (pytorch_model.bin only)."""
-    from huggingface_hub import constants
-
     home = tmp_path / "hf"
     hub_cache_model(home, "org/tiny-rm", tiny_rm)
     hub_cache_model(home, "org/pickled-rm", tiny_rm, pickle_only=True)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub read the environment when it was imported: point its constants at this cache too
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    use_hf_cache(monkeypatch, home)
     return home
 
 
@@ -57,6 +51,18 @@ def test_pickle_only_repo_is_refused_naming_the_id_and_why(hf_home):
     with pytest.raises(HubModelError, match=r"reward.gold: hub model 'org/pickled-rm' has no safetensors weights "
                                             r"\(only pickle weights \['pytorch_model.bin'\]\).*arbitrary code"):
         hub_snapshot("org/pickled-rm", what="reward.gold")
+
+
+def test_check_hub_model_lists_files_without_downloading(hf_home):
+    """The job-start check: file names from the cache (offline here), safetensors required, nothing loaded."""
+    assert "model.safetensors" in check_hub_model("org/tiny-rm", what="reward.gold")
+    with pytest.raises(HubModelError, match=r"reward.gold: hub model 'org/pickled-rm' has no safetensors weights"):
+        check_hub_model("org/pickled-rm", what="reward.gold")
+    with pytest.raises(HubModelError, match=r"reward.gold: 'org/absent' is neither a local directory nor a model "
+                                            r"the hub or the HF cache"):
+        check_hub_model("org/absent", what="reward.gold")
+    with pytest.raises(HubModelError, match="'org/pickled-rm' has no safetensors"):
+        RewardSource.parse("org/pickled-rm").check_exists("reward.gold")
 
 
 def test_missing_model_offline_names_the_id(hf_home):
@@ -98,14 +104,18 @@ def test_reward_source_and_proxy_source_take_hub_ids(hf_home, tmp_path):
         proxy_source(load_config(None, base + ["--reward.proxy", "umm"]))
 
 
-def test_gpu_preset_gold_hub_id_passes_the_input_check(tmp_path):
-    """The gpu preset's hub gold is accepted by config validation, the dry-run input check and the plan."""
+def test_gpu_preset_gold_hub_id_passes_the_input_check(hf_home, tiny_rm, tmp_path):
+    """The gpu preset's hub gold is accepted by config validation, the dry-run input check (here from a cache that
+    holds a stand-in under its id; absent, the check stops naming it) and the plan."""
     from jobs.common import PRESETS
-    from jobs.inputs import check_inputs
+    from jobs.inputs import InputError, check_inputs
     from umm_ray.config import load_config
     from umm_ray.plan import ppo_stage
 
     cfg = load_config(None, ["--run.output_dir", str(tmp_path)], base=PRESETS["gpu"])
+    with pytest.raises(InputError, match="reward.gold: 'Skywork/Skywork-Reward-Llama-3.1-8B' is neither"):
+        check_inputs(cfg)
+    hub_cache_model(hf_home, "Skywork/Skywork-Reward-Llama-3.1-8B", tiny_rm)
     assert cfg.reward.gold == "Skywork/Skywork-Reward-Llama-3.1-8B"
     notes = [n for n in check_inputs(cfg) if n.startswith("reward.gold")]
     assert notes and "loaded as a hub model id" in notes[0]

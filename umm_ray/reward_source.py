@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from umm_ray.layout import RunLayout
-from umm_ray.model_hub import is_hub_id
+from umm_ray.model_hub import check_hub_model, is_hub_id
 from umm_ray.models.families import checkpoint_kind
 
 AGGREGATES = ("mean", "wco", "uwo")  # ensemble aggregates (`umm_ray.algo.ensemble.aggregate`)
@@ -106,9 +106,13 @@ class RewardSource:
         return replace(self, aggregate=aggregate, lam=lam)
 
     def check_exists(self, what: str = "reward source") -> "RewardSource":
-        """FileNotFoundError naming `what` when a checkpoint path is missing; returns self (testbed/URL pass)."""
+        """FileNotFoundError naming `what` when a checkpoint path is missing; for a hub id, `model_hub.HubModelError`
+        (a ValueError) when neither the hub nor the HF cache has it with safetensors weights (file names only, no
+        download); returns self (testbed/URL pass)."""
         if self.kind == "path" and not Path(self.location).exists():
             raise FileNotFoundError(f"{what}: {self.location} does not exist")
+        if self.kind == "hub":
+            check_hub_model(self.location, what=what)
         return self
 
     def absolute(self) -> "RewardSource":

@@ -242,14 +242,14 @@ def test_bf16_proxy_holds_bf16_weights_and_scores_float32_close_to_fp32(rm_dirs)
     assert got != want  # the bf16 weights were really used
 
 
-def test_hub_gold_actor_loads_from_the_node_cache_in_bf16(ray_local, rm_dirs, tmp_path):
+def test_hub_gold_actor_loads_from_the_node_cache_in_bf16(ray_local, rm_dirs, tmp_path, monkeypatch):
     """A gold given as a hub id: the Ray actor resolves it offline from the node's HF cache and holds bf16 weights
     (reward.gold_dtype bf16), scoring like the same RM loaded from its directory."""
-    from tests.fixtures import hub_cache_model
+    from tests.fixtures import hub_cache_model, use_hf_cache
 
     home = tmp_path / "hf"
     hub_cache_model(home, "org/gold-rm", rm_dirs["members"][1])
-    env = {"env_vars": {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}}
+    env = {"env_vars": use_hf_cache(monkeypatch, home)}  # the driver's check and the actor read the same cache
     spec = RewardSpec.load("org/gold-rm", "gold", dtype="bf16")
     assert spec.kind == "hub" and spec.path == "org/gold-rm"
     actor = ray.remote(RewardActor).options(num_cpus=1, runtime_env=env).remote(spec)
