@@ -43,6 +43,7 @@ def moving_average(xs: list[float], k: int) -> list[float]:
 
 def hacking_summary(rows: list[dict]) -> dict:
     """Gold peak (smoothed), final gold, drop, KL at both, proxy first -> last, from one run's metrics rows."""
+    rows = [r for r in rows if r.get("gold_reward") is not None]  # ppo.gold_every > 1: the gold-scored steps only
     gold = moving_average([r["gold_reward"] for r in rows], SMOOTH)
     proxy = moving_average([r["proxy_reward"] for r in rows], SMOOTH)
     peak = max(range(len(gold)), key=gold.__getitem__)
@@ -101,6 +102,7 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for kl, rows in runs.items():
+        rows = [r for r in rows if r.get("gold_reward") is not None]  # ppo.gold_every > 1: gold-scored steps only
         steps = [r["step"] for r in rows]
         d = [max(r["kl_k2"], 0.0) ** 0.5 for r in rows]
         for key, style in (("gold_reward", "-"), ("proxy_reward", "--")):

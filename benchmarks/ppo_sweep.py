@@ -101,6 +101,7 @@ def curve_summary(rows: list[dict], batch_size: int, window: int | None = None) 
         batch_size: responses per step (ppo.rollout_batch_size).
         window: smoothing window; None = `ppo_window(len(rows))`.
     """
+    rows = [r for r in rows if r.get("gold_reward") is not None]  # ppo.gold_every > 1: the gold-scored steps only
     gold = [r["gold_reward"] for r in rows]
     se = [r["gold_reward_std"] / math.sqrt(batch_size) for r in rows]
     n = len(rows)

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> Path:
         except ValueError as e:
             print(f"compare: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+    try:  # a hub-id gold is first used at the BoN / PPO stages: check it exists now, not hours of RM training later
+        S.gold_source(cfg).check_exists("reward.gold")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"compare: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     root = Path(cfg.run.output_dir)
     runner = StageRunner(root, cfg, force=cfg.compare.force, dry_run=dry)
     if dry:

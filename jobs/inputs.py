@@ -81,6 +81,9 @@ def _data_note(key: str, value: str, hub_table: dict) -> str:
 
 def _source_note(key: str, source: RewardSource) -> str:
     source.check_exists(key)
+    if source.kind == "hub":
+        return (f"{key}: {source} is not a local path; loaded as a hub model id (safetensors only, downloaded once per "
+                "node into the HF cache: needs a reachable model hub or a pre-filled cache)")
     return f"{key}: {source}"
 
 

@@ -72,6 +72,51 @@ def save_tiny_rm(out_dir: Path, tok, family: str = "llama", seed: int = 0, head_
     return str(save_model(model, tok, out_dir))
 
 
+def hub_cache_model(hf_home: Path, repo_id: str, model_dir: str | Path, revision: str = "a" * 40,
+                    pickle_only: bool = False) -> Path:
+    """Lay out a real HF hub cache under `hf_home` holding `model_dir` as hub model `repo_id`: blobs, a snapshot of
+    symlinks to them at `revision`, and refs/main, as `huggingface_hub` writes it. `pickle_only` replaces the
+    safetensors weights by a pickled pytorch_model.bin (a repo umm_ray must refuse). Returns the snapshot dir."""
+    import hashlib
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    repo = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snap, blobs = repo / "snapshots" / revision, repo / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    staged = Path(hf_home) / "staging" / repo_id.replace("/", "--")
+    shutil.copytree(model_dir, staged)
+    if pickle_only:
+        for f in staged.glob("*.safetensors"):
+            torch.save(load_file(str(f)), staged / "pytorch_model.bin")
+            f.unlink()
+    for f in sorted(staged.iterdir()):
+        blob = blobs / hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, blob)
+        (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+    shutil.rmtree(staged)
+    return snap
+
+
+def use_hf_cache(monkeypatch, hf_home: Path) -> dict[str, str]:
+    """Point this process at the HF cache in `hf_home`, offline (no hub here); returns the same settings as env vars
+    for Ray actors (`runtime_env={"env_vars": ...}`). huggingface_hub read the environment when it was imported, so
+    its constants are patched as well as the environment."""
+    from huggingface_hub import constants
+
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(Path(hf_home) / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return env
+
+
 def chat_world(root: Path, seed: int = 0) -> dict:
     """A tiny chat-model world with the real model's quirks (SmolLM2-135M-Instruct's shape): a testbed tokenizer
     with its ChatML template and eos = pad = `<|im_end|>`, a random-init Llama with tied embeddings and 3 KV heads

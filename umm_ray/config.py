@@ -19,7 +19,9 @@ import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
 from umm_ray.config_fields import opt
+from umm_ray.config_rollout import RolloutConfig
 from umm_ray.data.chat import CHAT_MODES
+from umm_ray.dtypes import DTYPES
 from umm_ray.models.families import ARCH_FAMILIES
 
 
@@ -171,20 +173,17 @@ class RewardConfig:
                      choices=PROXY_KINDS)
     proxy_path: str = opt("", "The proxy RM: a dense/umm/moe/dmoe checkpoint dir or an ensemble manifest (.json, "
                               "optionally '#wco' / '#uwo:0.1'); see reward.proxy.")
-    gold: str = opt("testbed", "Gold scorer: 'testbed', an HF RM path, or 'remote'.")
+    gold: str = opt("testbed", "Gold scorer: 'testbed', an HF RM dir or hub id (owner/name: safetensors only, "
+                               "downloaded once per node into the HF cache), or 'remote'.")
     remote_url: str = opt("", "URL of a Ray Serve reward endpoint, used where reward.proxy or reward.gold is 'remote'.")
     remote_token: str = opt("", "Bearer token for the remote endpoint.")
     batch_size: int = opt(64, "Scoring batch size.", lo=1)
-
-
-@dataclass
-class RolloutConfig:
-    backend: str = opt("vllm", "Generation engine.", choices=("vllm", "hf"))
-    num_engines: int = opt(1, "Rollout actors.", lo=1)
-    max_new_tokens: int = opt(48, "Response length cap.", lo=1)
-    temperature: float = opt(1.0, "Sampling temperature.", lo=0)
-    top_p: float = opt(1.0, "Nucleus sampling.", lo=0, hi=1)
-    gpu_memory_utilization: float = opt(0.05, "vLLM KV-cache fraction (of RAM on CPU).", lo=0.0, hi=1.0)
+    proxy_dtype: str = opt("auto", "Weights/compute dtype of the proxy RM actors: 'auto' = bf16 on GPU, fp32 on CPU; "
+                                   "scores are float32 either way.",
+                           choices=DTYPES, keyed_at_default=False)
+    gold_dtype: str = opt("auto", "Weights/compute dtype of an HF gold RM (actors and the pairs stage's labeller): "
+                                  "'auto' = bf16 on GPU, fp32 on CPU; scores are float32 either way.",
+                          choices=DTYPES, keyed_at_default=False)
 
 
 @dataclass
@@ -215,6 +214,10 @@ class PPOConfig:
     whiten_advantages: bool = opt(True, "Whiten advantages over the batch before the update.")
     policy_path: str = opt("", "Policy to start from (HF causal LM dir); empty = <run.output_dir>/sft/model.")
     prompts: str = opt("", "PPO prompts (jsonl / hub name); empty = <run.output_dir>/prepare/prompts_ppo.jsonl.")
+    reference_dtype: str = opt("auto", "Weights/compute dtype of the reference model: 'auto' = bf16 on GPU, fp32 on "
+                                       "CPU.", choices=DTYPES, keyed_at_default=False)
+    gold_every: int = opt(1, "Score the gold every K steps (1 = every step): steps 1, K+1, 2K+1, ... and the last; "
+                             "metrics and curves have gold only on those steps.", lo=1, keyed_at_default=False)
 
 
 @dataclass

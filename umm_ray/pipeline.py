@@ -68,7 +68,9 @@ def leaf_keys(cfg: Any) -> list[str]:
 
 
 def config_values(cfg: Any, keys: Iterable[str], stage: str = "?") -> dict[str, Any]:
-    """{'section.key': value} for `keys` (a bare section expands to all its keys), sorted, without NOT_KEYED.
+    """{'section.key': value} for `keys` (a bare section expands to all its keys), sorted, without NOT_KEYED and
+    without keys declared `opt(..., keyed_at_default=False)` while they hold their default (keys added later to a
+    section stages read whole: runs cached before them keep their keys).
 
     Raises KeyError naming the stage and the key when the config has no such key (a typo in a declaration).
     """
@@ -76,12 +78,14 @@ def config_values(cfg: Any, keys: Iterable[str], stage: str = "?") -> dict[str, 
     for key in keys:
         section, _, name = key.partition(".")
         sec = getattr(cfg, section, None)
-        if not dataclasses.is_dataclass(sec) or (name and name not in {f.name for f in dataclasses.fields(sec)}):
+        fields = {f.name: f for f in dataclasses.fields(sec)} if dataclasses.is_dataclass(sec) else {}
+        if not fields or (name and name not in fields):
             raise KeyError(f"stage {stage!r} declares config key {key!r}, which {type(cfg).__name__} does not have")
-        names = [name] if name else [f.name for f in dataclasses.fields(sec)]
-        for n in names:
-            if f"{section}.{n}" not in NOT_KEYED:
-                out[f"{section}.{n}"] = getattr(sec, n)
+        for n in [name] if name else list(fields):
+            value, f = getattr(sec, n), fields[n]
+            if f"{section}.{n}" in NOT_KEYED or (not f.metadata.get("keyed_at_default", True) and value == f.default):
+                continue
+            out[f"{section}.{n}"] = value
     return dict(sorted(out.items()))
 
 

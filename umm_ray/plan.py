@@ -4,9 +4,11 @@ A stage is what runs at once (the SFT workers; one reward model's Ray Train work
 all ensemble members; PPO's policy ranks, rollout engines, reference, proxy and gold actors). For every role the plan
 says how many actors, what each asks Ray for, the model it holds (exact parameter count) in which dtype, and its
 memory by kind (umm_ray.plan_memory); `place` (umm_ray.plan_cluster) then checks each stage against the cluster's
-node types. Dtypes are what the code does today: Ray Train stages and reward actors in fp32 weights (reward training
-in bf16 autocast with rm.precision bf16), PPO ranks and the reference in bf16 on GPU (fp32 on CPU), rollout engines
-in fp32 (RolloutActor's default). Gradient checkpointing: reward training when rm.grad_checkpointing is on, elsewhere
+node types. Dtypes are what the code does today: Ray Train stages in fp32 weights (reward training in bf16 autocast
+with rm.precision bf16), PPO ranks in bf16 on GPU (fp32 on CPU); the reference, rollout engines, proxy and gold reward
+actors in their configured dtype (ppo.reference_dtype, rollout.dtype, reward.proxy_dtype / gold_dtype; 'auto' = bf16
+on GPU, fp32 on CPU, `umm_ray.dtypes.resolve_dtype`). Gradient checkpointing: reward training when
+rm.grad_checkpointing is on, elsewhere
 off; `--checkpointing` in jobs.plan shows what it would change everywhere. moe.upcycle_layers sets how many layers
 the MoE roles upcycle.
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from umm_ray.config import Config
 from umm_ray.data.chat import prompts_ids
+from umm_ray.dtypes import resolve_dtype
 from umm_ray.plan_cluster import Bundle, Cluster, Group, NodeType, Placement, local_cluster, place
 from umm_ray.plan_memory import (CPU_RUNTIME, KNOWN_CONFIGS, Arch, GiB, KVPlan, Memory, PlanError, arch_from_config,
                                  arch_of, infer_memory, train_memory, vllm_memory)
@@ -219,6 +222,10 @@ def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> Stage
     dev, cpus, gpus = ("gpu" if gpu else "cpu"), cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor
     pol = model_arch(cfg, policy_source(cfg))
     lm_dtype = "bf16" if gpu else "fp32"
+    device = "cuda" if gpu else "cpu"
+    ro_dtype, ref_dtype = resolve_dtype(ro.dtype, device), resolve_dtype(p.reference_dtype, device)
+    proxy_dtype = resolve_dtype(cfg.reward.proxy_dtype, device)
+    gold_dtype = resolve_dtype(cfg.reward.gold_dtype, device)
     T, R = cfg.model.max_seq_len, ro.max_new_tokens
     mem = train_memory(pol, "actor_critic", lm_dtype, p.micro_batch_size, T, world=p.world_size,
                        strategy="deepspeed", zero_stage=p.zero_stage, checkpointing=checkpointing, device=dev,
@@ -228,26 +235,28 @@ def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> Stage
                   f"policy {pol.params('lm') / 1e6:.1f}M + critic trunk {pol.params('base') / 1e6:.1f}M + value "
                   f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}")]
     if ro.backend == "vllm":
-        kv = vllm_memory(pol, "fp32", ro.gpu_memory_utilization, device=dev, device_bytes=gpu_bytes,
+        kv = vllm_memory(pol, ro_dtype, ro.gpu_memory_utilization, device=dev, device_bytes=gpu_bytes,
                          max_model_len=pol.max_positions)
-        roles.append(Role("ppo", "rollout engine (vLLM)", ro.num_engines, cpus, gpus, "engine{i}", "PACK",
-                          pol.source, pol.params("lm"), "fp32", kv.memory,
+        # an engine asks for tensor_parallel_size GPUs when > 1 (`ppo.roles.engine_gpus`)
+        eng_gpus = float(ro.tensor_parallel_size) if ro.tensor_parallel_size > 1 else gpus
+        roles.append(Role("ppo", "rollout engine (vLLM)", ro.num_engines, cpus, eng_gpus, "engine{i}", "PACK",
+                          pol.source, pol.params("lm"), ro_dtype, kv.memory,
                           f"KV cache {kv.memory.kv_cache / GiB:.1f} GiB = {kv.kv_tokens} tokens "
                           f"({kv.kv_tokens // max(1, pol.max_positions)} x max_model_len {pol.max_positions})", kv))
     else:
-        m = infer_memory(pol, "lm", "fp32", 64, T, device=dev, lm_tokens=64)
+        m = infer_memory(pol, "lm", ro_dtype, 64, T, device=dev, lm_tokens=64)
         roles.append(Role("ppo", "rollout engine (HF)", ro.num_engines, cpus, gpus, "engine{i}", "PACK", pol.source,
-                          pol.params("lm"), "fp32", m, "64 seqs per generate call"))
-    ref = infer_memory(pol, "lm", lm_dtype, p.micro_batch_size, T, device=dev, lm_tokens=p.micro_batch_size * R)
-    roles.append(Role("ppo", "reference", 1, cpus, gpus, "reference", "PACK", pol.source, pol.params("lm"), lm_dtype,
+                          pol.params("lm"), ro_dtype, m, "64 seqs per generate call"))
+    ref = infer_memory(pol, "lm", ref_dtype, p.micro_batch_size, T, device=dev, lm_tokens=p.micro_batch_size * R)
+    roles.append(Role("ppo", "reference", 1, cpus, gpus, "reference", "PACK", pol.source, pol.params("lm"), ref_dtype,
                       ref, f"{p.micro_batch_size} seqs x {T}"))
     n_proxy, experts = _proxy(cfg)
     rm = model_arch(cfg, rm_source(cfg))
     top_k = min(cfg.moe.top_k, experts) if experts else 0
-    pm = infer_memory(rm, "rm", "fp32", cfg.reward.batch_size, cfg.rm.max_len, experts=experts, top_k=top_k,
+    pm = infer_memory(rm, "rm", proxy_dtype, cfg.reward.batch_size, cfg.rm.max_len, experts=experts, top_k=top_k,
                       device=dev)
     roles.append(Role("ppo", "proxy RM actor", n_proxy, cpus, gpus, "proxy", cfg.ensemble.placement if n_proxy > 1
-                      else "PACK", rm.source, rm.params("rm", experts), "fp32", pm,
+                      else "PACK", rm.source, rm.params("rm", experts), proxy_dtype, pm,
                       f"{cfg.reward.batch_size} seqs x {cfg.rm.max_len}"))
     gold = cfg.reward.gold
     if gold in ("testbed", "remote"):
@@ -256,8 +265,8 @@ def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> Stage
                           "no model weights"))
     else:
         ga = model_arch(cfg, gold)
-        gm = infer_memory(ga, "rm", "fp32", cfg.reward.batch_size, cfg.rm.max_len, device=dev)
-        roles.append(Role("ppo", "gold RM actor", 1, cpus, gpus, "gold", "PACK", ga.source, ga.params("rm"), "fp32",
+        gm = infer_memory(ga, "rm", gold_dtype, cfg.reward.batch_size, cfg.rm.max_len, device=dev)
+        roles.append(Role("ppo", "gold RM actor", 1, cpus, gpus, "gold", "PACK", ga.source, ga.params("rm"), gold_dtype,
                           gm, f"{cfg.reward.batch_size} seqs x {cfg.rm.max_len}"))
     return StagePlan("ppo", tuple(roles))
 

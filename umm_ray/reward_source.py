@@ -4,6 +4,7 @@
     RewardSource.parse("http://127.0.0.1:8000")           # a Ray Serve reward endpoint (`jobs.serve_rm`)
     RewardSource.parse("runs/x/rm_dense/model")           # an HF reward-model dir (dense, merged UMM, unmerged MoE)
     RewardSource.parse("runs/x/rm_ensemble/model/manifest.json#uwo:0.5")   # an ensemble with its aggregate
+    RewardSource.parse("Skywork/Skywork-Reward-Llama-3.1-8B")  # a hub id (owner/name that is no local path)
 
 `str(source)` gives the text back in the same form, so a source survives JSON summaries, cache keys and reports
 unchanged. PPO (`umm_ray.ppo.driver`), Best-of-N (`umm_ray.eval.bon`), the accuracy eval, Ray Serve and the report
@@ -18,19 +19,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from umm_ray.layout import RunLayout
+from umm_ray.model_hub import check_hub_model, is_hub_id
 from umm_ray.models.families import checkpoint_kind
 
 AGGREGATES = ("mean", "wco", "uwo")  # ensemble aggregates (`umm_ray.algo.ensemble.aggregate`)
-FORM = "'testbed', an http(s):// URL, or a checkpoint path / ensemble manifest with optional '#mean', '#wco' or " \
-       "'#uwo:<lambda>'"
+FORM = "'testbed', an http(s):// URL, a hub model id owner/name, or a checkpoint path / ensemble manifest with " \
+       "optional '#mean', '#wco' or '#uwo:<lambda>'"
 
 
 @dataclass(frozen=True)
 class RewardSource:
-    """A reward source: the testbed gold, a remote endpoint, or a checkpoint (with an ensemble aggregate override).
+    """A reward source: the testbed gold, a remote endpoint, a hub model id, or a checkpoint (with an ensemble
+    aggregate override).
 
     Attributes:
-        location: 'testbed', an http(s) URL, or a checkpoint directory / ensemble manifest path.
+        location: 'testbed', an http(s) URL, a hub id `owner/name`, or a checkpoint directory / ensemble manifest.
         aggregate: 'mean' | 'wco' | 'uwo' for an ensemble manifest; None = the consumer's default.
         lam: the UWO variance penalty (or any aggregate's lambda); None = the consumer's default.
     """
@@ -85,10 +88,13 @@ class RewardSource:
 
     @property
     def kind(self) -> str:
-        """'testbed' (programmatic gold), 'remote' (HTTP endpoint) or 'path' (checkpoint dir / manifest)."""
+        """'testbed' (programmatic gold), 'remote' (HTTP endpoint), 'hub' (`owner/name` that is no local path here:
+        a dense RM downloaded by `model_hub.hub_snapshot`) or 'path' (checkpoint dir / manifest)."""
         if self.location == "testbed":
             return "testbed"
-        return "remote" if self.location.startswith(("http://", "https://")) else "path"
+        if self.location.startswith(("http://", "https://")):
+            return "remote"
+        return "hub" if is_hub_id(self.location) else "path"
 
     @property
     def is_manifest(self) -> bool:
@@ -100,9 +106,13 @@ class RewardSource:
         return replace(self, aggregate=aggregate, lam=lam)
 
     def check_exists(self, what: str = "reward source") -> "RewardSource":
-        """FileNotFoundError naming `what` when a checkpoint path is missing; returns self (testbed/URL pass)."""
+        """FileNotFoundError naming `what` when a checkpoint path is missing; for a hub id, `model_hub.HubModelError`
+        (a ValueError) when neither the hub nor the HF cache has it with safetensors weights (file names only, no
+        download); returns self (testbed/URL pass)."""
         if self.kind == "path" and not Path(self.location).exists():
             raise FileNotFoundError(f"{what}: {self.location} does not exist")
+        if self.kind == "hub":
+            check_hub_model(self.location, what=what)
         return self
 
     def absolute(self) -> "RewardSource":
@@ -139,7 +149,8 @@ def proxy_source(cfg) -> tuple[RewardSource, str]:
     """The proxy from reward.proxy / reward.proxy_path / reward.remote_url: (source, kind).
 
     'remote' -> reward.remote_url. 'auto' -> reward.proxy_path, whatever it holds. A kind (dense / umm / moe /
-    ensemble / dmoe) -> reward.proxy_path, or when that is empty the RM of that kind the stage graph trains
+    ensemble / dmoe) -> reward.proxy_path (a hub id `owner/name` is a dense RM), or when that is empty the RM of
+    that kind the stage graph trains
     (`RunLayout.rm_model`, i.e. `jobs.train_rm --rm.kind K` or `jobs.compare`); either must hold that kind
     (`checkpoint_kind`), so a proxy of the wrong kind stops before any compute.
 
@@ -160,6 +171,11 @@ def proxy_source(cfg) -> tuple[RewardSource, str]:
             raise FileNotFoundError(f"reward.proxy={r.proxy!r} and no reward.proxy_path: {text} does not exist; train "
                                     f"it with `python -m jobs.train_rm --rm.kind {r.proxy}` or set --reward.proxy_path")
     source = source_from_config(text, r.remote_url, "reward.proxy_path")
+    if source.kind == "hub":  # a hub RM is a plain one-label sequence classifier, i.e. a dense RM
+        if r.proxy not in ("auto", "dense"):
+            raise ValueError(f"reward.proxy is {r.proxy!r} but reward.proxy_path {text!r} is a hub model id, which "
+                             "loads as a dense RM; set --reward.proxy dense (or auto)")
+        return source, "dense"
     if source.kind != "path":
         if r.proxy != "auto":
             raise ValueError(f"reward.proxy is {r.proxy!r} but reward.proxy_path is {text!r}, not a checkpoint")

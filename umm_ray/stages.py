@@ -88,9 +88,11 @@ def check_own_data(cfg: Config) -> None:
 
 
 def _gold_reads(cfg: Config) -> tuple[str, ...]:
-    """reward.gold, plus the endpoint settings when it is 'remote' or a URL."""
+    """reward.gold, plus the endpoint settings when it is 'remote' or a URL, or the dtype when it is a model."""
     remote = cfg.reward.gold == "remote" or cfg.reward.gold.startswith(("http://", "https://"))
-    return ("reward.gold",) + (("reward.remote_url", "reward.remote_token") if remote else ())
+    model = not remote and cfg.reward.gold != "testbed"
+    return ("reward.gold",) + (("reward.remote_url", "reward.remote_token") if remote else ()) + (
+        ("reward.gold_dtype",) if model else ())
 
 
 @reads("run.seed", "rm.data", "rm.data_on_error", "rm.eval_data", "rm.val_frac", "rm.test_frac", "rm.split_seed")
@@ -128,7 +130,8 @@ def sft(cfg: Config, out: Path) -> dict:
 @reads("run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "testbed.n_pairs", "testbed.label_noise",
        "testbed.label_length_bias", "rm.val_frac", "rm.test_frac", "rollout.backend",
        "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
-       "reward.gold", "model.trust_remote_code", "model.chat_template")
+       "rollout.dtype", "rollout.enforce_eager", "rollout.tensor_parallel_size", "model.trust_remote_code",
+       "model.chat_template", also=_gold_reads)
 def pairs(cfg: Config, out: Path) -> dict:
     """Gold-labelled pairs sampled from the SFT policy into `out` (= layout.pairs); returns their stats."""
     from umm_ray.testbed.pairs import run_pairs  # heavy: Ray rollout actor
@@ -234,7 +237,7 @@ def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     passes and scoring throughput of every proxy, on the same test pairs; per-pair outcomes for the intervals."""
     from umm_ray.actors.reward import RewardSpec, build_scorer, spec_settings  # heavy: Ray (gold may be served)
 
-    gold = build_scorer(RewardSpec.load(gold_source(cfg), "gold", **spec_settings(cfg)))
+    gold = build_scorer(RewardSpec.load(gold_source(cfg), "gold", **spec_settings(cfg, "gold")))
     sources = {k: p.source for k, p in proxies.items()}
     return evaluate_rms(cfg, sources, _layout(cfg).pairs_test, out, hh_pairs_path(cfg), gold=gold)
 
@@ -246,8 +249,8 @@ def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
 
 @reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
        "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
-       "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe", "model.trust_remote_code",
-       "model.chat_template", also=_bon_reads)
+       "reward.proxy_dtype", "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe",
+       "model.trust_remote_code", "model.chat_template", also=_bon_reads)
 def bon(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
     """Best-of-N for every proxy on the same samples of bon.policy_path (default: the PPO starting policy)."""
     from umm_ray.eval.bon import run_bon  # heavy: Ray rollout actors
@@ -289,7 +292,8 @@ def _ppo_reads(cfg: Config, proxy: Proxy) -> tuple[str, ...]:
 
 
 @reads("ppo", "rollout", "run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "model.max_seq_len",
-       "model.trust_remote_code", "model.chat_template", "rm.max_len", "reward.batch_size", also=_ppo_reads)
+       "model.trust_remote_code", "model.chat_template", "rm.max_len", "reward.batch_size", "reward.proxy_dtype",
+       also=_ppo_reads)
 def ppo(cfg: Config, proxy: Proxy, out: Path, pool=None) -> dict:
     """One PPO run against `proxy`; `pool` (a `RolePool`) lets consecutive runs share their actors."""
     from umm_ray.ppo.driver import run_ppo  # heavy: DeepSpeed policy ranks, vLLM engines

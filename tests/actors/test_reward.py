@@ -223,3 +223,50 @@ def test_proxy_remote_uses_remote_url(tmp_path):
     assert _proxy(_proxy_cfg(tmp_path, "--reward.proxy", "remote", "--reward.remote_url", url)) == (url, "remote")
     with pytest.raises(ValueError, match="remote_url is empty"):
         proxy_source(_proxy_cfg(tmp_path, "--reward.proxy", "remote"))
+
+
+def test_bf16_proxy_holds_bf16_weights_and_scores_float32_close_to_fp32(rm_dirs):
+    """reward.proxy_dtype bf16: the weights are loaded in bf16 (not cast later) and the scores are float32 numbers
+    within bf16 rounding of the fp32 scores; 'auto' on CPU is fp32 and scores exactly as before."""
+    path = rm_dirs["members"][0]
+    fp32 = RewardActor(RewardSpec.load(path, "proxy", dtype="fp32"))
+    auto = RewardActor(RewardSpec.load(path, "proxy"))
+    bf16 = RewardActor(RewardSpec.load(path, "proxy", dtype="bf16"))
+    assert (fp32.weights_dtype(), auto.weights_dtype(), bf16.weights_dtype()) == ("float32", "float32", "bfloat16")
+    want = fp32.score(TEXTS, RESPONSES)
+    assert auto.score(TEXTS, RESPONSES) == want
+    got = bf16.score(TEXTS, RESPONSES)
+    assert all(type(v) is float for v in got)
+    scale = max(abs(v) for v in want)
+    assert got == pytest.approx(want, abs=0.05 * scale)  # bf16 keeps ~3 significant digits per matmul
+    assert got != want  # the bf16 weights were really used
+
+
+def test_hub_gold_actor_loads_from_the_node_cache_in_bf16(ray_local, rm_dirs, tmp_path, monkeypatch):
+    """A gold given as a hub id: the Ray actor resolves it offline from the node's HF cache and holds bf16 weights
+    (reward.gold_dtype bf16), scoring like the same RM loaded from its directory."""
+    from tests.fixtures import hub_cache_model, use_hf_cache
+
+    home = tmp_path / "hf"
+    hub_cache_model(home, "org/gold-rm", rm_dirs["members"][1])
+    env = {"env_vars": use_hf_cache(monkeypatch, home)}  # the driver's check and the actor read the same cache
+    spec = RewardSpec.load("org/gold-rm", "gold", dtype="bf16")
+    assert spec.kind == "hub" and spec.path == "org/gold-rm"
+    actor = ray.remote(RewardActor).options(num_cpus=1, runtime_env=env).remote(spec)
+    assert ray.get(actor.weights_dtype.remote()) == "bfloat16"
+    got = ray.get(actor.score.remote(TEXTS, RESPONSES))
+    want = RewardActor(RewardSpec.load(rm_dirs["members"][1], "gold", dtype="fp32")).score(TEXTS, RESPONSES)
+    assert got == pytest.approx(want, abs=0.05 * max(abs(v) for v in want))
+    ray.kill(actor)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is False")
+def test_auto_dtype_on_cuda_is_bf16_with_float32_scores(rm_dirs):
+    """'auto' on a GPU: the proxy's weights are bf16 on CUDA; its scores are float32 numbers close to fp32's."""
+    path = rm_dirs["members"][0]
+    auto, fp32 = RewardActor(RewardSpec.load(path, "proxy")), RewardActor(RewardSpec.load(path, "proxy", dtype="fp32"))
+    assert auto.weights_dtype() == "bfloat16" and next(auto.scorer.model.parameters()).is_cuda
+    got, want = auto.score(TEXTS, RESPONSES), fp32.score(TEXTS, RESPONSES)
+    assert all(type(v) is float for v in got)
+    assert got == pytest.approx(want, abs=0.05 * max(abs(v) for v in want))

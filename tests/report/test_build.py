@@ -95,3 +95,38 @@ def test_ppo_curve_from_metrics_rows(tmp_path):
     with pytest.raises(ValueError, match="no row has all"):
         PPOCurve.from_metrics([{"step": 0, "loss": 1.0}])
     json.dumps(curve.to_dict())
+
+
+def _sparse_gold_rows(rng, steps: int, every: int, drop: float) -> list[dict]:
+    """PPO metrics rows as the driver logs them with ppo.gold_every `every`: gold keys only on the scored steps."""
+    from umm_ray.ppo.driver import gold_step
+
+    rows = []
+    for s in range(1, steps + 1):
+        row = {"step": s, "kl_k2": 0.05 * s, "proxy_reward": 0.2 * s, "proxy_reward_std": 0.3, "kl_coef": 0.0}
+        if gold_step(s, every, steps):
+            gold = 0.05 * min(s, steps // 2) - drop * max(0, s - steps // 2) / steps + rng.normal(0, 0.03)
+            row |= {"gold_reward": gold, "gold_reward_std": 0.3}
+        rows.append(row)
+    return rows
+
+
+def test_report_builds_from_ppo_runs_with_gold_every_k_steps(tmp_path):
+    """ppo.gold_every 3: curves hold the scored steps only (no value is filled in for the others), and the report,
+    its intervals and verdicts build from them."""
+    from umm_ray.report.records import SeedRuns
+    from umm_ray.stages import mean_ppo
+
+    rng = np.random.default_rng(1)
+    res = []
+    for name, kind, drop in (("dense", "dense", 0.8), ("umm-4", "umm", 0.0)):
+        curves = [PPOCurve.from_metrics(_sparse_gold_rows(rng, 25, 3, drop), batch_size=64) for _ in range(2)]
+        assert curves[0].steps == [1, 4, 7, 10, 13, 16, 19, 22, 25]
+        assert curves[0].proxy[:2] == [0.2, 0.8] and len(curves[0].gold_sd) == 9
+        res.append(RMResult(name, kind, ppo=mean_ppo(curves), seeds=SeedRuns(ppo=curves)))
+    md = build_report(res, Config(), tmp_path / "report").parent.joinpath("report.md").read_text()
+    dense_row = md.split("| dense | dense |")[1].split("\n")[0]
+    assert re.search(r"\d \[-?[\d.]+, -?[\d.]+\]", dense_row)  # PPO estimates with intervals
+    assert "nan" not in md.lower()
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert saved and "NaN" not in json.dumps(saved)

@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import torch
 
+from umm_ray.dtypes import resolve_dtype, torch_dtype
 from umm_ray.ppo.experience import PolicyBatch, make_policy_batch, unpad
 from umm_ray.ppo.modeling import batch_logprobs, disable_dropout
 
 
 class ReferenceActor:
-    """Frozen causal LM. Use as `ray.remote(ReferenceActor).options(num_cpus=1).remote(path)`."""
+    """Frozen causal LM. Use as `ray.remote(ReferenceActor).options(num_cpus=1).remote(path)`.
+
+    `dtype` ('auto' | 'bf16' | 'fp16' | 'fp32', ppo.reference_dtype) is resolved on the actor's device by
+    `umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU) and the weights load straight in it; log-probs
+    come out float32 (`batch_logprobs`).
+    """
 
     def __init__(self, policy_path: str, micro_batch_size: int = 16, temperature: float = 1.0,
-                 trust_remote_code: bool = False, num_threads: int = 1):
+                 trust_remote_code: bool = False, num_threads: int = 1, dtype: str = "auto"):
         from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~3 s; paid in the actor, not the driver
 
         torch.set_num_threads(num_threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype,
+        self.dtype = resolve_dtype(dtype, device)
+        self.model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch_dtype(self.dtype),
                                                           trust_remote_code=trust_remote_code).to(device).eval()
         disable_dropout(self.model)
         self.model.requires_grad_(False)

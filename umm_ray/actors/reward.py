@@ -1,8 +1,11 @@
 """RewardActor: any Scorer behind a Ray actor, with every output checked; RewardGroup: k members placed together.
 
 A spec says what to load: the testbed's programmatic gold, an HF reward-model directory (dense, merged UMM-RM or an
-unmerged MoE dir: `models.reward_model.load_scorer` tells them apart), one member of an ensemble, or a remote HTTP
-endpoint (`serve.client.RemoteScorer`). An ensemble is one actor per member placed SPREAD; the driver aggregates the
+unmerged MoE dir: `models.reward_model.load_scorer` tells them apart), a hub model id (downloaded once per node into
+the HF cache, safetensors only: `umm_ray.model_hub`), one member of an ensemble, or a remote HTTP endpoint
+(`serve.client.RemoteScorer`). Learned RMs load in the spec's dtype, resolved on the actor's device by
+`umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU); scores are float32 whatever it is.
+An ensemble is one actor per member placed SPREAD; the driver aggregates the
 [k, B] member scores with `algo.ensemble.aggregate`, so the aggregate and lambda are the driver's choice.
 
 A scorer that returns NaN / inf or the wrong number of scores raises RuntimeError naming the actor and its spec:
@@ -19,6 +22,8 @@ import torch
 
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
 from umm_ray.data.chat import check_mode
+from umm_ray.dtypes import DTYPES, resolve_dtype, torch_dtype
+from umm_ray.model_hub import hub_snapshot
 from umm_ray.models.reward_model import load_scorer, read_manifest
 from umm_ray.reward_source import RewardSource
 from umm_ray.serve.client import RemoteScorer
@@ -31,12 +36,14 @@ class RewardSpec:
 
     Attributes:
         name: shown in errors and metrics ("proxy", "gold", "proxy/member1").
-        source: the testbed gold, an HF RM dir / MoE dir / ensemble manifest, or a remote endpoint.
+        source: the testbed gold, an HF RM dir / MoE dir / ensemble manifest, a hub id, or a remote endpoint.
         token: bearer token for a remote endpoint.
         max_len, batch_size: tokenisation cap and scoring batch for learned RMs.
         trust_remote_code: let a learned RM's own modelling/tokenizer code run (model.trust_remote_code).
         chat_template: 'auto' | 'none', how a learned RM renders prompts (model.chat_template): the spec carries it
             into the actor so the RM reads the same tokens as the policy that wrote the response.
+        dtype: 'auto' | 'bf16' | 'fp16' | 'fp32' (reward.proxy_dtype / reward.gold_dtype), resolved on the actor's
+            device (`umm_ray.dtypes.resolve_dtype`).
     """
 
     name: str
@@ -46,13 +53,17 @@ class RewardSpec:
     batch_size: int = 64
     trust_remote_code: bool = False
     chat_template: str = "auto"
+    dtype: str = "auto"
 
     def __post_init__(self):
         check_mode(self.chat_template)  # a bad mode fails at the driver, not inside a remote actor
+        if self.dtype not in DTYPES:
+            raise ValueError(f"reward source {self.name!r}: dtype {self.dtype!r} is not one of {list(DTYPES)}")
 
     @classmethod
     def load(cls, source: RewardSource | str, name: str, token: str = "", max_len: int = 256,
-             batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto") -> "RewardSpec":
+             batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto",
+             dtype: str = "auto") -> "RewardSpec":
         """A spec for `source` (parsed when text), checked to exist and made absolute for the actor's working dir.
 
         Raises ValueError for malformed text and FileNotFoundError for a missing checkpoint, both naming `name`.
@@ -61,7 +72,8 @@ class RewardSpec:
             source = RewardSource.parse(source, f"reward source {name!r}")
         source = source.check_exists(f"reward source {name!r}").absolute()
         return cls(name, source, token=token if source.kind == "remote" else "", max_len=max_len,
-                   batch_size=batch_size, trust_remote_code=trust_remote_code, chat_template=chat_template)
+                   batch_size=batch_size, trust_remote_code=trust_remote_code, chat_template=chat_template,
+                   dtype=dtype)
 
     @property
     def kind(self) -> str:
@@ -69,7 +81,8 @@ class RewardSpec:
 
     @property
     def path(self) -> str:
-        return self.source.location if self.kind == "path" else ""
+        """The checkpoint path or hub id ('' for the testbed gold and endpoints)."""
+        return self.source.location if self.kind in ("path", "hub") else ""
 
     @property
     def url(self) -> str:
@@ -79,23 +92,29 @@ class RewardSpec:
         return "testbed gold" if self.kind == "testbed" else str(self.source)
 
 
-def spec_settings(cfg) -> dict:
+def spec_settings(cfg, role: str = "proxy") -> dict:
     """`RewardSpec.load`'s settings from a `Config` (reward.remote_token / batch_size, rm.max_len,
-    model.trust_remote_code / chat_template): PPO and Best-of-N build every proxy and gold spec from this one place."""
+    model.trust_remote_code / chat_template, and reward.proxy_dtype or reward.gold_dtype by `role` 'proxy' | 'gold'):
+    PPO and Best-of-N build every proxy and gold spec from this one place."""
+    if role not in ("proxy", "gold"):
+        raise ValueError(f"spec_settings: role must be 'proxy' or 'gold', got {role!r}")
     r = cfg.reward
     return {"token": r.remote_token, "max_len": cfg.rm.max_len, "batch_size": r.batch_size,
-            "trust_remote_code": cfg.model.trust_remote_code, "chat_template": cfg.model.chat_template}
+            "trust_remote_code": cfg.model.trust_remote_code, "chat_template": cfg.model.chat_template,
+            "dtype": r.gold_dtype if role == "gold" else r.proxy_dtype}
 
 
 def build_scorer(spec: RewardSpec, device: str = "cpu"):
-    """Instantiate the Scorer a spec names (inside the actor)."""
+    """Instantiate the Scorer a spec names (inside the actor): a hub id resolves to its local snapshot first (one
+    download per node), learned RMs load straight in the spec's dtype resolved for `device`."""
     if spec.kind == "testbed":
         return TestbedGold()
     if spec.kind == "remote":
         return RemoteScorer(spec.url, token=spec.token, batch_size=spec.batch_size)
-
-    return load_scorer(spec.path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
-                       trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template)
+    path = str(hub_snapshot(spec.path, what=f"reward source {spec.name!r}")) if spec.kind == "hub" else spec.path
+    return load_scorer(path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
+                       trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template,
+                       dtype=torch_dtype(resolve_dtype(spec.dtype, device)))
 
 
 def check_scores(scores, n: int, who: str) -> list[float]:
@@ -126,6 +145,12 @@ class RewardActor:
     def ready(self) -> bool:
         """True once the scorer is loaded (call it to wait for start-up and surface load errors early)."""
         return True
+
+    def weights_dtype(self) -> str | None:
+        """The dtype the learned RM's weights are held in ('bfloat16', 'float32', ...); None for the testbed gold
+        and endpoints (also for an ensemble scorer: its members are separate actors in PPO)."""
+        model = getattr(self.scorer, "model", None)
+        return str(next(model.parameters()).dtype).removeprefix("torch.") if model is not None else None
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One finite float per pair, in order. Raises RuntimeError naming this actor on a bad scorer output."""

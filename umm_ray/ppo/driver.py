@@ -7,6 +7,9 @@
 It expects a Ray cluster (`jobs.common.init_ray`, or Ray's own auto-init on first use). Rerunning into the same
 `out_dir` resumes from the latest checkpoint there.
 
+The gold scores every step by default; with ppo.gold_every K it scores only the steps `gold_step` picks (1, K+1,
+2K+1, ... and the last), and the other steps' metrics rows have no gold keys (nothing is filled in for them).
+
 Roles (docs/design.md §3): PolicyGroup (DeepSpeed ZeRO ranks, policy + critic), RolloutActor x rollout.num_engines,
 ReferenceActor, RewardGroup for the proxy (one actor per ensemble member, SPREAD) and for the gold.
 """
@@ -57,8 +60,8 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     prompts = load_prompts(prompts_path)
     validate_prompts(prompts, tok, cfg.model.max_seq_len - cfg.rollout.max_new_tokens, str(prompts_path),
                      cfg.model.chat_template)
-    load = spec_settings(cfg)
-    proxy_rs, gold_rs = RewardSpec.load(proxy, "proxy", **load), RewardSpec.load(gold, "gold", **load)
+    proxy_rs = RewardSpec.load(proxy, "proxy", **spec_settings(cfg, "proxy"))
+    gold_rs = RewardSpec.load(gold, "gold", **spec_settings(cfg, "gold"))
     members = ensemble_members(proxy_rs)
     how, lam = "mean", 0.0  # one member: every aggregate is its score
     if len(members) > 1:  # only an ensemble reads the aggregate settings (the PPO stage's cache key relies on it)
@@ -89,6 +92,12 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     return out
 
 
+def gold_step(step: int, gold_every: int, steps: int) -> bool:
+    """Whether 1-based PPO step `step` (of `steps`) is scored by the gold: steps 1, K+1, 2K+1, ... (K = gold_every;
+    the first shows the starting policy) and the last (where the run ends)."""
+    return (step - 1) % gold_every == 0 or step == steps
+
+
 def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, how: str, lam: float, n_members: int,
            out: Path) -> None:
     """The PPO loop from `state.step` to `ppo.steps`: metrics every step, a checkpoint every K steps and at the end."""
@@ -107,9 +116,11 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
             idx = stream.indices(step)
             with t("generate"):
                 roll = generate(engines, [prompts[i].prompt for i in idx], seed=cfg.run.seed * 100_003 + step * 101)
-            with t("score"):  # proxy members and gold score concurrently
-                refs = roles.proxy.submit(roll.prompts, roll.responses), roles.gold.submit(roll.prompts, roll.responses)
-                member_scores, gold_scores = RewardGroup.collect(refs[0]), RewardGroup.collect(refs[1])[0]
+            with t("score"):  # proxy members and gold score concurrently; the gold only on its steps
+                scored = gold_step(step + 1, ppo.gold_every, ppo.steps)
+                gold_refs = roles.gold.submit(roll.prompts, roll.responses) if scored else None
+                member_scores = RewardGroup.collect(roles.proxy.submit(roll.prompts, roll.responses))
+                gold_scores = RewardGroup.collect(gold_refs)[0] if scored else None
                 proxy_scores = aggregate(member_scores, how, lam).float()
             batch = make_policy_batch(roll.prompt_ids, roll.response_ids, tok.pad_token_id or 0)
             with t("reference"):
@@ -129,9 +140,10 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
             kl_ctl.update(kl["kl_k1"], len(batch))
 
             n_tokens = batch.response_mask.sum().item()
+            gold = {} if gold_scores is None else {"gold_reward": gold_scores.mean().item(),
+                                                   "gold_reward_std": gold_scores.std().item()}
             logger.log(step + 1, {
-                "proxy_reward": proxy_scores.mean().item(), "proxy_reward_std": proxy_scores.std().item(),
-                "gold_reward": gold_scores.mean().item(), "gold_reward_std": gold_scores.std().item(),
+                "proxy_reward": proxy_scores.mean().item(), "proxy_reward_std": proxy_scores.std().item(), **gold,
                 **kl, **gap, "kl_coef": kl_coef_used, **train_stats, **adv_stats,
                 "response_length": n_tokens / len(batch), "shaped_reward": shaped.mean().item(),
                 **{f"proxy_member{i}": s.mean().item() for i, s in enumerate(member_scores) if n_members > 1},
@@ -139,7 +151,7 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
                 "tokens_per_s": n_tokens / t.seconds["generate"],
                 "data_cursor": stream.cursor(step), "data_order": f"{zlib.crc32(str(idx).encode()):08x}",
                 "sample": roll.prompts[0][-80:] + " ||| " + roll.responses[0][:200]})
-            bar.set_postfix(proxy=f"{proxy_scores.mean():.3f}", gold=f"{gold_scores.mean():.3f}",
+            bar.set_postfix(proxy=f"{proxy_scores.mean():.3f}", gold=f"{gold['gold_reward']:.3f}" if gold else "-",
                             kl=f"{kl['kl_k2']:.3f}", len=f"{n_tokens / len(batch):.1f}")
             if (step + 1) % ppo.checkpoint_every == 0 or step + 1 == ppo.steps:
                 logger.flush()  # the step's row is on disk before the checkpoint that covers it

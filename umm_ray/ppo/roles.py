@@ -23,13 +23,36 @@ from umm_ray.ppo.state import DriverState, latest_checkpoint, load_driver_state,
 from umm_ray.records import Rollout
 
 
-def make_engine(cfg: Config, policy_path: str):
-    """One RolloutActor (vLLM or HF backend) holding a copy of the starting policy."""
+def engine_gpus(cfg: Config) -> float:
+    """GPUs one rollout engine asks Ray for: rollout.tensor_parallel_size when it is > 1 (vLLM shards the policy over
+    that many GPUs of its actor), else run.num_gpus_per_actor.
+
+    Raises:
+        ValueError: tensor_parallel_size > 1 on a CPU configuration (run.num_gpus_per_actor 0) or with the HF backend.
+    """
+    ro, gpus = cfg.rollout, cfg.run.num_gpus_per_actor
+    if ro.tensor_parallel_size == 1:
+        return gpus
+    if ro.backend != "vllm":
+        raise ValueError(f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs rollout.backend vllm (the HF "
+                         "backend does not shard the model)")
+    if gpus <= 0:
+        raise ValueError(f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs that many GPUs per rollout "
+                         "engine, but run.num_gpus_per_actor is 0 (a CPU run): use 1 on CPU")
+    return float(ro.tensor_parallel_size)
+
+
+def make_engine(cfg: Config, policy_path: str, seed: int | None = None):
+    """One RolloutActor (vLLM or HF backend, rollout.* settings) holding a copy of `policy_path`; `seed` defaults to
+    run.seed. PPO, Best-of-N and the pairs stage all start their engines here."""
     ro = cfg.rollout
-    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
-    return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
-                        top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed,
-                        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
+    # resources: the one place an engine's Ray request is made (engine_gpus: tensor parallelism needs tp GPUs)
+    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=engine_gpus(cfg))
+    return actor.remote(str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens,
+                        temperature=ro.temperature, top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization,
+                        seed=cfg.run.seed if seed is None else seed, trust_remote_code=cfg.model.trust_remote_code,
+                        chat_template=cfg.model.chat_template, dtype=ro.dtype, enforce_eager=ro.enforce_eager,
+                        tensor_parallel_size=ro.tensor_parallel_size)
 
 
 def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
@@ -99,11 +122,12 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     """
     cpus, gpus, temp = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor, cfg.rollout.temperature or 1.0
     trust = cfg.model.trust_remote_code
+    engine_gpus(cfg)  # a tensor-parallel size the run cannot have stops before any actor starts
     policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp, num_cpus=cpus, num_gpus=gpus,
                          trust_remote_code=trust)
     engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
     reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
-        policy_path, cfg.ppo.micro_batch_size, temp, trust_remote_code=trust)
+        policy_path, cfg.ppo.micro_batch_size, temp, trust_remote_code=trust, dtype=cfg.ppo.reference_dtype)
     proxy = proxy_group(cfg, members)
     gold_group = RewardGroup([gold], "PACK", cpus, gpus)
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])

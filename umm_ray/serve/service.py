@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from umm_ray.model_hub import hub_snapshot, is_hub_id
 from umm_ray.records import Scorer
 from umm_ray.testbed.gold import TestbedGold
 
@@ -60,7 +61,8 @@ def _special_tokens(scorer) -> tuple[str, ...]:
 
 def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 256, batch_size: int = 64,
                  device: str = "cpu", trust_remote_code: bool = False, chat_template: str = "auto") -> RewardService:
-    """Load what `path` names: an HF RM dir (dense or merged UMM), a MoE or DMoERM dir, or an ensemble manifest.
+    """Load what `path` names: an HF RM dir (dense or merged UMM) or hub id, a MoE or DMoERM dir, or an ensemble
+    manifest.
 
     Args:
         path: checkpoint directory or ensemble manifest (.json), as accepted by `models.reward_model.load_scorer`;
@@ -76,6 +78,8 @@ def load_service(path: str, how: str = "mean", lam: float = 0.1, max_len: int = 
     """
     if path == "testbed":
         return RewardService([TestbedGold()], ["testbed-gold"], how, lam)
+    if is_hub_id(path):  # a hub RM: the replicas of one node share one download into its HF cache
+        path = str(hub_snapshot(path, what="reward.proxy_path"))
     if not Path(path).exists():
         raise FileNotFoundError(f"reward model path {path!r} does not exist")
     from umm_ray.models.reward_model import EnsembleScorer, load_scorer, read_manifest  # heavy: torch

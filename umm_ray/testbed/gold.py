@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from umm_ray.dtypes import resolve_dtype, torch_dtype
+from umm_ray.model_hub import hub_snapshot, is_hub_id
 from umm_ray.testbed import lexicon as lx
 from umm_ray.testbed.world import TASK_FAMILIES, Task, answer_of, answer_sentence, parse_prompt, target_words
 
@@ -173,14 +175,18 @@ class HFGoldScorer:
     """
 
     def __init__(self, path: str, max_len: int = 512, batch_size: int = 32, trust_remote_code: bool = False,
-                 chat_template: str = "auto"):
+                 chat_template: str = "auto", dtype: str = "auto"):
         self.path = str(path)
         try:
             from umm_ray.models.reward_model import RewardModelScorer, load_reward_model  # heavy: torch
         except ImportError:
             RewardModelScorer = None
         if RewardModelScorer is not None:
-            model, tok = load_reward_model(self.path, trust_remote_code=trust_remote_code)
+            # the labeller runs in the driver process, on CPU: 'auto' resolves to fp32 there
+            if is_hub_id(self.path):
+                self.path = str(hub_snapshot(self.path, what="reward.gold"))
+            model, tok = load_reward_model(self.path, trust_remote_code=trust_remote_code,
+                                           dtype=torch_dtype(resolve_dtype(dtype, "cpu")))
             self._inner = RewardModelScorer(model, tok, max_len=max_len, batch_size=batch_size,
                                             chat_template=chat_template)
         else:

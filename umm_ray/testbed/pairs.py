@@ -14,21 +14,17 @@ from pathlib import Path
 
 import ray
 
-from umm_ray.actors.rollout import RolloutActor
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl, write_jsonl
 from umm_ray.data.splits import split_pairs
+from umm_ray.ppo.roles import make_engine
 from umm_ray.testbed.gold import load_gold
 from umm_ray.testbed.prepare import label_pairs
 
 
 def sample_two(cfg: Config, policy_path: str, prompts: list[str]) -> tuple[list[str], list[str]]:
     """Two independent samples per prompt from `policy_path` through one RolloutActor."""
-    r = cfg.rollout
-    actor = ray.remote(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)(RolloutActor).remote(
-        policy_path, backend=r.backend, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-        gpu_memory_utilization=r.gpu_memory_utilization, seed=cfg.run.seed,
-        trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
+    actor = make_engine(cfg, policy_path)
     try:
         doubled = [p for p in prompts for _ in range(2)]
         rollout = ray.get(actor.generate.remote(doubled, n=1, seed=cfg.run.seed))
@@ -54,7 +50,7 @@ def run_pairs(cfg: Config, prompts_path: str | Path, policy_path: str | Path, ou
     n_empty = len(chosen) - len(keep)
     chosen, a, b = [chosen[i] for i in keep], [a[i] for i in keep], [b[i] for i in keep]
     gold = load_gold(cfg.reward.gold, trust_remote_code=cfg.model.trust_remote_code,
-                     chat_template=cfg.model.chat_template)
+                     chat_template=cfg.model.chat_template, dtype=cfg.reward.gold_dtype)
     pairs, stats = label_pairs(chosen, a, b, gold, cfg.testbed.label_noise, cfg.run.seed,
                                cfg.testbed.label_length_bias)
     v, t = cfg.rm.val_frac, cfg.rm.test_frac

@@ -1,0 +1,125 @@
+"""Hub model ids for reward models, on a real HF cache laid out on disk (no hub access here): the snapshot is found
+offline, a pickle-only repo is refused naming the id and why, the per-node lock serialises concurrent resolvers, and
+RewardSource / proxy_source / the jobs' input check take the id."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.fixtures import SMALL, hub_cache_model, save_tiny_rm, tiny_tokenizer, use_hf_cache
+from umm_ray.model_hub import HubModelError, check_hub_model, hub_snapshot, is_hub_id
+from umm_ray.reward_source import RewardSource, proxy_source
+
+TEXTS = ["sort the list 3 1 2 answer 1 2 3", "add 4 and 5 answer 9", "name a colour answer red"] * 20
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub_rm")
+    return save_tiny_rm(root / "rm", tiny_tokenizer(TEXTS, vocab_size=300), seed=0, **SMALL)
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch, tiny_rm):
+    """HF_HOME in tmp_path, offline, holding org/tiny-rm (safetensors) and org/pickled-rm (pytorch_model.bin only)."""
+    home = tmp_path / "hf"
+    hub_cache_model(home, "org/tiny-rm", tiny_rm)
+    hub_cache_model(home, "org/pickled-rm", tiny_rm, pickle_only=True)
+    use_hf_cache(monkeypatch, home)
+    return home
+
+
+def test_is_hub_id_tells_ids_from_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_id("Skywork/Skywork-Reward-Llama-3.1-8B") and is_hub_id("org/tiny-rm")
+    for text in ("runs/x/rm_dense/model", "/abs/path", "./org/name", "org/ens.json", "testbed", "org/"):
+        assert not is_hub_id(text), text
+    (tmp_path / "org" / "local").mkdir(parents=True)
+    assert not is_hub_id("org/local")  # an existing local directory wins, as in from_pretrained
+
+
+def test_snapshot_is_found_offline_in_the_hf_cache(hf_home, tiny_rm):
+    path = hub_snapshot("org/tiny-rm")
+    assert path == hf_home / "hub" / "models--org--tiny-rm" / "snapshots" / ("a" * 40)
+    assert (path / "model.safetensors").read_bytes() == (__import__("pathlib").Path(tiny_rm) /
+                                                         "model.safetensors").read_bytes()
+
+
+def test_pickle_only_repo_is_refused_naming_the_id_and_why(hf_home):
+    with pytest.raises(HubModelError, match=r"reward.gold: hub model 'org/pickled-rm' has no safetensors weights "
+                                            r"\(only pickle weights \['pytorch_model.bin'\]\).*arbitrary code"):
+        hub_snapshot("org/pickled-rm", what="reward.gold")
+
+
+def test_check_hub_model_lists_files_without_downloading(hf_home):
+    """The job-start check: file names from the cache (offline here), safetensors required, nothing loaded."""
+    assert "model.safetensors" in check_hub_model("org/tiny-rm", what="reward.gold")
+    with pytest.raises(HubModelError, match=r"reward.gold: hub model 'org/pickled-rm' has no safetensors weights"):
+        check_hub_model("org/pickled-rm", what="reward.gold")
+    with pytest.raises(HubModelError, match=r"reward.gold: 'org/absent' is neither a local directory nor a model "
+                                            r"the hub or the HF cache"):
+        check_hub_model("org/absent", what="reward.gold")
+    with pytest.raises(HubModelError, match="'org/pickled-rm' has no safetensors"):
+        RewardSource.parse("org/pickled-rm").check_exists("reward.gold")
+
+
+def test_missing_model_offline_names_the_id(hf_home):
+    with pytest.raises(HubModelError, match="reward.gold: 'org/absent' is neither a local directory nor downloadable"):
+        hub_snapshot("org/absent", what="reward.gold")
+    with pytest.raises(HubModelError, match="not a hub model id"):
+        hub_snapshot("a/b/c")
+
+
+def test_resolvers_on_one_node_wait_for_the_lock(hf_home):
+    """The node's lock file is held while a download runs: a second resolver waits for it, then reads the cache."""
+    from filelock import FileLock
+
+    from umm_ray.model_hub import _lock_path
+
+    got = []
+    lock = FileLock(str(_lock_path("org/tiny-rm")))
+    with lock:
+        t = threading.Thread(target=lambda: got.append(hub_snapshot("org/tiny-rm")))
+        t.start()
+        t.join(timeout=2.0)
+        assert t.is_alive() and not got  # blocked on the lock another resolver holds
+    t.join(timeout=60)
+    assert got and (got[0] / "config.json").is_file()
+
+
+def test_reward_source_and_proxy_source_take_hub_ids(hf_home, tmp_path):
+    from umm_ray.config import load_config
+
+    src = RewardSource.parse("org/tiny-rm", "reward.gold")
+    assert src.kind == "hub" and str(src) == "org/tiny-rm" and src.absolute() == src
+    assert src.check_exists("reward.gold") is src  # nothing on disk to check: resolved in the actor
+    with pytest.raises(ValueError, match="aggregate applies to ensemble manifests only"):
+        RewardSource.parse("org/tiny-rm#wco")
+    base = ["--run.output_dir", str(tmp_path), "--reward.proxy_path", "org/tiny-rm"]
+    assert proxy_source(load_config(None, base)) == (src, "dense")
+    assert proxy_source(load_config(None, base + ["--reward.proxy", "dense"]))[1] == "dense"
+    with pytest.raises(ValueError, match="reward.proxy is 'umm' but reward.proxy_path 'org/tiny-rm' is a hub model"):
+        proxy_source(load_config(None, base + ["--reward.proxy", "umm"]))
+
+
+def test_gpu_preset_gold_hub_id_passes_the_input_check(hf_home, tiny_rm, tmp_path):
+    """The gpu preset's hub gold is accepted by config validation, the dry-run input check (here from a cache that
+    holds a stand-in under its id; absent, the check stops naming it) and the plan."""
+    from jobs.common import PRESETS
+    from jobs.inputs import InputError, check_inputs
+    from umm_ray.config import load_config
+    from umm_ray.plan import ppo_stage
+
+    cfg = load_config(None, ["--run.output_dir", str(tmp_path)], base=PRESETS["gpu"])
+    with pytest.raises(InputError, match="reward.gold: 'Skywork/Skywork-Reward-Llama-3.1-8B' is neither"):
+        check_inputs(cfg)
+    hub_cache_model(hf_home, "Skywork/Skywork-Reward-Llama-3.1-8B", tiny_rm)
+    assert cfg.reward.gold == "Skywork/Skywork-Reward-Llama-3.1-8B"
+    notes = [n for n in check_inputs(cfg) if n.startswith("reward.gold")]
+    assert notes and "loaded as a hub model id" in notes[0]
+    roles = {r.name: r for r in ppo_stage(cfg, 80 * 2**30).roles}
+    gold = roles["gold RM actor"]
+    assert gold.dtype == "bf16" and roles["rollout engine (vLLM)"].dtype == "bf16"  # 'auto' on GPU
+    assert roles["reference"].dtype == "bf16" and roles["proxy RM actor"].dtype == "bf16"
