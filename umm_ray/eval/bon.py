@@ -27,6 +27,7 @@ from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
 from umm_ray.data import load_prompts
 from umm_ray.layout import RunLayout
+from umm_ray.resources import role_resources
 from umm_ray.reward_source import RewardSource
 
 
@@ -57,8 +58,7 @@ def start_rollout_engine(cfg: Config, policy_path: str, seed: int):
     """One RolloutActor (cfg.rollout.*) on `policy_path`; `ray.get(actor.ready.remote())` waits for its start-up."""
 
     ro = cfg.rollout
-    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor,
-                                             num_gpus=cfg.run.num_gpus_per_actor).remote(
+    actor = ray.remote(RolloutActor).options(**role_resources(cfg, "rollout").options()).remote(
         str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
         top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=seed,
         trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
@@ -152,9 +152,9 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
     gold_rs = RewardSpec.load(gold, "gold", **load)
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
-    opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}
+    opts = role_resources(cfg, "proxy").options()
     refs = {loc: score_task.options(**opts).remote(rs, p_ref, r_ref) for loc, rs in rspecs.items()}
-    gold_ref = score_task.options(**opts).remote(gold_rs, p_ref, r_ref)
+    gold_ref = score_task.options(**role_resources(cfg, "gold").options()).remote(gold_rs, p_ref, r_ref)
     results = dict(zip(refs, ray.get(list(refs.values()))))
     gold_res = ray.get(gold_ref)
     shape = (len(samples.prompts), samples.n)

@@ -6,6 +6,7 @@ Kept out of `jobs/ppo.py` so the driver reads as the loop itself (docs/design.md
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import ray
 import torch
 from tqdm import tqdm
 
+from umm_ray.actors.placement import in_group
 from umm_ray.actors.policy import PolicyGroup
 from umm_ray.actors.reference import ReferenceActor
 from umm_ray.actors.reward import RewardGroup, RewardSpec
@@ -21,12 +23,16 @@ from umm_ray.config import Config
 from umm_ray.ppo.experience import pad_ragged
 from umm_ray.ppo.state import DriverState, latest_checkpoint, load_driver_state, restore_rng
 from umm_ray.records import Rollout
+from umm_ray.resources import ppo_layout, role_resources
+
+log = logging.getLogger(__name__)
 
 
-def make_engine(cfg: Config, policy_path: str):
-    """One RolloutActor (vLLM or HF backend) holding a copy of the starting policy."""
+def make_engine(cfg: Config, policy_path: str, placement: dict | None = None):
+    """One RolloutActor (vLLM or HF backend) holding a copy of the starting policy; `placement` (from
+    `colocated`) puts it into a bundle of the policy's placement group."""
     ro = cfg.rollout
-    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)
+    actor = ray.remote(RolloutActor).options(**(placement or role_resources(cfg, "rollout").options()))
     return actor.remote(policy_path, backend=ro.backend, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                         top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization, seed=cfg.run.seed,
                         trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
@@ -87,8 +93,17 @@ class Roles:
 
 def proxy_group(cfg: Config, members: list[RewardSpec]) -> RewardGroup:
     """The proxy's reward actors: one per ensemble member, placed by ensemble.placement (PACK for a single RM)."""
-    return RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cfg.run.num_cpus_per_actor,
-                       cfg.run.num_gpus_per_actor)
+    return RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK",
+                       role_resources(cfg, "proxy"))
+
+
+def colocated(cfg: Config, policy: PolicyGroup, role: str, i: int = 0) -> dict | None:
+    """`.options(...)` putting actor `i` of `role` into its bundle of the policy's placement group when
+    resources.colocate shares it (umm_ray.resources.ppo_layout); None when the role has its own devices."""
+    slot = policy.layout.slot(role, i)
+    if slot is None:
+        return None
+    return {**role_resources(cfg, role).bundle_options(), "scheduling_strategy": in_group(policy.pg, slot)}
 
 
 def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
@@ -97,15 +112,21 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     Reward actors are stateless and restart on failure (the call is retried); a rollout engine or a policy rank that
     dies stops the run with the last checkpoint intact (their weights are not recoverable from the actor alone).
     """
-    cpus, gpus, temp = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor, cfg.rollout.temperature or 1.0
-    trust = cfg.model.trust_remote_code
-    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp, num_cpus=cpus, num_gpus=gpus,
-                         trust_remote_code=trust)
-    engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
-    reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
+    temp, trust = cfg.rollout.temperature or 1.0, cfg.model.trust_remote_code
+    layout = ppo_layout(cfg)
+    if "rollout" in layout.slots:  # say so: colocated engines hold their weights and KV cache all the time
+        log.warning("resources.colocate=all: rollout engines share the policy GPUs without vLLM sleep mode (%s); "
+                    "rollout.gpu_memory_utilization must leave room for the policy rank and reference",
+                    "vLLM on CPU has none" if role_resources(cfg, "policy").gpus == 0 else "not used by RolloutActor")
+    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp,
+                         claim=role_resources(cfg, "policy"), trust_remote_code=trust, layout=layout)
+    engines = [make_engine(cfg, policy_path, colocated(cfg, policy, "rollout", i))
+               for i in range(cfg.rollout.num_engines)]
+    ref_opts = colocated(cfg, policy, "reference") or role_resources(cfg, "reference").options()
+    reference = ray.remote(ReferenceActor).options(**ref_opts).remote(
         policy_path, cfg.ppo.micro_batch_size, temp, trust_remote_code=trust)
     proxy = proxy_group(cfg, members)
-    gold_group = RewardGroup([gold], "PACK", cpus, gpus)
+    gold_group = RewardGroup([gold], "PACK", role_resources(cfg, "gold"))
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])
     proxy.ready()
     gold_group.ready()
@@ -135,7 +156,7 @@ class RolePool:
         # Everything the policy ranks, engines, reference and gold were built from; the proxy is swapped instead.
         # The KL penalty is applied by the driver only, so the two PPO regimes of the compare job share the actors.
         ppo = dataclasses.replace(cfg.ppo, kl_coef=0.0, kl_target=0.0, kl_horizon=1)
-        return repr((policy_path, gold, ppo, cfg.rollout, cfg.run, cfg.model.trust_remote_code))
+        return repr((policy_path, gold, ppo, cfg.rollout, cfg.run, cfg.resources, cfg.model.trust_remote_code))
 
     def acquire(self, cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
         """Roles for a run starting from `policy_path`: reused and reset when the key matches, else started fresh."""

@@ -18,6 +18,7 @@ from umm_ray.actors.rollout import RolloutActor
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl, write_jsonl
 from umm_ray.data.splits import split_pairs
+from umm_ray.resources import role_resources
 from umm_ray.testbed.gold import load_gold
 from umm_ray.testbed.prepare import label_pairs
 
@@ -25,7 +26,7 @@ from umm_ray.testbed.prepare import label_pairs
 def sample_two(cfg: Config, policy_path: str, prompts: list[str]) -> tuple[list[str], list[str]]:
     """Two independent samples per prompt from `policy_path` through one RolloutActor."""
     r = cfg.rollout
-    actor = ray.remote(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=cfg.run.num_gpus_per_actor)(RolloutActor).remote(
+    actor = ray.remote(RolloutActor).options(**role_resources(cfg, "rollout").options()).remote(
         policy_path, backend=r.backend, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
         gpu_memory_utilization=r.gpu_memory_utilization, seed=cfg.run.seed,
         trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template)
