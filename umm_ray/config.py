@@ -18,14 +18,11 @@ from typing import Any
 import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
-from umm_ray.config_fields import opt
+from umm_ray.config_fields import ConfigError, opt
 from umm_ray.config_resources import ResourcesConfig
 from umm_ray.data.chat import CHAT_MODES
 from umm_ray.models.families import ARCH_FAMILIES
-
-
-class ConfigError(ValueError):
-    """A configuration key, type or value is wrong; the message names the key."""
+from umm_ray.resources import check_resources
 
 
 PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "dmoe", "remote")
@@ -409,7 +406,6 @@ def validate(obj: Any, prefix: str = "") -> None:
         raise ConfigError(f"{prefix}val_frac + {prefix}test_frac: {obj.val_frac} + {obj.test_frac} leaves no "
                           f"training pairs")
     if isinstance(obj, Config):
-        from umm_ray.resources import check_resources  # cycle: umm_ray.resources imports ConfigError from here
         check_resources(obj)
     if isinstance(obj, ModelConfig) and obj.hidden_size % 64:
         raise ConfigError(f"{prefix}hidden_size: {obj.hidden_size} must be a multiple of 64 (head_dim 64)")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from umm_ray.config_fields import opt
 
-__all__ = ["ResourcesConfig", "ROLES", "COLOCATE"]
+__all__ = ["ResourcesConfig", "RESOURCE_ROLES", "COLOCATE"]
 
-ROLES = ("policy", "rollout", "reference", "proxy", "gold", "train")
+RESOURCE_ROLES = ("policy", "rollout", "reference", "proxy", "gold", "train")
 COLOCATE = ("none", "actor_ref", "all")
 
 _GPU = ("GPUs each {what} asks Ray for; a fraction (e.g. 0.5) shares a GPU with other actors; -1 = "

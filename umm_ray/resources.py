@@ -15,9 +15,13 @@ GPU shares in one bundle add up to at most one GPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
-from umm_ray.config import Config, ConfigError
-from umm_ray.config_resources import ROLES, ResourcesConfig
+from umm_ray.config_fields import ConfigError
+from umm_ray.config_resources import RESOURCE_ROLES, ResourcesConfig
+
+if TYPE_CHECKING:  # umm_ray.config imports this module to validate a Config's resources
+    from umm_ray.config import Config
 
 __all__ = ["RoleResources", "PPOLayout", "role_resources", "ppo_layout", "train_placement", "train_resources",
            "resource_reads", "check_resources"]
@@ -65,20 +69,32 @@ class RoleResources:
         return out
 
 
+def _declared(r: ResourcesConfig, role: str) -> tuple[float, float, float, str]:
+    """(gpus, cpus, memory_gb, accelerator) of `role` as configured (-1 = inherit)."""
+    table = {
+        "policy": (r.policy_gpus, r.policy_cpus, r.policy_memory_gb, r.policy_accelerator),
+        "rollout": (r.rollout_gpus, r.rollout_cpus, r.rollout_memory_gb, r.rollout_accelerator),
+        "reference": (r.reference_gpus, r.reference_cpus, r.reference_memory_gb, r.reference_accelerator),
+        "proxy": (r.proxy_gpus, r.proxy_cpus, r.proxy_memory_gb, r.proxy_accelerator),
+        "gold": (r.gold_gpus, r.gold_cpus, r.gold_memory_gb, r.gold_accelerator),
+        "train": (r.train_gpus, r.train_cpus, r.train_memory_gb, r.train_accelerator),
+    }
+    if role not in table:
+        raise ValueError(f"role_resources: unknown role {role!r}; one of {', '.join(RESOURCE_ROLES)}")
+    return table[role]
+
+
 def _raw(cfg: Config, role: str) -> RoleResources:
-    if role not in ROLES:
-        raise ValueError(f"role_resources: unknown role {role!r}; one of {', '.join(ROLES)}")
-    r: ResourcesConfig = cfg.resources
-    gpus, cpus = getattr(r, f"{role}_gpus"), getattr(r, f"{role}_cpus")
+    gpus, cpus, memory_gb, accelerator = _declared(cfg.resources, role)
     return RoleResources(role, cfg.run.num_cpus_per_actor if cpus < 0 else cpus,
-                         cfg.run.num_gpus_per_actor if gpus < 0 else gpus,
-                         int(getattr(r, f"{role}_memory_gb") * GiB), getattr(r, f"{role}_accelerator"))
+                         cfg.run.num_gpus_per_actor if gpus < 0 else gpus, int(memory_gb * GiB), accelerator)
 
 
 def _key(cfg: Config, role: str, what: str) -> str:
     """The key a resolved value came from: resources.<role>_<what>, or the run.* default it inherited."""
     own = f"resources.{role}_{what}"
-    if getattr(cfg.resources, f"{role}_{what}") >= 0:
+    gpus, cpus, _, _ = _declared(cfg.resources, role)
+    if (gpus if what == "gpus" else cpus) >= 0:
         return own
     return f"{own} (inherited from run.num_{what}_per_actor)"
 
@@ -102,7 +118,7 @@ def _rank_groups(cfg: Config) -> list[tuple[str, int, str]]:
 
 def check_resources(cfg: Config) -> None:
     """Raise ConfigError (naming the key) when the resources of `cfg` would misplace ranks or overfill a GPU."""
-    for role in ROLES:
+    for role in RESOURCE_ROLES:
         g = _raw(cfg, role).gpus
         if g > 1 and g != int(g):
             raise ConfigError(f"{_key(cfg, role, 'gpus')}: {g:g} GPUs per actor; above one GPU it must be a whole "
