@@ -378,7 +378,9 @@ def running_cluster() -> Cluster | None:
 
         gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
         t = cluster.node_types[0]
-        cluster = replace(cluster, node_types=(NodeType(t.name, t.cpus, int(res["GPU"]), t.ram, gpu, "local GPU",
+        # the type Ray reports (accelerator_type:<X>), so a role pinned to it fits here
+        acc = next((k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")), "local GPU")
+        cluster = replace(cluster, node_types=(NodeType(t.name, t.cpus, int(res["GPU"]), t.ram, gpu, acc,
                                                         1, 1, True),))
     return cluster
 
