@@ -40,7 +40,7 @@ def make_placement_group(name: str, bundles: list[dict[str, float]], strategy: s
     Args:
         name: shown in errors and the Ray dashboard (e.g. "policy", "proxy-ensemble").
         bundles: one resource dict per actor, e.g. `[claim.bundle()] * 2` (claim: a RoleResources).
-        strategy: PACK (a rank group on as few nodes as possible), SPREAD / STRICT_SPREAD (ensemble members), STRICT_PACK.
+        strategy: PACK, STRICT_PACK (a GPU rank group on one node), SPREAD / STRICT_SPREAD (ensemble members).
         timeout_s: how long to wait for the cluster (or the autoscaler) to provide the resources.
 
     Raises:
