@@ -1,4 +1,5 @@
-"""Calibrate the memory plan (umm_ray/plan.py) on CPU: peak RSS of one Bradley–Terry training step, measured vs estimated.
+"""Calibrate the memory plan (umm_ray/plan.py) on CPU: peak RSS of one Bradley-Terry training step, measured vs
+estimated.
 
 Each case runs in a fresh subprocess (ru_maxrss is a per-process high-water mark): build the reward model from a real
 checkpoint the way a Ray Train worker does (`BTTask.build`: dense fp32, or upcycled to a shared-expert MoE), then two

@@ -119,7 +119,8 @@ def plot(runs: dict[str, list[dict]], path: Path) -> None:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| kl_coef | gold start | gold peak (step, KL k2) | gold final | drop | KL k2 final | proxy start -> final |",
+    lines = ["| kl_coef | gold start | gold peak (step, KL k2) | gold final | drop | KL k2 final "
+             "| proxy start -> final |",
              "|---|---|---|---|---|---|---|"]
     for kl, h in result["hacking"].items():
         lines.append(f"| {kl} | {h['gold_start']:.3f} | {h['gold_peak']:.3f} ({h['gold_peak_step']}, "

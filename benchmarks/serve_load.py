@@ -178,10 +178,11 @@ def main(argv=None) -> int:
         serve.shutdown()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\n{'kind':9s} {'ok':>5s} {'5xx':>4s} {'err':>4s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>7s} {'pairs/s':>8s}")
+    print(f"\n{'kind':9s} {'ok':>5s} {'5xx':>4s} {'err':>4s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>7s} "
+          f"{'pairs/s':>8s}")
     for kind, r in report["kinds"].items():
-        print(f"{kind:9s} {r['ok']:5d} {r['n_5xx']:4d} {r['errors']:4d} {r['p50_ms'] or 0:8.0f} {r['p99_ms'] or 0:8.0f} "
-              f"{r['req_per_s']:7.1f} {r['pairs_per_s']:8.1f}")
+        print(f"{kind:9s} {r['ok']:5d} {r['n_5xx']:4d} {r['errors']:4d} {r['p50_ms'] or 0:8.0f} "
+              f"{r['p99_ms'] or 0:8.0f} {r['req_per_s']:7.1f} {r['pairs_per_s']:8.1f}")
     print(f"merged: {merged_note}\nwritten: {args.out}")
     return int(any(r["n_5xx"] or r["errors"] for r in report["kinds"].values()))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from jobs.inputs import resolve_models, split_dry_run
 from umm_ray.config import Config, ConfigError, describe, load_config, save_config
 from umm_ray.layout import RunLayout
+from umm_ray.storage import StorageError, absolute_output_dir, check_shared_storage
 
 # Presets: partial config dicts applied below the YAML file and the CLI overrides.
 PRESETS: dict[str, dict] = {
@@ -92,23 +93,48 @@ def parse_job_args(argv: list[str] | None = None, job: str = "job") -> Config:
 
 
 def job_config(argv: list[str] | None, job: str) -> tuple[Config, bool]:
-    """(config, dry_run) for job `job`: `--dry-run` is taken out of argv; in a real run, catalog model names resolve
-    to their local directories (fetched on first use, `jobs.inputs.resolve_models`)."""
+    """(config, dry_run) for job `job`: `--dry-run` is taken out of argv; in a real run, run.output_dir is made
+    absolute here, on the driver, so every process on every node is given the same path (a relative one would resolve
+    against each node's own working directory), and catalog model names resolve to their local directories (fetched
+    on first use, `jobs.inputs.resolve_models`)."""
     argv, dry = split_dry_run(argv)
     cfg = parse_job_args(argv, job)
-    return (cfg if dry else resolve_models(cfg)), dry
+    try:
+        output_dir = absolute_output_dir(cfg.run.output_dir)
+    except StorageError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if dry:
+        return cfg, dry
+    cfg.run.output_dir = output_dir
+    return resolve_models(cfg), dry
 
 
 def init_ray(cfg: Config, num_cpus: int = 8) -> None:
-    """Join the running cluster (`ray job submit`, or `run.ray_address`), or start a local one.
+    """Join the running cluster (`ray job submit`, or `run.ray_address`), or start a local one, then check that every
+    node sees run.output_dir (`umm_ray.storage.check_shared_storage`; made absolute here if the caller has not).
 
     'auto' joins a cluster when one is running and otherwise starts a local one (with a note), so the same job works
     under `ray job submit` and as a plain `python -m jobs.X`. 'local' always starts a fresh in-process cluster.
     """
     import ray
 
-    if ray.is_initialized():
-        return
+    if not ray.is_initialized():
+        _connect(cfg, num_cpus)
+    cfg.run.output_dir = absolute_output_dir(cfg.run.output_dir)
+    try:
+        checked = check_shared_storage(cfg.run.output_dir)
+    except StorageError as e:
+        print(f"storage error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if checked:
+        print(f"run.output_dir {cfg.run.output_dir}: shared by all {len(checked)} nodes", file=sys.stderr)
+
+
+def _connect(cfg: Config, num_cpus: int) -> None:
+    """`init_ray`'s connection: join `run.ray_address` or start a local cluster."""
+    import ray
+
     # On a loaded 2-core machine the raylet's agents can take longer than Ray's default 30 s to come up.
     os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}

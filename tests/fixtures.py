@@ -7,11 +7,15 @@ import conftest files); each test keeps its own sizes and seeds, so what a test 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +170,76 @@ def run_job_captured(module: str, args: list[str], timeout: float = 1800,
     """Run `module` to completion with stdout/stderr captured separately; the caller checks the return code."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env or job_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Private multi-node Ray clusters on this machine (`ray start` processes on free ports and a private temp dir).
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_own_cluster(temp_dir: Path) -> None:
+    """Kill only the processes of this cluster: those naming its private temp dir, and their descendants."""
+    import psutil  # only the cluster tests use it
+
+    me = psutil.Process()
+    skip = {me.pid} | {p.pid for p in me.parents()}
+    procs: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        if p.pid not in skip and any(str(temp_dir) in a for a in (p.info["cmdline"] or [])):
+            procs[p.pid] = p
+            try:
+                procs.update({c.pid: c for c in p.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+    for p in procs.values():
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=15)
+
+
+@contextlib.contextmanager
+def multinode_cluster(workers: int, worker_cpus: int = 1):
+    """A head (no CPUs, like cluster.yaml's) plus `workers` worker nodes, each `ray start`ed from its own working
+    directory `<temp>/node<i>` (the head's is `<temp>/head`), as separate machines would have; ports are free ones and
+    the temp dir is private, so other Ray clusters on the machine are untouched. Yields {"address", "env",
+    "temp_dir", "node_dirs"}; on exit only this cluster's processes are killed."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="umm_mn_", dir="/tmp"))  # short: Unix socket paths are limited
+    env = {**job_env(), "RAY_AUTH_MODE": "token", "RAY_ADDRESS": ""}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    gcs = free_port()
+    common = [f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--node-manager-port={free_port()}",
+              f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+              f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    node_dirs = [temp_dir / "head"] + [temp_dir / f"node{i}" for i in range(workers)]
+    try:
+        for i, cwd in enumerate(node_dirs):
+            cwd.mkdir()
+            if i == 0:
+                cmd = ["start", "--head", f"--port={gcs}", "--num-cpus=0", "--include-dashboard=false",
+                       f"--ray-client-server-port={free_port()}"]
+            else:
+                cmd = ["start", f"--address=127.0.0.1:{gcs}", f"--num-cpus={worker_cpus}"]
+                common = [a if "-port=" not in a else f"{a.split('=')[0]}={free_port()}" for a in common]
+            proc = subprocess.run([ray_bin, *cmd, *common], cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            assert proc.returncode == 0, f"ray {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        yield {"address": f"127.0.0.1:{gcs}", "env": env, "temp_dir": temp_dir, "node_dirs": node_dirs}
+    finally:
+        stop_own_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,16 +17,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
+
+from tests.fixtures import free_port, stop_own_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +60,6 @@ JOB = textwrap.dedent("""
 """)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fake_config(gcs_address: str, members: int) -> dict:
     """Autoscaler config: a CPU-less head and up to `members` one-CPU worker nodes, launched one at a time."""
     return {
@@ -88,32 +82,6 @@ def fake_config(gcs_address: str, members: int) -> dict:
         "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
         "worker_start_ray_commands": [],
     }
-
-
-def stop_own_cluster(temp_dir: Path) -> None:
-    """Kill only the processes of this cluster: those naming its private temp dir, and their descendants."""
-    me = psutil.Process()
-    skip = {me.pid} | {p.pid for p in me.parents()}
-    procs: dict[int, psutil.Process] = {}
-    for p in psutil.process_iter(["cmdline"]):
-        if p.pid not in skip and any(str(temp_dir) in a for a in (p.info["cmdline"] or [])):
-            procs[p.pid] = p
-            try:
-                procs.update({c.pid: c for c in p.children(recursive=True)})
-            except psutil.NoSuchProcess:
-                pass
-    for p in procs.values():
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=15)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=15)
 
 
 @pytest.fixture

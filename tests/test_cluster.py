@@ -74,3 +74,13 @@ def test_docker_image_matches_installed_ray_and_python(cluster):
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert f":{ray.__version__}-" in image, f"{image} vs installed ray {ray.__version__}"
     assert "py311" in image and requires == ">=3.11"
+
+
+def test_every_node_mounts_shared_run_storage_at_one_path(cluster):
+    """Run storage (umm_ray/storage.py): EFS mounted on each host by initialization_commands, bound into the
+    container at the same path, and the documented output_dir under it."""
+    init = " ".join(cluster["initialization_commands"])
+    assert "mount -t nfs4" in init and "/mnt/shared" in init
+    assert "-v /mnt/shared:/mnt/shared" in cluster["docker"]["run_options"]
+    assert "--run.output_dir /mnt/shared/runs/" in (ROOT / "cluster.yaml").read_text()
+    assert "--run.output_dir /mnt/shared/runs/" in (ROOT / "docs" / "cluster.md").read_text()

@@ -125,3 +125,10 @@ def test_every_leaf_key_is_read_somewhere():
             dead.append(f"{section}.{key}")
     assert not dead, f"config keys nothing reads (remove them, or make them do what their help says): {dead}"
     assert len(_leaf_keys()) == len(describe())
+
+
+def test_expert_counts_from_the_command_line_are_integers_and_checked():
+    assert load_config(None, ["--compare.expert_counts", "2"]).compare.expert_counts == [2]
+    assert load_config(None, ["--compare.expert_counts", "2,6"]).compare.expert_counts == [2, 6]
+    with pytest.raises(ConfigError, match=r"compare.expert_counts: expected integers >= 2, got \['x', 1\]"):
+        load_config(None, ["--compare.expert_counts", "x,1"])

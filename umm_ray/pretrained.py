@@ -6,9 +6,9 @@ GGUF's sha256, dequantises it through transformers' GGUF reader into a plain fp3
 safetensors checkpoint plus tokenizer (chat template included), and checks one greedy generation. The result is
 cached under `model_cache_dir()`; a second call returns at once.
 
-`resolve_model("smollm2-135m")` is how a config value (`--sft.base_path`, `--ppo.policy_path`, `--rm.base_path`) names it: a catalog
-name resolves to the cached directory (fetched on first use), anything else is returned unchanged (a local path or
-a hub id).
+`resolve_model("smollm2-135m")` is how a config value (`--sft.base_path`, `--ppo.policy_path`, `--rm.base_path`)
+names it: a catalog name resolves to the cached directory (fetched on first use), anything else is returned unchanged
+(a local path or a hub id).
 """
 
 from __future__ import annotations

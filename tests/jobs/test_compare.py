@@ -26,11 +26,17 @@ CI_CELL = re.compile(r"-?[\d.e+-]+ \[-?[\d.e+-]+, -?[\d.e+-]+\]( \(n=\d+\))?( (s
 
 
 def test_reduced_compare_end_to_end(tmp_path):
-    """Two seeds: every estimate in the report carries its interval and every verdict word has a significant
-    paired difference behind it."""
+    """Two seeds, stages run three at a time: every estimate in the report carries its interval and every verdict
+    word has a significant paired difference behind it; the sequential rerun finds every stage cached."""
     out = tmp_path / "run"
-    first = _run(out, "--compare.seeds", "2")
+    first = _run(out, "--compare.seeds", "2", "--compare.parallel_stages", "3")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-6000:]
+    spans = {p.parent.relative_to(out).as_posix(): json.loads(p.read_text()) for p in out.glob("**/_done.json")}
+    rms = [(m["started"], m["finished"]) for n, m in spans.items() if n.rsplit("/", 1)[-1].startswith("rm_")]
+    assert any(s2 < f1 and s1 < f2 for i, (s1, f1) in enumerate(rms) for s2, f2 in rms[i + 1:])  # ran concurrently
+    for ev in ("eval", "seed1/eval"):  # alone: it times the RMs
+        s, f = spans[ev]["started"], spans[ev]["finished"]
+        assert not any(n != ev and s < m["finished"] and m["started"] < f for n, m in spans.items()), ev
     assert (out / "seed1" / "rm_dense" / "_done.json").is_file() and not (out / "seed1" / "pairs").exists()
     md = (out / "report" / "report.md").read_text()
     for cells in main_table(md):

@@ -26,8 +26,9 @@ def test_reward_forward_matches_hf_and_ignores_padding(family, tok, batch):
     with torch.no_grad():
         r = reward_forward(model, ids, mask)
         hf = model(input_ids=ids, attention_mask=mask).logits[:, 0]  # HF pools at the last non-pad id
-        alone = torch.stack([reward_forward(model, ids[i:i + 1, :int(mask[i].sum())], mask[i:i + 1, :int(mask[i].sum())])[0]
-                             for i in range(ids.shape[0])])
+        lengths = [int(m.sum()) for m in mask]
+        alone = torch.stack([reward_forward(model, ids[i:i + 1, :n], mask[i:i + 1, :n])[0]
+                             for i, n in enumerate(lengths)])
     assert r.shape == (ids.shape[0],) and r.dtype == torch.float32
     torch.testing.assert_close(r, hf, rtol=0, atol=1e-5)
     torch.testing.assert_close(r, alone, rtol=0, atol=1e-5)

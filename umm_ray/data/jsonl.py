@@ -56,8 +56,9 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, Any]]:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
+                    bad = raw[e.start:e.start + 4]
                     yield line_no, DataError(str(path), line_no, "invalid_utf8",
-                                             f"invalid UTF-8 at byte {e.start} of the line: {raw[e.start:e.start + 4]!r}")
+                                             f"invalid UTF-8 at byte {e.start} of the line: {bad!r}")
                     continue
                 text = text.lstrip("\ufeff") if line_no == 1 else text
                 if not text.strip():

@@ -5,7 +5,8 @@ shared expert E_0 (always active), `experts[1..n]` are the normal experts E_1..E
 The routing math (docs/design.md §1.2; UMM-RM eq. 5-7) lives in the pure functions below so it can be checked by hand:
 
     p = softmax(l),  p_max = max_i p_i,  S = top_k indices of p
-    g_0 = 1 - p_max,  g_i = p_max * exp(p_i) / sum_{j in S} exp(p_j)  (i in S),  y = g_0 E_0(x) + sum_{i in S} g_i E_i(x)
+    g_0 = 1 - p_max,  g_i = p_max * exp(p_i) / sum_{j in S} exp(p_j)  (i in S),
+    y = g_0 E_0(x) + sum_{i in S} g_i E_i(x)
 
 The weights sum to 1, so with identical experts (right after upcycling) the MoE output equals the dense FFN output.
 """

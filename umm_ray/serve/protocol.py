@@ -62,7 +62,8 @@ def decode_body(body: bytes, limits: Limits) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise RequestError(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise RequestError(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} "
+                                f"column {e.colno}") from None
     if not isinstance(data, dict):
         raise RequestError(422, f"request body must be a JSON object, got {type(data).__name__}")
     return data

@@ -187,7 +187,8 @@ def label_pairs(prompts: list[str | PromptRecord], responses_a: list[str], respo
         pairs.append(PreferencePair(prompt=texts[i], chosen=chosen, rejected=rejected, source=f"gold-labelled:{i}",
                                     family=_family(p)))
     stats = {"n_in": len(texts), "n_ties": ties, "n_flipped": flipped, "n_length_biased": biased,
-             "n_pairs": len(pairs), "noise": noise, "length_bias": length_bias, "mean_abs_margin": sum(margins) / len(margins) if margins else 0.0}
+             "n_pairs": len(pairs), "noise": noise, "length_bias": length_bias,
+             "mean_abs_margin": sum(margins) / len(margins) if margins else 0.0}
     if ties:
         log.info("label_pairs: dropped %d of %d pairs with equal gold (ties)", ties, len(texts))
     return pairs, stats

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -349,7 +350,9 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     _check(task, examples, spec)
-    stage_dir = Path(spec.stage_dir).resolve()
+    # Absolute but not symlink-resolved: on a cluster Ray Train's storage_path must be the shared mount every node
+    # sees under that name (`umm_ray.storage`), not the driver's private target of a link to it.
+    stage_dir = Path(os.path.abspath(spec.stage_dir))
     fingerprint = run_fingerprint(task, examples, spec)
     set_aside_stale_run(stage_dir / "ray_train" / spec.name, fingerprint)
     trainer = TorchTrainer(
