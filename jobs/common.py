@@ -26,17 +26,25 @@ PRESETS: dict[str, dict] = {
     # The paper's scale on a GPU cluster (documented, not run on CPU machines): an instruction-tuned Qwen2.5-0.5B as
     # the SFT policy and RM backbone, AlpacaFarm human preferences and evaluation prompts, a Llama-3-8B-class gold RM,
     # 3000 PPO steps, vLLM + DeepSpeed ZeRO-2 in bf16. rm.data set -> compare skips the testbed stages.
+    # Every stage fits ONE 8 x A100-80G node (cluster.yaml's gpu_8x; `python -m jobs.plan --preset gpu --cluster
+    # cluster.yaml`): RM training in bf16 autocast with gradient checkpointing on 2 GPUs per run (4 ensemble members
+    # at once = 8 GPUs); PPO's 4 policy ranks share their 4 GPUs with the reference and the 2 vLLM engines
+    # (resources.colocate all), the 4 proxy members take half a GPU each, and the 8B gold one whole large GPU.
     "gpu": {
         "run": {"num_gpus_per_actor": 1.0, "num_cpus_per_actor": 4.0},
+        "resources": {"colocate": "all", "policy_gpus": 0.5, "policy_cpus": 8.0, "policy_accelerator": "A100",
+                      "reference_gpus": 0.2, "rollout_gpus": 0.3, "proxy_gpus": 0.5,
+                      "gold_gpus": 1.0, "gold_accelerator": "A100-80G"},
         "model": {"max_seq_len": 1024},
-        "rm": {"base_path": "Qwen/Qwen2.5-0.5B-Instruct", "data": "tatsu-lab/alpaca_farm", "batch_size": 8, "lr": 1e-5,
-               "epochs": 1, "num_workers": 4, "strategy": "deepspeed", "max_len": 1024},
+        "rm": {"base_path": "Qwen/Qwen2.5-0.5B-Instruct", "data": "tatsu-lab/alpaca_farm", "batch_size": 16, "lr": 1e-5,
+               "epochs": 1, "num_workers": 2, "strategy": "deepspeed", "max_len": 1024, "precision": "bf16",
+               "grad_checkpointing": True},
         "sft": {"lr": 1e-5, "batch_size": 8, "num_workers": 4},
         "merge": {"lr": 1e-2},
         "reward": {"gold": "Skywork/Skywork-Reward-Llama-3.1-8B", "batch_size": 16},
-        "rollout": {"num_engines": 2, "max_new_tokens": 300, "gpu_memory_utilization": 0.6},
+        "rollout": {"num_engines": 2, "max_new_tokens": 300, "gpu_memory_utilization": 0.35},
         "ppo": {"policy_path": "Qwen/Qwen2.5-0.5B-Instruct", "prompts": "tatsu-lab/alpaca_farm",
-                "steps": 3000, "rollout_batch_size": 512, "micro_batch_size": 8, "world_size": 8, "zero_stage": 2,
+                "steps": 3000, "rollout_batch_size": 512, "micro_batch_size": 8, "world_size": 4, "zero_stage": 2,
                 "actor_lr": 1e-6, "critic_lr": 5e-6},
         "bon": {"n_prompts": 500, "n_samples": 1024},
     },

@@ -5,6 +5,10 @@
     python -m jobs.plan --preset small --json                    # machine-readable
     python -m jobs.plan --preset gpu --cluster cluster.yaml --checkpointing   # as if gradient checkpointing were on
 
+Per role: its actors, the CPUs / GPU share / accelerator type it asks Ray for (resources.*), the model, dtype and
+memory by kind, and the placement group it joins with its strategy (STRICT_PACK for GPU rank groups; "in policy
+bundle i" for roles resources.colocate puts beside the policy ranks); per stage the nodes it lands on.
+
 Exit 0 when every stage fits, 3 with the offending stage, role and numbers when one does not, 2 on a bad config or
 cluster file. Estimates come from umm_ray.plan (no Ray needed); they assume full-length sequences (max_len tokens
 in every row), so they err high for short data.
@@ -34,7 +38,7 @@ def table(plan: Plan) -> str:
     lines = [f"cluster: {plan.cluster.source}"]
     lines += [f"  {t.describe()}, usable RAM {t.usable_ram / GiB:.1f} GiB, max {t.max_workers}"
               for t in plan.cluster.node_types]
-    head = ["role", "n", "CPU", "GPU", "model", "params", "dtype", *COLUMNS, "total", "where"]
+    head = ["role", "n", "CPU", "GPU", "model", "params", "dtype", *COLUMNS, "total", "where", "asks Ray for"]
     for s in plan.stages:
         rows = [head]
         for r in s.roles:
@@ -42,7 +46,7 @@ def table(plan: Plan) -> str:
             model = r.model if len(r.model) <= 28 else "..." + r.model[-25:]
             rows.append([r.name, str(r.count), f"{r.cpus:g}", f"{r.gpus:g}", model, f"{r.params / 1e6:.1f}M",
                          r.dtype, *[_gib(getattr(m, c)) for c in COLUMNS], _gib(m.total),
-                         "GPU" if m.device == "gpu" else "RAM"])
+                         "GPU" if m.device == "gpu" else "RAM", r.placement])
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         lines.append("")
         lines.append(f"== stage {s.name} ==")
@@ -66,7 +70,8 @@ def as_json(plan: Plan) -> dict:
     for s in plan.stages:
         roles = [{"role": r.name, "count": r.count, "cpus": r.cpus, "gpus": r.gpus, "model": r.model,
                   "params": r.params, "dtype": r.dtype, "device": r.memory.device, "bytes": r.memory.parts(),
-                  "total_bytes": r.memory.total, "detail": r.detail,
+                  "total_bytes": r.memory.total, "detail": r.detail, "accelerator": r.accelerator,
+                  "group": r.group, "strategy": r.strategy, "colocated": r.colocated, "placement": r.placement,
                   **({"kv_tokens": r.kv.kv_tokens, "max_model_len": r.kv.max_model_len} if r.kv else {})}
                  for r in s.roles]
         stages.append({"stage": s.name, "roles": roles, "placement": s.placement.nodes if s.placement else {},

@@ -15,10 +15,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 OUT=${GPU_CHECK_DIR:-runs/gpu_check}
 
 # The gpu preset with everything that names a hub model or dataset set back to the testbed's, and sized to one GPU.
-# Per-role resources: run.num_gpus_per_actor is the one GPU knob in this version (0.1: up to ten role actors share
-# the GPU); Ray Train workers (SFT, RMs) ask for a whole GPU each, so they run one at a time.
+# Resources: the preset's per-role claims (colocation on an 8-GPU node, the gold pinned to an A100-80G) set back to
+# inherit run.num_gpus_per_actor 0.1, so up to ten role actors and one-worker Ray Train runs share the one GPU.
 SMOKE=(--preset gpu --run.output_dir "$OUT/smoke" --run.ray_address local
        --run.num_gpus_per_actor 0.1 --run.num_cpus_per_actor 1
+       --resources.colocate none --resources.policy_gpus -1 --resources.policy_cpus -1
+       --resources.policy_accelerator= --resources.reference_gpus -1 --resources.rollout_gpus -1
+       --resources.proxy_gpus -1 --resources.gold_gpus -1 --resources.gold_accelerator=
        --model.max_seq_len 256 --testbed.n_prompts 200 --testbed.n_pairs 120
        --sft.epochs 1 --sft.num_workers 1
        --rm.base_path "" --rm.data testbed --rm.epochs 1 --rm.num_workers 1 --rm.max_len 256

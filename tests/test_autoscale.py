@@ -36,7 +36,8 @@ RAY = str(Path(sys.executable).with_name("ray"))
 JOB = textwrap.dedent("""
     import json, sys, time
     import ray
-    from umm_ray.actors.placement import bundle, in_group, make_placement_group
+    from umm_ray.actors.placement import in_group, make_placement_group
+    from umm_ray.resources import RoleResources
 
     def alive():
         return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
@@ -49,7 +50,7 @@ JOB = textwrap.dedent("""
     ray.init(address="auto")
     n = int(sys.argv[1])
     start, t0 = alive(), time.monotonic()
-    pg = make_placement_group("ensemble-members", [bundle(1) for _ in range(n)], strategy="STRICT_SPREAD",
+    pg = make_placement_group("ensemble-members", [RoleResources("t", 1, 0).bundle()] * n, strategy="STRICT_SPREAD",
                               timeout_s=900)
     waited = time.monotonic() - t0
     members = [Member.options(scheduling_strategy=in_group(pg, i)).remote() for i in range(n)]

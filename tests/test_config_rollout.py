@@ -50,23 +50,28 @@ def test_tensor_parallel_needs_gpus_and_vllm():
     assert engine_gpus(load_config(None, [])) == 0.0
     assert engine_gpus(load_config(None, ["--run.num_gpus_per_actor", "1", "--rollout.tensor_parallel_size",
                                           "4"])) == 4.0
-    with pytest.raises(ValueError, match=r"rollout.tensor_parallel_size=2 needs that many GPUs .* "
-                                         r"run.num_gpus_per_actor is 0 \(a CPU run\)"):
+    with pytest.raises(ValueError, match=r"rollout.tensor_parallel_size=2 needs that many GPUs .* resources."
+                                         r"rollout_gpus \(run.num_gpus_per_actor when -1\) is 0 \(a CPU run\)"):
         engine_gpus(load_config(None, ["--rollout.tensor_parallel_size", "2"]))
     with pytest.raises(ValueError, match="needs rollout.backend vllm"):
         engine_gpus(load_config(None, ["--run.num_gpus_per_actor", "1", "--rollout.tensor_parallel_size", "2",
                                        "--rollout.backend", "hf"]))
+    with pytest.raises(ValueError, match="cannot share the policy ranks' one-GPU bundles"):
+        engine_gpus(load_config(None, ["--run.num_gpus_per_actor", "1", "--rollout.tensor_parallel_size", "2",
+                                       "--resources.colocate", "all", "--resources.policy_gpus", "0.5",
+                                       "--resources.reference_gpus", "0.2", "--resources.rollout_gpus", "0.3"]))
 
 
 def test_plan_shows_resolved_dtypes_and_tensor_parallel_gpus():
     """jobs.plan's PPO stage: on CPU the inference roles stay fp32 (as before), explicit dtypes are shown, and a
     tensor-parallel engine asks for tensor_parallel_size GPUs."""
     from umm_ray.plan import ppo_stage
+    from umm_ray.plan_cluster import local_cluster
 
-    cpu = {r.name: r for r in ppo_stage(load_config(None, []), 8 * 2**30).roles}
+    cpu = {r.name: r for r in ppo_stage(load_config(None, []), local_cluster()).roles}
     assert {cpu[n].dtype for n in ("rollout engine (vLLM)", "reference", "proxy RM actor")} == {"fp32"}
     gpu = load_config(None, ["--run.num_gpus_per_actor", "1", "--rollout.tensor_parallel_size", "2",
                              "--reward.proxy_dtype", "fp32", "--ppo.reference_dtype", "fp16"])
-    roles = {r.name: r for r in ppo_stage(gpu, 80 * 2**30).roles}
+    roles = {r.name: r for r in ppo_stage(gpu, local_cluster(gpus=8, gpu_memory=80 * 2**30)).roles}
     assert roles["rollout engine (vLLM)"].gpus == 2.0 and roles["rollout engine (vLLM)"].dtype == "bf16"
     assert roles["proxy RM actor"].dtype == "fp32" and roles["reference"].dtype == "fp16"

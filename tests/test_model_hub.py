@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.fixtures import SMALL, hub_cache_model, save_tiny_rm, tiny_tokenizer, use_hf_cache
+from tests.fixtures import ROOT, SMALL, hub_cache_model, save_tiny_rm, tiny_tokenizer, use_hf_cache
 from umm_ray.model_hub import HubModelError, check_hub_model, hub_snapshot, is_hub_id
 from umm_ray.reward_source import RewardSource, proxy_source
 
@@ -111,6 +111,7 @@ def test_gpu_preset_gold_hub_id_passes_the_input_check(hf_home, tiny_rm, tmp_pat
     from jobs.inputs import InputError, check_inputs
     from umm_ray.config import load_config
     from umm_ray.plan import ppo_stage
+    from umm_ray.plan_cluster import read_cluster
 
     cfg = load_config(None, ["--run.output_dir", str(tmp_path)], base=PRESETS["gpu"])
     with pytest.raises(InputError, match="reward.gold: 'Skywork/Skywork-Reward-Llama-3.1-8B' is neither"):
@@ -119,7 +120,7 @@ def test_gpu_preset_gold_hub_id_passes_the_input_check(hf_home, tiny_rm, tmp_pat
     assert cfg.reward.gold == "Skywork/Skywork-Reward-Llama-3.1-8B"
     notes = [n for n in check_inputs(cfg) if n.startswith("reward.gold")]
     assert notes and "loaded as a hub model id" in notes[0]
-    roles = {r.name: r for r in ppo_stage(cfg, 80 * 2**30).roles}
+    roles = {r.name: r for r in ppo_stage(cfg, read_cluster(ROOT / "cluster.yaml")).roles}
     gold = roles["gold RM actor"]
     assert gold.dtype == "bf16" and roles["rollout engine (vLLM)"].dtype == "bf16"  # 'auto' on GPU
     assert roles["reference"].dtype == "bf16" and roles["proxy RM actor"].dtype == "bf16"

@@ -194,7 +194,7 @@ def test_cluster_yaml_node_types():
     t = {n.name: n for n in c.node_types}
     assert t["head"].head and t["head"].cpus == 0
     assert (t["gpu_1x"].gpus, t["gpu_1x"].accelerator, t["gpu_1x"].ram) == (1, "A10G", 32 * GiB)
-    assert (t["gpu_8x"].gpus, t["gpu_8x"].accelerator) == (8, "A100-40G")
+    assert (t["gpu_8x"].gpus, t["gpu_8x"].accelerator) == (8, "A100-80G")
     assert c.max_workers == 12
 
 
@@ -229,6 +229,32 @@ def test_place_pack_spread_and_failure():
     assert not full.ok and "max_workers" in full.failure
 
 
+def test_place_strict_pack_fractional_gpus_and_accelerator_types():
+    a10 = NodeType("gpu_1x", 8, 1, 32 * GiB, 24 * GiB, "A10G", max_workers=8)
+    a100 = NodeType("gpu_8x", 96, 8, 1024 * GiB, 80 * GiB, "A100-80G", max_workers=2)
+    rank = Bundle("rank", 1, 1, GiB, 10 * GiB)
+    # PACK spreads a rank group over single-GPU nodes; STRICT_PACK starts the one node that holds all of it
+    loose = place([Group("policy", (rank,) * 4, "PACK")], _cluster(a10))
+    assert loose.ok and len(loose.nodes) == 4
+    strict = place([Group("policy", (rank,) * 4, "STRICT_PACK")], _cluster(a10, a100))
+    assert strict.ok and list(strict.nodes) == ["gpu_8x#0"]
+    nope = place([Group("policy", (rank,) * 4, "STRICT_PACK")], _cluster(a10))
+    assert not nope.ok and "STRICT_PACK needs all 4 bundles on one node" in nope.failure
+    # fractional GPUs share a device while shares and memory add up; a whole-GPU bundle takes an untouched one
+    half = Bundle("proxy", 1, 0.5, GiB, 10 * GiB)
+    shared = place([Group("p", (half,) * 2, "PACK"), Group("g", (Bundle("gold", 1, 1, GiB, 20 * GiB),), "PACK")],
+                   _cluster(a10))
+    assert shared.ok and shared.nodes == {"gpu_1x#0": ["proxy", "proxy"], "gpu_1x#1": ["gold"]}
+    fat = Bundle("proxy", 1, 0.5, GiB, 15 * GiB)  # two halves of 15 GiB do not share a 24 GiB GPU
+    assert len(place([Group("p", (fat,) * 2, "PACK")], _cluster(a10)).nodes) == 2
+    # an accelerator type pins a bundle to matching nodes (A100 is the family Ray detects on both sizes)
+    for acc in ("A100-80G", "A100"):
+        pinned = place([Group("g", (Bundle("gold", 1, 1, GiB, 20 * GiB, acc),), "PACK")], _cluster(a10, a100))
+        assert pinned.ok and list(pinned.nodes) == ["gpu_8x#0"]
+    missing = place([Group("g", (Bundle("gold", 1, 1, GiB, 20 * GiB, "H100"),), "PACK")], _cluster(a10, a100))
+    assert not missing.ok and "no node type has accelerator type H100" in missing.failure
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # jobs.plan for every preset, and check_fits.
 
@@ -255,6 +281,27 @@ def test_jobs_plan_every_preset(preset):
         assert all(r["device"] == "gpu" for s in plan["stages"] for r in s["roles"] if r["gpus"])
     else:  # the CPU presets are the ones this machine runs end to end
         assert rc == 0 and plan["fits"], plan["problems"]
+
+
+def test_gpu_preset_fits_one_gpu_8x_node():
+    """Every stage of the gpu preset lands on one gpu_8x node (8 x A100-80G) with at most its 8 GPUs: rank groups
+    STRICT_PACK, PPO's reference and engines in the policy ranks' bundles, the 8B gold on a large-memory GPU."""
+    rc, out = _run_plan("--preset", "gpu", "--json", "--cluster", str(ROOT / "cluster.yaml"))
+    plan = json.loads(out)
+    assert rc == 0 and plan["fits"], plan["problems"]
+    for s in plan["stages"]:
+        assert list(s["placement"]) == ["gpu_8x#0"], (s["stage"], s["placement"])
+        gpus = sum(r["gpus"] * r["count"] for r in s["roles"] if not r["colocated"])
+        policy = [r for r in s["roles"] if r["group"] == "policy" and not r["colocated"]]
+        gpus += sum((1 - r["gpus"]) * r["count"] for r in policy if any(x["colocated"] for x in s["roles"]))
+        assert gpus <= 8, (s["stage"], gpus)  # colocated bundles hold whole GPUs
+        for r in s["roles"]:
+            if r["gpus"] and r["count"] > 1 and r["group"] in ("policy", s["stage"]):
+                assert r["strategy"] == "STRICT_PACK", r
+    ppo = {r["role"]: r for s in plan["stages"] if s["stage"] == "ppo" for r in s["roles"]}
+    assert ppo["gold RM actor"]["accelerator"] == "A100-80G" and ppo["reference"]["colocated"]
+    assert ppo["rollout engine (vLLM)"]["placement"] == "in policy bundles 0..1"
+    assert ppo["policy+critic rank"]["dtype"] == "bf16"
 
 
 def test_jobs_plan_table_and_bad_cluster(tmp_path):

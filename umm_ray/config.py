@@ -18,15 +18,13 @@ from typing import Any
 import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
-from umm_ray.config_fields import opt
+from umm_ray.config_fields import ConfigError, opt
+from umm_ray.config_resources import ResourcesConfig
 from umm_ray.config_rollout import RolloutConfig
 from umm_ray.data.chat import CHAT_MODES
 from umm_ray.dtypes import DTYPES
 from umm_ray.models.families import ARCH_FAMILIES
-
-
-class ConfigError(ValueError):
-    """A configuration key, type or value is wrong; the message names the key."""
+from umm_ray.resources import check_resources
 
 
 PROXY_KINDS = ("auto", "dense", "umm", "moe", "ensemble", "dmoe", "remote")
@@ -49,8 +47,8 @@ class RunConfig:
     seed: int = opt(0, "Global seed; everything is deterministic given it.")
     ray_address: str = opt("auto", "Ray address; 'auto' joins a running cluster (or starts a local one when none is "
                                    "running), 'local' always starts a fresh in-process one.")
-    num_cpus_per_actor: float = opt(1.0, "Logical CPUs each role actor asks Ray for.", lo=0)
-    num_gpus_per_actor: float = opt(0.0, "GPUs each role actor asks Ray for (0 on CPU machines).", lo=0)
+    num_cpus_per_actor: float = opt(1.0, "Logical CPUs of every role whose resources.<role>_cpus is -1.", lo=0)
+    num_gpus_per_actor: float = opt(0.0, "GPUs of every role whose resources.<role>_gpus is -1 (0 on CPU).", lo=0)
 
 
 @dataclass
@@ -305,6 +303,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     dmoe: DMoEConfig = field(default_factory=DMoEConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -423,6 +422,8 @@ def validate(obj: Any, prefix: str = "") -> None:
     if isinstance(obj, RMConfig) and obj.val_frac + obj.test_frac >= 1.0:
         raise ConfigError(f"{prefix}val_frac + {prefix}test_frac: {obj.val_frac} + {obj.test_frac} leaves no "
                           f"training pairs")
+    if isinstance(obj, Config):
+        check_resources(obj)
     if isinstance(obj, ModelConfig) and obj.hidden_size % 64:
         raise ConfigError(f"{prefix}hidden_size: {obj.hidden_size} must be a multiple of 64 (head_dim 64)")
 

@@ -1,4 +1,4 @@
-"""`opt`: the one way a config dataclass field is declared (default, help text, validation bounds).
+"""`opt`: the one way a config dataclass field is declared (default, help text, validation bounds); `ConfigError`.
 
 Its own module so that config sections kept in other files (`config_dmoe.py`) and `config.py`, which imports them,
 share it without an import cycle.
@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-__all__ = ["opt"]
+__all__ = ["opt", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A configuration key, type or value is wrong; the message names the key."""
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,

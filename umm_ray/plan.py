@@ -26,9 +26,11 @@ from pathlib import Path
 from umm_ray.config import Config
 from umm_ray.data.chat import prompts_ids
 from umm_ray.dtypes import resolve_dtype
-from umm_ray.plan_cluster import Bundle, Cluster, Group, NodeType, Placement, local_cluster, place
+from umm_ray.plan_cluster import (Bundle, Cluster, Group, NodeType, Placement, accelerator_matches, local_cluster,
+                                  place)
 from umm_ray.plan_memory import (CPU_RUNTIME, KNOWN_CONFIGS, Arch, GiB, KVPlan, Memory, PlanError, arch_from_config,
                                  arch_of, infer_memory, train_memory, vllm_memory)
+from umm_ray.resources import RoleResources, ppo_layout, role_resources, train_placement
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,24 @@ class Role:
     memory: Memory
     detail: str = ""
     kv: KVPlan | None = None
+    accelerator: str = ""  # Ray accelerator type the role asks for ('' = any)
+    colocated: bool = False  # actor i shares bundle i of the `group` placement group (resources.colocate)
+    whole_gpu: bool = False  # its bundles hold a whole GPU whatever its share (the group colocated roles join)
 
     def bundle(self) -> Bundle:
         m = self.memory
+        gpus = 1.0 if self.whole_gpu and self.gpus else self.gpus
         if m.device == "gpu":  # the host side of a GPU process: runtime, plus the weights while loading
-            return Bundle(self.name, self.cpus, self.gpus, CPU_RUNTIME + m.params, m.total)
-        return Bundle(self.name, self.cpus, self.gpus, m.total)
+            return Bundle(self.name, self.cpus, gpus, CPU_RUNTIME + m.params, m.total, self.accelerator)
+        return Bundle(self.name, self.cpus, gpus, m.total, 0, self.accelerator)
+
+    @property
+    def placement(self) -> str:
+        """What the role asks Ray for, in words: its group and strategy, or the bundles it shares."""
+        if self.colocated:
+            return f"in {self.group} bundle{'s 0..' + str(self.count - 1) if self.count > 1 else ' 0'}"
+        acc = f" on {self.accelerator}" if self.accelerator else ""
+        return f"{self.group.replace('{i}', '<i>')} {self.strategy}{acc}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,9 @@ class StagePlan:
         for r in self.roles:
             for i in range(r.count):
                 key = r.group.format(i=i)
+                if r.colocated:  # joins bundle i of its group: one whole GPU, shared by fractions
+                    by[key][i] = _share(by[key][i], r.bundle())
+                    continue
                 by.setdefault(key, []).append(r.bundle())
                 strategy[key] = r.strategy
         return [Group(k, tuple(v), strategy[k]) for k, v in by.items()]
@@ -88,6 +105,12 @@ class StagePlan:
         if self.placement is not None and not self.placement.ok:
             out.append(f"{self.name}: {self.placement.failure}")
         return out
+
+
+def _share(a: Bundle, b: Bundle) -> Bundle:
+    """Two colocated claims as one bundle: CPUs and memory add up, the GPU is one whole device (shares <= 1)."""
+    return Bundle(f"{a.role}+{b.role}", a.cpus + b.cpus, 1.0 if a.gpus or b.gpus else 0.0,
+                  a.host_memory + b.host_memory, a.gpu_memory + b.gpu_memory, a.accelerator or b.accelerator)
 
 
 @dataclass(frozen=True)
@@ -141,14 +164,15 @@ def policy_source(cfg: Config) -> str:
 # Roles per stage.
 
 
-def _gpu(cfg: Config) -> bool:
-    return cfg.run.num_gpus_per_actor > 0
+def _dev(claim: RoleResources) -> str:
+    return "gpu" if claim.gpus > 0 else "cpu"
 
 
 def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: int = 0, merge: bool = False,
                    group: str = "{stage}", strategy: str = "PACK", checkpointing: bool = False,
                    seq_len: int | None = None) -> Role:
-    r, dev = cfg.rm, "gpu" if _gpu(cfg) else "cpu"
+    r, w = cfg.rm, role_resources(cfg, "train")
+    dev = _dev(w)
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     T = seq_len or r.max_len
     n_moe = len(cfg.moe.upcycle_layers) or None if experts else None  # [] = all layers
@@ -160,9 +184,9 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
         f"merge of {experts}+1 experts (theta only)" if merge else "dense"
     if n_moe:
         what += f" in {n_moe} of {arch.layers} layers"
-    return Role(stage, name, r.num_workers, 1.0, 1.0 if _gpu(cfg) else 0.0, group.format(stage=stage, i="{i}"),
-                strategy, arch.source, arch.params("rm", experts, n_moe), "fp32", mem,
-                f"{what}; {'; '.join(mem.notes)}; {2 * r.batch_size} seqs x {T}")
+    return Role(stage, name, r.num_workers, w.cpus, w.gpus, group.format(stage=stage, i="{i}"),
+                train_placement(cfg, strategy), arch.source, arch.params("rm", experts, n_moe), "fp32", mem,
+                f"{what}; {'; '.join(mem.notes)}; {2 * r.batch_size} seqs x {T}", accelerator=w.accelerator)
 
 
 def _eval_task(cfg: Config, stage: str, arch: Arch, experts: int = 0, seq_len: int | None = None) -> Role:
@@ -200,13 +224,15 @@ def rm_stages(cfg: Config, kind: str, arch: Arch, experts: list[int], checkpoint
 
 
 def sft_stage(cfg: Config, checkpointing: bool = False) -> StagePlan:
-    s, dev = cfg.sft, "gpu" if _gpu(cfg) else "cpu"
+    s, w = cfg.sft, role_resources(cfg, "train")
+    dev = _dev(w)
     arch = model_arch(cfg, cfg.sft.base_path)
     T = cfg.model.max_seq_len
     mem = train_memory(arch, "lm", "fp32", s.batch_size, T, world=s.num_workers, strategy=s.strategy, zero_stage=1,
                        checkpointing=checkpointing, device=dev, lm_tokens=s.batch_size * T)
-    role = Role("sft", "SFT worker", s.num_workers, 1.0, 1.0 if _gpu(cfg) else 0.0, "sft", "PACK", arch.source,
-                arch.params("lm"), "fp32", mem, f"{'; '.join(mem.notes)}; {s.batch_size} seqs x {T}")
+    role = Role("sft", "SFT worker", s.num_workers, w.cpus, w.gpus, "sft", train_placement(cfg), arch.source,
+                arch.params("lm"), "fp32", mem, f"{'; '.join(mem.notes)}; {s.batch_size} seqs x {T}",
+                accelerator=w.accelerator)
     return StagePlan("sft", (role,))
 
 
@@ -216,59 +242,90 @@ def _proxy(cfg: Config) -> tuple[int, int]:
     return (cfg.ensemble.members if ensembles else 1), (cfg.moe.num_experts if cfg.reward.proxy == "moe" else 0)
 
 
-def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> StagePlan:
-    """Policy ranks (policy + critic under DeepSpeed), rollout engines, reference, proxy and gold reward actors."""
-    p, ro, gpu = cfg.ppo, cfg.rollout, _gpu(cfg)
-    dev, cpus, gpus = ("gpu" if gpu else "cpu"), cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor
+def ppo_stage(cfg: Config, cluster: Cluster, checkpointing: bool = False) -> StagePlan:
+    """Policy ranks (policy + critic under DeepSpeed), rollout engines, reference, proxy and gold reward actors, each
+    with its resources.* claim; colocated roles (resources.colocate) join the policy group's whole-GPU bundles."""
+    p, ro = cfg.ppo, cfg.rollout
+    c = {r: role_resources(cfg, r) for r in ("policy", "rollout", "reference", "proxy", "gold")}
+    layout = ppo_layout(cfg)
+    co = {r for r in layout.slots}
     pol = model_arch(cfg, policy_source(cfg))
-    lm_dtype = "bf16" if gpu else "fp32"
-    device = "cuda" if gpu else "cpu"
-    ro_dtype, ref_dtype = resolve_dtype(ro.dtype, device), resolve_dtype(p.reference_dtype, device)
-    proxy_dtype = resolve_dtype(cfg.reward.proxy_dtype, device)
-    gold_dtype = resolve_dtype(cfg.reward.gold_dtype, device)
+    lm_dtype = "bf16" if c["policy"].gpus > 0 else "fp32"  # PolicyActor: bf16 on CUDA
+
+    def dtype(key: str, role: str) -> str:  # inference precision per role ('auto': bf16 on a GPU, else fp32)
+        return resolve_dtype(key, "cuda" if c[role].gpus > 0 else "cpu")
+    ro_dtype, ref_dtype = dtype(ro.dtype, "rollout"), dtype(p.reference_dtype, "reference")
+    proxy_dtype, gold_dtype = dtype(cfg.reward.proxy_dtype, "proxy"), dtype(cfg.reward.gold_dtype, "gold")
     T, R = cfg.model.max_seq_len, ro.max_new_tokens
     mem = train_memory(pol, "actor_critic", lm_dtype, p.micro_batch_size, T, world=p.world_size,
-                       strategy="deepspeed", zero_stage=p.zero_stage, checkpointing=checkpointing, device=dev,
-                       lm_tokens=p.micro_batch_size * R)
-    roles = [Role("ppo", "policy+critic rank", p.world_size, cpus, gpus, "policy", "PACK", pol.source,
+                       strategy="deepspeed", zero_stage=p.zero_stage, checkpointing=checkpointing,
+                       device=_dev(c["policy"]), lm_tokens=p.micro_batch_size * R)
+    pc = c["policy"]
+    roles = [Role("ppo", "policy+critic rank", p.world_size, pc.cpus, pc.gpus, "policy", layout.strategy, pol.source,
                   pol.params("lm") + pol.params("base") + pol.hidden + 1, lm_dtype, mem,
                   f"policy {pol.params('lm') / 1e6:.1f}M + critic trunk {pol.params('base') / 1e6:.1f}M + value "
-                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}")]
+                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}",
+                  accelerator=pc.accelerator, whole_gpu=bool(co))]
+
+    def where(role: str) -> dict:
+        claim = c[role]
+        if role in co:  # the policy group's bundles pin the accelerator
+            return {"group": "policy", "strategy": layout.strategy, "colocated": True, "accelerator": pc.accelerator}
+        return {"group": {"rollout": "engine{i}"}.get(role, role), "strategy": "PACK",
+                "accelerator": claim.accelerator}
+
+    rc = c["rollout"]
     if ro.backend == "vllm":
-        kv = vllm_memory(pol, ro_dtype, ro.gpu_memory_utilization, device=dev, device_bytes=gpu_bytes,
+        if ro.tensor_parallel_size > 1:  # an engine asks for tensor_parallel_size GPUs (`ppo.roles.engine_gpus`)
+            rc = replace(rc, gpus=float(ro.tensor_parallel_size))
+        kv = vllm_memory(pol, ro_dtype, ro.gpu_memory_utilization, device=_dev(rc),
+                         device_bytes=_device_bytes(cluster, rc, where("rollout")["accelerator"]),
                          max_model_len=pol.max_positions)
-        # an engine asks for tensor_parallel_size GPUs when > 1 (`ppo.roles.engine_gpus`)
-        eng_gpus = float(ro.tensor_parallel_size) if ro.tensor_parallel_size > 1 else gpus
-        roles.append(Role("ppo", "rollout engine (vLLM)", ro.num_engines, cpus, eng_gpus, "engine{i}", "PACK",
-                          pol.source, pol.params("lm"), ro_dtype, kv.memory,
-                          f"KV cache {kv.memory.kv_cache / GiB:.1f} GiB = {kv.kv_tokens} tokens "
-                          f"({kv.kv_tokens // max(1, pol.max_positions)} x max_model_len {pol.max_positions})", kv))
+        roles.append(_role("rollout engine (vLLM)", ro.num_engines, rc, pol.source, pol.params("lm"), ro_dtype,
+                           kv.memory, f"KV cache {kv.memory.kv_cache / GiB:.1f} GiB = {kv.kv_tokens} tokens "
+                           f"({kv.kv_tokens // max(1, pol.max_positions)} x max_model_len {pol.max_positions})",
+                           where("rollout"), kv))
     else:
-        m = infer_memory(pol, "lm", ro_dtype, 64, T, device=dev, lm_tokens=64)
-        roles.append(Role("ppo", "rollout engine (HF)", ro.num_engines, cpus, gpus, "engine{i}", "PACK", pol.source,
-                          pol.params("lm"), ro_dtype, m, "64 seqs per generate call"))
-    ref = infer_memory(pol, "lm", ref_dtype, p.micro_batch_size, T, device=dev, lm_tokens=p.micro_batch_size * R)
-    roles.append(Role("ppo", "reference", 1, cpus, gpus, "reference", "PACK", pol.source, pol.params("lm"), ref_dtype,
-                      ref, f"{p.micro_batch_size} seqs x {T}"))
+        m = infer_memory(pol, "lm", ro_dtype, 64, T, device=_dev(rc), lm_tokens=64)
+        roles.append(_role("rollout engine (HF)", ro.num_engines, rc, pol.source, pol.params("lm"), ro_dtype, m,
+                           "64 seqs per generate call", where("rollout")))
+    ref = infer_memory(pol, "lm", ref_dtype, p.micro_batch_size, T, device=_dev(c["reference"]),
+                       lm_tokens=p.micro_batch_size * R)
+    roles.append(_role("reference", 1, c["reference"], pol.source, pol.params("lm"), ref_dtype, ref,
+                       f"{p.micro_batch_size} seqs x {T}", where("reference")))
     n_proxy, experts = _proxy(cfg)
     rm = model_arch(cfg, rm_source(cfg))
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     pm = infer_memory(rm, "rm", proxy_dtype, cfg.reward.batch_size, cfg.rm.max_len, experts=experts, top_k=top_k,
-                      device=dev)
-    roles.append(Role("ppo", "proxy RM actor", n_proxy, cpus, gpus, "proxy", cfg.ensemble.placement if n_proxy > 1
-                      else "PACK", rm.source, rm.params("rm", experts), proxy_dtype, pm,
-                      f"{cfg.reward.batch_size} seqs x {cfg.rm.max_len}"))
+                      device=_dev(c["proxy"]))
+    proxy_where = {**where("proxy"), "strategy": cfg.ensemble.placement if n_proxy > 1 else "PACK"}
+    roles.append(_role("proxy RM actor", n_proxy, c["proxy"], rm.source, rm.params("rm", experts), proxy_dtype, pm,
+                       f"{cfg.reward.batch_size} seqs x {cfg.rm.max_len}", proxy_where))
     gold = cfg.reward.gold
     if gold in ("testbed", "remote"):
         gm = Memory("cpu", runtime=CPU_RUNTIME, notes=("programmatic",))
-        roles.append(Role("ppo", f"gold ({gold})", 1, cpus, gpus, "gold", "PACK", gold, 0, "-", gm,
-                          "no model weights"))
+        roles.append(_role(f"gold ({gold})", 1, c["gold"], gold, 0, "-", gm, "no model weights", where("gold")))
     else:
         ga = model_arch(cfg, gold)
-        gm = infer_memory(ga, "rm", gold_dtype, cfg.reward.batch_size, cfg.rm.max_len, device=dev)
-        roles.append(Role("ppo", "gold RM actor", 1, cpus, gpus, "gold", "PACK", ga.source, ga.params("rm"), gold_dtype,
-                          gm, f"{cfg.reward.batch_size} seqs x {cfg.rm.max_len}"))
+        gm = infer_memory(ga, "rm", gold_dtype, cfg.reward.batch_size, cfg.rm.max_len, device=_dev(c["gold"]))
+        roles.append(_role("gold RM actor", 1, c["gold"], ga.source, ga.params("rm"), gold_dtype, gm,
+                           f"{cfg.reward.batch_size} seqs x {cfg.rm.max_len}", where("gold")))
     return StagePlan("ppo", tuple(roles))
+
+
+def _role(name: str, count: int, claim: RoleResources, model: str, params: int, dtype: str, memory: Memory,
+          detail: str, where: dict, kv: KVPlan | None = None) -> Role:
+    return Role("ppo", name, count, claim.cpus, claim.gpus, where["group"], where["strategy"], model, params, dtype,
+                memory, detail, kv, accelerator=where["accelerator"], colocated=where.get("colocated", False))
+
+
+def _device_bytes(cluster: Cluster, claim: RoleResources, accelerator: str) -> int:
+    """Memory of the device a role runs on: the smallest GPU it may land on (of its accelerator type when pinned), or
+    the largest node's RAM on CPU (vLLM on CPU sizes its KV cache from RAM)."""
+    if claim.gpus <= 0:
+        return max(t.ram for t in cluster.node_types)
+    mems = [t.gpu_memory for t in cluster.node_types if t.gpus and accelerator_matches(accelerator, t.accelerator)]
+    return min(mems) if mems else smallest_gpu(cluster)
 
 
 def smallest_gpu(cluster: Cluster) -> int:
@@ -289,8 +346,7 @@ def make_stages(cfg: Config, cluster: Cluster, which: tuple[str, ...] = ROLES, s
         if w == "sft":
             out.append(sft_stage(cfg, checkpointing))
         elif w == "ppo":
-            ram = max(t.ram for t in cluster.node_types)
-            out.append(ppo_stage(cfg, smallest_gpu(cluster) if _gpu(cfg) else ram, checkpointing))
+            out.append(ppo_stage(cfg, cluster, checkpointing))
         elif w.startswith("rm_"):
             kind = w[3:]
             exp = umm_experts if kind == "umm" else [cfg.moe.num_experts]
@@ -331,7 +387,9 @@ def running_cluster() -> Cluster | None:
 
         gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
         t = cluster.node_types[0]
-        cluster = replace(cluster, node_types=(NodeType(t.name, t.cpus, int(res["GPU"]), t.ram, gpu, "local GPU",
+        # the type Ray reports (accelerator_type:<X>), so a role pinned to it fits here
+        acc = next((k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")), "local GPU")
+        cluster = replace(cluster, node_types=(NodeType(t.name, t.cpus, int(res["GPU"]), t.ram, gpu, acc,
                                                         1, 1, True),))
     return cluster
 

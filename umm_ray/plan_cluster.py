@@ -7,9 +7,12 @@ is read, in this order, from: `resources` (`memory`, `accelerator_type:<NAME>`),
 `gpu_a100_8x`), or the instance type in `node_config` (a built-in table of common AWS types).
 
 `place` simulates the scheduler for one stage: groups are placed in creation order; a PACK group goes onto one node
-when it can, SPREAD members onto distinct running nodes when they can (STRICT_SPREAD: always); when no running node
-has room a new node of the smallest fitting type starts, within the type's and the cluster's max_workers (the
-autoscaler's limits; like Ray's autoscaler, it starts nodes for room, not to spread a soft SPREAD group).
+when it can, a STRICT_PACK group onto one node or nowhere, SPREAD members onto distinct running nodes when they can
+(STRICT_SPREAD: always); when no running node has room a new node of the smallest fitting type starts, within the
+type's and the cluster's max_workers (the autoscaler's limits; like Ray's autoscaler, it starts nodes for room, not
+to spread a soft SPREAD group). GPUs are tracked per device: a whole-GPU bundle takes devices nobody holds, a
+fractional one shares a device with others while their shares and memory add up; a bundle with an accelerator
+type goes only to nodes of that type.
 """
 
 from __future__ import annotations
@@ -161,13 +164,21 @@ def read_cluster(path: str | Path) -> Cluster:
 
 @dataclass(frozen=True)
 class Bundle:
-    """One actor's claim: logical CPUs, GPUs, and the memory of its process (on one GPU, or in host RAM)."""
+    """One actor's claim (or colocated actors' joint claim): logical CPUs, GPUs (a fraction shares a GPU), the memory
+    of its process (on one GPU, or in host RAM), and the accelerator type it must run on ('' = any)."""
 
     role: str
     cpus: float
     gpus: float
     host_memory: int
     gpu_memory: int = 0
+    accelerator: str = ""
+
+
+def accelerator_matches(wanted: str, node: str) -> bool:
+    """Whether a node whose GPUs are `node` (a name of ACCELERATORS) satisfies Ray accelerator type `wanted`: the same
+    name, or the family Ray detects on both sizes (A100 for A100-40G and A100-80G)."""
+    return not wanted or wanted == node or node.startswith(wanted + "-")
 
 
 @dataclass
@@ -178,11 +189,21 @@ class _Node:
     gpus: float = 0.0
     ram: int = 0
     gpu_mem: list = field(default_factory=list)  # free bytes per GPU
+    gpu_share: list = field(default_factory=list)  # free fraction per GPU (Ray hands out fractional GPUs per device)
     roles: list = field(default_factory=list)
 
     def __post_init__(self):
         self.cpus, self.gpus, self.ram = self.type.cpus, float(self.type.gpus), self.type.usable_ram
         self.gpu_mem = [self.type.gpu_memory] * self.type.gpus
+        self.gpu_share = [1.0] * self.type.gpus
+
+    def _free_gpus(self) -> list[int]:
+        return [i for i, s in enumerate(self.gpu_share) if s >= 1 - 1e-9]
+
+    def _shared_gpu(self, b: Bundle) -> int | None:
+        """The GPU a fractional bundle goes to: the fullest one that still has its share and memory (Ray packs)."""
+        ok = [i for i, s in enumerate(self.gpu_share) if s + 1e-9 >= b.gpus and self.gpu_mem[i] >= b.gpu_memory]
+        return min(ok, key=lambda i: (self.gpu_share[i], i)) if ok else None
 
     @property
     def label(self) -> str:
@@ -191,21 +212,32 @@ class _Node:
     def room(self, b: Bundle) -> bool:
         if b.cpus > self.cpus + 1e-9 or b.gpus > self.gpus + 1e-9 or b.host_memory > self.ram:
             return False
-        return not b.gpus or any(m >= b.gpu_memory for m in self.gpu_mem)
+        if b.accelerator and not accelerator_matches(b.accelerator, self.type.accelerator):
+            return False
+        if not b.gpus:
+            return True
+        if b.gpus < 1:
+            return self._shared_gpu(b) is not None
+        return len(self._free_gpus()) >= b.gpus and b.gpu_memory <= self.type.gpu_memory
 
     def take(self, b: Bundle) -> None:
         self.cpus -= b.cpus
         self.gpus -= b.gpus
         self.ram -= b.host_memory
-        if b.gpus:
-            i = max(range(len(self.gpu_mem)), key=lambda j: self.gpu_mem[j])
-            self.gpu_mem[i] -= b.gpu_memory if b.gpus < 1 else self.type.gpu_memory
+        if b.gpus and b.gpus < 1:
+            i = self._shared_gpu(b)
+            self.gpu_share[i] -= b.gpus
+            self.gpu_mem[i] -= b.gpu_memory
+        elif b.gpus:  # whole GPUs: devices nobody else holds
+            for i in self._free_gpus()[:int(b.gpus)]:
+                self.gpu_share[i], self.gpu_mem[i] = 0.0, self.type.gpu_memory - b.gpu_memory
         self.roles.append(b.role)
 
 
 @dataclass(frozen=True)
 class Group:
-    """Bundles placed together: strategy PACK (one node if possible) or SPREAD (distinct nodes if possible)."""
+    """Bundles placed together: strategy PACK (one node if possible), STRICT_PACK (one node or not at all: a NCCL
+    rank group on GPUs), SPREAD (distinct nodes if possible) or STRICT_SPREAD (distinct nodes)."""
 
     name: str
     bundles: tuple[Bundle, ...]
@@ -229,8 +261,12 @@ def place(groups: list[Group], cluster: Cluster) -> Placement:
     nodes = [_Node(t, i) for t in cluster.node_types for i in range(max(t.min_workers, 1 if t.head else 0))]
     counts = {t.name: sum(1 for n in nodes if n.type is t) for t in cluster.node_types}
 
-    def fits_all(t: NodeType, bundles: tuple[Bundle, ...]) -> bool:
+    def fits_all(t: NodeType, bundles: tuple[Bundle, ...], state: _Node | None = None) -> bool:
+        """Whether all `bundles` fit a fresh node of type `t` (or, given `state`, what is left of a running one)."""
         node = _Node(t, 0)
+        if state is not None:
+            node.cpus, node.gpus, node.ram = state.cpus, state.gpus, state.ram
+            node.gpu_mem, node.gpu_share = list(state.gpu_mem), list(state.gpu_share)
         for b in bundles:
             if not node.room(b):
                 return False
@@ -254,7 +290,32 @@ def place(groups: list[Group], cluster: Cluster) -> Placement:
         nodes.append(node)
         return node
 
+    def strict_pack(g: Group) -> str:
+        """Place all of `g` on one running node, or on one new node; '' when placed, else why not."""
+        for n in nodes:
+            if fits_all(n.type, g.bundles, n):
+                for b in g.bundles:
+                    n.take(b)
+                return ""
+        workers = sum(1 for n in nodes if not n.type.head)
+        fitting = [t for t in cluster.node_types if not t.head and counts[t.name] < t.max_workers
+                   and fits_all(t, g.bundles)]
+        if not fitting or (cluster.max_workers and workers >= cluster.max_workers):
+            return _why(g.bundles[0], g, cluster) + f"; STRICT_PACK needs all {len(g.bundles)} bundles on one node"
+        t = min(fitting, key=lambda t: (t.gpus, t.gpu_memory, t.cpus, t.ram))
+        counts[t.name] += 1
+        node = _Node(t, counts[t.name] - 1)
+        nodes.append(node)
+        for b in g.bundles:
+            node.take(b)
+        return ""
+
     for g in groups:  # in creation order, as Ray places them
+        if g.strategy == "STRICT_PACK":
+            why = strict_pack(g)
+            if why:
+                return Placement(_summary(nodes), why)
+            continue
         used: set[str] = set()
         for i, b in enumerate(g.bundles):
             candidates = [n for n in nodes if n.room(b) and not (g.strategy == "STRICT_SPREAD" and n.label in used)]
@@ -279,6 +340,12 @@ def _why(b: Bundle, g: Group, cluster: Cluster) -> str:
         (f", {b.gpus:g} GPU with {b.gpu_memory / GiB:.1f} GiB" if b.gpus else "")
     what = f"{b.role} ({len(g.bundles)} in group {g.name}, {g.strategy}) needs {need}"
     types = [t for t in cluster.node_types if not t.head or not cluster.max_workers]
+    if b.accelerator:
+        need += f" of type {b.accelerator}"
+        what = f"{b.role} ({len(g.bundles)} in group {g.name}, {g.strategy}) needs {need}"
+        types = [t for t in types if accelerator_matches(b.accelerator, t.accelerator)]
+        if not types:
+            return f"{what}; no node type has accelerator type {b.accelerator}"
     if b.gpus:
         gpu_types = [t for t in types if t.gpus >= b.gpus]
         if not gpu_types:

@@ -24,6 +24,7 @@ from umm_ray.pipeline import reads
 from umm_ray.report.build import build_report
 from umm_ray.report.metrics import read_metrics
 from umm_ray.report.records import PPOCurve, RMResult, SeedRuns
+from umm_ray.resources import resource_reads
 from umm_ray.reward_source import RewardSource, source_from_config
 from umm_ray.testbed.prepare import WORLD_KEYS, prepare_world
 
@@ -116,8 +117,17 @@ def prepare(cfg: Config, out: Path) -> dict:
     return json.loads(prepare_world(cfg).world_json.read_text())
 
 
+def _train_reads(cfg: Config) -> tuple[str, ...]:
+    """The Ray Train workers' resources.* keys when set (at their defaults run.num_*_per_actor decides)."""
+    return resource_reads(cfg, "train")
+
+
+def _rollout_reads(cfg: Config) -> tuple[str, ...]:
+    return resource_reads(cfg, "rollout")
+
+
 @reads("sft", "run.seed", "run.num_gpus_per_actor", "model.max_seq_len", "model.trust_remote_code",
-       "model.chat_template", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p")
+       "model.chat_template", "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", also=_train_reads)
 def sft(cfg: Config, out: Path) -> dict:
     """The SFT policy in `out` (= layout.sft); returns its model path and eval.json."""
     from umm_ray.train.sft import run_sft  # heavy: Ray Train
@@ -131,7 +141,7 @@ def sft(cfg: Config, out: Path) -> dict:
        "testbed.label_length_bias", "rm.val_frac", "rm.test_frac", "rollout.backend",
        "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
        "rollout.dtype", "rollout.enforce_eager", "rollout.tensor_parallel_size", "model.trust_remote_code",
-       "model.chat_template", also=_gold_reads)
+       "model.chat_template", also=lambda cfg: _gold_reads(cfg) + _rollout_reads(cfg))
 def pairs(cfg: Config, out: Path) -> dict:
     """Gold-labelled pairs sampled from the SFT policy into `out` (= layout.pairs); returns their stats."""
     from umm_ray.testbed.pairs import run_pairs  # heavy: Ray rollout actor
@@ -142,7 +152,7 @@ def pairs(cfg: Config, out: Path) -> dict:
 
 def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
     """The reads of one RM kind beyond the common ones (rm.kind itself is the stage's argument, not read)."""
-    keys: tuple[str, ...] = ()
+    keys: tuple[str, ...] = resource_reads(cfg, "train")
     if not uses_testbed(cfg) or cfg.rm.eval_data:  # testbed pairs are always read with on_error 'skip'
         keys += ("rm.data_on_error",)
     if not uses_testbed(cfg):  # own data is split here by seed; own data RMs start from the user's policy
@@ -244,6 +254,7 @@ def evaluate(cfg: Config, proxies: dict[str, Proxy], out: Path) -> dict:
 
 def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
     keys = _gold_reads(cfg) + (() if cfg.bon.policy_path else ("ppo.policy_path",))
+    keys += resource_reads(cfg, "rollout", "proxy", "gold")
     return keys + (("ppo.prompts",) if not cfg.bon.prompts and not uses_testbed(cfg) else ())
 
 
@@ -288,7 +299,7 @@ def ppo_proxies(cfg: Config, evals: dict, proxies: dict[str, Proxy], kl: bool = 
 
 def _ppo_reads(cfg: Config, proxy: Proxy) -> tuple[str, ...]:
     ensemble = ("ensemble.aggregate", "ensemble.uwo_lambda", "ensemble.placement") if proxy.source.is_manifest else ()
-    return _gold_reads(cfg) + ensemble
+    return _gold_reads(cfg) + ensemble + resource_reads(cfg, "policy", "rollout", "reference", "proxy", "gold")
 
 
 @reads("ppo", "rollout", "run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "model.max_seq_len",

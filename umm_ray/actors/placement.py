@@ -1,4 +1,4 @@
-"""Placement groups that wait for resources: PACK for a rank group, SPREAD for ensemble members.
+"""Placement groups that wait for resources: (STRICT_)PACK for a rank group, SPREAD for ensemble members.
 
 On an autoscaling cluster a placement group that cannot be placed yet makes the autoscaler add nodes, so we wait for
 it (generously) instead of failing; if it still cannot be placed we stop with a message naming what is missing, rather
@@ -20,14 +20,6 @@ class PlacementError(RuntimeError):
     """A placement group could not be placed in time; the message names the missing resources."""
 
 
-def bundle(num_cpus: float, num_gpus: float = 0.0) -> dict[str, float]:
-    """One actor's resource bundle (zero-valued GPU entries are left out: Ray rejects them on CPU clusters)."""
-    out = {"CPU": float(num_cpus)}
-    if num_gpus > 0:
-        out["GPU"] = float(num_gpus)
-    return out
-
-
 def _missing(bundles: list[dict[str, float]]) -> str:
     """Describe the gap between what the bundles need and what the cluster has in total."""
     need: dict[str, float] = {}
@@ -47,8 +39,8 @@ def make_placement_group(name: str, bundles: list[dict[str, float]], strategy: s
 
     Args:
         name: shown in errors and the Ray dashboard (e.g. "policy", "proxy-ensemble").
-        bundles: one resource dict per actor, e.g. `[bundle(1), bundle(1)]`.
-        strategy: PACK (a rank group on as few nodes as possible), SPREAD / STRICT_SPREAD (ensemble members), STRICT_PACK.
+        bundles: one resource dict per actor, e.g. `[claim.bundle()] * 2` (claim: a RoleResources).
+        strategy: PACK, STRICT_PACK (a GPU rank group on one node), SPREAD / STRICT_SPREAD (ensemble members).
         timeout_s: how long to wait for the cluster (or the autoscaler) to provide the resources.
 
     Raises:

@@ -23,11 +23,12 @@ from pathlib import Path
 import ray
 import torch
 
-from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
+from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.algo.ppo import entropy_from_logits, masked_mean, policy_loss, value_loss
 from umm_ray.config import PPOConfig
 from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
+from umm_ray.resources import PPOLayout, RoleResources
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
 
@@ -228,15 +229,24 @@ class PolicyActor:
 
 
 class PolicyGroup:
-    """`world_size` PolicyActor ranks in one PACK placement group; each method calls every rank (explicit ray.get)."""
+    """`world_size` PolicyActor ranks in one placement group (STRICT_PACK on GPUs, PACK on CPU); each method calls
+    every rank (explicit ray.get). `layout` (umm_ray.resources.ppo_layout) sets the group's bundles when colocated
+    roles share them: they join `self.pg` at the bundles the layout names."""
 
     def __init__(self, policy_path: str, ppo: PPOConfig, seed: int = 0, temperature: float = 1.0,
-                 num_cpus: float = 1.0, num_gpus: float = 0.0, trust_remote_code: bool = False):
+                 claim: RoleResources | None = None, trust_remote_code: bool = False, layout: PPOLayout | None = None):
         n = ppo.world_size
         self.world_size = n
-        self.pg = make_placement_group("policy", [bundle(num_cpus, num_gpus)] * n, strategy="PACK")
+        claim = claim or RoleResources("policy", 1.0, 0.0)
+        if layout is None:  # ranks alone, one bundle each (a NCCL group is never split over nodes on GPUs)
+            layout = PPOLayout(tuple(claim.bundle() for _ in range(n)), tuple(("policy",) for _ in range(n)),
+                               "STRICT_PACK" if claim.gpus > 0 else "PACK")
+        if len(layout.bundles) != n:
+            raise ValueError(f"PolicyGroup: layout has {len(layout.bundles)} bundles for ppo.world_size={n}")
+        self.layout = layout
+        self.pg = make_placement_group("policy", list(layout.bundles), strategy=layout.strategy)
         cls = ray.remote(PolicyActor)
-        self.ranks = [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy=in_group(self.pg, r),
+        self.ranks = [cls.options(**claim.bundle_options(), scheduling_strategy=in_group(self.pg, r),
                                   name=None).remote(policy_path, ppo, r, n, seed, temperature, trust_remote_code)
                       for r in range(n)]
         addr, port = ray.get(self.ranks[0].master_address.remote())

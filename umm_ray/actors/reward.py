@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 import ray
 import torch
 
-from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
+from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.data.chat import check_mode
 from umm_ray.dtypes import DTYPES, resolve_dtype, torch_dtype
 from umm_ray.model_hub import hub_snapshot
 from umm_ray.models.reward_model import load_scorer, read_manifest
+from umm_ray.resources import RoleResources
 from umm_ray.reward_source import RewardSource
 from umm_ray.serve.client import RemoteScorer
 from umm_ray.testbed.gold import TestbedGold
@@ -181,15 +182,16 @@ class RewardGroup:
     Reward actors are stateless, so Ray may restart one that dies and retry the call (`max_restarts`).
     """
 
-    def __init__(self, specs: list[RewardSpec], strategy: str = "PACK", num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, max_restarts: int = 2):
+    def __init__(self, specs: list[RewardSpec], strategy: str = "PACK", claim: RoleResources | None = None,
+                 max_restarts: int = 2):
         if not specs:
             raise ValueError("RewardGroup needs at least one spec")
         self.specs = specs
         label = specs[0].name.split("/")[0]
-        self.pg = make_placement_group(f"reward-{label}", [bundle(num_cpus, num_gpus)] * len(specs), strategy)
+        claim = claim or RoleResources("proxy", 1.0, 0.0)  # umm_ray.resources.role_resources(cfg, "proxy" | "gold")
+        self.pg = make_placement_group(f"reward-{label}", [claim.bundle() for _ in specs], strategy)
         cls = ray.remote(RewardActor)
-        self.actors = [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy=in_group(self.pg, i),
+        self.actors = [cls.options(**claim.bundle_options(), scheduling_strategy=in_group(self.pg, i),
                                    max_restarts=max_restarts, max_task_retries=max_restarts).remote(s)
                        for i, s in enumerate(specs)]
 

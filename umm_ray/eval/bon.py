@@ -27,6 +27,7 @@ from umm_ray.config import Config
 from umm_ray.data import load_prompts
 from umm_ray.layout import RunLayout
 from umm_ray.ppo.roles import make_engine
+from umm_ray.resources import role_resources
 from umm_ray.reward_source import RewardSource
 
 
@@ -146,9 +147,9 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
     gold_rs = RewardSpec.load(gold, "gold", **spec_settings(cfg, "gold"))
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
-    opts = {"num_cpus": cfg.run.num_cpus_per_actor, "num_gpus": cfg.run.num_gpus_per_actor}
+    opts = role_resources(cfg, "proxy").options()
     refs = {loc: score_task.options(**opts).remote(rs, p_ref, r_ref) for loc, rs in rspecs.items()}
-    gold_ref = score_task.options(**opts).remote(gold_rs, p_ref, r_ref)
+    gold_ref = score_task.options(**role_resources(cfg, "gold").options()).remote(gold_rs, p_ref, r_ref)
     results = dict(zip(refs, ray.get(list(refs.values()))))
     gold_res = ray.get(gold_ref)
     shape = (len(samples.prompts), samples.n)

@@ -6,6 +6,7 @@ Kept out of `jobs/ppo.py` so the driver reads as the loop itself (docs/design.md
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import ray
 import torch
 from tqdm import tqdm
 
+from umm_ray.actors.placement import in_group
 from umm_ray.actors.policy import PolicyGroup
 from umm_ray.actors.reference import ReferenceActor
 from umm_ray.actors.reward import RewardGroup, RewardSpec
@@ -21,16 +23,20 @@ from umm_ray.config import Config
 from umm_ray.ppo.experience import pad_ragged
 from umm_ray.ppo.state import DriverState, latest_checkpoint, load_driver_state, restore_rng
 from umm_ray.records import Rollout
+from umm_ray.resources import ppo_layout, role_resources
+
+log = logging.getLogger(__name__)
 
 
 def engine_gpus(cfg: Config) -> float:
     """GPUs one rollout engine asks Ray for: rollout.tensor_parallel_size when it is > 1 (vLLM shards the policy over
-    that many GPUs of its actor), else run.num_gpus_per_actor.
+    that many GPUs of its actor), else the rollout role's resources (`role_resources(cfg, "rollout")`).
 
     Raises:
-        ValueError: tensor_parallel_size > 1 on a CPU configuration (run.num_gpus_per_actor 0) or with the HF backend.
+        ValueError: tensor_parallel_size > 1 on a CPU configuration (no GPU for the rollout role), with the HF
+            backend, or with engines colocated in the policy's one-GPU bundles (resources.colocate all).
     """
-    ro, gpus = cfg.rollout, cfg.run.num_gpus_per_actor
+    ro, gpus = cfg.rollout, role_resources(cfg, "rollout").gpus
     if ro.tensor_parallel_size == 1:
         return gpus
     if ro.backend != "vllm":
@@ -38,16 +44,22 @@ def engine_gpus(cfg: Config) -> float:
                          "backend does not shard the model)")
     if gpus <= 0:
         raise ValueError(f"rollout.tensor_parallel_size={ro.tensor_parallel_size} needs that many GPUs per rollout "
-                         "engine, but run.num_gpus_per_actor is 0 (a CPU run): use 1 on CPU")
+                         "engine, but resources.rollout_gpus (run.num_gpus_per_actor when -1) is 0 (a CPU run): use "
+                         "1 on CPU")
+    if "rollout" in ppo_layout(cfg).slots:
+        raise ValueError(f"rollout.tensor_parallel_size={ro.tensor_parallel_size} cannot share the policy ranks' "
+                         "one-GPU bundles (resources.colocate all): use colocate actor_ref or none")
     return float(ro.tensor_parallel_size)
 
 
-def make_engine(cfg: Config, policy_path: str, seed: int | None = None):
+def make_engine(cfg: Config, policy_path: str, seed: int | None = None, placement: dict | None = None):
     """One RolloutActor (vLLM or HF backend, rollout.* settings) holding a copy of `policy_path`; `seed` defaults to
-    run.seed. PPO, Best-of-N and the pairs stage all start their engines here."""
+    run.seed; `placement` (from `colocated`) puts it into a bundle of the policy's placement group. PPO, Best-of-N
+    and the pairs stage all start their engines here."""
     ro = cfg.rollout
     # resources: the one place an engine's Ray request is made (engine_gpus: tensor parallelism needs tp GPUs)
-    actor = ray.remote(RolloutActor).options(num_cpus=cfg.run.num_cpus_per_actor, num_gpus=engine_gpus(cfg))
+    opts = placement or {**role_resources(cfg, "rollout").options(), "num_gpus": engine_gpus(cfg)}
+    actor = ray.remote(RolloutActor).options(**opts)
     return actor.remote(str(policy_path), backend=ro.backend, max_new_tokens=ro.max_new_tokens,
                         temperature=ro.temperature, top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization,
                         seed=cfg.run.seed if seed is None else seed, trust_remote_code=cfg.model.trust_remote_code,
@@ -110,8 +122,17 @@ class Roles:
 
 def proxy_group(cfg: Config, members: list[RewardSpec]) -> RewardGroup:
     """The proxy's reward actors: one per ensemble member, placed by ensemble.placement (PACK for a single RM)."""
-    return RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK", cfg.run.num_cpus_per_actor,
-                       cfg.run.num_gpus_per_actor)
+    return RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK",
+                       role_resources(cfg, "proxy"))
+
+
+def colocated(cfg: Config, policy: PolicyGroup, role: str, i: int = 0) -> dict | None:
+    """`.options(...)` putting actor `i` of `role` into its bundle of the policy's placement group when
+    resources.colocate shares it (umm_ray.resources.ppo_layout); None when the role has its own devices."""
+    slot = policy.layout.slot(role, i)
+    if slot is None:
+        return None
+    return {**role_resources(cfg, role).bundle_options(), "scheduling_strategy": in_group(policy.pg, slot)}
 
 
 def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
@@ -120,16 +141,22 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     Reward actors are stateless and restart on failure (the call is retried); a rollout engine or a policy rank that
     dies stops the run with the last checkpoint intact (their weights are not recoverable from the actor alone).
     """
-    cpus, gpus, temp = cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor, cfg.rollout.temperature or 1.0
-    trust = cfg.model.trust_remote_code
+    temp, trust = cfg.rollout.temperature or 1.0, cfg.model.trust_remote_code
     engine_gpus(cfg)  # a tensor-parallel size the run cannot have stops before any actor starts
-    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp, num_cpus=cpus, num_gpus=gpus,
-                         trust_remote_code=trust)
-    engines = [make_engine(cfg, policy_path) for _ in range(cfg.rollout.num_engines)]
-    reference = ray.remote(ReferenceActor).options(num_cpus=cpus, num_gpus=gpus).remote(
+    layout = ppo_layout(cfg)
+    if "rollout" in layout.slots:  # say so: colocated engines hold their weights and KV cache all the time
+        log.warning("resources.colocate=all: rollout engines share the policy GPUs without vLLM sleep mode (%s); "
+                    "rollout.gpu_memory_utilization must leave room for the policy rank and reference",
+                    "vLLM on CPU has none" if role_resources(cfg, "policy").gpus == 0 else "not used by RolloutActor")
+    policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp,
+                         claim=role_resources(cfg, "policy"), trust_remote_code=trust, layout=layout)
+    engines = [make_engine(cfg, policy_path, placement=colocated(cfg, policy, "rollout", i))
+               for i in range(cfg.rollout.num_engines)]
+    ref_opts = colocated(cfg, policy, "reference") or role_resources(cfg, "reference").options()
+    reference = ray.remote(ReferenceActor).options(**ref_opts).remote(
         policy_path, cfg.ppo.micro_batch_size, temp, trust_remote_code=trust, dtype=cfg.ppo.reference_dtype)
     proxy = proxy_group(cfg, members)
-    gold_group = RewardGroup([gold], "PACK", cpus, gpus)
+    gold_group = RewardGroup([gold], "PACK", role_resources(cfg, "gold"))
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])
     proxy.ready()
     gold_group.ready()
@@ -159,7 +186,7 @@ class RolePool:
         # Everything the policy ranks, engines, reference and gold were built from; the proxy is swapped instead.
         # The KL penalty is applied by the driver only, so the two PPO regimes of the compare job share the actors.
         ppo = dataclasses.replace(cfg.ppo, kl_coef=0.0, kl_target=0.0, kl_horizon=1)
-        return repr((policy_path, gold, ppo, cfg.rollout, cfg.run, cfg.model.trust_remote_code))
+        return repr((policy_path, gold, ppo, cfg.rollout, cfg.run, cfg.resources, cfg.model.trust_remote_code))
 
     def acquire(self, cfg: Config, policy_path: str, members: list[RewardSpec], gold: RewardSpec) -> Roles:
         """Roles for a run starting from `policy_path`: reused and reset when the key matches, else started fresh."""

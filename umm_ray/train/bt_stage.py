@@ -20,6 +20,7 @@ from umm_ray.config import Config
 from umm_ray.layout import RunLayout
 from umm_ray.data import load_preferences_with_report, split_pairs
 from umm_ray.records import PreferencePair
+from umm_ray.resources import train_resources
 from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone
 from umm_ray.train.evaluate import evaluate_dir, evaluate_initial
 from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
@@ -128,8 +129,8 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
     return TrainSpec(name=name, stage_dir=stage_dir, num_workers=r.num_workers, batch_size=r.batch_size,
                      epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
                      seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
-                     strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement,
-                     use_gpu=cfg.run.num_gpus_per_actor > 0, precision=r.precision,
+                     strategy=r.strategy, zero_stage=r.zero_stage, **train_resources(cfg, placement),
+                     precision=r.precision,
                      grad_checkpointing=r.grad_checkpointing)
 
 

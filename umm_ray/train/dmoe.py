@@ -32,6 +32,7 @@ from umm_ray.data import split_pairs
 from umm_ray.data.capabilities import load_capability_table, user_capability_pairs
 from umm_ray.models.dmoe import DMoEScorer, LoRASpec, add_aggregators, add_capabilities, load_dmoe, new_dmoe
 from umm_ray.records import PreferencePair
+from umm_ray.resources import train_resources
 from umm_ray.testbed.capabilities import CAPABILITIES, gold_capability_pairs
 from umm_ray.train.bt_stage import prepare_inputs
 from umm_ray.train.bt_task import load_dense_rm
@@ -119,7 +120,7 @@ def _spec(cfg, name: str, stage_dir: Path, epochs: int, lr: float) -> TrainSpec:
     r = cfg.rm
     return TrainSpec(name=name, stage_dir=stage_dir, num_workers=r.num_workers, batch_size=r.batch_size,
                      epochs=epochs, lr=lr, seed=cfg.run.seed, checkpoint_every=r.checkpoint_every,
-                     use_gpu=cfg.run.num_gpus_per_actor > 0)  # DDP: LoRA + unused groups; ZeRO gains nothing here
+                     **train_resources(cfg))  # DDP: LoRA + unused groups; ZeRO gains nothing here
 
 
 def _lora(dm: DMoEConfig):

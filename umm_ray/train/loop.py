@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from umm_ray.resources import RoleResources
 from umm_ray.train.collective import collective_device
 from umm_ray.train.levers import PRECISIONS, autocast, enable_grad_checkpointing
 
@@ -56,8 +57,9 @@ class TrainSpec:
     max_steps: int = 0  # 0 = epochs * steps_per_epoch; > 0 caps (or extends) the run at exactly this many steps
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    placement_strategy: str = "PACK"
-    use_gpu: bool = False  # one GPU per worker, NCCL; CPU workers use gloo
+    placement_strategy: str = "PACK"  # STRICT_PACK on GPUs (umm_ray.resources.train_placement)
+    use_gpu: bool = False  # GPU workers use NCCL; CPU workers use gloo
+    worker: RoleResources = RoleResources("train", 1.0, 0.0)  # each worker's claim (role_resources(cfg, "train"))
     max_failures: int = 0  # worker-group restarts Ray Train may do (each resumes from the latest checkpoint)
     keep_checkpoints: int = 2
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights, grads and optimizer state stay fp32)
@@ -358,7 +360,8 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
         train_loop_config={"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint},
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
-                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if spec.use_gpu else {})},
+                                     resources_per_worker=_worker_resources(spec.worker),
+                                     accelerator_type=spec.worker.accelerator or None,
                                      placement_strategy=spec.placement_strategy),
         run_config=RunConfig(name=spec.name, storage_path=str(stage_dir / "ray_train"),
                              checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
@@ -386,6 +389,11 @@ def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
         raise ValueError(f"run {spec.name!r}: precision {spec.precision!r} is not one of {list(PRECISIONS)}")
     if not isinstance(task, TrainTask):
         raise TypeError(f"run {spec.name!r}: task must be a TrainTask, got {type(task).__name__}")
+
+
+def _worker_resources(claim: RoleResources) -> dict[str, float]:
+    """Ray Train's resources_per_worker: the claim's bundle without the accelerator (ScalingConfig pins that)."""
+    return {k: v for k, v in claim.bundle().items() if not k.startswith("accelerator_type:")}
 
 
 def run_fingerprint(task: TrainTask, examples: list, spec: TrainSpec) -> dict:

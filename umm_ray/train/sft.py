@@ -23,6 +23,7 @@ from umm_ray.data import read_jsonl
 from umm_ray.data.chat import prompts_ids
 from umm_ray.data.tokenize import encode_prompt_response, pad_batch
 from umm_ray.layout import RunLayout
+from umm_ray.resources import train_resources
 from umm_ray.testbed.gold import TestbedGold
 from umm_ray.train.loop import TrainResult, TrainSpec, TrainTask, fit, save_history
 from umm_ray.train.plots import plot_loss_curve
@@ -173,7 +174,7 @@ def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
     s = cfg.sft
     return TrainSpec(name="sft", stage_dir=stage_dir, num_workers=s.num_workers, batch_size=s.batch_size,
                      epochs=s.epochs, lr=s.lr, seed=cfg.run.seed, checkpoint_every=s.checkpoint_every,
-                     strategy=s.strategy, use_gpu=cfg.run.num_gpus_per_actor > 0)
+                     strategy=s.strategy, **train_resources(cfg))
 
 
 def sft_base(cfg: Config, layout: RunLayout) -> Path:
