@@ -182,6 +182,9 @@ class RolloutConfig:
     temperature: float = opt(1.0, "Sampling temperature.", lo=0)
     top_p: float = opt(1.0, "Nucleus sampling.", lo=0, hi=1)
     gpu_memory_utilization: float = opt(0.05, "vLLM KV-cache fraction (of RAM on CPU).", lo=0.0, hi=1.0)
+    weight_sync: str = opt("collective", "Policy -> engine weight sync: a gloo/NCCL group of its own, or Ray's object "
+                           "store (same weights; umm_ray/ppo/sync.py).", choices=("collective", "object_store"))
+    sync_bucket_mb: float = opt(64.0, "Flat-buffer size of a collective weight sync, MiB.", lo=1.0)
 
 
 @dataclass
