@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-BACKENDS = ("gloo", "nccl")
+GROUP_BACKENDS = ("gloo", "nccl")
 TIMEOUT_S = 600  # a member that never joins or never receives fails the others after this, not never
 
 
@@ -109,8 +109,8 @@ class SyncGroup:
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
                  timeout_s: float = TIMEOUT_S):
-        if backend not in BACKENDS:
-            raise ValueError(f"SyncGroup: backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in GROUP_BACKENDS:
+            raise ValueError(f"SyncGroup: backend must be one of {GROUP_BACKENDS}, got {backend!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"SyncGroup: rank {rank} is outside a group of {world_size}")
         self.rank, self.world_size, self.backend = rank, world_size, backend
