@@ -97,8 +97,10 @@ def _check_both_paths(tmp_path, monkeypatch, path: str, engines: dict, ppo: PPOC
             _update(policy, prompt_ids, response_ids, step)
             with monkeypatch.context() as m:
                 tripwire = _NoObjectStore(m)
-                sync_weights(policy, list(engines.values()), link)
+                stats = sync_weights(policy, list(engines.values()), link)
             assert tripwire.calls == []
+            n = len(AutoModelForCausalLM.from_pretrained(path).state_dict())
+            assert all(s.num_tensors in (n, n - 1) and s.num_bytes == link.num_bytes for s in stats)  # -1: a tie
             want = _policy_logprobs(policy, path, tmp_path / f"policy{step}", prompt_ids, response_ids)
             for backend, e in engines.items():
                 got = ray.get(e.logprobs.remote(prompt_ids, response_ids))

@@ -152,24 +152,25 @@ class RolloutActor:
         where = f"RolloutActor({self.backend}).join_weight_sync"
         plan = self._names.receive_plan(buckets, memory_names=self.backend == "hf", where=where)
         self.leave_weight_sync()
+        self._sync_plan = plan
         if self.backend == "vllm":
             return self._engine.llm.collective_rpc("umm_join_sync",
                                                    args=(host, port, first_rank, world_size, backend, plan))
-        self._sync, self._sync_plan = SyncGroup(host, port, first_rank, world_size, backend), plan
+        self._sync = SyncGroup(host, port, first_rank, world_size, backend)
         return [first_rank]
 
     def receive_weights(self) -> SyncStats:
         """Take one broadcast of the policy's weights from the group (the sender calls at the same time)."""
+        if getattr(self, "_sync_plan", None) is None:
+            raise RuntimeError(f"RolloutActor({self.backend}).receive_weights: join_weight_sync was not called")
         start = time.perf_counter()
         if self.backend == "vllm":
-            nbytes = sum(self._engine.llm.collective_rpc("umm_receive_weights"))
-            return SyncStats(-1, nbytes, time.perf_counter() - start)
-        if getattr(self, "_sync", None) is None:
-            raise RuntimeError("RolloutActor(hf).receive_weights: join_weight_sync was not called")
-        pairs = []
-        load_received(pairs.extend, self._sync, self._sync_plan)
-        self._engine.load(pairs)
-        return SyncStats(len(pairs), self._sync_plan.nbytes, time.perf_counter() - start)
+            self._engine.llm.collective_rpc("umm_receive_weights")
+        else:
+            pairs = []
+            load_received(pairs.extend, self._sync, self._sync_plan)
+            self._engine.load(pairs)
+        return SyncStats(self._sync_plan.num_tensors, self._sync_plan.nbytes, time.perf_counter() - start)
 
     def leave_weight_sync(self) -> None:
         """Leave the weight-sync group (every worker of a vLLM engine); no-op when not in one."""
@@ -177,7 +178,7 @@ class RolloutActor:
             self._engine.llm.collective_rpc("umm_leave_sync")
         elif getattr(self, "_sync", None) is not None:
             self._sync.close()
-            self._sync = None
+        self._sync, self._sync_plan = None, None
 
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
         """Raw log-probs the engine's current weights give each response token after its prompt.

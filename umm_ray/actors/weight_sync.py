@@ -162,6 +162,11 @@ class ReceivePlan:
     def nbytes(self) -> int:
         return sum(b.nbytes for b in self.buckets)
 
+    @property
+    def num_tensors(self) -> int:
+        """Distinct tensors loaded per sync (aliases not counted), as `RolloutActor.update_weights` counts them."""
+        return sum(target is not None for target in self.rename.values())
+
 
 def received_weights(group: SyncGroup, plan: ReceivePlan) -> Iterator[tuple[str, torch.Tensor]]:
     """`receive` renamed by the plan, aliases dropped, tied aliases appended at the end (their source kept)."""

@@ -56,14 +56,14 @@ def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
 
 # ---- weight sync: rollout.weight_sync picks the path; the collective group is set up once per Roles ----
 
-def sync_weights(policy: PolicyGroup, engines: list, link: CollectiveSync | None = None) -> None:
+def sync_weights(policy: PolicyGroup, engines: list, link: CollectiveSync | None = None) -> list:
     """Policy rank 0's weights -> every rollout engine: through `link`'s group when given (buckets broadcast by
-    gloo/NCCL), else rank 0's full state dict -> object store -> `update_weights` on each engine."""
+    gloo/NCCL), else rank 0's full state dict -> object store -> `update_weights` on each engine. Returns each
+    engine's `SyncStats`."""
     if link is not None:
-        link.sync()
-        return
+        return link.sync()
     ref = policy.state_dict_ref()
-    ray.get([e.update_weights.remote(ref) for e in engines])
+    return ray.get([e.update_weights.remote(ref) for e in engines])
 
 
 def weight_link(cfg: Config, policy: PolicyGroup, engines: list) -> CollectiveSync | None:
