@@ -57,7 +57,8 @@ def bench_model(name: str, path: str, args) -> dict:
         policy.shutdown()
     med = {p: statistics.median(s) for p, s in seconds.items()}
     return {"model": name, "bytes": link.num_bytes, "buckets": len(link.layout), "setup_s": setup_s,
-            "seconds": seconds, "median_s": med, "object_store_over_collective": med["object_store"] / med["collective"]}
+            "seconds": seconds, "median_s": med,
+            "object_store_over_collective": med["object_store"] / med["collective"]}
 
 
 def print_table(rows: list[dict]) -> None:

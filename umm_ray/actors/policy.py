@@ -9,6 +9,7 @@ the group always calls all ranks, with equal-sized shards.
     logp, values = group.forward_logprobs_values(batch)      # Tensor[B, R] each
     stats = group.train_step(experience, step)               # mean over ranks
     weights = group.state_dict_ref()                          # ObjectRef of {hf_name: tensor}, from rank 0
+    # (or rank 0 broadcasts buckets to the engines: sync_layout / join_weight_sync / broadcast_weights, ppo/sync.py)
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ A plain class; make it an actor at the use site, explicitly:
     batch = ray.get(engine.generate.remote(prompts, n=4, seed=step))          # -> umm_ray.records.Rollout
     ref = ray.put(policy_state_dict)                                          # once, shared by all engines
     ray.get([e.update_weights.remote(ref) for e in engines])                  # Ray resolves the ref in the actor
+    # or over a gloo/NCCL group of its own (rollout.weight_sync = collective): umm_ray.ppo.sync.CollectiveSync
+    # calls join_weight_sync once, then receive_weights per sync while policy rank 0 broadcasts
 
 Both backends tokenize with the tokenizer of `model_path`, prompts rendered by `umm_ray.data.chat.prompt_ids` (the
 chat template under model.chat_template, exactly as SFT and the reward models see them), return the same `Rollout`

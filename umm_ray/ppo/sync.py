@@ -54,13 +54,15 @@ class CollectiveSync:
             ray.get(done)
         return ray.get(recvs)
 
-    def close(self) -> None:
-        """Every member leaves the group (members whose actor is already gone are skipped)."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Every member leaves the group. Members whose actor is gone are skipped, and those still stuck in a sync
+        that failed (a dead peer) are not waited for beyond `timeout_s`: the roles' shutdown kills them next."""
         if self.policy is None:
             return
         refs = [r.leave_weight_sync.remote() for r in self.policy.ranks] + \
             [e.leave_weight_sync.remote() for e in self.engines]
-        for ref in refs:
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        for ref in done:
             try:
                 ray.get(ref)
             except ray.exceptions.RayActorError:
