@@ -52,6 +52,7 @@ demo: $(STAMP) ray-up
 bench: $(STAMP)
 	$(PY) benchmarks/rm_throughput.py
 	$(PY) -m benchmarks.rollout_throughput
+	$(PY) -m benchmarks.weight_sync
 	$(PY) -m benchmarks.ppo_phases --preset tiny --run.output_dir runs/bench
 	$(PY) benchmarks/serve_load.py
 

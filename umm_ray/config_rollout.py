@@ -24,6 +24,9 @@ class RolloutConfig:
     temperature: float = opt(1.0, "Sampling temperature.", lo=0)
     top_p: float = opt(1.0, "Nucleus sampling.", lo=0, hi=1)
     gpu_memory_utilization: float = opt(0.05, "vLLM KV-cache fraction (of RAM on CPU).", lo=0.0, hi=1.0)
+    weight_sync: str = opt("collective", "Policy -> engine weight sync: a gloo/NCCL group of its own, or Ray's object "
+                           "store (same weights; umm_ray/ppo/sync.py).", choices=("collective", "object_store"))
+    sync_bucket_mb: float = opt(64.0, "Flat-buffer size of a collective weight sync, MiB.", lo=1.0)
     dtype: str = opt("auto", "Weights and compute dtype of each rollout engine (vLLM or HF): 'auto' = bf16 on a GPU, "
                              "fp32 on CPU; bf16 / fp16 / fp32 as given (weight syncs are cast to it).",
                      choices=DTYPES, keyed_at_default=False)

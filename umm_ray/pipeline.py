@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from umm_ray.storage import check_new_nodes
 
-NOT_KEYED = ("run.output_dir",)  # the cache's location, not an input
+# The cache's location, and how weights travel to the engines (the same weights either way): not inputs.
+NOT_KEYED = ("run.output_dir", "rollout.weight_sync", "rollout.sync_bucket_mb")
 
 
 @dataclass(frozen=True)

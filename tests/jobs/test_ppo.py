@@ -109,23 +109,27 @@ def test_validation_fails_before_any_actor(world, tmp_path):
 
 def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world, tmp_path):
     """Two runs through one RolePool (another proxy first): the second reuses every actor but the proxy, after a
-    reset, and its metrics equal those of a run that started every actor afresh."""
+    reset, and its metrics equal those of a run that started every actor afresh. The fresh run syncs weights through
+    the object store, the pooled ones over one collective group (the default): the same numbers either way."""
     from umm_ray.config import load_config
     from umm_ray.ppo.roles import RolePool
 
     from umm_ray.ppo.driver import run_ppo
 
     cfg = load_config(None, _args(world, tmp_path, "auto", 2)[2:])
+    assert cfg.rollout.weight_sync == "collective"
     keys = ("proxy_reward", "gold_reward", "kl_k2", "policy_loss", "value_loss", "response_length", "data_order")
-    fresh = run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "fresh")
+    via_store = load_config(None, _args(world, tmp_path, "auto", 2, "--rollout.weight_sync", "object_store")[2:])
+    fresh = run_ppo(via_store, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "fresh")
     pool = RolePool()
     try:
         run_ppo(cfg, world["policy"], src(world["ensemble"]), GOLD, world["prompts"], tmp_path / "first",
                 pool=pool)
-        engines = list(pool.roles.engines)
+        engines, link = list(pool.roles.engines), pool.roles.link
         run_ppo(cfg, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "second",
                 pool=pool)
         assert pool.roles.engines == engines and len(pool.roles.proxy.actors) == 1  # same engines, proxy swapped
+        assert link is not None and pool.roles.link is link  # one weight-sync group for both runs
     finally:
         pool.shutdown()
     assert json.loads((tmp_path / "second" / "summary.json").read_text())["roles_reused"] is True

@@ -9,6 +9,7 @@ the group always calls all ranks, with equal-sized shards.
     logp, values = group.forward_logprobs_values(batch)      # Tensor[B, R] each
     stats = group.train_step(experience, step)               # mean over ranks
     weights = group.state_dict_ref()                          # ObjectRef of {hf_name: tensor}, from rank 0
+    # (or rank 0 broadcasts buckets to the engines: sync_layout / join_weight_sync / broadcast_weights, ppo/sync.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import ray
 import torch
 
 from umm_ray.actors.placement import in_group, make_placement_group, release
+from umm_ray.actors.weight_sync import Bucket, SyncGroup, pack, plan_buckets
 from umm_ray.algo.ppo import entropy_from_logits, masked_mean, policy_loss, value_loss
 from umm_ray.config import PPOConfig
 from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard
@@ -193,6 +195,44 @@ class PolicyActor:
             if self.rank == 0:
                 out[name] = t.to("cpu", copy=True)
         return out if self.rank == 0 else None
+
+    # ---- weight sync over a collective group (umm_ray.actors.weight_sync; the driver side is umm_ray.ppo.sync) ----
+
+    def sync_layout(self, bucket_bytes: int) -> list[Bucket]:
+        """The policy's parameters (HF names, full shapes even when ZeRO-3 partitions them) packed into buckets of
+        at most `bucket_bytes`. Same on every rank; each keeps it for `broadcast_weights`."""
+        meta = [(n, tuple(getattr(p, "ds_shape", p.shape)), p.dtype)
+                for n, p in self.engine.module.policy.named_parameters()]
+        self._sync_buckets = plan_buckets(meta, bucket_bytes)
+        return self._sync_buckets
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, backend: str) -> None:
+        """Rank 0 joins the weight-sync group as its rank 0 and hosts its store at (host, port); other ranks do
+        nothing (they only take part in ZeRO-3 gathers). Blocks until every member has joined."""
+        self.leave_weight_sync()
+        if self.rank == 0:
+            self._sync = SyncGroup(host, port, 0, world_size, backend)
+
+    def broadcast_weights(self) -> int:
+        """Send the policy weights bucket by bucket (rank 0); under ZeRO-3 each bucket's parameters are all-gathered
+        first, so every rank must call. Returns the bytes sent (0 on other ranks)."""
+        import deepspeed  # heavy: probes accelerators and builds op registries on import
+
+        params = dict(self.engine.module.policy.named_parameters())
+        sent = 0
+        for bucket in self._sync_buckets:
+            ps = [params[s.name] for s in bucket.slots]
+            with deepspeed.zero.GatheredParameters([p for p in ps if hasattr(p, "ds_id")], modifier_rank=None):
+                if self.rank == 0:
+                    self._sync.broadcast(pack(bucket, [p.data for p in ps], self._sync.device))
+                    sent += bucket.nbytes
+        return sent
+
+    def leave_weight_sync(self) -> None:
+        """Drop this rank's weight-sync group (no-op when it has none)."""
+        if getattr(self, "_sync", None) is not None:
+            self._sync.close()
+        self._sync = None
 
     def param_digest(self) -> float:
         """Sum over every gathered parameter (policy + critic), float64: ranks must agree after each step."""

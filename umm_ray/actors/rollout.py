@@ -8,6 +8,8 @@ A plain class; make it an actor at the use site, explicitly:
     batch = ray.get(engine.generate.remote(prompts, n=4, seed=step))          # -> umm_ray.records.Rollout
     ref = ray.put(policy_state_dict)                                          # once, shared by all engines
     ray.get([e.update_weights.remote(ref) for e in engines])                  # Ray resolves the ref in the actor
+    # or over a gloo/NCCL group of its own (rollout.weight_sync = collective): umm_ray.ppo.sync.CollectiveSync
+    # calls join_weight_sync once, then receive_weights per sync while policy rank 0 broadcasts
 
 Both backends tokenize with the tokenizer of `model_path`, prompts rendered by `umm_ray.data.chat.prompt_ids` (the
 chat template under model.chat_template, exactly as SFT and the reward models see them), return the same `Rollout`
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from umm_ray.actors.weight_sync import Bucket, ReceivePlan, SyncGroup, load_received
 from umm_ray.data.chat import check_mode, prompts_ids
 from umm_ray.data.tokenize import pad_batch
 from umm_ray.dtypes import resolve_dtype, resolve_eager, torch_dtype, vllm_dtype
@@ -154,6 +157,49 @@ class RolloutActor:
             self._engine.load(self._names.with_tied(pairs))
         return SyncStats(len(pairs), sum(t.numel() * t.element_size() for _, t in pairs),
                          time.perf_counter() - start)
+
+    # ---- weight sync over a collective group (umm_ray.actors.weight_sync; the driver side is umm_ray.ppo.sync) ----
+
+    def num_sync_ranks(self) -> int:
+        """Members this engine adds to a weight-sync group: one per vLLM worker, one for the HF engine."""
+        return len(self._engine.llm.collective_rpc("umm_worker_rank")) if self.backend == "vllm" else 1
+
+    def join_weight_sync(self, host: str, port: int, first_rank: int, world_size: int, backend: str,
+                         buckets: list[Bucket]) -> list[int]:
+        """Check the sender's bucket layout against the checkpoint (as `update_weights` checks a state dict), then
+        join the group: the vLLM workers (`collective_rpc` lands in each worker; in-process on CPU) take ranks
+        `first_rank + worker rank`, the HF engine takes `first_rank` itself. Blocks until every member joined.
+        Returns the ranks taken."""
+        where = f"RolloutActor({self.backend}).join_weight_sync"
+        plan = self._names.receive_plan(buckets, memory_names=self.backend == "hf", where=where)
+        self.leave_weight_sync()
+        self._sync_plan = plan
+        if self.backend == "vllm":
+            return self._engine.llm.collective_rpc("umm_join_sync",
+                                                   args=(host, port, first_rank, world_size, backend, plan))
+        self._sync = SyncGroup(host, port, first_rank, world_size, backend)
+        return [first_rank]
+
+    def receive_weights(self) -> SyncStats:
+        """Take one broadcast of the policy's weights from the group (the sender calls at the same time)."""
+        if getattr(self, "_sync_plan", None) is None:
+            raise RuntimeError(f"RolloutActor({self.backend}).receive_weights: join_weight_sync was not called")
+        start = time.perf_counter()
+        if self.backend == "vllm":
+            self._engine.llm.collective_rpc("umm_receive_weights")
+        else:
+            pairs = []
+            load_received(pairs.extend, self._sync, self._sync_plan)
+            self._engine.load(pairs)
+        return SyncStats(self._sync_plan.num_tensors, self._sync_plan.nbytes, time.perf_counter() - start)
+
+    def leave_weight_sync(self) -> None:
+        """Leave the weight-sync group (every worker of a vLLM engine); no-op when not in one."""
+        if self.backend == "vllm":
+            self._engine.llm.collective_rpc("umm_leave_sync")
+        elif getattr(self, "_sync", None) is not None:
+            self._sync.close()
+        self._sync, self._sync_plan = None, None
 
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
         """Raw log-probs the engine's current weights give each response token after its prompt.
@@ -336,6 +382,21 @@ class WeightNames:
         the old head after a sync (SmolLM2-135M: log-probs off by 0.16 instead of 2e-5)."""
         given = dict(pairs)
         return pairs + [(alias, given[src]) for alias, src in self.tied.items() if src in given]
+
+    def receive_plan(self, buckets: list[Bucket], memory_names: bool, where: str) -> ReceivePlan:
+        """A sender's bucket layout checked like `canonical` checks a state dict (shapes against the checkpoint, on
+        meta tensors), with each sent name's target: checkpoint names (vLLM, tied aliases sent again from their
+        source), or the in-memory names of an HF model (`memory_names`; aliases dropped, the tie shares them)."""
+        slots = [(s, b) for b in buckets for s in b.slots]
+        metas = [(s.name, torch.empty(s.shape, dtype=b.torch_dtype, device="meta")) for s, b in slots]
+        pairs = self.canonical(metas, where)
+        kept = {name for name, _ in pairs}
+        rename = {}
+        for s, _ in slots:
+            ckpt = self.to_checkpoint.get(s.name, s.name)
+            rename[s.name] = None if ckpt not in kept else self.to_memory.get(ckpt, ckpt) if memory_names else ckpt
+        tied = () if memory_names else tuple((a, src) for a, src in self.tied.items() if src in kept)
+        return ReceivePlan(tuple(buckets), rename, tied)
 
     def canonical(self, named_tensors, where: str) -> list[tuple[str, torch.Tensor]]:
         """dict or (name, tensor) pairs in either naming -> validated checkpoint-named pairs, aliases dropped."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from umm_ray.actors.weight_sync import ReceivePlan, SyncGroup, load_received
+
 
 class WeightSyncExtension:
     """Weight loading and inspection on a vLLM worker (`self` is the worker; `self.model_runner` its runner).
@@ -26,6 +28,35 @@ class WeightSyncExtension:
         pairs = [(str(name), tensor) for name, tensor in named_tensors]
         self.reload_weights(weights_iterator=iter(pairs))
         return len(pairs)
+
+    # ---- weight sync over a collective group (umm_ray.actors.weight_sync): the group lives in this worker ----
+
+    def umm_worker_rank(self) -> int:
+        """This worker's rank inside its engine (0 .. tensor/pipeline-parallel size - 1)."""
+        return int(self.rank)
+
+    def umm_join_sync(self, host: str, port: int, first_rank: int, world_size: int, backend: str,
+                      plan: ReceivePlan) -> int:
+        """Join the weight-sync group as rank `first_rank + self.rank` (blocks until all members have joined) and keep
+        `plan` (checked by the RolloutActor) for every later `umm_receive_weights`. Returns the rank taken."""
+        self.umm_leave_sync()
+        self._umm_sync = SyncGroup(host, port, first_rank + int(self.rank), world_size, backend)
+        self._umm_plan = plan
+        return self._umm_sync.rank
+
+    def umm_receive_weights(self) -> int:
+        """Receive one sync's buckets from the group and load them in place as they land (`reload_weights`, as
+        `umm_load_weights`); every worker receives the full weights and vLLM shards them. Returns bytes received."""
+        if getattr(self, "_umm_sync", None) is None:
+            raise RuntimeError("vLLM worker: umm_receive_weights before umm_join_sync")
+        load_received(lambda weights: self.reload_weights(weights_iterator=weights), self._umm_sync, self._umm_plan)
+        return self._umm_plan.nbytes
+
+    def umm_leave_sync(self) -> None:
+        """Drop this worker's group (no-op when it has none)."""
+        if getattr(self, "_umm_sync", None) is not None:
+            self._umm_sync.close()
+        self._umm_sync = None
 
     def umm_param_names(self) -> list[str]:
         """Names of the worker model's parameters (vLLM's fused names, e.g. `qkv_proj`), for diagnostics."""

@@ -73,7 +73,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     roles = pool.acquire(cfg, policy_path, members, gold_rs)
     policy, engines = roles.policy, roles.engines
     try:
-        state = resume_state(cfg, out, policy, engines)
+        state = resume_state(cfg, out, policy, engines, roles.link)
         _train(cfg, roles, state, prompts, tok, how, lam, len(members), out)
         policy.save_hf(str(out / "policy"))
         peak = policy.peak_memory_mb()
@@ -135,7 +135,7 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
             with t("update"):
                 train_stats = policy.train_step(exp, step)
             with t("sync"):
-                sync_weights(policy, engines)
+                sync_weights(policy, engines, roles.link)
             kl_coef_used = kl_ctl.value
             kl_ctl.update(kl["kl_k1"], len(batch))
 

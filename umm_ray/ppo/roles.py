@@ -21,6 +21,7 @@ from umm_ray.actors.reward import RewardGroup, RewardSpec
 from umm_ray.actors.rollout import RolloutActor
 from umm_ray.config import Config
 from umm_ray.ppo.experience import pad_ragged
+from umm_ray.ppo.sync import CollectiveSync
 from umm_ray.ppo.state import DriverState, latest_checkpoint, load_driver_state, restore_rng
 from umm_ray.records import Rollout
 from umm_ray.resources import ppo_layout, role_resources
@@ -88,10 +89,26 @@ def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
     return out
 
 
-def sync_weights(policy: PolicyGroup, engines: list) -> None:
-    """Rank 0's full policy state dict -> object store -> every rollout engine (`update_weights`)."""
+# ---- weight sync: rollout.weight_sync picks the path; the collective group is set up once per Roles ----
+
+def sync_weights(policy: PolicyGroup, engines: list, link: CollectiveSync | None = None) -> list:
+    """Policy rank 0's weights -> every rollout engine: through `link`'s group when given (buckets broadcast by
+    gloo/NCCL), else rank 0's full state dict -> object store -> `update_weights` on each engine. Returns each
+    engine's `SyncStats`."""
+    if link is not None:
+        return link.sync()
     ref = policy.state_dict_ref()
-    ray.get([e.update_weights.remote(ref) for e in engines])
+    return ray.get([e.update_weights.remote(ref) for e in engines])
+
+
+def weight_link(cfg: Config, policy: PolicyGroup, engines: list) -> CollectiveSync | None:
+    """The collective weight-sync group of these roles (None with rollout.weight_sync = object_store). NCCL when the
+    policy and vLLM engines are all on GPUs, gloo (through CPU memory) otherwise."""
+    if cfg.rollout.weight_sync != "collective":
+        return None
+    gpu = (role_resources(cfg, "policy").gpus > 0 and role_resources(cfg, "rollout").gpus > 0
+           and cfg.rollout.backend == "vllm")
+    return CollectiveSync(policy, engines, cfg.rollout.sync_bucket_mb, backend="nccl" if gpu else "gloo")
 
 
 def sync_gap(roll: Rollout, logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
@@ -111,8 +128,11 @@ class Roles:
     reference: ray.actor.ActorHandle
     proxy: RewardGroup
     gold: RewardGroup
+    link: CollectiveSync | None = None  # the weight-sync group (`weight_link`), None for the object-store path
 
     def shutdown(self) -> None:
+        if self.link is not None:
+            self.link.close()
         for a in self.engines + [self.reference]:
             ray.kill(a)
         self.policy.shutdown()
@@ -160,7 +180,9 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])
     proxy.ready()
     gold_group.ready()
-    return Roles(policy, engines, reference, proxy, gold_group)
+    roles = Roles(policy, engines, reference, proxy, gold_group)
+    roles.link = weight_link(cfg, policy, engines)  # weight sync, set up once the engines are ready (see above)
+    return roles
 
 
 class RolePool:
@@ -198,7 +220,7 @@ class RolePool:
             return self.roles
         roles = self.roles
         roles.policy.reset(policy_path)
-        sync_weights(roles.policy, roles.engines)
+        sync_weights(roles.policy, roles.engines, roles.link)  # the same group: the layout outlives a reset
         if roles.proxy.specs != members:
             roles.proxy.shutdown()
             roles.proxy = proxy_group(cfg, members)
@@ -213,7 +235,8 @@ class RolePool:
         self.roles, self.key = None, None
 
 
-def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> DriverState:
+def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list,
+                 link: CollectiveSync | None = None) -> DriverState:
     """Load the latest checkpoint into the policy ranks and the rollout engines; a fresh DriverState otherwise."""
     ckpt = latest_checkpoint(out) if cfg.ppo.resume else None
     if ckpt is None:
@@ -223,7 +246,7 @@ def resume_state(cfg: Config, out: Path, policy: PolicyGroup, engines: list) -> 
         raise ValueError(f"{ckpt}: checkpoint was made with run.seed={state.data_seed}, config has {cfg.run.seed}; "
                          f"use a fresh run.output_dir or the same seed")
     policy.load_checkpoint(str(ckpt))
-    sync_weights(policy, engines)
+    sync_weights(policy, engines, link)
     restore_rng(state.rng)
     tqdm.write(f"ppo: resumed from {ckpt} (step {state.step})")
     return state
