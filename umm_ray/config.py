@@ -19,6 +19,7 @@ import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
 from umm_ray.config_fields import opt
+from umm_ray.config_levers import grad_checkpointing_opt, micro_batch_tokens_opt, ppo_precision_opt, precision_opt
 from umm_ray.data.chat import CHAT_MODES
 from umm_ray.models.families import ARCH_FAMILIES
 
@@ -87,6 +88,9 @@ class SFTConfig:
     strategy: str = opt("ddp", "Distributed strategy inside Ray Train (deepspeed = ZeRO-1).",
                         choices=("ddp", "deepspeed"))
     checkpoint_every: int = opt(200, "Save a resumable checkpoint every K optimizer steps.", lo=1)
+    precision: str = precision_opt("SFT training", "sft/eval.json")
+    grad_checkpointing: bool = grad_checkpointing_opt("the SFT model", "sft/eval.json")
+    micro_batch_tokens: int = micro_batch_tokens_opt("SFT", "each per-worker batch", "the loss is a mean over tokens")
 
 
 @dataclass
@@ -115,6 +119,8 @@ class RMConfig:
                                           "kept, the rest recomputed in backward (~30% slower, much less memory). "
                                           "Reported in eval.json.")
     checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
+    micro_batch_tokens: int = micro_batch_tokens_opt("RM training (BT kinds)", "each per-worker batch of pairs",
+                                                     "BT loss is a mean over pairs; a pair's two rows stay together")
     max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
     val_frac: float = opt(0.1, "Fraction of preference pairs held out for validation, by seed (the testbed's "
                                "pairs stage and rm.data alike).", lo=0.0, hi=0.5)
@@ -212,6 +218,10 @@ class PPOConfig:
     whiten_advantages: bool = opt(True, "Whiten advantages over the batch before the update.")
     policy_path: str = opt("", "Policy to start from (HF causal LM dir); empty = <run.output_dir>/sft/model.")
     prompts: str = opt("", "PPO prompts (jsonl / hub name); empty = <run.output_dir>/prepare/prompts_ppo.jsonl.")
+    precision: str = ppo_precision_opt()
+    grad_checkpointing: bool = grad_checkpointing_opt("the policy and the critic trunk", "summary.json")
+    micro_batch_tokens: int = micro_batch_tokens_opt("the PPO update", "each ppo.micro_batch_size optimizer batch",
+                                                     "the losses are means over the response masks")
 
 
 @dataclass

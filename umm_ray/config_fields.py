@@ -13,9 +13,13 @@ __all__ = ["opt"]
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None,
-        hi: float | None = None) -> Any:
-    """A dataclass field with help text and optional validation bounds (inclusive)."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi}
+        hi: float | None = None, keyed_at_default: bool = True) -> Any:
+    """A dataclass field with help text and optional validation bounds (inclusive).
+
+    keyed_at_default=False: a stage that reads the key leaves it out of its cache key while it holds its default
+    (`umm_ray.pipeline.config_values`), so adding a key whose default keeps the old behaviour keeps old stage keys.
+    """
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "keyed_at_default": keyed_at_default}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)

@@ -66,7 +66,8 @@ def leaf_keys(cfg: Any) -> list[str]:
 
 
 def config_values(cfg: Any, keys: Iterable[str], stage: str = "?") -> dict[str, Any]:
-    """{'section.key': value} for `keys` (a bare section expands to all its keys), sorted, without NOT_KEYED.
+    """{'section.key': value} for `keys` (a bare section expands to all its keys), sorted, without NOT_KEYED and
+    without keys declared keyed_at_default=False that hold their default.
 
     Raises KeyError naming the stage and the key when the config has no such key (a typo in a declaration).
     """
@@ -76,11 +77,17 @@ def config_values(cfg: Any, keys: Iterable[str], stage: str = "?") -> dict[str, 
         sec = getattr(cfg, section, None)
         if not dataclasses.is_dataclass(sec) or (name and name not in {f.name for f in dataclasses.fields(sec)}):
             raise KeyError(f"stage {stage!r} declares config key {key!r}, which {type(cfg).__name__} does not have")
-        names = [name] if name else [f.name for f in dataclasses.fields(sec)]
-        for n in names:
-            if f"{section}.{n}" not in NOT_KEYED:
+        by_name = {f.name: f for f in dataclasses.fields(sec)}
+        for n in [name] if name else list(by_name):
+            if f"{section}.{n}" not in NOT_KEYED and not _unkeyed_default(by_name[n], getattr(sec, n)):
                 out[f"{section}.{n}"] = getattr(sec, n)
     return dict(sorted(out.items()))
+
+
+def _unkeyed_default(f: dataclasses.Field, value: Any) -> bool:
+    """A key declared with keyed_at_default=False (`umm_ray.config_fields.opt`) that holds its default: it is left
+    out of stage keys, so stages cached before the key existed keep their keys."""
+    return not f.metadata.get("keyed_at_default", True) and f.default is not dataclasses.MISSING and value == f.default
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
                      seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
                      strategy=r.strategy, zero_stage=r.zero_stage, placement_strategy=placement,
                      use_gpu=cfg.run.num_gpus_per_actor > 0, precision=r.precision,
-                     grad_checkpointing=r.grad_checkpointing)
+                     grad_checkpointing=r.grad_checkpointing, micro_batch_tokens=r.micro_batch_tokens)
 
 
 def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:

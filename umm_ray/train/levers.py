@@ -22,13 +22,23 @@ from umm_ray.models.moe import moe_layers
 PRECISIONS = ("fp32", "bf16")
 
 
-def autocast(precision: str, device: torch.device | str = "cpu"):
-    """The context the forward (and so the backward) of one step runs in: bf16 autocast, or nothing for fp32."""
+def autocast(precision: str, device: torch.device | str = "cpu", key: str = "rm.precision"):
+    """The context the forward (and so the backward) of one step runs in: bf16 autocast, or nothing for fp32.
+    `key`: the config key `precision` came from (sft.precision, rm.precision, ppo.precision), named in errors."""
     if precision not in PRECISIONS:
-        raise ValueError(f"rm.precision={precision!r}: expected one of {list(PRECISIONS)}")
+        raise ValueError(f"{key}={precision!r}: expected one of {list(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def deepspeed_autocast(precision: str) -> dict:
+    """The DeepSpeed config entries for `precision`: for bf16 its torch_autocast section (the engine's forward turns
+    an outer torch.autocast *off* unless this is on), with no lower-precision modules so gradients are reduced in
+    fp32 and the optimizer keeps fp32 master weights; DeepSpeed's own "bf16" mode (bf16 parameters) stays off."""
+    if precision == "fp32":
+        return {}
+    return {"torch_autocast": {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}}
 
 
 def hf_models(model: nn.Module) -> list[nn.Module]:
@@ -44,8 +54,9 @@ def hf_models(model: nn.Module) -> list[nn.Module]:
     return list(found.values())
 
 
-def enable_grad_checkpointing(model: nn.Module) -> int:
-    """Turn on HF gradient checkpointing on every HF model inside `model`; returns how many.
+def enable_grad_checkpointing(model: nn.Module, key: str = "rm.grad_checkpointing") -> int:
+    """Turn on HF gradient checkpointing on every HF model inside `model` (the policy and the critic trunk of PPO's
+    ActorCritic, the backbone of a RewardNet); returns how many. `key`: the config key named in errors.
 
     Non-reentrant `torch.utils.checkpoint` (works with DDP's find_unused_parameters, which MoE training needs).
     Its `context_fn` makes the recompute of an upcycled layer match its forward: the real-token mask the reward
@@ -55,10 +66,10 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
     """
     models = hf_models(model)
     if not models:
-        raise ValueError(f"rm.grad_checkpointing: {type(model).__name__} holds no Hugging Face model to checkpoint")
+        raise ValueError(f"{key}: {type(model).__name__} holds no Hugging Face model to checkpoint")
     for m in models:
         if not getattr(m, "supports_gradient_checkpointing", False):
-            raise ValueError(f"rm.grad_checkpointing: {type(m).__name__} does not support gradient checkpointing")
+            raise ValueError(f"{key}: {type(m).__name__} does not support gradient checkpointing")
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
             "use_reentrant": False, "context_fn": _moe_context_fn(m)})
     return len(models)
