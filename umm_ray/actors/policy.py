@@ -24,7 +24,7 @@ import ray
 import torch
 
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
-from umm_ray.algo.ppo import entropy_from_logits, masked_mean, policy_loss, value_loss
+from umm_ray.algo.ppo import joint_loss
 from umm_ray.config import PPOConfig
 from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard, token_budget_pieces
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
@@ -187,18 +187,15 @@ class PolicyActor:
         """The joint PPO loss of one (piece of a) micro-batch (token means over its response mask) and its stats."""
         logits, values = self._forward(mb)  # ppo.precision bf16: the engine's forward autocasts (torch_autocast)
         d = self.device
-        mask = mb.response_mask.to(d)
-        logp = gather_logprobs(logits, mb.response_ids.to(d))
-        old_logp = mb.old_logprobs.to(d)
-        pg_loss, clip_frac = policy_loss(logp, old_logp, mb.advantages.to(d), mask, self.ppo.clip_eps)
-        vf_loss = value_loss(values, mb.old_values.to(d), mb.returns.to(d), mask, self.ppo.value_clip)
-        entropy = entropy_from_logits(logits.detach() if self.ppo.entropy_coef == 0 else logits, mask)
-        loss = pg_loss + self.ppo.vf_coef * vf_loss - self.ppo.entropy_coef * entropy
+        p = self.ppo
+        loss, stats = joint_loss(logits, gather_logprobs(logits, mb.response_ids.to(d)), values,
+                                 mb.old_logprobs.to(d), mb.advantages.to(d), mb.old_values.to(d), mb.returns.to(d),
+                                 mb.response_mask.to(d), clip_eps=p.clip_eps, value_clip=p.value_clip,
+                                 vf_coef=p.vf_coef, entropy_coef=p.entropy_coef)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"{self.name}: non-finite PPO loss (policy {pg_loss.item()}, value {vf_loss.item()})")
-        approx_kl = masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask)
-        return loss, {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": float(clip_frac),
-                      "entropy": entropy.item(), "approx_kl": approx_kl.item()}
+            raise RuntimeError(f"{self.name}: non-finite PPO loss (policy {stats['policy_loss']}, value "
+                               f"{stats['value_loss']})")
+        return loss, stats
 
     def _grad_norm(self) -> float:
         grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]
