@@ -51,12 +51,17 @@ def _full_step(task, model, batch):
     return loss.item(), extra, engine.grads
 
 
-def _assert_same_step(full, pieces, a, b, atol=1e-6):
+def _close(x: torch.Tensor, y: torch.Tensor, rel: float = 1e-5) -> bool:
+    """Equal up to fp32 rounding of sums taken in another order: relative to the tensor's norm, not elementwise."""
+    return float(torch.linalg.vector_norm(x - y)) <= rel * float(torch.linalg.vector_norm(x)) + 1e-7
+
+
+def _assert_same_step(full, pieces, a, b):
     assert pieces.keys() == full.keys()
     for n in full:
-        assert torch.allclose(full[n], pieces[n], atol=atol, rtol=1e-4), n
+        assert _close(full[n], pieces[n]), n
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
-        assert torch.allclose(p, q, atol=atol), n
+        assert _close(p, q), n
 
 
 def test_bt_token_budget_step_equals_full_batch_step():
@@ -84,7 +89,7 @@ def test_bt_token_budget_step_equals_full_batch_step():
     # the weights matter: an unweighted sum of the pieces' losses is not the batch's step
     c = copy.deepcopy(net)
     sum(task.loss(c, c, p)[0] for p, _ in pieces).backward()
-    assert not all(torch.allclose(grads[n], q.grad, atol=1e-6) for n, q in c.named_parameters() if n in grads)
+    assert not all(_close(grads[n], q.grad) for n, q in c.named_parameters() if n in grads)
 
 
 def _lm(seed=0):
@@ -159,4 +164,4 @@ def test_ppo_token_budget_step_equals_full_batch_step():
     for (n, p), (_, q) in zip(full.named_parameters(), pieces_net.named_parameters()):
         assert (p.grad is None) == (q.grad is None), n
         if p.grad is not None:
-            assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), n
+            assert _close(p.grad, q.grad), n
