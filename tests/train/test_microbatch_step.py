@@ -18,7 +18,7 @@ from umm_ray.data.tokenize import encode_texts
 from umm_ray.ppo.experience import Experience, make_policy_batch, token_budget_pieces
 from umm_ray.ppo.modeling import ActorCritic, gather_logprobs
 from umm_ray.train.bt_task import BTTask, RewardNet
-from umm_ray.train.loop import accumulate_step
+from umm_ray.train.levers import accumulate_step
 from umm_ray.train.sft import IGNORE, SFTTask
 
 LR = 0.5

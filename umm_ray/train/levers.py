@@ -1,4 +1,5 @@
-"""Memory and speed levers of a training run, from config: mixed precision and gradient checkpointing.
+"""Memory and speed levers of a training run, from config: mixed precision, gradient checkpointing and token-budget
+micro-batches (`budget_pieces` + `accumulate_step`: a batch in pieces, gradients accumulated into one step).
 
     with autocast(spec.precision, device):         # 'bf16': matmuls in bfloat16, weights and AdamW state stay fp32
         loss, extra = task.loss(model, raw, batch)
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from umm_ray.models.moe import moe_layers
+from umm_ray.train.collective import collective_device
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -101,3 +103,38 @@ def _recompute(layers, masks):
     finally:
         for m, (mask, aux) in zip(layers, saved):
             m.token_mask, m.aux_loss, m.recomputing = mask, aux, False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Token-budget micro-batches: one optimizer step accumulated over pieces of a batch (umm_ray.data.microbatch).
+
+
+def budget_pieces(task, batch: dict, budget: int) -> list[tuple[dict, float]]:
+    """Token-budget pieces of this rank's batch (`task.micro_batches` of a umm_ray.train.loop.TrainTask); with
+    several ranks every rank runs as many as the rank that needs most (ZeRO-2 reduces gradients at every backward,
+    so the ranks' backward passes must pair up)."""
+    pieces = task.micro_batches(batch, budget)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return pieces
+    n = torch.tensor([len(pieces)], device=collective_device())
+    torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MAX)
+    return pieces if int(n) == len(pieces) else task.micro_batches(batch, budget, count=int(n))
+
+
+def accumulate_step(engine, task, raw, pieces: list[tuple[dict, float]], precision: str,
+                    device) -> tuple[float, dict]:
+    """One optimizer step over a batch given as weighted pieces: backward of weight x loss per piece (the gradients
+    add up to the whole batch's), then one update. `engine`: umm_ray.train.loop's verbs accumulating(last) (DDP:
+    no gradient all-reduce before the last piece), backward(loss), update(). Returns the batch's loss and extras:
+    sum(weight x value), counts (`task.count_metrics`) summed."""
+    total, extras = 0.0, {}  # gradients are clear: every engine's update() leaves them so
+    for k, (piece, weight) in enumerate(pieces):
+        with engine.accumulating(last=k == len(pieces) - 1):
+            with autocast(precision, device):
+                loss, extra = task.loss(engine.model, raw, piece)
+            engine.backward(loss * weight)
+        total += weight * loss.item()
+        for name, v in extra.items():
+            extras[name] = extras.get(name, 0.0) + float(v) * (1.0 if name in task.count_metrics else weight)
+    engine.update()
+    return total, extras

@@ -31,7 +31,8 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from umm_ray.train.collective import collective_device
-from umm_ray.train.levers import PRECISIONS, autocast, deepspeed_autocast, enable_grad_checkpointing
+from umm_ray.train.levers import (PRECISIONS, accumulate_step, autocast, budget_pieces, deepspeed_autocast,
+                                  enable_grad_checkpointing)
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,10 @@ class TrainTask:
         """Scalar loss through `model` (the DDP/DeepSpeed wrapper) and extra float metrics; `raw` is unwrapped."""
         raise NotImplementedError
 
-    def micro_batches(self, batch: dict, budget: int) -> list[tuple[dict, float]]:
-        """`batch` in pieces of at most `budget` padded tokens (`umm_ray.data.microbatch`), each with the weight that
-        makes sum(weight x piece loss) the batch's loss; a task without it cannot run with micro_batch_tokens."""
+    def micro_batches(self, batch: dict, budget: int, count: int | None = None) -> list[tuple[dict, float]]:
+        """`batch` in pieces of at most `budget` padded tokens (`umm_ray.data.microbatch`; exactly `count` pieces when
+        given), each with the weight that makes sum(weight x piece loss) the batch's loss; a task without it cannot
+        run with micro_batch_tokens."""
         raise NotImplementedError(f"{type(self).__name__} does not support token-budget micro-batches")
 
     def save(self, raw: torch.nn.Module, out_dir: Path) -> None:
@@ -344,7 +346,7 @@ def _worker_loop(config: dict) -> dict | None:
             batches, batches_epoch = rank_batches(len(examples), epoch, rank, world, spec.batch_size, spec.seed), epoch
         raw.train()
         batch = {k: v.to(device) for k, v in task.collate([examples[j] for j in batches[i]]).items()}
-        pieces = task.micro_batches(batch, spec.micro_batch_tokens) if spec.micro_batch_tokens > 0 else []
+        pieces = budget_pieces(task, batch, spec.micro_batch_tokens) if spec.micro_batch_tokens > 0 else []
         if len(pieces) > 1:
             loss, extra = accumulate_step(engine, task, raw, pieces, spec.precision, device)
         else:  # the whole batch at once (micro_batch_tokens 0, or the batch fits the budget)
@@ -366,24 +368,6 @@ def _worker_loop(config: dict) -> dict | None:
         return None
     return {"history": history, "total_steps": n_total, "resumed_from": resumed_from,
             "entered_at": entered_at, "started_at": started_at, "ended_at": ended_at}
-
-
-def accumulate_step(engine, task: TrainTask, raw, pieces: list[tuple[dict, float]], precision: str,
-                    device) -> tuple[float, dict]:
-    """One optimizer step over a batch given as weighted pieces: backward of weight x loss per piece (the gradients
-    add up to the whole batch's), then one update. Returns the batch's loss and extras: sum(weight x value), counts
-    (`task.count_metrics`) summed."""
-    total, extras = 0.0, {}  # gradients are clear: every engine's update() leaves them so
-    for k, (piece, weight) in enumerate(pieces):
-        with engine.accumulating(last=k == len(pieces) - 1):
-            with autocast(precision, device):
-                loss, extra = task.loss(engine.model, raw, piece)
-            engine.backward(loss * weight)
-        total += weight * loss.item()
-        for name, v in extra.items():
-            extras[name] = extras.get(name, 0.0) + float(v) * (1.0 if name in task.count_metrics else weight)
-    engine.update()
-    return total, extras
 
 
 # ---------------------------------------------------------------------------------------------------------------------

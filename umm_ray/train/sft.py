@@ -21,7 +21,7 @@ import torch
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl
 from umm_ray.data.chat import prompts_ids
-from umm_ray.data.microbatch import right_trimmed, token_budget_groups
+from umm_ray.data.microbatch import right_trimmed, split_to_count, token_budget_groups
 from umm_ray.data.tokenize import encode_prompt_response, pad_batch
 from umm_ray.layout import RunLayout
 from umm_ray.testbed.gold import TestbedGold
@@ -101,11 +101,12 @@ class SFTTask(TrainTask):
                     use_cache=False)
         return out.loss, {"response_tokens": float((batch["labels"][:, 1:] != IGNORE).sum())}
 
-    def micro_batches(self, batch: dict, budget: int) -> list[tuple[dict, float]]:
+    def micro_batches(self, batch: dict, budget: int, count: int | None = None) -> list[tuple[dict, float]]:
         """Rows in length-sorted pieces of <= `budget` padded tokens (`token_budget_groups`), each cut to its own
         longest row; weight = the piece's share of the batch's response tokens, since the loss is their mean."""
         mask = batch["attention_mask"]
         groups = token_budget_groups(mask.sum(dim=1).tolist(), budget)
+        groups = groups if count is None else split_to_count(groups, count)
         scored = batch["labels"][:, 1:] != IGNORE  # the positions HF's shifted cross-entropy averages over
         total = max(int(scored.sum()), 1)
         out = []
