@@ -4,11 +4,13 @@ A stage is what runs at once (the SFT workers; one reward model's Ray Train work
 all ensemble members; PPO's policy ranks, rollout engines, reference, proxy and gold actors). For every role the plan
 says how many actors, what each asks Ray for, the model it holds (exact parameter count) in which dtype, and its
 memory by kind (umm_ray.plan_memory); `place` (umm_ray.plan_cluster) then checks each stage against the cluster's
-node types. Dtypes are what the code does today: Ray Train stages and reward actors in fp32 weights (reward training
-in bf16 autocast with rm.precision bf16), PPO ranks and the reference in bf16 on GPU (fp32 on CPU), rollout engines
-in fp32 (RolloutActor's default). Gradient checkpointing: reward training when rm.grad_checkpointing is on, elsewhere
-off; `--checkpointing` in jobs.plan shows what it would change everywhere. moe.upcycle_layers sets how many layers
-the MoE roles upcycle.
+node types. Dtypes are what the code does today: Ray Train stages and reward actors in fp32 weights (SFT / reward
+training in bf16 autocast with sft.precision / rm.precision bf16), PPO ranks in bf16 on GPU with ppo.precision 'auto'
+(fp32 weights otherwise, autocast with 'bf16'), the reference in bf16 on GPU (fp32 on CPU), rollout engines in fp32
+(RolloutActor's default). Gradient checkpointing: where sft/rm/ppo.grad_checkpointing is on, elsewhere off;
+`--checkpointing` in jobs.plan shows what it would change everywhere. sft/rm/ppo.micro_batch_tokens bound the rows
+whose activations one training step keeps (`budget_rows`). moe.upcycle_layers sets how many layers the MoE roles
+upcycle.
 
     plan = make_plan(cfg, local_cluster())
     plan.ok, plan.stages[0].roles[0].memory.total
@@ -25,7 +27,7 @@ from umm_ray.config import Config
 from umm_ray.data.chat import prompts_ids
 from umm_ray.plan_cluster import Bundle, Cluster, Group, NodeType, Placement, local_cluster, place
 from umm_ray.plan_memory import (CPU_RUNTIME, KNOWN_CONFIGS, Arch, GiB, KVPlan, Memory, PlanError, arch_from_config,
-                                 arch_of, infer_memory, train_memory, vllm_memory)
+                                 arch_of, budget_rows, infer_memory, train_memory, vllm_memory)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,8 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     T = seq_len or r.max_len
     n_moe = len(cfg.moe.upcycle_layers) or None if experts else None  # [] = all layers
-    mem = train_memory(arch, "rm", "fp32", 2 * r.batch_size, T, experts=experts, top_k=top_k, merge=merge,
+    rows = budget_rows(2 * r.batch_size, T, r.micro_batch_tokens, rows_per_item=2)  # chosen + rejected rows
+    mem = train_memory(arch, "rm", "fp32", rows, T, experts=experts, top_k=top_k, merge=merge,
                        world=r.num_workers, strategy=r.strategy, zero_stage=r.zero_stage,
                        checkpointing=checkpointing or r.grad_checkpointing, device=dev,
                        autocast=r.precision == "bf16", moe_layers=n_moe)
@@ -159,7 +162,7 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
         what += f" in {n_moe} of {arch.layers} layers"
     return Role(stage, name, r.num_workers, 1.0, 1.0 if _gpu(cfg) else 0.0, group.format(stage=stage, i="{i}"),
                 strategy, arch.source, arch.params("rm", experts, n_moe), "fp32", mem,
-                f"{what}; {'; '.join(mem.notes)}; {2 * r.batch_size} seqs x {T}")
+                f"{what}; {'; '.join(mem.notes)}; {_rows(2 * r.batch_size, rows)} x {T}")
 
 
 def _eval_task(cfg: Config, stage: str, arch: Arch, experts: int = 0, seq_len: int | None = None) -> Role:
@@ -200,11 +203,18 @@ def sft_stage(cfg: Config, checkpointing: bool = False) -> StagePlan:
     s, dev = cfg.sft, "gpu" if _gpu(cfg) else "cpu"
     arch = model_arch(cfg, cfg.sft.base_path)
     T = cfg.model.max_seq_len
-    mem = train_memory(arch, "lm", "fp32", s.batch_size, T, world=s.num_workers, strategy=s.strategy, zero_stage=1,
-                       checkpointing=checkpointing, device=dev, lm_tokens=s.batch_size * T)
+    rows = budget_rows(s.batch_size, T, s.micro_batch_tokens)
+    mem = train_memory(arch, "lm", "fp32", rows, T, world=s.num_workers, strategy=s.strategy, zero_stage=1,
+                       checkpointing=checkpointing or s.grad_checkpointing, device=dev, lm_tokens=rows * T,
+                       autocast=s.precision == "bf16")
     role = Role("sft", "SFT worker", s.num_workers, 1.0, 1.0 if _gpu(cfg) else 0.0, "sft", "PACK", arch.source,
-                arch.params("lm"), "fp32", mem, f"{'; '.join(mem.notes)}; {s.batch_size} seqs x {T}")
+                arch.params("lm"), "fp32", mem, f"{'; '.join(mem.notes)}; {_rows(s.batch_size, rows)} x {T}")
     return StagePlan("sft", (role,))
+
+
+def _rows(batch: int, rows: int) -> str:
+    """How a role's batch is described: '8 seqs', or '2 of 8 seqs per token-budget micro-batch'."""
+    return f"{batch} seqs" if rows == batch else f"{rows} of {batch} seqs per token-budget micro-batch"
 
 
 def _proxy(cfg: Config) -> tuple[int, int]:
@@ -218,15 +228,17 @@ def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> Stage
     p, ro, gpu = cfg.ppo, cfg.rollout, _gpu(cfg)
     dev, cpus, gpus = ("gpu" if gpu else "cpu"), cfg.run.num_cpus_per_actor, cfg.run.num_gpus_per_actor
     pol = model_arch(cfg, policy_source(cfg))
-    lm_dtype = "bf16" if gpu else "fp32"
+    lm_dtype = "bf16" if gpu else "fp32"  # the reference's
+    rank_dtype = "bf16" if gpu and p.precision == "auto" else "fp32"  # ppo.precision: PolicyActor's weights
     T, R = cfg.model.max_seq_len, ro.max_new_tokens
-    mem = train_memory(pol, "actor_critic", lm_dtype, p.micro_batch_size, T, world=p.world_size,
-                       strategy="deepspeed", zero_stage=p.zero_stage, checkpointing=checkpointing, device=dev,
-                       lm_tokens=p.micro_batch_size * R)
+    rows = budget_rows(p.micro_batch_size, T, p.micro_batch_tokens)
+    mem = train_memory(pol, "actor_critic", rank_dtype, rows, T, world=p.world_size, strategy="deepspeed",
+                       zero_stage=p.zero_stage, checkpointing=checkpointing or p.grad_checkpointing, device=dev,
+                       lm_tokens=rows * R, autocast=p.precision == "bf16")
     roles = [Role("ppo", "policy+critic rank", p.world_size, cpus, gpus, "policy", "PACK", pol.source,
-                  pol.params("lm") + pol.params("base") + pol.hidden + 1, lm_dtype, mem,
+                  pol.params("lm") + pol.params("base") + pol.hidden + 1, rank_dtype, mem,
                   f"policy {pol.params('lm') / 1e6:.1f}M + critic trunk {pol.params('base') / 1e6:.1f}M + value "
-                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}")]
+                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {_rows(p.micro_batch_size, rows)} x {T}")]
     if ro.backend == "vllm":
         kv = vllm_memory(pol, "fp32", ro.gpu_memory_utilization, device=dev, device_bytes=gpu_bytes,
                          max_model_len=pol.max_positions)
