@@ -19,7 +19,7 @@ _BF16 = ("bfloat16 autocast of forward/backward with fp32 master weights, gradie
 
 
 def precision_opt(what: str, reported: str) -> Any:
-    """sft.precision: fp32 | bf16 (default fp32)."""
+    """A training section's precision key: fp32 | bf16 (default fp32, keyed only when set)."""
     return opt("fp32", f"Compute precision of {what}: 'bf16' = {_BF16}. Reported in {reported}.",
                choices=("fp32", "bf16"), keyed_at_default=False)
 
