@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -300,8 +301,11 @@ def test_rm_levers_reach_the_plan_and_the_hint(tmp_path):
     cfg = load_config(None, base, base=PRESETS["test"])
     ck = load_config(None, base + ["--rm.grad_checkpointing", "true"], base=PRESETS["test"])
     assert make_plan(ck, tight, ("rm_moe",), src).ok and not make_plan(cfg, tight, ("rm_moe",), src).ok
-    with pytest.raises(DoesNotFit, match="--rm.grad_checkpointing true would fit"):
+    with pytest.raises(DoesNotFit, match="--rm.grad_checkpointing true would fit") as e:
         check_fits(cfg, "rm_moe", source=src, cluster=tight)
+    budget = int(re.search(r"--rm.micro_batch_tokens (\d+) would fit", str(e.value)).group(1))  # the other lever
+    fits = load_config(None, base + ["--rm.micro_batch_tokens", str(budget)], base=PRESETS["test"])
+    assert make_plan(fits, tight, ("rm_moe",), src).ok
 
 
 def test_plan_stage_sum_counts_every_actor_on_a_node():

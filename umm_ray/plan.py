@@ -384,6 +384,15 @@ def _batch_hint(cfg: Config, role: str, cluster: Cluster, source, seq_len: int |
         ck = replace(cfg, rm=replace(cfg.rm, grad_checkpointing=True))
         if make_plan(ck, cluster, (role,), source, rm_seq_len=seq_len).ok:
             hint = "\n  --rm.grad_checkpointing true would fit (same batch, ~30% slower steps)"
+    if not cfg.rm.micro_batch_tokens:  # also keeps the batch and the update: fewer pairs' activations at a time
+        n, T = cfg.rm.batch_size // 2, seq_len or cfg.rm.max_len
+        while n >= 1:
+            budget = replace(cfg, rm=replace(cfg.rm, micro_batch_tokens=2 * n * T))
+            if make_plan(budget, cluster, (role,), source, rm_seq_len=seq_len).ok:
+                hint += (f"\n  --rm.micro_batch_tokens {2 * n * T} would fit (same batch and update, {n} pairs at "
+                         "a time)")
+                break
+            n //= 2
     b = cfg.rm.batch_size // 2
     while b >= 1:
         smaller = replace(cfg, rm=replace(cfg.rm, batch_size=b))
