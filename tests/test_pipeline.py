@@ -1,6 +1,8 @@
 """Stage caching: reuse on rerun, --force redoes a stage and its dependants, a failure keeps finished stages, keys
 from the declared config reads (key by key), a changed key starts from an empty stage directory."""
 
+import dataclasses
+
 import pytest
 
 from umm_ray.config import load_config
@@ -116,3 +118,25 @@ def test_changed_key_starts_empty_a_crash_resumes(tmp_path):
     changed.run(Stage("s", lambda out: {"resumed": (out / "partial.txt").is_file()}, reads=("ppo.kl_coef",)))
     assert StageRunner(tmp_path, load_config(overrides=["--ppo.kl_coef", "0.1"])).run(
         Stage("s", fn(True), reads=("ppo.kl_coef",))) == {"resumed": True}
+
+
+def test_lever_keys_stay_out_of_stage_keys_at_their_defaults():
+    """sft/rm/ppo levers (keyed_at_default=False): a default run keeps the stage keys it had before the keys existed;
+    setting one changes the key of the stages that read it."""
+    from umm_ray import stages
+    from umm_ray.config import Config
+    from umm_ray.pipeline import config_values, declared_reads
+
+    cfg = Config()
+    levers = {f"{s}.{k}" for s in ("sft", "ppo") for k in ("precision", "grad_checkpointing", "micro_batch_tokens")}
+    assert "rm.micro_batch_tokens" in declared_reads(stages.train_rm, cfg, "dense", {})
+    for fn, args in ((stages.sft, ()), (stages.train_rm, ("dense", {}))):
+        keys = config_values(cfg, declared_reads(fn, cfg, *args))
+        assert not (levers | {"rm.micro_batch_tokens"}) & set(keys), fn.__name__
+    bf16 = dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, precision="bf16", micro_batch_tokens=512))
+    keys = config_values(bf16, declared_reads(stages.sft, bf16))
+    assert keys["sft.precision"] == "bf16" and keys["sft.micro_batch_tokens"] == 512
+    budget = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, micro_batch_tokens=1024))
+    assert config_values(budget, declared_reads(stages.train_rm, budget, "dense", {}))["rm.micro_batch_tokens"] == 1024
+    ppo = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, precision="bf16"))
+    assert config_values(ppo, ["ppo"])["ppo.precision"] == "bf16" and "ppo.precision" not in config_values(cfg, ["ppo"])

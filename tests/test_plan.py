@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -347,8 +348,11 @@ def test_rm_levers_reach_the_plan_and_the_hint(tmp_path):
     cfg = load_config(None, base, base=PRESETS["test"])
     ck = load_config(None, base + ["--rm.grad_checkpointing", "true"], base=PRESETS["test"])
     assert make_plan(ck, tight, ("rm_moe",), src).ok and not make_plan(cfg, tight, ("rm_moe",), src).ok
-    with pytest.raises(DoesNotFit, match="--rm.grad_checkpointing true would fit"):
+    with pytest.raises(DoesNotFit, match="--rm.grad_checkpointing true would fit") as e:
         check_fits(cfg, "rm_moe", source=src, cluster=tight)
+    budget = int(re.search(r"--rm.micro_batch_tokens (\d+) would fit", str(e.value)).group(1))  # the other lever
+    fits = load_config(None, base + ["--rm.micro_batch_tokens", str(budget)], base=PRESETS["test"])
+    assert make_plan(fits, tight, ("rm_moe",), src).ok
 
 
 def test_plan_stage_sum_counts_every_actor_on_a_node():
@@ -377,3 +381,41 @@ def test_reward_training_entry_points_check_before_starting(tmp_path, kind):
     with pytest.raises(DoesNotFit, match="RM worker|member 0 worker"):
         reward.TRAINERS[kind](cfg, None, data=reward.RMData(pairs, pairs, pairs, source="test"), source=src)
     assert ray.is_initialized() == ray_before
+
+
+def test_sft_ppo_levers_and_token_budgets_reach_the_plan(tmp_path):
+    """sft/ppo.precision, sft/ppo.grad_checkpointing and sft/rm/ppo.micro_batch_tokens lower the training roles'
+    activation memory and say so; at their defaults the plan is the one from before the keys."""
+    big = _cluster(NodeType("box", 8, 0, 64 * GiB, max_workers=1, min_workers=1))
+    base = ["--run.output_dir", str(tmp_path / "run"), "--sft.batch_size", "64", "--ppo.micro_batch_size", "32",
+            "--rm.batch_size", "64"]
+
+    def role(stage, *extra):
+        cfg = load_config(None, base + list(extra), base=PRESETS["test"])
+        return make_plan(cfg, big, (stage,)).stages[0].roles[0]
+
+    for stage, sec in (("sft", "sft"), ("ppo", "ppo")):
+        plain = role(stage)
+        levers = role(stage, f"--{sec}.precision", "bf16", f"--{sec}.grad_checkpointing", "true")
+        assert "bf16 autocast" in levers.detail and "grad ckpt" in levers.detail, levers.detail
+        assert levers.memory.activations < plain.memory.activations, stage
+        T = load_config(None, base, base=PRESETS["test"]).model.max_seq_len
+        budget = role(stage, f"--{sec}.micro_batch_tokens", str(4 * T))
+        assert "4 of" in budget.detail and "token-budget micro-batch" in budget.detail, budget.detail
+        assert budget.memory.activations < plain.memory.activations / 4, stage
+    rm_plain = role("rm_dense")
+    rm_budget = role("rm_dense", "--rm.micro_batch_tokens", str(8 * load_config(None, base, base=PRESETS["test"])
+                                                                     .rm.max_len))
+    assert "8 of 128 seqs" in rm_budget.detail  # 4 pairs, both rows of each
+    assert rm_budget.memory.activations < rm_plain.memory.activations / 8
+
+
+def test_budget_rows_worst_case():
+    from umm_ray.plan_memory import budget_rows
+
+    assert budget_rows(64, 100, 0) == 64  # off
+    assert budget_rows(64, 100, 1000) == 10
+    assert budget_rows(64, 100, 50) == 1  # a row longer than the budget runs alone
+    assert budget_rows(64, 100, 10 ** 9) == 64
+    assert budget_rows(64, 100, 1000, rows_per_item=2) == 10  # 5 pairs
+    assert budget_rows(64, 100, 150, rows_per_item=2) == 2  # one pair, over the budget

@@ -19,8 +19,10 @@ import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
 from umm_ray.config_fields import ConfigError, opt
+from umm_ray.config_levers import grad_checkpointing_opt, micro_batch_tokens_opt, ppo_precision_opt, precision_opt
 from umm_ray.config_resources import ResourcesConfig
 from umm_ray.config_rollout import RolloutConfig
+from umm_ray.config_serve import ServeConfig
 from umm_ray.data.chat import CHAT_MODES
 from umm_ray.dtypes import DTYPES
 from umm_ray.models.families import ARCH_FAMILIES
@@ -90,6 +92,9 @@ class SFTConfig:
     strategy: str = opt("ddp", "Distributed strategy inside Ray Train (deepspeed = ZeRO-1).",
                         choices=("ddp", "deepspeed"))
     checkpoint_every: int = opt(200, "Save a resumable checkpoint every K optimizer steps.", lo=1)
+    precision: str = precision_opt("SFT training", "sft/eval.json")
+    grad_checkpointing: bool = grad_checkpointing_opt("the SFT model", "sft/eval.json")
+    micro_batch_tokens: int = micro_batch_tokens_opt("SFT", "each per-worker batch", "the loss is a mean over tokens")
 
 
 @dataclass
@@ -118,6 +123,8 @@ class RMConfig:
                                           "kept, the rest recomputed in backward (~30% slower, much less memory). "
                                           "Reported in eval.json.")
     checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
+    micro_batch_tokens: int = micro_batch_tokens_opt("RM training (BT kinds)", "each per-worker batch of pairs",
+                                                     "BT loss is a mean over pairs; a pair's two rows stay together")
     max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
     val_frac: float = opt(0.1, "Fraction of preference pairs held out for validation, by seed (the testbed's "
                                "pairs stage and rm.data alike).", lo=0.0, hi=0.5)
@@ -216,6 +223,10 @@ class PPOConfig:
                                        "CPU.", choices=DTYPES, keyed_at_default=False)
     gold_every: int = opt(1, "Score the gold every K steps (1 = every step): steps 1, K+1, 2K+1, ... and the last; "
                              "metrics and curves have gold only on those steps.", lo=1, keyed_at_default=False)
+    precision: str = ppo_precision_opt()
+    grad_checkpointing: bool = grad_checkpointing_opt("the policy and the critic trunk", "summary.json")
+    micro_batch_tokens: int = micro_batch_tokens_opt("the PPO update", "each ppo.micro_batch_size optimizer batch",
+                                                     "the losses are means over the response masks")
 
 
 @dataclass
@@ -228,24 +239,6 @@ class BoNConfig:
                            "with rm.data set: ppo.prompts).")
     rms: list = opt([], "Proxy RMs as name=path[#aggregate[:lambda]] (ensemble manifests); empty = the proxy that "
                         "reward.proxy / reward.proxy_path name.")
-
-
-@dataclass
-class ServeConfig:
-    host: str = opt("127.0.0.1", "Bind address (loopback by default).")
-    port: int = opt(8000, "HTTP port.", lo=1, hi=65535)
-    token: str = opt("", "Bearer token required on requests (empty = none).")
-    max_batch_size: int = opt(32, "Ray Serve dynamic batching: max batch.", lo=1)
-    batch_wait_timeout_s: float = opt(0.01, "Ray Serve dynamic batching: wait.", lo=0)
-    max_items_per_request: int = opt(256, "Reject requests with more texts than this.", lo=1)
-    max_chars_per_item: int = opt(16384, "Reject texts longer than this.", lo=1)
-    min_replicas: int = opt(1, "Autoscaling: minimum replicas.", lo=0)
-    max_replicas: int = opt(2, "Autoscaling: maximum replicas.", lo=1)
-    target_ongoing_requests: float = opt(8.0, "Autoscaling: ongoing requests per replica that trigger scaling.", lo=1)
-    max_ongoing_requests: int = opt(64, "Requests one replica accepts at once; more wait in Serve's queue.", lo=1)
-    max_request_bytes: int = opt(4194304, "Reject request bodies larger than this (413).", lo=1)
-    num_cpus: float = opt(1.0, "Logical CPUs per replica (also its torch threads).", lo=0)
-    num_gpus: float = opt(0.0, "GPUs per replica (0 on CPU machines).", lo=0)
 
 
 @dataclass

@@ -83,11 +83,15 @@ def config_values(cfg: Any, keys: Iterable[str], stage: str = "?") -> dict[str, 
         if not fields or (name and name not in fields):
             raise KeyError(f"stage {stage!r} declares config key {key!r}, which {type(cfg).__name__} does not have")
         for n in [name] if name else list(fields):
-            value, f = getattr(sec, n), fields[n]
-            if f"{section}.{n}" in NOT_KEYED or (not f.metadata.get("keyed_at_default", True) and value == f.default):
-                continue
-            out[f"{section}.{n}"] = value
+            if f"{section}.{n}" not in NOT_KEYED and not _unkeyed_default(fields[n], getattr(sec, n)):
+                out[f"{section}.{n}"] = getattr(sec, n)
     return dict(sorted(out.items()))
+
+
+def _unkeyed_default(f: dataclasses.Field, value: Any) -> bool:
+    """A key declared with keyed_at_default=False (`umm_ray.config_fields.opt`) that holds its default: it is left
+    out of stage keys, so stages cached before the key existed keep their keys."""
+    return not f.metadata.get("keyed_at_default", True) and f.default is not dataclasses.MISSING and value == f.default
 
 
 @dataclass(frozen=True)

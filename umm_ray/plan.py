@@ -4,13 +4,14 @@ A stage is what runs at once (the SFT workers; one reward model's Ray Train work
 all ensemble members; PPO's policy ranks, rollout engines, reference, proxy and gold actors). For every role the plan
 says how many actors, what each asks Ray for, the model it holds (exact parameter count) in which dtype, and its
 memory by kind (umm_ray.plan_memory); `place` (umm_ray.plan_cluster) then checks each stage against the cluster's
-node types. Dtypes are what the code does today: Ray Train stages in fp32 weights (reward training in bf16 autocast
-with rm.precision bf16), PPO ranks in bf16 on GPU (fp32 on CPU); the reference, rollout engines, proxy and gold reward
-actors in their configured dtype (ppo.reference_dtype, rollout.dtype, reward.proxy_dtype / gold_dtype; 'auto' = bf16
-on GPU, fp32 on CPU, `umm_ray.dtypes.resolve_dtype`). Gradient checkpointing: reward training when
-rm.grad_checkpointing is on, elsewhere
-off; `--checkpointing` in jobs.plan shows what it would change everywhere. moe.upcycle_layers sets how many layers
-the MoE roles upcycle.
+node types. Dtypes are what the code does today: Ray Train stages in fp32 weights (SFT / reward training in bf16
+autocast with sft.precision / rm.precision bf16), PPO ranks in bf16 on GPU with ppo.precision 'auto' (fp32 weights
+otherwise, autocast with 'bf16'); the reference, rollout engines, proxy and gold reward actors in their configured
+dtype (ppo.reference_dtype, rollout.dtype, reward.proxy_dtype / gold_dtype; 'auto' = bf16 on GPU, fp32 on CPU,
+`umm_ray.dtypes.resolve_dtype`). Gradient checkpointing: where sft/rm/ppo.grad_checkpointing is on, elsewhere off;
+`--checkpointing` in jobs.plan shows what it would change everywhere. sft/rm/ppo.micro_batch_tokens bound the rows
+whose activations one training step keeps (`budget_rows`). moe.upcycle_layers sets how many layers the MoE roles
+upcycle.
 
     plan = make_plan(cfg, local_cluster())
     plan.ok, plan.stages[0].roles[0].memory.total
@@ -29,7 +30,7 @@ from umm_ray.dtypes import resolve_dtype
 from umm_ray.plan_cluster import (Bundle, Cluster, Group, NodeType, Placement, accelerator_matches, local_cluster,
                                   place)
 from umm_ray.plan_memory import (CPU_RUNTIME, KNOWN_CONFIGS, Arch, GiB, KVPlan, Memory, PlanError, arch_from_config,
-                                 arch_of, infer_memory, train_memory, vllm_memory)
+                                 arch_of, budget_rows, infer_memory, train_memory, vllm_memory)
 from umm_ray.resources import RoleResources, ppo_layout, role_resources, train_placement
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     T = seq_len or r.max_len
     n_moe = len(cfg.moe.upcycle_layers) or None if experts else None  # [] = all layers
-    mem = train_memory(arch, "rm", "fp32", 2 * r.batch_size, T, experts=experts, top_k=top_k, merge=merge,
+    rows = budget_rows(2 * r.batch_size, T, r.micro_batch_tokens, rows_per_item=2)  # chosen + rejected rows
+    mem = train_memory(arch, "rm", "fp32", rows, T, experts=experts, top_k=top_k, merge=merge,
                        world=r.num_workers, strategy=r.strategy, zero_stage=r.zero_stage,
                        checkpointing=checkpointing or r.grad_checkpointing, device=dev,
                        autocast=r.precision == "bf16", moe_layers=n_moe)
@@ -186,7 +188,7 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
         what += f" in {n_moe} of {arch.layers} layers"
     return Role(stage, name, r.num_workers, w.cpus, w.gpus, group.format(stage=stage, i="{i}"),
                 train_placement(cfg, strategy), arch.source, arch.params("rm", experts, n_moe), "fp32", mem,
-                f"{what}; {'; '.join(mem.notes)}; {2 * r.batch_size} seqs x {T}", accelerator=w.accelerator)
+                f"{what}; {'; '.join(mem.notes)}; {_rows(2 * r.batch_size, rows)} x {T}", accelerator=w.accelerator)
 
 
 def _eval_task(cfg: Config, stage: str, arch: Arch, experts: int = 0, seq_len: int | None = None) -> Role:
@@ -228,12 +230,19 @@ def sft_stage(cfg: Config, checkpointing: bool = False) -> StagePlan:
     dev = _dev(w)
     arch = model_arch(cfg, cfg.sft.base_path)
     T = cfg.model.max_seq_len
-    mem = train_memory(arch, "lm", "fp32", s.batch_size, T, world=s.num_workers, strategy=s.strategy, zero_stage=1,
-                       checkpointing=checkpointing, device=dev, lm_tokens=s.batch_size * T)
+    rows = budget_rows(s.batch_size, T, s.micro_batch_tokens)
+    mem = train_memory(arch, "lm", "fp32", rows, T, world=s.num_workers, strategy=s.strategy, zero_stage=1,
+                       checkpointing=checkpointing or s.grad_checkpointing, device=dev, lm_tokens=rows * T,
+                       autocast=s.precision == "bf16")
     role = Role("sft", "SFT worker", s.num_workers, w.cpus, w.gpus, "sft", train_placement(cfg), arch.source,
-                arch.params("lm"), "fp32", mem, f"{'; '.join(mem.notes)}; {s.batch_size} seqs x {T}",
+                arch.params("lm"), "fp32", mem, f"{'; '.join(mem.notes)}; {_rows(s.batch_size, rows)} x {T}",
                 accelerator=w.accelerator)
     return StagePlan("sft", (role,))
+
+
+def _rows(batch: int, rows: int) -> str:
+    """How a role's batch is described: '8 seqs', or '2 of 8 seqs per token-budget micro-batch'."""
+    return f"{batch} seqs" if rows == batch else f"{rows} of {batch} seqs per token-budget micro-batch"
 
 
 def _proxy(cfg: Config) -> tuple[int, int]:
@@ -250,21 +259,22 @@ def ppo_stage(cfg: Config, cluster: Cluster, checkpointing: bool = False) -> Sta
     layout = ppo_layout(cfg)
     co = {r for r in layout.slots}
     pol = model_arch(cfg, policy_source(cfg))
-    lm_dtype = "bf16" if c["policy"].gpus > 0 else "fp32"  # PolicyActor: bf16 on CUDA
+    pc = c["policy"]
+    rank_dtype = "bf16" if pc.gpus > 0 and p.precision == "auto" else "fp32"  # ppo.precision: PolicyActor's weights
 
     def dtype(key: str, role: str) -> str:  # inference precision per role ('auto': bf16 on a GPU, else fp32)
         return resolve_dtype(key, "cuda" if c[role].gpus > 0 else "cpu")
     ro_dtype, ref_dtype = dtype(ro.dtype, "rollout"), dtype(p.reference_dtype, "reference")
     proxy_dtype, gold_dtype = dtype(cfg.reward.proxy_dtype, "proxy"), dtype(cfg.reward.gold_dtype, "gold")
     T, R = cfg.model.max_seq_len, ro.max_new_tokens
-    mem = train_memory(pol, "actor_critic", lm_dtype, p.micro_batch_size, T, world=p.world_size,
-                       strategy="deepspeed", zero_stage=p.zero_stage, checkpointing=checkpointing,
-                       device=_dev(c["policy"]), lm_tokens=p.micro_batch_size * R)
-    pc = c["policy"]
+    rows = budget_rows(p.micro_batch_size, T, p.micro_batch_tokens)
+    mem = train_memory(pol, "actor_critic", rank_dtype, rows, T, world=p.world_size, strategy="deepspeed",
+                       zero_stage=p.zero_stage, checkpointing=checkpointing or p.grad_checkpointing,
+                       device=_dev(pc), lm_tokens=rows * R, autocast=p.precision == "bf16")
     roles = [Role("ppo", "policy+critic rank", p.world_size, pc.cpus, pc.gpus, "policy", layout.strategy, pol.source,
-                  pol.params("lm") + pol.params("base") + pol.hidden + 1, lm_dtype, mem,
+                  pol.params("lm") + pol.params("base") + pol.hidden + 1, rank_dtype, mem,
                   f"policy {pol.params('lm') / 1e6:.1f}M + critic trunk {pol.params('base') / 1e6:.1f}M + value "
-                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}",
+                  f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {_rows(p.micro_batch_size, rows)} x {T}",
                   accelerator=pc.accelerator, whole_gpu=bool(co))]
 
     def where(role: str) -> dict:
@@ -439,6 +449,15 @@ def _batch_hint(cfg: Config, role: str, cluster: Cluster, source, seq_len: int |
         ck = replace(cfg, rm=replace(cfg.rm, grad_checkpointing=True))
         if make_plan(ck, cluster, (role,), source, rm_seq_len=seq_len).ok:
             hint = "\n  --rm.grad_checkpointing true would fit (same batch, ~30% slower steps)"
+    if not cfg.rm.micro_batch_tokens:  # also keeps the batch and the update: fewer pairs' activations at a time
+        n, T = cfg.rm.batch_size // 2, seq_len or cfg.rm.max_len
+        while n >= 1:
+            budget = replace(cfg, rm=replace(cfg.rm, micro_batch_tokens=2 * n * T))
+            if make_plan(budget, cluster, (role,), source, rm_seq_len=seq_len).ok:
+                hint += (f"\n  --rm.micro_batch_tokens {2 * n * T} would fit (same batch and update, {n} pairs at "
+                         "a time)")
+                break
+            n //= 2
     b = cfg.rm.batch_size // 2
     while b >= 1:
         smaller = replace(cfg, rm=replace(cfg.rm, batch_size=b))

@@ -227,6 +227,16 @@ def activation_bytes(arch: Arch, seqs: int, seq_len: int, dtype: str, checkpoint
     return kept + max(moe, dense) + stream  # + embeddings output
 
 
+def budget_rows(rows: int, seq_len: int, budget: int, rows_per_item: int = 1) -> int:
+    """Rows one micro-batch holds with a token budget (sft/rm/ppo.micro_batch_tokens; 0 = off: all `rows`), in the
+    planner's worst case of every row `seq_len` long: budget // (rows_per_item x seq_len) items (a BT pair is 2 rows),
+    at least one (a lone row longer than the budget runs alone), at most the batch. Activations scale with it."""
+    if budget <= 0:
+        return rows
+    items = rows // rows_per_item
+    return rows_per_item * min(items, max(1, budget // (rows_per_item * max(seq_len, 1))))
+
+
 def logits_bytes(arch: Arch, tokens: int, dtype: str, train: bool) -> int:
     """LM-head logits over `tokens` positions: the dtype's logits and an fp32 log-softmax (and its grad in training)."""
     return tokens * arch.vocab * (DTYPE_BYTES[dtype] + 4 * (3 if train else 1))

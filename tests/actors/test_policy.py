@@ -145,3 +145,37 @@ def test_zero3_gathers_full_weights(ray_local, policy_dir):
         assert digests[0] == pytest.approx(digests[1], abs=1e-9)
     finally:
         group.shutdown()
+
+
+def _one_update(policy_dir, **ppo) -> tuple[dict, list[float]]:
+    """A fresh 2-rank ZeRO-2 group, one train_step on the 4-row experience: (stats, param digests after it)."""
+    from umm_ray.actors.policy import PolicyGroup
+
+    group = PolicyGroup(policy_dir, PPOConfig(zero_stage=2, micro_batch_size=2, actor_lr=1e-2, critic_lr=1e-2,
+                                              **{"world_size": 2, **ppo}))
+    try:
+        batch = _batch()
+        logp, values = group.forward_logprobs_values(batch)
+        exp = _experience(batch, logp + 0.05 * batch.response_mask, values + 0.1 * batch.response_mask)
+        return group.train_step(exp, step=0), group.param_digests()
+    finally:
+        group.shutdown()
+
+
+def test_token_budget_update_equals_the_whole_micro_batch_update(ray_local, policy_dir):
+    """ppo.micro_batch_tokens splits each rank's micro-batch into pieces (ranks run as many as the rank needing most:
+    ZeRO-2 reduces per backward) and accumulates them into the same step: same losses, same pre-clip global
+    gradient norm, same weights (fp32); gradient checkpointing of policy and critic changes none of it. bf16
+    autocast (fp32 masters) trains with finite losses close to fp32's."""
+    plain, plain_digests = _one_update(policy_dir)
+    # 13 tokens: rank 0's two rows fit one piece (2 x (3 + 3)), rank 1's need two (2 x (4 + 4) > 13), so rank 0
+    # splits its micro-batch too
+    pieces, piece_digests = _one_update(policy_dir, micro_batch_tokens=13, grad_checkpointing=True)
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm"):
+        assert pieces[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+    assert piece_digests == pytest.approx(plain_digests, rel=0, abs=1e-3)
+    assert piece_digests[0] == pytest.approx(piece_digests[1], rel=0, abs=1e-9)
+    bf16, bf16_digests = _one_update(policy_dir, world_size=1, precision="bf16", micro_batch_tokens=6)
+    assert all(torch.isfinite(torch.tensor(v)) for v in bf16.values())
+    assert bf16["policy_loss"] == pytest.approx(plain["policy_loss"], abs=0.05)
+    assert bf16_digests[0] != pytest.approx(plain_digests[0], rel=0, abs=1e-9)  # it moved (not the same numbers)

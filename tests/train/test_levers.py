@@ -121,8 +121,8 @@ def test_levers_reject_bad_values_and_are_reported():
         enable_grad_checkpointing(torch.nn.Linear(2, 2))
     spec = TrainSpec(name="x", stage_dir="/tmp/x", precision="bf16", grad_checkpointing=True, strategy="deepspeed",
                      zero_stage=2)
-    assert spec.levers() == {"precision": "bf16", "grad_checkpointing": True, "strategy": "deepspeed",
-                             "zero_stage": 2}
+    assert spec.levers() == {"precision": "bf16", "grad_checkpointing": True, "micro_batch_tokens": 0,
+                             "strategy": "deepspeed", "zero_stage": 2}
     # bf16 is part of what a resumed run must match; fp32 keeps the fingerprint runs had before the key existed
     assert spec.fingerprint()["precision"] == "bf16"
     assert "precision" not in TrainSpec(name="x", stage_dir="/tmp/x").fingerprint()

@@ -78,3 +78,26 @@ def test_sft_base_path_chooses_the_model_sft_starts_from(tmp_path, make_cfg):
     world = RunLayout(tmp_path)
     assert sft_base(make_cfg(tmp_path), world) == world.base
     assert sft_base(make_cfg(tmp_path, "--sft.base_path", "Qwen/Qwen2.5-0.5B"), world).as_posix() == "Qwen/Qwen2.5-0.5B"
+
+
+def test_sft_levers_in_a_ray_train_run(ray_local, tiny_world, tmp_path):
+    """SFT through fit (2 DDP workers): token-budget micro-batches with gradient checkpointing train the plain run's
+    steps (fp32: the same losses, step after step); bf16 autocast trains with finite losses near them."""
+    from umm_ray.train.loop import TrainSpec, fit
+
+    cfg, world = tiny_world
+    examples = load_sft_examples(world.sft_data)[:96]
+    task = SFTTask(str(world.base), max_len=cfg.model.max_seq_len)
+    lengths = [int(task.collate([e])["attention_mask"].sum()) for e in examples[:16]]
+    budget = 3 * max(lengths)  # several pieces per 16-row batch
+
+    def run(name, **kw):
+        spec = TrainSpec(name=name, stage_dir=tmp_path / name, num_workers=2, batch_size=16, max_steps=3, lr=3e-3,
+                         checkpoint_every=1000, section="sft", **kw)
+        return fit(task, examples, spec).losses()
+
+    plain = run("plain")
+    pieces = run("pieces", micro_batch_tokens=budget, grad_checkpointing=True)
+    assert pieces == pytest.approx(plain, rel=1e-4)
+    bf16 = run("bf16", precision="bf16", micro_batch_tokens=budget)
+    assert all(abs(a - b) < 0.05 * abs(b) for a, b in zip(bf16, plain)), (bf16, plain)

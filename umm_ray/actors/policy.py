@@ -26,11 +26,12 @@ import torch
 
 from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.actors.weight_sync import Bucket, SyncGroup, pack, plan_buckets
-from umm_ray.algo.ppo import entropy_from_logits, masked_mean, policy_loss, value_loss
+from umm_ray.algo.ppo import joint_loss
 from umm_ray.config import PPOConfig
-from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard
+from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard, token_budget_pieces
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
+from umm_ray.train.levers import deepspeed_autocast, enable_grad_checkpointing
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
 
@@ -41,9 +42,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def deepspeed_config(ppo: PPOConfig, world_size: int, bf16: bool) -> dict:
-    """The DeepSpeed config: one optimizer step per micro-batch on each rank (global batch = micro x world)."""
-    return {
+def weights_dtype(ppo: PPOConfig, gpu: bool) -> torch.dtype:
+    """The dtype the policy + critic are loaded in: bf16 only for ppo.precision 'auto' on GPU (DeepSpeed's bf16
+    mode); 'bf16' autocasts over fp32 weights, which stay the masters."""
+    return torch.bfloat16 if ppo.precision == "auto" and gpu else torch.float32
+
+
+def deepspeed_config(ppo: PPOConfig, world_size: int, gpu: bool) -> dict:
+    """The DeepSpeed config: one optimizer step per micro-batch on each rank (global batch = micro x world);
+    ppo.precision bf16 adds the torch_autocast section (fp32 masters), 'auto' keeps DeepSpeed's bf16 mode on GPU."""
+    bf16 = weights_dtype(ppo, gpu) == torch.bfloat16
+    return {**deepspeed_autocast("bf16" if ppo.precision == "bf16" else "fp32"),
         "train_micro_batch_size_per_gpu": ppo.micro_batch_size,
         "gradient_accumulation_steps": 1,
         "train_batch_size": ppo.micro_batch_size * world_size,
@@ -98,8 +107,10 @@ class PolicyActor:
         gc.collect()
         gpu = torch.cuda.is_available()
         torch.manual_seed(self.seed)  # the value head's initialisation
-        dtype = torch.bfloat16 if gpu else torch.float32
-        model, self.tokenizer = load_actor_critic(self.path, dtype=dtype, trust_remote_code=self.trust_remote_code)
+        model, self.tokenizer = load_actor_critic(self.path, dtype=weights_dtype(self.ppo, gpu),
+                                                  trust_remote_code=self.trust_remote_code)
+        if self.ppo.grad_checkpointing:  # policy and critic trunk; before DeepSpeed wraps the model
+            enable_grad_checkpointing(model, key="ppo.grad_checkpointing")
         critic_params = list(model.critic.parameters()) + list(model.value_head.parameters())
         groups = [{"params": list(model.policy.parameters()), "lr": self.ppo.actor_lr},
                   {"params": critic_params, "lr": self.ppo.critic_lr}]
@@ -148,27 +159,46 @@ class PolicyActor:
         return {k: v / n for k, v in totals.items()}
 
     def _update(self, mb: Experience) -> dict[str, float]:
-        """One optimizer step on one micro-batch."""
-        logits, values = self._forward(mb)
-        d = self.device
-        mask = mb.response_mask.to(d)
-        logp = gather_logprobs(logits, mb.response_ids.to(d))
-        old_logp = mb.old_logprobs.to(d)
-        pg_loss, clip_frac = policy_loss(logp, old_logp, mb.advantages.to(d), mask, self.ppo.clip_eps)
-        vf_loss = value_loss(values, mb.old_values.to(d), mb.returns.to(d), mask, self.ppo.value_clip)
-        entropy = entropy_from_logits(logits.detach() if self.ppo.entropy_coef == 0 else logits, mask)
-        loss = pg_loss + self.ppo.vf_coef * vf_loss - self.ppo.entropy_coef * entropy
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"{self.name}: non-finite PPO loss (policy {pg_loss.item()}, value {vf_loss.item()})")
-        self.engine.backward(loss)
+        """One optimizer step on one micro-batch: in token-budget pieces when ppo.micro_batch_tokens > 0, their
+        losses weighted by their share of the response tokens, so the gradients add up to the whole micro-batch's."""
+        pieces = self._pieces(mb) if self.ppo.micro_batch_tokens > 0 else [(mb, 1.0)]
+        stats: dict[str, float] = {}
+        for k, (piece, weight) in enumerate(pieces):
+            if len(pieces) > 1:  # reduce gradients (and let step() update) only after the last piece
+                self.engine.set_gradient_accumulation_boundary(k == len(pieces) - 1)
+            loss, piece_stats = self._loss(piece)
+            self.engine.backward(loss if len(pieces) == 1 else loss * weight)
+            for name, v in piece_stats.items():
+                stats[name] = stats.get(name, 0.0) + weight * v
         # ZeRO-1/2/3 report the (pre-clip) global norm; stage 0 does not, so measure the all-reduced grads here.
         own_norm = self._grad_norm() if self.ppo.zero_stage == 0 else None
         self.engine.step()
         grad_norm = own_norm if own_norm is not None else self.engine.get_global_grad_norm()
-        approx_kl = masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask)
-        return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": float(clip_frac),
-                "entropy": entropy.item(), "approx_kl": approx_kl.item(),
-                "grad_norm": float(grad_norm) if grad_norm is not None else 0.0}
+        return {**stats, "grad_norm": float(grad_norm) if grad_norm is not None else 0.0}
+
+    def _pieces(self, mb: Experience) -> list[tuple[Experience, float]]:
+        """Token-budget pieces of one micro-batch; every rank runs as many as the rank that needs most (ZeRO's
+        collectives run per forward / backward), splitting its own further."""
+        pieces = token_budget_pieces(mb, self.ppo.micro_batch_tokens)
+        if self.world_size == 1:
+            return pieces
+        n = torch.tensor([len(pieces)], device=self.device)
+        torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MAX)
+        return token_budget_pieces(mb, self.ppo.micro_batch_tokens, count=int(n))
+
+    def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
+        """The joint PPO loss of one (piece of a) micro-batch (token means over its response mask) and its stats."""
+        logits, values = self._forward(mb)  # ppo.precision bf16: the engine's forward autocasts (torch_autocast)
+        d = self.device
+        p = self.ppo
+        loss, stats = joint_loss(logits, gather_logprobs(logits, mb.response_ids.to(d)), values,
+                                 mb.old_logprobs.to(d), mb.advantages.to(d), mb.old_values.to(d), mb.returns.to(d),
+                                 mb.response_mask.to(d), clip_eps=p.clip_eps, value_clip=p.value_clip,
+                                 vf_coef=p.vf_coef, entropy_coef=p.entropy_coef)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{self.name}: non-finite PPO loss (policy {stats['policy_loss']}, value "
+                               f"{stats['value_loss']})")
+        return loss, stats
 
     def _grad_norm(self) -> float:
         grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]

@@ -70,6 +70,30 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * masked_mean(err, mask)
 
 
+def joint_loss(logits: torch.Tensor, logp: torch.Tensor, values: torch.Tensor, old_logp: torch.Tensor,
+               adv: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *,
+               clip_eps: float, value_clip: float, vf_coef: float, entropy_coef: float
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The policy + critic loss of one update: policy_loss + vf_coef * value_loss - entropy_coef * entropy.
+
+    Args:
+        logits: Tensor[B, T, V] policy logits at the response positions; logp: Tensor[B, T] their log-probs of the
+            sampled tokens; values: Tensor[B, T] critic values (both with grad).
+        old_logp, adv, old_values, returns, mask: Tensor[B, T] from the experience.
+
+    Returns:
+        (loss, stats): the scalar loss; policy_loss, value_loss, clip_frac, entropy, approx_kl as floats. Every
+        term is a token mean over `mask`, so rows split into pieces recombine as sum(piece tokens / tokens x term).
+    """
+    pg_loss, clip_frac = policy_loss(logp, old_logp, adv, mask, clip_eps)
+    vf_loss = value_loss(values, old_values, returns, mask, value_clip)
+    entropy = entropy_from_logits(logits.detach() if entropy_coef == 0 else logits, mask)
+    loss = pg_loss + vf_coef * vf_loss - entropy_coef * entropy
+    approx_kl = masked_mean(0.5 * (logp.detach() - old_logp) ** 2, mask)
+    return loss, {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "clip_frac": float(clip_frac),
+                  "entropy": entropy.item(), "approx_kl": approx_kl.item()}
+
+
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical distribution at each position: Tensor[B, T, V] -> Tensor[B, T]."""
     logp = torch.log_softmax(logits.float(), dim=-1)

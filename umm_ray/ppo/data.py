@@ -61,7 +61,7 @@ def validate_prompts(prompts: list[PromptRecord], tokenizer, max_prompt_tokens: 
     if not prompts:
         raise PromptOrderError(f"{where}: the PPO prompt set is empty")
     if max_prompt_tokens < 1:
-        raise PromptOrderError(f"model.max_seq_len leaves no room for prompts after rollout.max_new_tokens")
+        raise PromptOrderError("model.max_seq_len leaves no room for prompts after rollout.max_new_tokens")
     lengths = [len(ids) for ids in prompts_ids(tokenizer, [p.prompt for p in prompts], chat_template)]
     empty = [i for i, n in enumerate(lengths) if n == 0]
     if empty:

@@ -41,6 +41,9 @@ from umm_ray.report.metrics import MetricsLogger
 from umm_ray.reward_source import RewardSource
 
 
+PPO_LEVERS = ("precision", "grad_checkpointing", "micro_batch_tokens", "zero_stage")  # reported in summary.json
+
+
 def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSource, prompts_path: str,
             out_dir: str | Path, pool: RolePool | None = None) -> Path:
     """Train `policy_path` with PPO against `proxy`, measuring `gold`; returns `out_dir`.
@@ -87,7 +90,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
         peak = [max(a, b) for a, b in zip(peak, before)] if len(before) == len(peak) else peak
     summary = {"steps": cfg.ppo.steps, "peak_memory_mb": {"policy_ranks": peak}, "roles_reused": pool.last_reused,
                "proxy": proxy_rs.describe(), "aggregate": how if len(members) > 1 else None,
-               "gold": gold_rs.describe()}
+               "gold": gold_rs.describe(), "levers": {k: getattr(cfg.ppo, k) for k in PPO_LEVERS}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return out
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from umm_ray.data.microbatch import split_to_count, token_budget_groups
+
 
 @dataclass
 class PolicyBatch:
@@ -122,3 +124,38 @@ def micro_batches(batch: PolicyBatch, size: int, generator: torch.Generator | No
     """Split into micro-batches of at most `size` rows, shuffled when a generator is given."""
     order = torch.randperm(len(batch), generator=generator) if generator is not None else torch.arange(len(batch))
     return [select(batch, order[i:i + size]) for i in range(0, len(batch), size)]
+
+
+def token_budget_pieces(batch: PolicyBatch, budget: int, count: int | None = None
+                        ) -> list[tuple[PolicyBatch, float]]:
+    """One optimizer micro-batch in pieces of <= `budget` padded tokens (`token_budget_groups` over each row's
+    (prompt, response) lengths), each cut to its own widest prompt and response: prompt width P' and response width
+    R' <= the batch's, so `input_ids` [b, P'+R'] and every [b, R'] tensor stay aligned (the columns dropped are
+    padding in every row of the piece, so positions and log-probs are unchanged).
+
+    Args:
+        batch: a PolicyBatch / Experience of B rows.
+        budget: padded tokens per piece (rows x (P' + R')); a row wider than it is a piece of its own.
+        count: split further to exactly this many pieces (ranks that must run the same number of passes).
+
+    Returns:
+        [(piece, weight)]: weight = the piece's share of the batch's real response tokens, so the weighted sum of
+        the pieces' masked-mean losses is the batch's masked-mean loss (`umm_ray.algo.ppo`).
+    """
+    P = batch.prompt_width
+    prompt_len = batch.attention_mask[:, :P].sum(dim=1).tolist()
+    resp_len = batch.response_mask.sum(dim=1).round().long().tolist()
+    groups = token_budget_groups(list(zip(prompt_len, resp_len)), budget)
+    if count is not None:
+        groups = split_to_count(groups, count)
+    total = max(float(batch.response_mask.sum()), 1.0)
+    out = []
+    for g in groups:
+        p_w, r_w = max(max(prompt_len[i] for i in g), 1), max(max(resp_len[i] for i in g), 1)
+        piece = select(batch, torch.tensor(g))
+        cut = {f.name: getattr(piece, f.name)[:, :r_w] for f in fields(piece)
+               if isinstance(getattr(piece, f.name), torch.Tensor) and f.name not in ("input_ids", "attention_mask")}
+        piece = replace(piece, input_ids=piece.input_ids[:, P - p_w:P + r_w],
+                        attention_mask=piece.attention_mask[:, P - p_w:P + r_w], prompt_width=p_w, **cut)
+        out.append((piece, float(piece.response_mask.sum()) / total))
+    return out

@@ -130,8 +130,8 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
                      epochs=epochs or r.epochs, lr=r.lr if lr is None else lr,
                      seed=cfg.run.seed if seed is None else seed, checkpoint_every=r.checkpoint_every,
                      strategy=r.strategy, zero_stage=r.zero_stage, **train_resources(cfg, placement),
-                     precision=r.precision,
-                     grad_checkpointing=r.grad_checkpointing)
+                     precision=r.precision, grad_checkpointing=r.grad_checkpointing,
+                     micro_batch_tokens=r.micro_batch_tokens)
 
 
 def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:

@@ -12,6 +12,7 @@ from torch import nn
 
 from umm_ray.algo.bt import bt_loss, pref_accuracy
 from umm_ray.data.chat import check_mode
+from umm_ray.data.microbatch import right_trimmed, split_to_count, token_budget_groups
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.families import check_family
 from umm_ray.models.merge import MERGE_META, export_merged, make_mergeable, merge_coefficients
@@ -133,6 +134,23 @@ class BTTask(TrainTask):
             return bt, extra
         aux = moe_aux_loss(raw.rm)
         return bt + self.aux_coef * aux, {**extra, "aux_loss": aux.item()}
+
+    def micro_batches(self, batch: dict, budget: int, count: int | None = None) -> list[tuple[dict, float]]:
+        """Pairs in length-sorted pieces of <= `budget` padded tokens (both rows of a pair in one piece, its length
+        the longer row's), each cut to its own longest row; weight = the piece's share of the pairs (the BT loss and
+        accuracy are means over pairs). The MoE aux loss is then a weighted mean of the pieces' own balance losses,
+        as it is over DDP ranks, not the whole batch's."""
+        ids, mask = batch["ids"], batch["mask"]
+        n = ids.shape[0] // 2
+        lengths = mask.sum(dim=1)
+        groups = token_budget_groups(torch.maximum(lengths[:n], lengths[n:]).tolist(), budget, rows_per_item=2)
+        groups = groups if count is None else split_to_count(groups, count)
+        out = []
+        for g in groups:
+            rows = torch.tensor(g + [i + n for i in g], device=ids.device)  # chosen rows, then their rejected
+            width = right_trimmed(mask[rows])
+            out.append(({"ids": ids[rows, :width], "mask": mask[rows, :width]}, len(g) / n))
+        return out
 
     def save(self, raw: RewardNet, out_dir: Path) -> None:
         if self.stage == "moe":

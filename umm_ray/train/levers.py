@@ -1,4 +1,5 @@
-"""Memory and speed levers of a training run, from config: mixed precision and gradient checkpointing.
+"""Memory and speed levers of a training run, from config: mixed precision, gradient checkpointing and token-budget
+micro-batches (`budget_pieces` + `accumulate_step`: a batch in pieces, gradients accumulated into one step).
 
     with autocast(spec.precision, device):         # 'bf16': matmuls in bfloat16, weights and AdamW state stay fp32
         loss, extra = task.loss(model, raw, batch)
@@ -18,17 +19,28 @@ import torch
 from torch import nn
 
 from umm_ray.models.moe import moe_layers
+from umm_ray.train.collective import collective_device
 
 PRECISIONS = ("fp32", "bf16")
 
 
-def autocast(precision: str, device: torch.device | str = "cpu"):
-    """The context the forward (and so the backward) of one step runs in: bf16 autocast, or nothing for fp32."""
+def autocast(precision: str, device: torch.device | str = "cpu", key: str = "rm.precision"):
+    """The context the forward (and so the backward) of one step runs in: bf16 autocast, or nothing for fp32.
+    `key`: the config key `precision` came from (sft.precision, rm.precision, ppo.precision), named in errors."""
     if precision not in PRECISIONS:
-        raise ValueError(f"rm.precision={precision!r}: expected one of {list(PRECISIONS)}")
+        raise ValueError(f"{key}={precision!r}: expected one of {list(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def deepspeed_autocast(precision: str) -> dict:
+    """The DeepSpeed config entries for `precision`: for bf16 its torch_autocast section (the engine's forward turns
+    an outer torch.autocast *off* unless this is on), with no lower-precision modules so gradients are reduced in
+    fp32 and the optimizer keeps fp32 master weights; DeepSpeed's own "bf16" mode (bf16 parameters) stays off."""
+    if precision == "fp32":
+        return {}
+    return {"torch_autocast": {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}}
 
 
 def hf_models(model: nn.Module) -> list[nn.Module]:
@@ -44,8 +56,9 @@ def hf_models(model: nn.Module) -> list[nn.Module]:
     return list(found.values())
 
 
-def enable_grad_checkpointing(model: nn.Module) -> int:
-    """Turn on HF gradient checkpointing on every HF model inside `model`; returns how many.
+def enable_grad_checkpointing(model: nn.Module, key: str = "rm.grad_checkpointing") -> int:
+    """Turn on HF gradient checkpointing on every HF model inside `model` (the policy and the critic trunk of PPO's
+    ActorCritic, the backbone of a RewardNet); returns how many. `key`: the config key named in errors.
 
     Non-reentrant `torch.utils.checkpoint` (works with DDP's find_unused_parameters, which MoE training needs).
     Its `context_fn` makes the recompute of an upcycled layer match its forward: the real-token mask the reward
@@ -55,10 +68,10 @@ def enable_grad_checkpointing(model: nn.Module) -> int:
     """
     models = hf_models(model)
     if not models:
-        raise ValueError(f"rm.grad_checkpointing: {type(model).__name__} holds no Hugging Face model to checkpoint")
+        raise ValueError(f"{key}: {type(model).__name__} holds no Hugging Face model to checkpoint")
     for m in models:
         if not getattr(m, "supports_gradient_checkpointing", False):
-            raise ValueError(f"rm.grad_checkpointing: {type(m).__name__} does not support gradient checkpointing")
+            raise ValueError(f"{key}: {type(m).__name__} does not support gradient checkpointing")
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
             "use_reentrant": False, "context_fn": _moe_context_fn(m)})
     return len(models)
@@ -90,3 +103,38 @@ def _recompute(layers, masks):
     finally:
         for m, (mask, aux) in zip(layers, saved):
             m.token_mask, m.aux_loss, m.recomputing = mask, aux, False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Token-budget micro-batches: one optimizer step accumulated over pieces of a batch (umm_ray.data.microbatch).
+
+
+def budget_pieces(task, batch: dict, budget: int) -> list[tuple[dict, float]]:
+    """Token-budget pieces of this rank's batch (`task.micro_batches` of a umm_ray.train.loop.TrainTask); with
+    several ranks every rank runs as many as the rank that needs most (ZeRO-2 reduces gradients at every backward,
+    so the ranks' backward passes must pair up)."""
+    pieces = task.micro_batches(batch, budget)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return pieces
+    n = torch.tensor([len(pieces)], device=collective_device())
+    torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MAX)
+    return pieces if int(n) == len(pieces) else task.micro_batches(batch, budget, count=int(n))
+
+
+def accumulate_step(engine, task, raw, pieces: list[tuple[dict, float]], precision: str,
+                    device) -> tuple[float, dict]:
+    """One optimizer step over a batch given as weighted pieces: backward of weight x loss per piece (the gradients
+    add up to the whole batch's), then one update. `engine`: umm_ray.train.loop's verbs accumulating(last) (DDP:
+    no gradient all-reduce before the last piece), backward(loss), update(). Returns the batch's loss and extras:
+    sum(weight x value), counts (`task.count_metrics`) summed."""
+    total, extras = 0.0, {}  # gradients are clear: every engine's update() leaves them so
+    for k, (piece, weight) in enumerate(pieces):
+        with engine.accumulating(last=k == len(pieces) - 1):
+            with autocast(precision, device):
+                loss, extra = task.loss(engine.model, raw, piece)
+            engine.backward(loss * weight)
+        total += weight * loss.item()
+        for name, v in extra.items():
+            extras[name] = extras.get(name, 0.0) + float(v) * (1.0 if name in task.count_metrics else weight)
+    engine.update()
+    return total, extras

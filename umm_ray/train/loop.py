@@ -2,10 +2,11 @@
 
 A stage is a `TrainTask` (build the model, batch examples, compute the loss, save the result) plus a `TrainSpec`
 (workers, batch size, epochs, checkpoint cadence). `fit(task, examples, spec)` runs it on CPU workers with DDP over
-gloo (GPU workers with NCCL when `spec.use_gpu`), or DeepSpeed ZeRO, optionally in bf16 autocast and with gradient
-checkpointing (`umm_ray.train.levers`), shards the data per rank deterministically by seed, checkpoints every K
-steps through `ray.train.report` and resumes from the latest checkpoint of a run with the same name under the same
-stage directory (model + optimizer + step + per-rank RNG + metrics so far), so a killed job restarts where it stopped.
+gloo (GPU workers with NCCL when `spec.use_gpu`), or DeepSpeed ZeRO, optionally in bf16 autocast, with gradient
+checkpointing (`umm_ray.train.levers`) and token-budget micro-batches (`umm_ray.data.microbatch`), shards the data per
+rank deterministically by seed, checkpoints every K steps through `ray.train.report` and resumes from the latest
+checkpoint of a run with the same name under the same stage directory (model + optimizer + step + per-rank RNG +
+metrics so far), so a killed job restarts where it stopped.
 
     result = fit(SFTTask(...), examples, TrainSpec(name="sft", stage_dir=Path("runs/x/sft"), num_workers=2))
     result.model_dir  # <stage_dir>/model, a Hugging Face checkpoint written by rank 0
@@ -32,7 +33,8 @@ from tqdm.auto import tqdm
 
 from umm_ray.resources import RoleResources
 from umm_ray.train.collective import collective_device
-from umm_ray.train.levers import PRECISIONS, autocast, enable_grad_checkpointing
+from umm_ray.train.levers import (PRECISIONS, accumulate_step, autocast, budget_pieces, deepspeed_autocast,
+                                  enable_grad_checkpointing)
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,15 @@ class TrainSpec:
     keep_checkpoints: int = 2
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights, grads and optimizer state stay fp32)
     grad_checkpointing: bool = False  # recompute each decoder layer in backward (umm_ray.train.levers)
+    micro_batch_tokens: int = 0  # > 0: each batch in length-sorted pieces of <= this many padded tokens (accumulated)
+    section: str = "rm"  # the config section the levers come from, named in their errors ('sft', 'rm')
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint.
 
         bf16 changes the numerics, so it is part of it (only when on: fp32 runs keep their old fingerprints);
-        gradient checkpointing does not (same gradients), so a run may resume with it turned on to fit in memory.
+        gradient checkpointing and token-budget micro-batches do not (the same update, up to float rounding), so a
+        run may resume with them turned on to fit in memory.
         """
         fp = {"num_workers": self.num_workers, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
               "strategy": self.strategy}
@@ -78,7 +83,8 @@ class TrainSpec:
     def levers(self) -> dict:
         """The memory / speed settings a stage reports in its metadata."""
         return {"precision": self.precision, "grad_checkpointing": self.grad_checkpointing,
-                "strategy": self.strategy, "zero_stage": self.zero_stage if self.strategy == "deepspeed" else None}
+                "micro_batch_tokens": self.micro_batch_tokens, "strategy": self.strategy,
+                "zero_stage": self.zero_stage if self.strategy == "deepspeed" else None}
 
 
 @dataclass
@@ -113,6 +119,7 @@ class TrainTask:
     """
 
     find_unused_parameters: bool = False
+    count_metrics: tuple[str, ...] = ()  # extra metrics that are counts: summed over micro-batches, not averaged
 
     def build(self) -> torch.nn.Module:
         """Create the model on the worker (CPU); called with the torch seed set to `spec.seed`."""
@@ -125,6 +132,12 @@ class TrainTask:
     def loss(self, model: torch.nn.Module, raw: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         """Scalar loss through `model` (the DDP/DeepSpeed wrapper) and extra float metrics; `raw` is unwrapped."""
         raise NotImplementedError
+
+    def micro_batches(self, batch: dict, budget: int, count: int | None = None) -> list[tuple[dict, float]]:
+        """`batch` in pieces of at most `budget` padded tokens (`umm_ray.data.microbatch`; exactly `count` pieces when
+        given), each with the weight that makes sum(weight x piece loss) the batch's loss; a task without it cannot
+        run with micro_batch_tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not support token-budget micro-batches")
 
     def save(self, raw: torch.nn.Module, out_dir: Path) -> None:
         """Write the final model (Hugging Face format) to `out_dir`; called on rank 0 only."""
@@ -182,9 +195,20 @@ class _DDPEngine:
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.update()
+
+    def accumulating(self, last: bool):
+        """The context of one piece's forward + backward: gradients are all-reduced only after the last piece."""
+        return contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def update(self) -> None:
         if self.spec.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip)
         self.opt.step()
+        self.opt.zero_grad(set_to_none=True)  # as DeepSpeed's step() does: the next batch accumulates from zero
 
     def save(self, out: Path, rank: int) -> None:
         if rank == 0:  # DDP keeps replicas identical: one copy is the whole state
@@ -209,10 +233,7 @@ class _DeepSpeedEngine:
             "gradient_clipping": spec.grad_clip, "zero_optimization": {"stage": spec.zero_stage},
             "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
         }
-        if spec.precision == "bf16":
-            # The engine's forward turns an outer torch.autocast *off* unless its own torch_autocast section is on.
-            # No lower-precision modules: gradients are reduced in fp32, as under DDP (fp32 master weights/grads).
-            ds_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+        ds_config.update(deepspeed_autocast(spec.precision))  # bf16: autocast, fp32 masters and gradient reduction
         self.model, self.opt, _, _ = deepspeed.initialize(
             model=raw, optimizer=opt, model_parameters=params, config=ds_config, dist_init_required=False)
         if ckpt_dir is not None:
@@ -222,6 +243,17 @@ class _DeepSpeedEngine:
 
     def step(self, loss: torch.Tensor) -> None:
         self.model.backward(loss)
+        self.model.step()
+
+    def accumulating(self, last: bool):
+        # One optimizer step spans several backward passes: reduce (and let step() update) only at the last one.
+        self.model.set_gradient_accumulation_boundary(last)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.model.backward(loss)
+
+    def update(self) -> None:
         self.model.step()
 
     def save(self, out: Path, rank: int) -> None:
@@ -302,7 +334,7 @@ def _worker_loop(config: dict) -> dict | None:
         torch.manual_seed(spec.seed)  # identical initial weights on every rank
         raw = task.build()
         if spec.grad_checkpointing:  # before the engine wraps the model; after build, so upcycled layers too
-            enable_grad_checkpointing(raw)
+            enable_grad_checkpointing(raw, key=f"{spec.section}.grad_checkpointing")
         engine = _make_engine(raw, task, spec, ckpt_dir)
         torch.manual_seed(spec.seed * 1000 + rank + 1)  # per-rank stream for dropout / noisy gating
         step, history = _restore_state(ckpt_dir, rank, fingerprint)
@@ -317,12 +349,17 @@ def _worker_loop(config: dict) -> dict | None:
             batches, batches_epoch = rank_batches(len(examples), epoch, rank, world, spec.batch_size, spec.seed), epoch
         raw.train()
         batch = {k: v.to(device) for k, v in task.collate([examples[j] for j in batches[i]]).items()}
-        with autocast(spec.precision, device):  # backward follows the forward's dtypes; no loss scaling for bf16
-            loss, extra = task.loss(engine.model, raw, batch)
-        engine.step(loss)
+        pieces = budget_pieces(task, batch, spec.micro_batch_tokens) if spec.micro_batch_tokens > 0 else []
+        if len(pieces) > 1:
+            loss, extra = accumulate_step(engine, task, raw, pieces, spec.precision, device)
+        else:  # the whole batch at once (micro_batch_tokens 0, or the batch fits the budget)
+            with autocast(spec.precision, device):  # backward follows the forward's dtypes; no loss scaling for bf16
+                loss, extra = task.loss(engine.model, raw, batch)
+            engine.step(loss)
+            loss = loss.item()
         step += 1
         keys = ["loss", *extra]
-        means = _mean_over_ranks([loss.item(), *[float(v) for v in extra.values()]])
+        means = _mean_over_ranks([loss, *[float(v) for v in extra.values()]])
         history.append({"step": step, "epoch": epoch, **dict(zip(keys, means)), "time": time.time()})
         bar.update(1)
         bar.set_postfix(loss=f"{means[0]:.4f}")
@@ -387,6 +424,8 @@ def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
         raise ValueError(f"run {spec.name!r}: strategy {spec.strategy!r} is not 'ddp' or 'deepspeed'")
     if spec.precision not in PRECISIONS:
         raise ValueError(f"run {spec.name!r}: precision {spec.precision!r} is not one of {list(PRECISIONS)}")
+    if spec.micro_batch_tokens < 0:
+        raise ValueError(f"run {spec.name!r}: {spec.section}.micro_batch_tokens must be >= 0 ({spec})")
     if not isinstance(task, TrainTask):
         raise TypeError(f"run {spec.name!r}: task must be a TrainTask, got {type(task).__name__}")
 

@@ -21,6 +21,7 @@ import torch
 from umm_ray.config import Config
 from umm_ray.data import read_jsonl
 from umm_ray.data.chat import prompts_ids
+from umm_ray.data.microbatch import right_trimmed, split_to_count, token_budget_groups
 from umm_ray.data.tokenize import encode_prompt_response, pad_batch
 from umm_ray.layout import RunLayout
 from umm_ray.resources import train_resources
@@ -57,6 +58,8 @@ def load_sft_examples(path: str | Path) -> list[SFTExample]:
 
 class SFTTask(TrainTask):
     """Causal-LM fine-tuning with the loss on response tokens only."""
+
+    count_metrics = ("response_tokens",)
 
     def __init__(self, model_path: str, max_len: int, trust_remote_code: bool = False, chat_template: str = "auto"):
         self.model_path, self.max_len, self.trust_remote_code = str(model_path), max_len, trust_remote_code
@@ -98,6 +101,22 @@ class SFTTask(TrainTask):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                     use_cache=False)
         return out.loss, {"response_tokens": float((batch["labels"][:, 1:] != IGNORE).sum())}
+
+    def micro_batches(self, batch: dict, budget: int, count: int | None = None) -> list[tuple[dict, float]]:
+        """Rows in length-sorted pieces of <= `budget` padded tokens (`token_budget_groups`), each cut to its own
+        longest row; weight = the piece's share of the batch's response tokens, since the loss is their mean."""
+        mask = batch["attention_mask"]
+        groups = token_budget_groups(mask.sum(dim=1).tolist(), budget)
+        groups = groups if count is None else split_to_count(groups, count)
+        scored = batch["labels"][:, 1:] != IGNORE  # the positions HF's shifted cross-entropy averages over
+        total = max(int(scored.sum()), 1)
+        out = []
+        for g in groups:
+            rows = torch.tensor(g, device=mask.device)
+            width = right_trimmed(mask[rows])  # right padding: the piece needs its longest row's columns only
+            piece = {k: v[rows, :width] for k, v in batch.items()}
+            out.append((piece, int(scored[rows].sum()) / total))
+        return out
 
     def save(self, raw, out_dir: Path) -> None:
         raw.save_pretrained(out_dir, safe_serialization=True)
@@ -174,7 +193,8 @@ def sft_spec(cfg: Config, stage_dir: Path) -> TrainSpec:
     s = cfg.sft
     return TrainSpec(name="sft", stage_dir=stage_dir, num_workers=s.num_workers, batch_size=s.batch_size,
                      epochs=s.epochs, lr=s.lr, seed=cfg.run.seed, checkpoint_every=s.checkpoint_every,
-                     strategy=s.strategy, **train_resources(cfg))
+                     strategy=s.strategy, **train_resources(cfg), precision=s.precision,
+                     grad_checkpointing=s.grad_checkpointing, micro_batch_tokens=s.micro_batch_tokens, section="sft")
 
 
 def sft_base(cfg: Config, layout: RunLayout) -> Path:
@@ -202,7 +222,7 @@ def run_sft(cfg: Config, layout: RunLayout, spec: TrainSpec | None = None, gold_
     spec = spec or sft_spec(cfg, stage_dir)
     t0 = time.time()
     result = fit(task, examples, spec)
-    report = _summary(result, len(examples), time.time() - t0)
+    report = {**_summary(result, len(examples), time.time() - t0), "levers": spec.levers()}
     save_history(result.history, stage_dir / "metrics.json")
     plot_loss_curve(result.history, stage_dir / "loss_curve.png", title="SFT loss (response tokens)")
     if gold_eval:
