@@ -235,14 +235,16 @@ def ppo_stage(cfg: Config, gpu_bytes: int, checkpointing: bool = False) -> Stage
                   f"policy {pol.params('lm') / 1e6:.1f}M + critic trunk {pol.params('base') / 1e6:.1f}M + value "
                   f"head, one DeepSpeed engine; {'; '.join(mem.notes)}; {p.micro_batch_size} seqs x {T}")]
     if ro.backend == "vllm":
+        # the engine's context, as `make_engine` gives it: model.max_seq_len, not the checkpoint's full context
+        ctx = min(T, pol.max_positions) if pol.max_positions else T
         kv = vllm_memory(pol, ro_dtype, ro.gpu_memory_utilization, device=dev, device_bytes=gpu_bytes,
-                         max_model_len=pol.max_positions)
+                         max_model_len=ctx)
         # an engine asks for tensor_parallel_size GPUs when > 1 (`ppo.roles.engine_gpus`)
         eng_gpus = float(ro.tensor_parallel_size) if ro.tensor_parallel_size > 1 else gpus
         roles.append(Role("ppo", "rollout engine (vLLM)", ro.num_engines, cpus, eng_gpus, "engine{i}", "PACK",
                           pol.source, pol.params("lm"), ro_dtype, kv.memory,
                           f"KV cache {kv.memory.kv_cache / GiB:.1f} GiB = {kv.kv_tokens} tokens "
-                          f"({kv.kv_tokens // max(1, pol.max_positions)} x max_model_len {pol.max_positions})", kv))
+                          f"({kv.kv_tokens // ctx} x max_model_len {ctx})", kv))
     else:
         m = infer_memory(pol, "lm", ro_dtype, 64, T, device=dev, lm_tokens=64)
         roles.append(Role("ppo", "rollout engine (HF)", ro.num_engines, cpus, gpus, "engine{i}", "PACK", pol.source,

@@ -26,6 +26,7 @@ import torch
 from umm_ray.actors.placement import bundle, in_group, make_placement_group, release
 from umm_ray.algo.ppo import entropy_from_logits, masked_mean, policy_loss, value_loss
 from umm_ray.config import PPOConfig
+from umm_ray.model_hub import local_model
 from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 
@@ -96,7 +97,9 @@ class PolicyActor:
         gpu = torch.cuda.is_available()
         torch.manual_seed(self.seed)  # the value head's initialisation
         dtype = torch.bfloat16 if gpu else torch.float32
-        model, self.tokenizer = load_actor_critic(self.path, dtype=dtype, trust_remote_code=self.trust_remote_code)
+        # a hub id loads from this node's snapshot (one download per node, under the cache lock)
+        model, self.tokenizer = load_actor_critic(local_model(self.path, "ppo.policy_path"), dtype=dtype,
+                                                  trust_remote_code=self.trust_remote_code)
         critic_params = list(model.critic.parameters()) + list(model.value_head.parameters())
         groups = [{"params": list(model.policy.parameters()), "lr": self.ppo.actor_lr},
                   {"params": critic_params, "lr": self.ppo.critic_lr}]
