@@ -22,7 +22,8 @@ from pathlib import Path
 
 from umm_ray.models.families import PICKLE_SUFFIXES
 
-__all__ = ["HUB_ID", "is_hub_id", "hub_snapshot", "check_hub_model", "local_model", "check_model_input", "HubModelError"]
+__all__ = ["HUB_ID", "is_hub_id", "hub_snapshot", "check_hub_model", "local_model", "check_model_input",
+           "HubModelError"]
 
 # owner/name: what the hub accepts as a model id (no third path component, no leading '.' or '/')
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
