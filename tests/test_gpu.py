@@ -125,7 +125,7 @@ def test_vllm_engine_weight_sync_matches_hf_logprobs(device, ray_local, llama_di
     and after a weight sync through the object store its log-probs equal HF's under the new weights within 1e-3."""
     gpus = 1 if device == "cuda" else 0
     actor = ray_local.remote(num_cpus=1, num_gpus=gpus)(RolloutActor).remote(
-        llama_dir, backend="vllm", max_new_tokens=MAX_NEW, max_model_len=MAX_LEN, dtype="float32")
+        llama_dir, backend="vllm", max_new_tokens=MAX_NEW, max_model_len=MAX_LEN, dtype="fp32")
     try:
         assert ray_local.get(actor.ready.remote()) is True
         sees_cuda = ray_local.get(actor.__ray_call__.remote(lambda self: torch.cuda.is_available()))
