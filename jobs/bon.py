@@ -16,21 +16,21 @@ scores.json, samples.jsonl, config.yaml}` and prints gold/proxy per n.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from jobs.common import init_ray, job_config, record_config
 from jobs.inputs import dry_run
 from umm_ray.config import Config
 from umm_ray.eval.bon import curve_table, run_bon
 from umm_ray.layout import RunLayout
+from umm_ray.model_hub import check_model_input
 from umm_ray.reward_source import RewardSource, parse_named_sources, proxy_source, source_from_config
 
 
 def resolve_inputs(cfg: Config) -> tuple[str, dict[str, RewardSource], RewardSource]:
     """(policy path, {name: proxy}, gold) from the config, failing before any compute when something is missing."""
     policy = cfg.bon.policy_path or str(RunLayout(cfg.run.output_dir).sft_model)
-    if not Path(policy).exists() and not cfg.bon.policy_path:
-        raise FileNotFoundError(f"{policy}: no SFT policy; run `python -m jobs.sft` first or set --bon.policy_path")
+    # a local directory or a hub id (each rollout actor then loads its own node's snapshot)
+    check_model_input(policy, "SFT policy", "run `python -m jobs.sft` first or set --bon.policy_path")
     r = cfg.reward
     if cfg.bon.rms:
         sources = parse_named_sources(cfg.bon.rms, "bon.rms")

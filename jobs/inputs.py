@@ -20,6 +20,7 @@ from typing import Any
 
 from umm_ray.config import Config
 from umm_ray.data.hub import PREFERENCE_DATASETS, PROMPT_DATASETS
+from umm_ray.model_hub import check_hub_model, is_hub_id
 from umm_ray.pipeline import WouldRun
 from umm_ray.pretrained import cached_path, is_catalog_name, resolve_model
 from umm_ray.reward_source import RewardSource, source_from_config
@@ -27,6 +28,8 @@ from umm_ray.reward_source import RewardSource, source_from_config
 DRY_RUN = "--dry-run"
 # Config keys that name a model to load (HF dir, hub id, or a catalog name).
 MODEL_KEYS = ("sft.base_path", "rm.base_path", "ppo.policy_path", "bon.policy_path")
+# The policy keys: actors load a hub id from their node's snapshot (`model_hub.local_model`), safetensors only.
+POLICY_KEYS = ("ppo.policy_path", "bon.policy_path")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DATA_SUFFIXES = (".jsonl", ".json", ".gz")
 
@@ -65,6 +68,10 @@ def _model_note(key: str, value: str) -> str:
         return f"{key}: catalog model {value!r} -> {where} ({state})"
     if Path(value).exists():
         return f"{key}: {value}"
+    if key in POLICY_KEYS and is_hub_id(value):
+        check_hub_model(value, what=key)  # lists files only: a missing or pickle-only repo stops here
+        return (f"{key}: {value!r} is not a local path; loaded as a hub model id (safetensors only, downloaded once "
+                "per node into the HF cache: needs a reachable model hub or a pre-filled cache)")
     if HUB_ID.match(value):
         return f"{key}: {value!r} is not a local path; loaded as a hub id (needs a reachable model hub)"
     raise InputError(f"{key}: {value} does not exist (a local HF directory, a hub id owner/name, or a catalog name)")

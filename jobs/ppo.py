@@ -25,6 +25,7 @@ from jobs.common import init_ray, job_config, record_config
 from jobs.inputs import dry_run
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
+from umm_ray.model_hub import check_model_input
 from umm_ray.ppo.driver import run_ppo
 from umm_ray.reward_source import RewardSource, proxy_source, source_from_config
 
@@ -33,8 +34,8 @@ def resolve_inputs(cfg: Config) -> tuple[str, RewardSource, RewardSource, str]:
     """(policy, proxy, gold, prompts) from the config, failing before any compute when something is missing."""
     layout = RunLayout(cfg.run.output_dir)
     policy = cfg.ppo.policy_path or str(layout.sft_model)
-    if not Path(policy).exists():
-        raise FileNotFoundError(f"{policy}: no policy; run `python -m jobs.sft` first or set --ppo.policy_path")
+    # a local directory or a hub id (each actor then loads its own node's snapshot: `model_hub.local_model`)
+    check_model_input(policy, "policy", "run `python -m jobs.sft` first or set --ppo.policy_path")
     prompts = cfg.ppo.prompts or str(layout.prompts_ppo)
     if not cfg.ppo.prompts and not Path(prompts).exists():
         raise FileNotFoundError(f"{prompts}: no PPO prompts; run `python -m jobs.prepare` or set --ppo.prompts")

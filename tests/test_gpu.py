@@ -125,7 +125,7 @@ def test_vllm_engine_weight_sync_matches_hf_logprobs(device, ray_local, llama_di
     and after a weight sync through the object store its log-probs equal HF's under the new weights within 1e-3."""
     gpus = 1 if device == "cuda" else 0
     actor = ray_local.remote(num_cpus=1, num_gpus=gpus)(RolloutActor).remote(
-        llama_dir, backend="vllm", max_new_tokens=MAX_NEW, max_model_len=MAX_LEN, dtype="float32")
+        llama_dir, backend="vllm", max_new_tokens=MAX_NEW, max_model_len=MAX_LEN, dtype="fp32")
     try:
         assert ray_local.get(actor.ready.remote()) is True
         sees_cuda = ray_local.get(actor.__ray_call__.remote(lambda self: torch.cuda.is_available()))
@@ -151,6 +151,35 @@ def _gpu_check(tmp_path, *args: str) -> subprocess.CompletedProcess:
            "CUDA_VISIBLE_DEVICES": ""}  # hide any GPU: this must be the no-GPU path even on a GPU machine
     return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+HF_DEVICES = [
+    pytest.param("cpu", id="cpu-hf"),
+    pytest.param("cuda", id="cuda-hf", marks=[pytest.mark.gpu,
+                                              pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]),
+]
+
+
+@pytest.mark.parametrize("device", HF_DEVICES)
+def test_hf_rollout_engine_generates_and_syncs_on_its_device(device, llama_dir):
+    """The HF rollout backend holds its model on the actor's device in the resolved rollout dtype (CPU: fp32, as
+    before; CUDA: the current GPU, bf16), generates there, and a weight sync from CPU fp32 tensors lands there: its
+    log-probs then follow the new weights."""
+    engine = RolloutActor(llama_dir, backend="hf", max_new_tokens=MAX_NEW, max_model_len=MAX_LEN)
+    want_dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    params = list(engine._engine.model.parameters())
+    assert engine.device.type == device and all(p.device.type == device and p.dtype == want_dtype for p in params)
+    out = engine.generate(PROMPTS, n=2, seed=3)
+    assert len(out.response_ids) == 6 and all(len(lp) == len(r) for lp, r in zip(out.response_logprobs,
+                                                                                  out.response_ids))
+    new = _perturbed(llama_dir)
+    engine.update_weights(new)
+    assert all(p.device.type == device and p.dtype == want_dtype for p in engine._engine.model.parameters())
+    want = _hf_logprobs(llama_dir, new, out.prompt_ids, out.response_ids)
+    got = engine.logprobs(out.prompt_ids, out.response_ids)
+    assert _max_abs_diff(got, want) < (0.1 if device == "cuda" else 1e-4)  # bf16 vs fp32 on CUDA
+    old = _hf_logprobs(llama_dir, None, out.prompt_ids, out.response_ids)
+    assert _max_abs_diff(got, old) > 1e-3  # the sync changed what the engine computes
 
 
 def test_gpu_check_script_skips_without_a_gpu_and_its_smoke_config_resolves(tmp_path):

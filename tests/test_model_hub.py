@@ -5,11 +5,12 @@ RewardSource / proxy_source / the jobs' input check take the id."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
-from tests.fixtures import ROOT, SMALL, hub_cache_model, save_tiny_rm, tiny_tokenizer, use_hf_cache
-from umm_ray.model_hub import HubModelError, check_hub_model, hub_snapshot, is_hub_id
+from tests.fixtures import ROOT, SMALL, hub_cache_model, save_tiny_lm, save_tiny_rm, tiny_tokenizer, use_hf_cache
+from umm_ray.model_hub import HubModelError, check_hub_model, hub_snapshot, is_hub_id, local_model
 from umm_ray.reward_source import RewardSource, proxy_source
 
 TEXTS = ["sort the list 3 1 2 answer 1 2 3", "add 4 and 5 answer 9", "name a colour answer red"] * 20
@@ -114,6 +115,9 @@ def test_gpu_preset_gold_hub_id_passes_the_input_check(hf_home, tiny_rm, tmp_pat
     from umm_ray.plan_cluster import read_cluster
 
     cfg = load_config(None, ["--run.output_dir", str(tmp_path)], base=PRESETS["gpu"])
+    with pytest.raises(InputError, match="ppo.policy_path: 'Qwen/Qwen2.5-0.5B-Instruct' is neither"):
+        check_inputs(cfg)
+    hub_cache_model(hf_home, cfg.ppo.policy_path, tiny_rm)  # a stand-in: the check lists files only
     with pytest.raises(InputError, match="reward.gold: 'Skywork/Skywork-Reward-Llama-3.1-8B' is neither"):
         check_inputs(cfg)
     hub_cache_model(hf_home, "Skywork/Skywork-Reward-Llama-3.1-8B", tiny_rm)
@@ -124,3 +128,44 @@ def test_gpu_preset_gold_hub_id_passes_the_input_check(hf_home, tiny_rm, tmp_pat
     gold = roles["gold RM actor"]
     assert gold.dtype == "bf16" and roles["rollout engine (vLLM)"].dtype == "bf16"  # 'auto' on GPU
     assert roles["reference"].dtype == "bf16" and roles["proxy RM actor"].dtype == "bf16"
+    kv = roles["rollout engine (vLLM)"].kv  # sized for model.max_seq_len (1024), not Qwen's 32768 positions
+    assert kv.max_model_len == cfg.model.max_seq_len == 1024 and kv.kv_tokens > 0 and kv.ok
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub_lm")
+    return save_tiny_lm(root / "lm", tiny_tokenizer(TEXTS, vocab_size=300), seed=0, **SMALL)
+
+
+def test_hub_policy_passes_the_input_checks_and_loads_from_the_snapshot(hf_home, tiny_lm, tmp_path, capsys):
+    """A policy given as a hub id: jobs.ppo / jobs.bon and their dry runs accept it from the HF cache (no download),
+    a pickle-only repo is refused naming the id, and `local_model` (what each actor calls) gives the snapshot."""
+    from jobs.bon import main as bon_main
+    from jobs.bon import resolve_inputs as bon_inputs
+    from jobs.ppo import resolve_inputs as ppo_inputs
+    from umm_ray.config import load_config
+
+    hub_cache_model(hf_home, "org/tiny-policy", tiny_lm)
+    hub_cache_model(hf_home, "org/pickled-policy", tiny_lm, pickle_only=True)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "add 4 and 5"}\n')
+    ppo = ["--run.output_dir", str(tmp_path), "--ppo.prompts", str(prompts), "--reward.proxy_path", "org/tiny-rm"]
+    assert ppo_inputs(load_config(None, ppo + ["--ppo.policy_path", "org/tiny-policy"]))[0] == "org/tiny-policy"
+    with pytest.raises(HubModelError, match="policy: hub model 'org/pickled-policy' has no safetensors"):
+        ppo_inputs(load_config(None, ppo + ["--ppo.policy_path", "org/pickled-policy"]))
+    bon = ["--run.output_dir", str(tmp_path), "--bon.rms", "d=org/tiny-rm"]
+    assert bon_inputs(load_config(None, bon + ["--bon.policy_path", "org/tiny-policy"]))[0] == "org/tiny-policy"
+    with pytest.raises(SystemExit) as e:
+        bon_main(bon + ["--bon.policy_path", "org/tiny-policy", "--dry-run"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "bon.policy_path: 'org/tiny-policy' is not a local path; loaded as a hub" in out
+    with pytest.raises(SystemExit) as e:
+        bon_main(bon + ["--bon.policy_path", "org/pickled-policy", "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "bon.policy_path: hub model 'org/pickled-policy' has no safetensors" in err
+    with pytest.raises(FileNotFoundError, match="no policy .*neither a local directory nor a hub model id"):
+        ppo_inputs(load_config(None, ppo + ["--ppo.policy_path", str(tmp_path / "nope")]))
+    snap = local_model("org/tiny-policy", "ppo.policy_path")
+    assert snap == str(hub_snapshot("org/tiny-policy")) and (Path(snap) / "model.safetensors").is_file()
+    assert local_model(tiny_lm) == tiny_lm  # a local directory is used as it is

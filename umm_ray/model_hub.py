@@ -1,4 +1,5 @@
-"""Reward models named by Hugging Face hub id (`owner/name`), resolved to a local snapshot once per node.
+"""Models named by Hugging Face hub id (`owner/name`), resolved to a local snapshot once per node: reward models,
+and the policy (ppo.policy_path / bon.policy_path) every policy, reference and rollout actor loads (`local_model`).
 
 A gold or proxy RM given as a hub id (e.g. reward.gold `Skywork/Skywork-Reward-Llama-3.1-8B`) is downloaded into the
 standard HF cache (`$HF_HOME/hub/models--owner--name/snapshots/<rev>/`) by `huggingface_hub.snapshot_download`,
@@ -11,6 +12,7 @@ With `HF_HUB_OFFLINE=1` (or no network) a snapshot already in the cache is used 
 
     path = hub_snapshot("Skywork/Skywork-Reward-Llama-3.1-8B")   # -> .../snapshots/<rev>
     check_hub_model("Skywork/Skywork-Reward-Llama-3.1-8B", what="reward.gold")  # at job start: no download
+    local_model("Qwen/Qwen2.5-0.5B-Instruct", what="ppo.policy_path")  # in an actor: its own node's snapshot
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 
 from umm_ray.models.families import PICKLE_SUFFIXES
 
-__all__ = ["HUB_ID", "is_hub_id", "hub_snapshot", "check_hub_model", "HubModelError"]
+__all__ = ["HUB_ID", "is_hub_id", "hub_snapshot", "check_hub_model", "local_model", "check_model_input",
+           "HubModelError"]
 
 # owner/name: what the hub accepts as a model id (no third path component, no leading '.' or '/')
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -115,3 +118,26 @@ def hub_snapshot(repo_id: str, revision: str | None = None, what: str = "reward 
     if not any(path.glob("*.safetensors")):
         raise _no_safetensors(repo_id, [p.name for p in path.iterdir()], what)
     return path
+
+
+def local_model(path: str, what: str = "model") -> str:
+    """The directory to load `path` from on this node: a hub id's snapshot (`hub_snapshot`, downloaded once per node
+    under the cache lock, safetensors only), any other value unchanged. Actors call it themselves, so each loads the
+    copy in its own node's HF cache rather than a driver path that may not exist where the actor runs."""
+    return str(hub_snapshot(path, what=what)) if is_hub_id(path) else str(path)
+
+
+def check_model_input(path: str, what: str, hint: str = "") -> str:
+    """`path` when it is a local directory or a hub id whose safetensors weights the hub or the HF cache lists (no
+    download); jobs call it at start for the policy, so a wrong id stops before any actor starts.
+
+    Raises:
+        FileNotFoundError: neither a local path nor a hub id (`hint` says how to make one).
+        HubModelError: a hub id the hub / cache does not know, or without safetensors weights.
+    """
+    if is_hub_id(path):
+        check_hub_model(path, what=what)
+    elif not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no {what} (neither a local directory nor a hub model id owner/name)"
+                                + (f"; {hint}" if hint else ""))
+    return str(path)

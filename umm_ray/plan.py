@@ -288,13 +288,13 @@ def ppo_stage(cfg: Config, cluster: Cluster, checkpointing: bool = False) -> Sta
     if ro.backend == "vllm":
         if ro.tensor_parallel_size > 1:  # an engine asks for tensor_parallel_size GPUs (`ppo.roles.engine_gpus`)
             rc = replace(rc, gpus=float(ro.tensor_parallel_size))
+        # the engine's context, as `make_engine` gives it: model.max_seq_len, not the checkpoint's full context
+        ctx = min(T, pol.max_positions) if pol.max_positions else T
         kv = vllm_memory(pol, ro_dtype, ro.gpu_memory_utilization, device=_dev(rc),
-                         device_bytes=_device_bytes(cluster, rc, where("rollout")["accelerator"]),
-                         max_model_len=pol.max_positions)
+                         device_bytes=_device_bytes(cluster, rc, where("rollout")["accelerator"]), max_model_len=ctx)
         roles.append(_role("rollout engine (vLLM)", ro.num_engines, rc, pol.source, pol.params("lm"), ro_dtype,
                            kv.memory, f"KV cache {kv.memory.kv_cache / GiB:.1f} GiB = {kv.kv_tokens} tokens "
-                           f"({kv.kv_tokens // max(1, pol.max_positions)} x max_model_len {pol.max_positions})",
-                           where("rollout"), kv))
+                           f"({kv.kv_tokens // ctx} x max_model_len {ctx})", where("rollout"), kv))
     else:
         m = infer_memory(pol, "lm", ro_dtype, 64, T, device=_dev(rc), lm_tokens=64)
         roles.append(_role("rollout engine (HF)", ro.num_engines, rc, pol.source, pol.params("lm"), ro_dtype, m,

@@ -140,8 +140,8 @@ def sft(cfg: Config, out: Path) -> dict:
 @reads("run.seed", "run.num_cpus_per_actor", "run.num_gpus_per_actor", "testbed.n_pairs", "testbed.label_noise",
        "testbed.label_length_bias", "rm.val_frac", "rm.test_frac", "rollout.backend",
        "rollout.max_new_tokens", "rollout.temperature", "rollout.top_p", "rollout.gpu_memory_utilization",
-       "rollout.dtype", "rollout.enforce_eager", "rollout.tensor_parallel_size", "model.trust_remote_code",
-       "model.chat_template", also=lambda cfg: _gold_reads(cfg) + _rollout_reads(cfg))
+       "rollout.dtype", "rollout.enforce_eager", "rollout.tensor_parallel_size", "model.max_seq_len",
+       "model.trust_remote_code", "model.chat_template", also=lambda cfg: _gold_reads(cfg) + _rollout_reads(cfg))
 def pairs(cfg: Config, out: Path) -> dict:
     """Gold-labelled pairs sampled from the SFT policy into `out` (= layout.pairs); returns their stats."""
     from umm_ray.testbed.pairs import run_pairs  # heavy: Ray rollout actor
@@ -258,7 +258,7 @@ def _bon_reads(cfg: Config, proxies: dict[str, Proxy]) -> tuple[str, ...]:
     return keys + (("ppo.prompts",) if not cfg.bon.prompts and not uses_testbed(cfg) else ())
 
 
-@reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed",
+@reads("bon.n_prompts", "bon.n_samples", "bon.policy_path", "bon.prompts", "rollout", "run.seed", "model.max_seq_len",
        "run.num_cpus_per_actor", "run.num_gpus_per_actor", "rm.max_len", "rm.data", "reward.batch_size",
        "reward.proxy_dtype", "compare.expert_counts", "compare.bon_uwo_lambda", "compare.dmoe",
        "model.trust_remote_code", "model.chat_template", also=_bon_reads)

@@ -75,3 +75,22 @@ def test_reference_rejects_empty_response(ray_local, lm_dir):
             ray.get(actor.logprobs.remote([[5], [6]], [[7], []]))
     finally:
         ray.kill(actor)
+
+
+def test_reference_loads_a_hub_id_policy_from_the_node_cache(ray_local, lm_dir, tmp_path, monkeypatch):
+    """ppo.policy_path a hub id: the Ray actor resolves it offline from its node's HF cache and scores as the same
+    model loaded from its directory."""
+    from tests.fixtures import hub_cache_model, use_hf_cache
+    from umm_ray.actors.reference import ReferenceActor
+
+    home = tmp_path / "hf"
+    hub_cache_model(home, "org/tiny-policy", lm_dir)
+    env = {"env_vars": use_hf_cache(monkeypatch, home)}
+    actor = ray.remote(ReferenceActor).options(num_cpus=1, runtime_env=env).remote("org/tiny-policy")
+    try:
+        got = ray.get(actor.logprobs.remote(PROMPTS, RESPONSES))
+    finally:
+        ray.kill(actor)
+    assert (home / "hub" / ".locks" / "umm_ray" / "org--tiny-policy.lock").exists()  # resolved via `local_model`
+    for g, w in zip(got, _hf_logprobs(lm_dir)):
+        assert g == pytest.approx(w, abs=1e-4)

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.fixtures import save_tiny_lm, tiny_tokenizer
-from umm_ray.actors.rollout import RolloutActor, SyncStats, WeightNames, sequence_logprobs
+from umm_ray.actors.rollout import RolloutActor, SyncStats, WeightNames, engine_device, sequence_logprobs
 from umm_ray.testbed.models import save_model, tiny_config
 from tests.remote_code import save_remote_lm
 
@@ -288,12 +288,13 @@ def test_make_engine_builds_vllm_with_the_resolved_rollout_settings(ray_local, l
     from umm_ray.config import load_config
     from umm_ray.ppo.roles import make_engine
 
-    cfg = load_config(None, ["--rollout.max_new_tokens", "4"])
+    cfg = load_config(None, ["--rollout.max_new_tokens", "4", "--model.max_seq_len", "64"])
     engine = make_engine(cfg, llama_dir)
     try:
         settings = ray_local.get(engine.engine_settings.remote())
         assert settings == {"backend": "vllm", "dtype": "fp32", "enforce_eager": True, "tensor_parallel_size": 1,
-                            "vllm_dtype": "float32", "vllm_enforce_eager": True, "vllm_tensor_parallel_size": 1}
+                            "max_model_len": 64, "vllm_dtype": "float32", "vllm_enforce_eager": True,
+                            "vllm_tensor_parallel_size": 1, "vllm_max_model_len": 64}  # model.max_seq_len, not 128
         assert len(ray_local.get(engine.generate.remote(PROMPTS[:2], n=2, seed=0)).responses) == 4
     finally:
         ray_local.kill(engine)
@@ -302,7 +303,7 @@ def test_make_engine_builds_vllm_with_the_resolved_rollout_settings(ray_local, l
 def test_constructor_resolves_precision_and_refuses_tensor_parallel_on_cpu(llama_dir):
     engine = RolloutActor(llama_dir, backend="hf", max_new_tokens=4, dtype="bf16")
     assert engine.engine_settings() == {"backend": "hf", "dtype": "bf16", "enforce_eager": True,
-                                        "tensor_parallel_size": 1}
+                                        "tensor_parallel_size": 1, "max_model_len": 128}
     assert next(engine._engine.model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="rollout.tensor_parallel_size=2 needs 2 CUDA GPUs per engine, but this "
                                          "engine runs on CPU"):
@@ -311,3 +312,21 @@ def test_constructor_resolves_precision_and_refuses_tensor_parallel_on_cpu(llama
         RolloutActor(llama_dir, backend="hf", tensor_parallel_size=2)
     with pytest.raises(ValueError, match="dtype 'float32' is not one of"):
         RolloutActor(llama_dir, backend="hf", dtype="float32")
+
+
+def test_context_is_the_run_max_seq_len_capped_at_the_checkpoint(llama_dir):
+    """max_seq_len (model.max_seq_len from `make_engine`) sets the context when max_model_len is not given, never
+    beyond the checkpoint's 128 positions; an explicit max_model_len past them is still refused."""
+    assert RolloutActor(llama_dir, backend="hf", max_seq_len=64).max_model_len == 64
+    assert RolloutActor(llama_dir, backend="hf", max_seq_len=1024).max_model_len == 128
+    assert RolloutActor(llama_dir, backend="hf").max_model_len == 128
+
+
+def test_engine_device_picks_the_gpu_only_when_the_actor_has_one(llama_dir):
+    """CPU whenever CUDA is unavailable or Ray gave the actor no GPU (no CUDA call is made then); a plain HF engine
+    here keeps today's behaviour: model and generation on the CPU."""
+    for cuda, ids in [(False, None), (False, [0]), (True, [])]:
+        assert engine_device(cuda, ids) == torch.device("cpu"), (cuda, ids)
+    engine = RolloutActor(llama_dir, backend="hf", max_new_tokens=4)
+    assert engine.device == torch.device("cpu") and engine._engine.device == torch.device("cpu")
+    assert all(p.device.type == "cpu" for p in engine._engine.model.parameters())

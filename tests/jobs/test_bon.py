@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tests.fixtures import (SMALL, save_tiny_lm, save_tiny_rm, tiny_corpus, tiny_tokenizer, write_manifest,
-                            write_prompts)
+from tests.fixtures import (SMALL, finish_job, hub_cache_model, job_env, save_tiny_lm, save_tiny_rm, start_job,
+                            tiny_corpus, tiny_tokenizer, write_manifest, write_prompts)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,22 @@ def test_bon_job_vllm_backend(ray_local, tiny_world):
 
     main(_argv(tiny_world, "vllm"))
     _check_outputs(tiny_world["root"] / "run_vllm" / "bon")
+
+
+def test_bon_job_samples_a_hub_id_policy_from_the_node_cache(tiny_world, tmp_path):
+    """bon.policy_path a hub id (no local path): the job starts from it, and its rollout actor loads the snapshot
+    in its node's offline HF cache (HF_HOME of the fresh local cluster) through the per-node lock."""
+    home = tmp_path / "hf"
+    hub_cache_model(home, "org/tiny-policy", tiny_world["policy"])
+    argv = _argv(tiny_world, "hf")
+    argv[argv.index("--bon.policy_path") + 1] = "org/tiny-policy"
+    argv[argv.index("--run.output_dir") + 1] = str(tmp_path / "run")
+    log = tmp_path / "bon.log"
+    finish_job(start_job("jobs.bon", argv + ["--run.ray_address", "local"], log,
+                         env=job_env(HF_HOME=str(home), HF_HUB_OFFLINE="1")), log)
+    _check_outputs(tmp_path / "run" / "bon")
+    assert json.loads((tmp_path / "run" / "bon" / "bon.json").read_text())["policy"] == "org/tiny-policy"
+    assert (home / "hub" / ".locks" / "umm_ray" / "org--tiny-policy.lock").exists()  # resolved by `local_model`
 
 
 def test_bon_job_fails_early_on_missing_inputs(tiny_world, capsys):

@@ -264,3 +264,21 @@ def test_gold_every_scores_the_gold_on_its_steps_only_and_the_report_builds(ray_
     report = build_report([RMResult("dense", "dense", ppo=curve, seeds=SeedRuns(ppo=[curve]))], cfg,
                           tmp_path / "report")
     assert "| dense | dense |" in report.with_name("report.md").read_text()
+
+
+@pytest.mark.slow
+def test_ppo_job_starts_from_a_hub_id_policy_in_the_node_cache(world, tmp_path):
+    """ppo.policy_path a hub id (no local path): the job accepts it and its policy rank, reference and rollout
+    engine load the snapshot in their node's offline HF cache (HF_HOME of the fresh local cluster)."""
+    from tests.fixtures import hub_cache_model, job_env
+
+    home = tmp_path / "hf"
+    hub_cache_model(home, "org/tiny-policy", world["policy"])
+    args = _args(world, tmp_path / "run", "local", 1, "--ppo.world_size", "1", "--ppo.zero_stage", "0")
+    args[args.index("--ppo.policy_path") + 1] = "org/tiny-policy"
+    log = tmp_path / "ppo.log"
+    finish_job(start_job("jobs.ppo", args, log, env=job_env(HF_HOME=str(home), HF_HUB_OFFLINE="1")), log)
+    rows = read_metrics(tmp_path / "run" / "ppo" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1] and rows[0]["proxy_reward"] is not None
+    assert (tmp_path / "run" / "ppo" / "policy" / "model.safetensors").is_file()
+    assert (home / "hub" / ".locks" / "umm_ray" / "org--tiny-policy.lock").exists()  # resolved by `local_model`

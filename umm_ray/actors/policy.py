@@ -28,6 +28,7 @@ from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.actors.weight_sync import Bucket, SyncGroup, pack, plan_buckets
 from umm_ray.algo.ppo import joint_loss
 from umm_ray.config import PPOConfig
+from umm_ray.model_hub import local_model
 from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard, token_budget_pieces
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
@@ -107,7 +108,9 @@ class PolicyActor:
         gc.collect()
         gpu = torch.cuda.is_available()
         torch.manual_seed(self.seed)  # the value head's initialisation
-        model, self.tokenizer = load_actor_critic(self.path, dtype=weights_dtype(self.ppo, gpu),
+        # a hub id loads from this node's snapshot (one download per node, under the cache lock)
+        model, self.tokenizer = load_actor_critic(local_model(self.path, "ppo.policy_path"),
+                                                  dtype=weights_dtype(self.ppo, gpu),
                                                   trust_remote_code=self.trust_remote_code)
         if self.ppo.grad_checkpointing:  # policy and critic trunk; before DeepSpeed wraps the model
             enable_grad_checkpointing(model, key="ppo.grad_checkpointing")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from umm_ray.dtypes import resolve_dtype, torch_dtype
+from umm_ray.model_hub import local_model
 from umm_ray.ppo.experience import PolicyBatch, make_policy_batch, unpad
 from umm_ray.ppo.modeling import batch_logprobs, disable_dropout
 
@@ -25,6 +26,7 @@ class ReferenceActor:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: ~3 s; paid in the actor, not the driver
 
         torch.set_num_threads(num_threads)
+        name, policy_path = policy_path, local_model(policy_path, "ppo.policy_path")  # a hub id: this node's snapshot
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = resolve_dtype(dtype, device)
         self.model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch_dtype(self.dtype),
@@ -33,7 +35,7 @@ class ReferenceActor:
         self.model.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=trust_remote_code)
         self.micro_batch_size, self.temperature = micro_batch_size, temperature
-        self.name = f"ReferenceActor({policy_path})"
+        self.name = f"ReferenceActor({name})"
 
     def ready(self) -> bool:
         """True once the model is loaded."""

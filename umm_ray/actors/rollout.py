@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import torch
 from safetensors import safe_open
 
@@ -36,6 +37,7 @@ from umm_ray.actors.weight_sync import Bucket, ReceivePlan, SyncGroup, load_rece
 from umm_ray.data.chat import check_mode, prompts_ids
 from umm_ray.data.tokenize import pad_batch
 from umm_ray.dtypes import resolve_dtype, resolve_eager, torch_dtype, vllm_dtype
+from umm_ray.model_hub import local_model
 from umm_ray.records import Rollout
 
 BACKENDS = ("vllm", "hf")
@@ -55,14 +57,17 @@ class RolloutActor:
     """One generation engine holding a copy of the policy weights.
 
     Args:
-        model_path: HF causal-LM directory (config, weights, tokenizer).
+        model_path: HF causal-LM directory (config, weights, tokenizer), or a hub id resolved on this node.
         backend: "vllm" or "hf".
         max_new_tokens: response length cap (further capped so prompt + response fits `max_model_len`).
         temperature: sampling temperature; 0 means greedy.
         top_p: nucleus sampling mass (no top-k cut in either backend).
         gpu_memory_utilization: vLLM KV-cache memory as a fraction of GPU memory, or of RAM on CPU.
         seed: engine seed (vLLM) / torch seed (HF) used when `generate` gets no seed.
-        max_model_len: context length; default the model's `max_position_embeddings` / `n_positions`.
+        max_model_len: context length; default the model's `max_position_embeddings` / `n_positions`, at most
+            `max_seq_len`.
+        max_seq_len: the run's context (model.max_seq_len) when max_model_len is not given: vLLM then sizes its KV
+            cache for it instead of the checkpoint's full context (32768 for Qwen2.5); None = no cap.
         dtype: weights and compute dtype of the engine, 'auto' | 'bf16' | 'fp16' | 'fp32' (rollout.dtype), resolved
             on this actor's device by `umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU; fp32 makes
             log-probs comparable to 1e-3).
@@ -79,10 +84,11 @@ class RolloutActor:
                  top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
                  max_model_len: int | None = None, dtype: str = "auto", num_threads: int | None = 1,
                  hf_batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto",
-                 enforce_eager: str = "auto", tensor_parallel_size: int = 1):
+                 enforce_eager: str = "auto", tensor_parallel_size: int = 1, max_seq_len: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = engine_device(torch.cuda.is_available(), _ray_gpu_ids())
+        device = self.device.type
         self.dtype, self.enforce_eager = resolve_dtype(dtype, device), resolve_eager(enforce_eager, device)
         self.tensor_parallel_size = check_tensor_parallel(tensor_parallel_size, backend, device)
         if num_threads:
@@ -90,19 +96,20 @@ class RolloutActor:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from transformers import AutoConfig, AutoTokenizer  # heavy: ~3 s; paid in the actor, not the driver
 
-        self.model_path, self.backend = str(model_path), backend
+        # a hub id loads from this node's snapshot (one download per node, under the cache lock), not a driver path
+        self.model_path, self.backend = local_model(str(model_path), "rollout policy"), backend
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.trust_remote_code, self.chat_template = trust_remote_code, check_mode(chat_template)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
-        self.max_model_len = _resolve_max_len(config, max_model_len)
+        self.max_model_len = _resolve_max_len(config, max_model_len, max_seq_len)
         self._names = WeightNames(self.model_path, trust_remote_code)
         if backend == "vllm":
             self._engine = _VLLMEngine(self.model_path, self.dtype, seed, self.max_model_len, gpu_memory_utilization,
                                        trust_remote_code, self.enforce_eager, self.tensor_parallel_size)
         else:
             self._engine = _HFEngine(self.model_path, self.dtype, seed, self.tokenizer, hf_batch_size,
-                                     trust_remote_code)
+                                     trust_remote_code, self.device)
 
     def ready(self) -> bool:
         """True once the engine is built (call it to wait for start-up and surface constructor errors)."""
@@ -110,10 +117,10 @@ class RolloutActor:
 
     def engine_settings(self) -> dict:
         """What the engine was built with after 'auto' was resolved: {'backend', 'dtype', 'enforce_eager',
-        'tensor_parallel_size'}; for vLLM also what its model config reports ('vllm_dtype', 'vllm_enforce_eager',
-        'vllm_tensor_parallel_size')."""
+        'tensor_parallel_size', 'max_model_len'}; for vLLM also what its own config reports ('vllm_dtype',
+        'vllm_enforce_eager', 'vllm_tensor_parallel_size', 'vllm_max_model_len')."""
         out = {"backend": self.backend, "dtype": self.dtype, "enforce_eager": self.enforce_eager,
-               "tensor_parallel_size": self.tensor_parallel_size}
+               "tensor_parallel_size": self.tensor_parallel_size, "max_model_len": self.max_model_len}
         return out | (self._engine.settings() if self.backend == "vllm" else {})
 
     def generate(self, prompts: list[str], n: int = 1, seed: int | None = None) -> Rollout:
@@ -246,11 +253,12 @@ class _VLLMEngine:
                        worker_extension_cls=EXTENSION, trust_remote_code=trust_remote_code, **kv)
 
     def settings(self) -> dict:
-        """dtype, enforce_eager and tensor_parallel_size as the vLLM engine itself holds them."""
+        """dtype, enforce_eager, tensor_parallel_size and max_model_len as the vLLM engine itself holds them."""
         cfg = self.llm.llm_engine.vllm_config
         return {"vllm_dtype": str(cfg.model_config.dtype).removeprefix("torch."),
                 "vllm_enforce_eager": bool(cfg.model_config.enforce_eager),
-                "vllm_tensor_parallel_size": int(cfg.parallel_config.tensor_parallel_size)}
+                "vllm_tensor_parallel_size": int(cfg.parallel_config.tensor_parallel_size),
+                "vllm_max_model_len": int(cfg.model_config.max_model_len)}
 
     def sample(self, prompt_ids, caps, n, seeds, temperature, top_p):
         from vllm import SamplingParams  # vllm: heavy, and only with backend='vllm' (already loaded by then)
@@ -288,11 +296,14 @@ class _HFEngine:
     """Transformers `generate` on a plain `AutoModelForCausalLM`."""
 
     def __init__(self, model_path: str, dtype: str, seed: int, tokenizer, batch_size: int,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, device: torch.device | None = None):
         from transformers import AutoModelForCausalLM  # heavy: ~2 s; only the HF backend needs the model class
 
+        # on the actor's GPU when it has one (`engine_device`); weight syncs copy into these parameters in place, so
+        # they land on the same device and dtype
+        self.device = device or torch.device("cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype),
-                                                          trust_remote_code=trust_remote_code).eval()
+                                                          trust_remote_code=trust_remote_code).to(self.device).eval()
         self.batch_size = batch_size
         torch.manual_seed(seed)  # generate(seed=None) then continues one reproducible stream, as vLLM's engine seed
         self.eos = tokenizer.eos_token_id
@@ -319,6 +330,7 @@ class _HFEngine:
         gen = GenerationConfig(max_new_tokens=max_new, eos_token_id=self.eos, pad_token_id=self.pad,
                                return_dict_in_generate=True, output_logits=True, **sampling)
         ids, mask = pad_batch(prompts, self.pad, side="left")
+        ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
         new = out.sequences[:, ids.shape[1]:]                                          # [b, T]
         raw = torch.stack(out.logits, dim=1).float().log_softmax(-1)                   # [b, T, V]
@@ -352,6 +364,7 @@ def sequence_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
         One list per row with len(response_ids[i]) floats: log p(r_t | prompt, r_<t).
     """
     ids, mask = pad_batch([p + r for p, r in zip(prompt_ids, response_ids)], pad_id, side="right")  # [B, T]
+    ids, mask = ids.to(model.device), mask.to(model.device)
     logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)             # [B, T, V]
     tok_lp = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)                      # [B, T-1]
     return [tok_lp[i, len(p) - 1:len(p) - 1 + len(r)].tolist()
@@ -466,9 +479,11 @@ def check_weights(pairs: list, shapes: dict[str, tuple[int, ...]], aliases: set[
             raise ValueError(f"{where}: {name!r} has shape {tuple(given[name].shape)}, checkpoint has {want}")
 
 
-def _resolve_max_len(config, requested: int | None) -> int:
-    """The context length to enforce: `requested`, else what the model's position table allows."""
+def _resolve_max_len(config, requested: int | None, cap: int | None = None) -> int:
+    """The context length to enforce: `requested`, else what the model's position table allows capped at `cap`."""
     native = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if requested is None and cap is not None:
+        return int(min(cap, native)) if native else int(cap)
     if requested is None:
         if native is None:
             raise ValueError("RolloutActor: max_model_len not given and the model config has no "
@@ -477,6 +492,22 @@ def _resolve_max_len(config, requested: int | None) -> int:
     if requested < 2 or (native is not None and requested > native):
         raise ValueError(f"RolloutActor: max_model_len={requested} must be in [2, {native}] for this model")
     return int(requested)
+
+
+def engine_device(cuda_available: bool, gpu_ids: list | None) -> torch.device:
+    """Where this engine's model lives: the current CUDA device when CUDA is available and the actor was given a GPU
+    (`gpu_ids`: the GPU ids Ray assigned it; None outside a Ray actor, where CUDA availability alone decides), else
+    the CPU."""
+    if cuda_available and (gpu_ids is None or len(gpu_ids) > 0):
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _ray_gpu_ids() -> list | None:
+    """The GPU ids Ray assigned the calling actor, or None when not called inside a Ray actor."""
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    return ray.get_gpu_ids()
 
 
 def check_tensor_parallel(size: int, backend: str, device: str) -> int:

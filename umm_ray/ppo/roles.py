@@ -55,8 +55,9 @@ def engine_gpus(cfg: Config) -> float:
 
 def make_engine(cfg: Config, policy_path: str, seed: int | None = None, placement: dict | None = None):
     """One RolloutActor (vLLM or HF backend, rollout.* settings) holding a copy of `policy_path`; `seed` defaults to
-    run.seed; `placement` (from `colocated`) puts it into a bundle of the policy's placement group. PPO, Best-of-N
-    and the pairs stage all start their engines here."""
+    run.seed; `placement` (from `colocated`) puts it into a bundle of the policy's placement group; its context is
+    model.max_seq_len, at most the checkpoint's positions (vLLM sizes its KV cache for it, not for the checkpoint's
+    full context). PPO, Best-of-N and the pairs stage all start their engines here."""
     ro = cfg.rollout
     # resources: the one place an engine's Ray request is made (engine_gpus: tensor parallelism needs tp GPUs)
     opts = placement or {**role_resources(cfg, "rollout").options(), "num_gpus": engine_gpus(cfg)}
@@ -65,7 +66,7 @@ def make_engine(cfg: Config, policy_path: str, seed: int | None = None, placemen
                         temperature=ro.temperature, top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization,
                         seed=cfg.run.seed if seed is None else seed, trust_remote_code=cfg.model.trust_remote_code,
                         chat_template=cfg.model.chat_template, dtype=ro.dtype, enforce_eager=ro.enforce_eager,
-                        tensor_parallel_size=ro.tensor_parallel_size)
+                        tensor_parallel_size=ro.tensor_parallel_size, max_seq_len=cfg.model.max_seq_len)
 
 
 def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
