@@ -12,7 +12,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.fixtures import save_tiny_lm, tiny_tokenizer
-from umm_ray.actors.rollout import RolloutActor, SyncStats, WeightNames, engine_device, sequence_logprobs
+from umm_ray.actors.rollout import RolloutActor, SyncStats, engine_device, sequence_logprobs
+from umm_ray.actors.weight_names import WeightNames
 from umm_ray.testbed.models import save_model, tiny_config
 from tests.remote_code import save_remote_lm
 
