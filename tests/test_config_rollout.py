@@ -75,3 +75,15 @@ def test_plan_shows_resolved_dtypes_and_tensor_parallel_gpus():
     roles = {r.name: r for r in ppo_stage(gpu, local_cluster(gpus=8, gpu_memory=80 * 2**30)).roles}
     assert roles["rollout engine (vLLM)"].gpus == 2.0 and roles["rollout engine (vLLM)"].dtype == "bf16"
     assert roles["proxy RM actor"].dtype == "fp32" and roles["reference"].dtype == "fp16"
+
+
+def test_engines_sleep_when_they_share_the_policy_gpus_or_when_told():
+    from umm_ray.ppo.roles import engine_sleeps
+
+    assert not engine_sleeps(load_config(None, []))
+    assert engine_sleeps(load_config(None, ["--rollout.sleep_mode", "on"]))
+    colocated = ["--run.num_gpus_per_actor", "1", "--resources.colocate", "all", "--resources.policy_gpus", "0.5",
+                 "--resources.reference_gpus", "0.2", "--resources.rollout_gpus", "0.3"]
+    assert engine_sleeps(load_config(None, colocated))
+    assert not engine_sleeps(load_config(None, colocated + ["--rollout.sleep_mode", "off"]))
+    assert not engine_sleeps(load_config(None, ["--run.num_gpus_per_actor", "1"]))  # own GPUs: nothing to share

@@ -65,6 +65,6 @@ class ResourcesConfig:
                                 "ppo.world_size bundles of one whole GPU (or their CPUs) each, bundle i holding "
                                 "policy rank i, bundle 0 also the reference (resources.policy_gpus + "
                                 "resources.reference_gpus <= 1); 'all' = the rollout engines join too (engine i in "
-                                "bundle i, rollout.num_engines <= ppo.world_size). vLLM sleep mode is not used: on "
-                                "CPU vLLM has none, so colocated engines keep their KV cache; size "
-                                "rollout.gpu_memory_utilization to the share left.", choices=COLOCATE)
+                                "bundle i, rollout.num_engines <= ppo.world_size); GPU engines then sleep between "
+                                "rollouts (rollout.sleep_mode); size rollout.gpu_memory_utilization to the share "
+                                "left.", choices=COLOCATE)

@@ -27,6 +27,11 @@ class RolloutConfig:
     weight_sync: str = opt("collective", "Policy -> engine weight sync: a gloo/NCCL group of its own, or Ray's object "
                            "store (same weights; umm_ray/ppo/sync.py).", choices=("collective", "object_store"))
     sync_bucket_mb: float = opt(64.0, "Flat-buffer size of a collective weight sync, MiB.", lo=1.0)
+    sleep_mode: str = opt("auto", "Free the engines' GPU memory between rollouts (vLLM level-1 sleep: weights to host "
+                                  "memory, KV cache dropped; the HF engine moves its model to host memory), so the "
+                                  "policy update has the GPU: 'auto' = on when the engines share the policy's GPUs "
+                                  "(resources.colocate all), 'on' / 'off' as given. vLLM on CPU has no sleep mode.",
+                          choices=("auto", "on", "off"))
     dtype: str = opt("auto", "Weights and compute dtype of each rollout engine (vLLM or HF): 'auto' = bf16 on a GPU, "
                              "fp32 on CPU; bf16 / fp16 / fp32 as given (weight syncs are cast to it).",
                      choices=DTYPES, keyed_at_default=False)

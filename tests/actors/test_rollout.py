@@ -331,3 +331,27 @@ def test_engine_device_picks_the_gpu_only_when_the_actor_has_one(llama_dir):
     engine = RolloutActor(llama_dir, backend="hf", max_new_tokens=4)
     assert engine.device == torch.device("cpu") and engine._engine.device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in engine._engine.model.parameters())
+
+
+def test_an_engine_sleeps_between_rollouts_and_wakes_for_the_next_call(tmp_path):
+    """sleep_mode: `sleep()` frees the engine (HF: model to host memory; a no-op move on CPU, but the same calls),
+    every later call wakes it first, and the samples and log-probs do not change. Without sleep_mode it is a no-op;
+    vLLM on CPU has no sleep mode and is refused before anything loads."""
+    path = _model_dir(tmp_path, "llama")
+    engine = RolloutActor(path, backend="hf", max_new_tokens=6, seed=0, sleep_mode=True)
+    first = engine.generate(["add 4 and 5"], n=2, seed=3)
+    engine.sleep()
+    engine.sleep()  # already asleep: counted once
+    assert engine.asleep and engine.engine_settings()["sleeps"] == 1
+    again = engine.generate(["add 4 and 5"], n=2, seed=3)
+    assert not engine.asleep and again.response_ids == first.response_ids
+    engine.sleep()
+    scored = engine.logprobs(first.prompt_ids, first.response_ids)
+    assert [x for row in scored for x in row] == pytest.approx([x for row in first.response_logprobs for x in row],
+                                                               abs=1e-5)
+    assert engine.engine_settings()["sleeps"] == 2
+    plain = RolloutActor(path, backend="hf", max_new_tokens=6, seed=0)
+    plain.sleep()
+    assert not plain.asleep and plain.engine_settings()["sleeps"] == 0
+    with pytest.raises(ValueError, match="vLLM on CPU has no sleep mode"):
+        RolloutActor(path, backend="vllm", sleep_mode=True)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 
 from tests.fixtures import (finish_job, save_tiny_lm, save_tiny_rm, start_job, tiny_corpus, tiny_tokenizer,
                             write_manifest, write_prompts)
@@ -110,7 +111,8 @@ def test_validation_fails_before_any_actor(world, tmp_path):
 def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world, tmp_path):
     """Two runs through one RolePool (another proxy first): the second reuses every actor but the proxy, after a
     reset, and its metrics equal those of a run that started every actor afresh. The fresh run syncs weights through
-    the object store, the pooled ones over one collective group (the default): the same numbers either way."""
+    the object store and its engine sleeps after every rollout, the pooled ones sync over one collective group (the
+    default) and never sleep: the same numbers either way."""
     from umm_ray.config import load_config
     from umm_ray.ppo.roles import RolePool
 
@@ -119,8 +121,16 @@ def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world
     cfg = load_config(None, _args(world, tmp_path, "auto", 2)[2:])
     assert cfg.rollout.weight_sync == "collective"
     keys = ("proxy_reward", "gold_reward", "kl_k2", "policy_loss", "value_loss", "response_length", "data_order")
-    via_store = load_config(None, _args(world, tmp_path, "auto", 2, "--rollout.weight_sync", "object_store")[2:])
-    fresh = run_ppo(via_store, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "fresh")
+    via_store = load_config(None, _args(world, tmp_path, "auto", 2, "--rollout.weight_sync", "object_store",
+                                        "--rollout.sleep_mode", "on")[2:])
+    alone = RolePool()  # the fresh run's engines also sleep after every rollout (woken by the sync)
+    try:
+        fresh = run_ppo(via_store, world["policy"], src(world["rm"]), GOLD, world["prompts"], tmp_path / "fresh",
+                        pool=alone)
+        settings = ray.get(alone.roles.engines[0].engine_settings.remote())
+        assert settings["sleep_mode"] is True and settings["sleeps"] == 2
+    finally:
+        alone.shutdown()
     pool = RolePool()
     try:
         run_ppo(cfg, world["policy"], src(world["ensemble"]), GOLD, world["prompts"], tmp_path / "first",

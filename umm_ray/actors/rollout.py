@@ -77,17 +77,24 @@ class RolloutActor:
         hf_batch_size: sequences per HF forward / generate call.
         trust_remote_code: let the checkpoint's own modelling/tokenizer code run (model.trust_remote_code).
         chat_template: 'auto' | 'none', how prompts are rendered (model.chat_template, `umm_ray.data.chat`).
+        sleep_mode: allow `sleep()` between rollouts (rollout.sleep_mode); vLLM builds its engine with sleep mode,
+            which needs CUDA.
     """
 
     def __init__(self, model_path: str, backend: str = "vllm", max_new_tokens: int = 48, temperature: float = 1.0,
                  top_p: float = 1.0, gpu_memory_utilization: float = 0.05, seed: int = 0,
                  max_model_len: int | None = None, dtype: str = "auto", num_threads: int | None = 1,
                  hf_batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto",
-                 enforce_eager: str = "auto", tensor_parallel_size: int = 1, max_seq_len: int | None = None):
+                 enforce_eager: str = "auto", tensor_parallel_size: int = 1, max_seq_len: int | None = None,
+                 sleep_mode: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"RolloutActor: backend must be one of {BACKENDS}, got {backend!r}")
         self.device = engine_device(torch.cuda.is_available(), _ray_gpu_ids())
         device = self.device.type
+        if sleep_mode and backend == "vllm" and device != "cuda":
+            raise ValueError("RolloutActor: rollout.sleep_mode 'on' needs a CUDA engine: vLLM on CPU has no sleep mode "
+                             "(use 'auto' or 'off', or the hf backend)")
+        self.sleep_mode, self.asleep, self.sleeps = sleep_mode, False, 0
         self.dtype, self.enforce_eager = resolve_dtype(dtype, device), resolve_eager(enforce_eager, device)
         self.tensor_parallel_size = check_tensor_parallel(tensor_parallel_size, backend, device)
         if num_threads:
@@ -105,7 +112,7 @@ class RolloutActor:
         self._names = WeightNames(self.model_path, trust_remote_code)
         if backend == "vllm":
             self._engine = _VLLMEngine(self.model_path, self.dtype, seed, self.max_model_len, gpu_memory_utilization,
-                                       trust_remote_code, self.enforce_eager, self.tensor_parallel_size)
+                                       trust_remote_code, self.enforce_eager, self.tensor_parallel_size, sleep_mode)
         else:
             self._engine = _HFEngine(self.model_path, self.dtype, seed, self.tokenizer, hf_batch_size,
                                      trust_remote_code, self.device)
@@ -116,11 +123,25 @@ class RolloutActor:
 
     def engine_settings(self) -> dict:
         """What the engine was built with after 'auto' was resolved: {'backend', 'dtype', 'enforce_eager',
-        'tensor_parallel_size', 'max_model_len'}; for vLLM also what its own config reports ('vllm_dtype',
-        'vllm_enforce_eager', 'vllm_tensor_parallel_size', 'vllm_max_model_len')."""
+        'tensor_parallel_size', 'max_model_len', 'sleep_mode', 'sleeps'}; for vLLM also what its own config reports
+        ('vllm_dtype', 'vllm_enforce_eager', 'vllm_tensor_parallel_size', 'vllm_max_model_len')."""
         out = {"backend": self.backend, "dtype": self.dtype, "enforce_eager": self.enforce_eager,
-               "tensor_parallel_size": self.tensor_parallel_size, "max_model_len": self.max_model_len}
+               "tensor_parallel_size": self.tensor_parallel_size, "max_model_len": self.max_model_len,
+               "sleep_mode": self.sleep_mode, "sleeps": self.sleeps}
         return out | (self._engine.settings() if self.backend == "vllm" else {})
+
+    def sleep(self) -> None:
+        """Free the engine's device memory until it is next used (after a rollout, while the colocated policy ranks
+        update): vLLM level-1 sleep keeps the weights in host memory and drops the KV cache; the HF engine moves its
+        model to host memory. A no-op unless built with sleep_mode; every other call wakes the engine first."""
+        if self.sleep_mode and not self.asleep:
+            self._engine.sleep()
+            self.asleep, self.sleeps = True, self.sleeps + 1
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self._engine.wake()
+            self.asleep = False
 
     def generate(self, prompts: list[str], n: int = 1, seed: int | None = None) -> Rollout:
         """Sample `n` responses per prompt.
@@ -133,6 +154,7 @@ class RolloutActor:
             raise ValueError("RolloutActor.generate: got an empty prompt list")
         if n < 1:
             raise ValueError(f"RolloutActor.generate: n must be >= 1, got {n}")
+        self._wake()
         prompt_ids = prompts_ids(self.tokenizer, prompts, self.chat_template)
         for i, ids in enumerate(prompt_ids):
             if not ids:
@@ -156,6 +178,7 @@ class RolloutActor:
                 model's `named_parameters()` or as the checkpoint in `model_path`; any dtype, cast to the engine's.
         """
         pairs = self._names.canonical(named_tensors, where=f"RolloutActor({self.backend}).update_weights")
+        self._wake()
         start = time.perf_counter()
         if self.backend == "hf":
             self._engine.load([(self._names.to_memory.get(name, name), t) for name, t in pairs])
@@ -190,6 +213,7 @@ class RolloutActor:
         """Take one broadcast of the policy's weights from the group (the sender calls at the same time)."""
         if getattr(self, "_sync_plan", None) is None:
             raise RuntimeError(f"RolloutActor({self.backend}).receive_weights: join_weight_sync was not called")
+        self._wake()
         start = time.perf_counter()
         if self.backend == "vllm":
             self._engine.llm.collective_rpc("umm_receive_weights")
@@ -223,6 +247,7 @@ class RolloutActor:
             if len(p) + len(r) > self.max_model_len - 1:
                 raise ValueError(f"RolloutActor.logprobs: row {i} has {len(p) + len(r)} tokens; at most "
                                  f"max_model_len - 1 = {self.max_model_len - 1} fit")
+        self._wake()
         return self._engine.logprobs([list(p) for p in prompt_ids], [list(r) for r in response_ids])
 
 
@@ -230,7 +255,8 @@ class _VLLMEngine:
     """vLLM `LLM` in this process, with the weight-sync worker extension."""
 
     def __init__(self, model_path: str, dtype: str, seed: int, max_model_len: int, memory_fraction: float,
-                 trust_remote_code: bool = False, enforce_eager: bool = True, tensor_parallel_size: int = 1):
+                 trust_remote_code: bool = False, enforce_eager: bool = True, tensor_parallel_size: int = 1,
+                 sleep_mode: bool = False):
         # In-process engine core + uni-process executor: no spawned processes (so no __main__ guard needed),
         # and collective_rpc hands tensors to the worker by reference instead of msgpack (which drops tensor types).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -248,7 +274,7 @@ class _VLLMEngine:
         executor = "uni" if tensor_parallel_size == 1 else "mp"
         self.llm = LLM(model=model_path, dtype=vllm_dtype(dtype), seed=seed, max_model_len=max_model_len,
                        enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
-                       enable_prefix_caching=False, distributed_executor_backend=executor,
+                       enable_prefix_caching=False, distributed_executor_backend=executor, enable_sleep_mode=sleep_mode,
                        worker_extension_cls=EXTENSION, trust_remote_code=trust_remote_code, **kv)
 
     def settings(self) -> dict:
@@ -276,6 +302,12 @@ class _VLLMEngine:
 
     def load(self, pairs) -> None:
         self.llm.collective_rpc("umm_load_weights", args=(pairs,))
+
+    def sleep(self) -> None:
+        self.llm.sleep(level=1)  # weights to host memory (a sync then overwrites them), KV cache freed
+
+    def wake(self) -> None:
+        self.llm.wake_up()
 
     def logprobs(self, prompt_ids, response_ids):
         from vllm import SamplingParams  # vllm: heavy, and only with backend='vllm' (already loaded by then)
@@ -345,6 +377,14 @@ class _HFEngine:
         unexpected = self.model.load_state_dict(dict(pairs), strict=False).unexpected_keys
         if unexpected:  # names are validated before; this guards checkpoints without safetensors headers
             raise ValueError(f"RolloutActor(hf).update_weights: model has no parameters {sorted(unexpected)[:10]}")
+
+    def sleep(self) -> None:
+        self.model.to("cpu")  # a no-op on CPU; on a GPU the memory goes back to the colocated policy ranks
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def wake(self) -> None:
+        self.model.to(self.device)
 
     @torch.no_grad()
     def logprobs(self, prompt_ids, response_ids):

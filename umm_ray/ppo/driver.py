@@ -119,6 +119,8 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
             idx = stream.indices(step)
             with t("generate"):
                 roll = generate(engines, [prompts[i].prompt for i in idx], seed=cfg.run.seed * 100_003 + step * 101)
+                if roles.sleep:  # give the colocated policy ranks the GPU until the sync wakes the engines
+                    ray.get([e.sleep.remote() for e in engines])
             with t("score"):  # proxy members and gold score concurrently; the gold only on its steps
                 scored = gold_step(step + 1, ppo.gold_every, ppo.steps)
                 gold_refs = roles.gold.submit(roll.prompts, roll.responses) if scored else None

@@ -53,6 +53,15 @@ def engine_gpus(cfg: Config) -> float:
     return float(ro.tensor_parallel_size)
 
 
+def engine_sleeps(cfg: Config) -> bool:
+    """Whether rollout engines sleep between rollouts (rollout.sleep_mode): 'auto' = when they share the policy
+    ranks' GPUs (resources.colocate all, engines on a GPU)."""
+    mode = cfg.rollout.sleep_mode
+    if mode != "auto":
+        return mode == "on"
+    return "rollout" in ppo_layout(cfg).slots and role_resources(cfg, "rollout").gpus > 0
+
+
 def make_engine(cfg: Config, policy_path: str, seed: int | None = None, placement: dict | None = None):
     """One RolloutActor (vLLM or HF backend, rollout.* settings) holding a copy of `policy_path`; `seed` defaults to
     run.seed; `placement` (from `colocated`) puts it into a bundle of the policy's placement group; its context is
@@ -66,7 +75,8 @@ def make_engine(cfg: Config, policy_path: str, seed: int | None = None, placemen
                         temperature=ro.temperature, top_p=ro.top_p, gpu_memory_utilization=ro.gpu_memory_utilization,
                         seed=cfg.run.seed if seed is None else seed, trust_remote_code=cfg.model.trust_remote_code,
                         chat_template=cfg.model.chat_template, dtype=ro.dtype, enforce_eager=ro.enforce_eager,
-                        tensor_parallel_size=ro.tensor_parallel_size, max_seq_len=cfg.model.max_seq_len)
+                        tensor_parallel_size=ro.tensor_parallel_size, max_seq_len=cfg.model.max_seq_len,
+                        sleep_mode=engine_sleeps(cfg))
 
 
 def generate(engines: list, prompts: list[str], seed: int) -> Rollout:
@@ -130,6 +140,7 @@ class Roles:
     proxy: RewardGroup
     gold: RewardGroup
     link: CollectiveSync | None = None  # the weight-sync group (`weight_link`), None for the object-store path
+    sleep: bool = False  # engines sleep after each rollout (`engine_sleeps`); the next sync wakes them
 
     def shutdown(self) -> None:
         if self.link is not None:
@@ -165,10 +176,10 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     temp, trust = cfg.rollout.temperature or 1.0, cfg.model.trust_remote_code
     engine_gpus(cfg)  # a tensor-parallel size the run cannot have stops before any actor starts
     layout = ppo_layout(cfg)
-    if "rollout" in layout.slots:  # say so: colocated engines hold their weights and KV cache all the time
-        log.warning("resources.colocate=all: rollout engines share the policy GPUs without vLLM sleep mode (%s); "
-                    "rollout.gpu_memory_utilization must leave room for the policy rank and reference",
-                    "vLLM on CPU has none" if role_resources(cfg, "policy").gpus == 0 else "not used by RolloutActor")
+    if "rollout" in layout.slots and not engine_sleeps(cfg):  # say so: they hold weights and KV cache all the time
+        log.warning("resources.colocate=all: rollout engines share the policy GPUs without sleeping between rollouts "
+                    "(rollout.sleep_mode %s); rollout.gpu_memory_utilization must leave room for the policy rank and "
+                    "reference", cfg.rollout.sleep_mode)
     policy = PolicyGroup(policy_path, cfg.ppo, seed=cfg.run.seed, temperature=temp,
                          claim=role_resources(cfg, "policy"), trust_remote_code=trust, layout=layout)
     engines = [make_engine(cfg, policy_path, placement=colocated(cfg, policy, "rollout", i))
@@ -181,7 +192,7 @@ def start_roles(cfg: Config, policy_path: str, members: list[RewardSpec], gold: 
     ray.get([e.ready.remote() for e in engines] + [reference.ready.remote()])
     proxy.ready()
     gold_group.ready()
-    roles = Roles(policy, engines, reference, proxy, gold_group)
+    roles = Roles(policy, engines, reference, proxy, gold_group, sleep=engine_sleeps(cfg))
     roles.link = weight_link(cfg, policy, engines)  # weight sync, set up once the engines are ready (see above)
     return roles
 
