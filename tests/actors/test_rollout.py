@@ -294,8 +294,9 @@ def test_make_engine_builds_vllm_with_the_resolved_rollout_settings(ray_local, l
     try:
         settings = ray_local.get(engine.engine_settings.remote())
         assert settings == {"backend": "vllm", "dtype": "fp32", "enforce_eager": True, "tensor_parallel_size": 1,
-                            "max_model_len": 64, "vllm_dtype": "float32", "vllm_enforce_eager": True,
-                            "vllm_tensor_parallel_size": 1, "vllm_max_model_len": 64}  # model.max_seq_len, not 128
+                            "max_model_len": 64, "sleep_mode": False, "sleeps": 0, "vllm_dtype": "float32",
+                            "vllm_enforce_eager": True, "vllm_tensor_parallel_size": 1,
+                            "vllm_max_model_len": 64}  # model.max_seq_len, not 128
         assert len(ray_local.get(engine.generate.remote(PROMPTS[:2], n=2, seed=0)).responses) == 4
     finally:
         ray_local.kill(engine)
@@ -304,7 +305,8 @@ def test_make_engine_builds_vllm_with_the_resolved_rollout_settings(ray_local, l
 def test_constructor_resolves_precision_and_refuses_tensor_parallel_on_cpu(llama_dir):
     engine = RolloutActor(llama_dir, backend="hf", max_new_tokens=4, dtype="bf16")
     assert engine.engine_settings() == {"backend": "hf", "dtype": "bf16", "enforce_eager": True,
-                                        "tensor_parallel_size": 1, "max_model_len": 128}
+                                        "tensor_parallel_size": 1, "max_model_len": 128, "sleep_mode": False,
+                                        "sleeps": 0}
     assert next(engine._engine.model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="rollout.tensor_parallel_size=2 needs 2 CUDA GPUs per engine, but this "
                                          "engine runs on CPU"):
