@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from jobs.common import parse_job_args
-from tests.fixtures import ROOT, save_tiny_lm, save_tiny_rm, tiny_corpus, tiny_tokenizer, write_manifest, write_prompts
+from tests.fixtures import (ROOT, hub_cache_model, save_tiny_lm, save_tiny_rm, tiny_corpus, tiny_tokenizer,
+                            use_hf_cache, write_manifest, write_prompts)
 from umm_ray.layout import RunLayout
 from umm_ray.models.families import MERGE_META, MOE_CONFIG_NAME
 
@@ -63,6 +64,9 @@ def run_root(tmp_path_factory) -> Path:
         for r in records:
             f.write(json.dumps({"prompt": r.prompt, "chosen": " a fine answer", "rejected": " no"}) + "\n")
     (root / "cluster.yaml").write_text((ROOT / "cluster.yaml").read_text())
+    # the gpu preset's hub models, as a cluster node with hub access would find them (stand-ins in an offline cache)
+    hub_cache_model(root / "hf", "Qwen/Qwen2.5-0.5B-Instruct", root / "my-sft-model")
+    hub_cache_model(root / "hf", "Skywork/Skywork-Reward-Llama-3.1-8B", root / "my-gold-rm")
     return root
 
 
@@ -72,6 +76,7 @@ def test_documented_command_runs(doc, command, run_root, monkeypatch, capsys):
     # Variables the documents ask the user to set: a token, the gold RM a GPU cluster keeps on shared storage.
     monkeypatch.setenv("TOKEN", "secret-token")
     monkeypatch.setenv("GOLD_RM", str(run_root / "my-gold-rm"))
+    use_hf_cache(monkeypatch, run_root / "hf")  # no hub here: hub ids resolve from the cache laid out above
     module, *args = shlex.split(os.path.expandvars(command))
     main = getattr(importlib.import_module(module), "main", None)
     assert callable(main), f"{doc}: {module} has no main()"
