@@ -18,12 +18,12 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from umm_ray.train.collective import COLLECTIVES, collective_device
+from umm_ray.train.collective import COLLECTIVES, collective_device, max_over_ranks
 from umm_ray.train.loop import _mean_over_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every function in umm_ray that calls a torch.distributed collective, each exercised under the guard below.
-GUARDED = {("umm_ray/train/loop.py", "_mean_over_ranks")}
+GUARDED = {("umm_ray/train/loop.py", "_mean_over_ranks"), ("umm_ray/train/collective.py", "max_over_ranks")}
 
 
 def _tensors(obj):
@@ -83,6 +83,7 @@ def test_mean_over_ranks_single_process_gloo(gloo_world_of_one):
     assert collective_device() == torch.device("cpu")
     with checked_collectives():
         assert _mean_over_ranks([1.5, -2.0]) == [1.5, -2.0]
+        assert max_over_ranks(3) == 3
 
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
@@ -91,7 +92,8 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     try:
         with checked_collectives():
             means = _mean_over_ranks([float(rank), 10.0 * rank])
-        Path(out, f"rank{rank}.txt").write_text(repr(means))
+            most = max_over_ranks(2 + 3 * rank)  # ranks agree on the larger count of token-budget pieces
+        Path(out, f"rank{rank}.txt").write_text(repr([*means, most]))
     finally:
         dist.destroy_process_group()
 
@@ -102,7 +104,7 @@ def test_mean_over_ranks_two_process_gloo(tmp_path):
     # fork: the child runs this module's function without importing it (pytest's importlib mode hides it)
     mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     for rank in range(2):
-        assert (tmp_path / f"rank{rank}.txt").read_text() == repr([0.5, 5.0])
+        assert (tmp_path / f"rank{rank}.txt").read_text() == repr([0.5, 5.0, 5])
 
 
 def _collective_calls(tree: ast.AST):

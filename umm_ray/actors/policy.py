@@ -32,6 +32,7 @@ from umm_ray.model_hub import local_model
 from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard, token_budget_pieces
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
+from umm_ray.train.collective import max_over_ranks
 from umm_ray.train.levers import deepspeed_autocast, enable_grad_checkpointing
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
@@ -185,9 +186,7 @@ class PolicyActor:
         pieces = token_budget_pieces(mb, self.ppo.micro_batch_tokens)
         if self.world_size == 1:
             return pieces
-        n = torch.tensor([len(pieces)], device=self.device)
-        torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MAX)
-        return token_budget_pieces(mb, self.ppo.micro_batch_tokens, count=int(n))
+        return token_budget_pieces(mb, self.ppo.micro_batch_tokens, count=max_over_ranks(len(pieces)))
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         """The joint PPO loss of one (piece of a) micro-batch (token means over its response mask) and its stats."""

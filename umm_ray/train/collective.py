@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import torch
 
-__all__ = ["collective_device", "COLLECTIVES"]
+__all__ = ["collective_device", "max_over_ranks", "COLLECTIVES"]
 
 # The torch.distributed functions that take tensors (tests wrap all of them to check the devices passed in).
 COLLECTIVES: tuple[str, ...] = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce",
@@ -52,3 +52,14 @@ def collective_device(group=None) -> torch.device:
 def _visible() -> str | None:
 
     return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest `value` over all ranks of the default group (`value` itself without one): how ranks agree on a
+    count, e.g. of token-budget pieces, when their collectives must pair up (ZeRO-2/3 communicate per backward)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

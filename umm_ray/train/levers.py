@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from umm_ray.models.moe import moe_layers
-from umm_ray.train.collective import collective_device
+from umm_ray.train.collective import max_over_ranks
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -114,11 +114,8 @@ def budget_pieces(task, batch: dict, budget: int) -> list[tuple[dict, float]]:
     several ranks every rank runs as many as the rank that needs most (ZeRO-2 reduces gradients at every backward,
     so the ranks' backward passes must pair up)."""
     pieces = task.micro_batches(batch, budget)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return pieces
-    n = torch.tensor([len(pieces)], device=collective_device())
-    torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MAX)
-    return pieces if int(n) == len(pieces) else task.micro_batches(batch, budget, count=int(n))
+    n = max_over_ranks(len(pieces))
+    return pieces if n == len(pieces) else task.micro_batches(batch, budget, count=n)
 
 
 def accumulate_step(engine, task, raw, pieces: list[tuple[dict, float]], precision: str,
