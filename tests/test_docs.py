@@ -14,8 +14,8 @@ def tracked_files() -> list[Path]:
 
 
 TEXT_SUFFIXES = {".md", ".py", ".sh", ".yaml", ".toml", ""}
-# A project document named anywhere in prose or code: `docs/x.md`, `README.md`, an upper-case `NAME.md §2` (output files such as
-# `report/report.md` are lower-case and outside docs/, so they are not matched).
+# A project document named anywhere in prose or code: `docs/x.md`, `README.md`, an upper-case `NAME.md §2` (output
+# files such as `report/report.md` are lower-case and outside docs/, so they are not matched).
 MD_REF = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md|[A-Z][A-Z_-]*\.md)\b")
 # [text](target) links in markdown.
 MD_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
