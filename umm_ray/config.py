@@ -167,6 +167,11 @@ class EnsembleConfig:
     aggregate: str = opt("mean", "How member scores combine.", choices=("mean", "wco", "uwo"))
     uwo_lambda: float = opt(0.1, "Variance penalty lambda for UWO (0.5 BoN, 0.1 PPO).", lo=0)
     placement: str = opt("SPREAD", "Placement strategy of members.", choices=("SPREAD", "PACK", "STRICT_SPREAD"))
+    worker_group: str = opt("per_member", "How members train: 'per_member' = one Ray Train run each, all launched at "
+                                          "once (a worker-group start-up each; they overlap where the cluster has "
+                                          "room); 'shared' = one worker group trains them one after another (one "
+                                          "start-up in all). The members come out the same either way.",
+                            choices=("per_member", "shared"), keyed_at_default=False)
 
 
 @dataclass

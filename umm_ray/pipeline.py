@@ -31,8 +31,10 @@ from typing import Any, Callable, Iterable, Mapping
 from umm_ray.storage import check_new_nodes
 
 # The cache's location, how weights travel to the engines (the same weights either way) and whether engines free
-# their memory between rollouts (the same samples either way): not inputs.
-NOT_KEYED = ("run.output_dir", "rollout.weight_sync", "rollout.sync_bucket_mb", "rollout.sleep_mode")
+# their memory between rollouts (the same samples either way), and whether ensemble members share one worker group
+# (the same members either way): not inputs.
+NOT_KEYED = ("run.output_dir", "rollout.weight_sync", "rollout.sync_bucket_mb", "rollout.sleep_mode",
+             "ensemble.worker_group")
 
 
 @dataclass(frozen=True)

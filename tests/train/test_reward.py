@@ -198,6 +198,29 @@ def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, da
     assert_beats_untrained(acc, start, n)
 
 
+def test_ensemble_members_in_one_shared_worker_group_train_in_turn(ray_local, tiny_world, make_cfg, data, tmp_path):
+    """ensemble.worker_group shared: one Ray Train run trains the members one after another (no overlap); each member
+    has its own seed, model and eval, and the aggregate beats the untrained members."""
+    cfg, world = tiny_world
+    cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--ensemble.members", "2", "--ensemble.worker_group", "shared",
+                   "--rm.batch_size", "8", "--rm.epochs", "2")
+    res = train_ensemble(cfg, world, stage_dir=tmp_path / "ens", data=data, source=world.base)
+    manifest = json.loads(res.model_path.read_text())
+    assert manifest["members"] == ["member_0/model", "member_1/model"] and manifest["seeds"] == [0, 1]
+    members = res.eval["members"]
+    assert res.eval["worker_group"] == "shared" and res.eval["training_overlap_seconds"] == 0
+    assert members[0]["ended_at"] <= members[1]["started_at"]
+    assert members[1]["entered_at"] >= members[0]["ended_at"]  # its turn began when the first member was done
+    assert all((tmp_path / "ens" / f"member_{i}" / "eval.json").is_file() for i in range(2))
+    w0 = (tmp_path / "ens" / "member_0" / "model" / "model.safetensors").read_bytes()
+    w1 = (tmp_path / "ens" / "member_1" / "model" / "model.safetensors").read_bytes()
+    assert w0 != w1
+    start = untrained_accuracy(BTTask("dense", world.base, cfg.rm.max_len), manifest["seeds"], data.val + data.test,
+                               cfg.ensemble.aggregate, cfg.ensemble.uwo_lambda)
+    acc, n = held_out_accuracy(res.eval)
+    assert_beats_untrained(acc, start, n)
+
+
 def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):
     from umm_ray.data import write_jsonl
 

@@ -29,7 +29,7 @@ from umm_ray.train.plots import plot_loss_curve
 log = logging.getLogger(__name__)
 
 __all__ = ["RMData", "TrainedRM", "load_rm_data", "default_backbone", "bt_spec", "run_bt_stage", "stage_dir_for",
-           "prepare_inputs"]
+           "prepare_inputs", "finish_bt_stage"]
 
 
 @dataclass
@@ -136,16 +136,20 @@ def bt_spec(cfg: Config, name: str, stage_dir: Path, seed: int | None = None, ep
 
 def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = True) -> dict:
     """Train one BT stage and evaluate it; returns (and writes to `<stage_dir>/eval.json`) the report."""
-    stage_dir = Path(spec.stage_dir)
-    held = data.held_out()
-    remote = ray.remote(num_cpus=1)
-    init_ref = (remote(evaluate_initial).remote(task, spec.seed, {"val": data.val}, task.max_len)
+    init_ref = (ray.remote(num_cpus=1)(evaluate_initial).remote(task, spec.seed, {"val": data.val}, task.max_len)
                 if init_eval and data.val else None)
     t0 = time.time()
     result = fit(task, data.train, spec)
-    final = ray.get(remote(evaluate_dir).remote(str(result.model_dir), held, task.max_len,
-                                                trust_remote_code=task.trust_remote_code,
-                                                chat_template=task.chat_template))
+    return finish_bt_stage(task, data, spec, result, t0, init_ref)
+
+
+def finish_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, result: TrainResult, t0: float,
+                    init_ref=None) -> dict:
+    """A trained BT run's held-out eval, report, metrics and loss curve (`t0`: when its stage began training)."""
+    stage_dir = Path(spec.stage_dir)
+    final = ray.get(ray.remote(num_cpus=1)(evaluate_dir).remote(str(result.model_dir), data.held_out(), task.max_len,
+                                                                trust_remote_code=task.trust_remote_code,
+                                                                chat_template=task.chat_template))
     report = _report(task, data, result, final, time.time() - t0)
     report["levers"] = {**spec.levers(), **task.levers()}
     if init_ref is not None:

@@ -1,11 +1,14 @@
-"""Seed ensembles (Coste et al. 2023): k dense reward models differing only in seed, trained as k concurrent Ray
-Train runs (placement strategy from cfg.ensemble.placement, SPREAD by default), plus a manifest and the aggregate's
-held-out evaluation. Concurrency is shown from the members' own clocks (`overlap_seconds` in eval.json).
+"""Seed ensembles (Coste et al. 2023): k dense reward models differing only in seed, plus a manifest and the
+aggregate's held-out evaluation. `ensemble.worker_group per_member` trains them as k concurrent Ray Train runs
+(placement cfg.ensemble.placement, SPREAD by default; concurrency is shown from the members' own clocks,
+`overlap_seconds` in eval.json); `shared` trains them one after another in one worker group (`umm_ray.train.group`),
+paying the worker-group start-up once.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,25 +20,34 @@ from umm_ray.layout import RunLayout
 from umm_ray.models.reward_model import load_scorer
 from umm_ray.plan import check_fits
 from umm_ray.records import PreferencePair
-from umm_ray.train.bt_stage import RMData, TrainedRM, bt_spec, prepare_inputs, run_bt_stage, stage_dir_for
+from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, finish_bt_stage, prepare_inputs, run_bt_stage,
+                                    stage_dir_for)
 from umm_ray.train.bt_task import BTTask
 from umm_ray.train.evaluate import pair_metrics
+from umm_ray.train.group import fit_group
 
 
 def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
                 data: RMData | None = None,    source: Path | None = None) -> TrainedRM:
-    """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement);
-    writes `<stage_dir>/member_<i>/model`, `manifest.json` and the aggregate's held-out eval."""
+    """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement)
+    or in one shared worker group (cfg.ensemble.worker_group); writes `<stage_dir>/member_<i>/model`, `manifest.json`
+    and the aggregate's held-out eval."""
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "ensemble")
-    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # k concurrent runs: all their workers at once
+    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once
     k = cfg.ensemble.members
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
                   chat_template=cfg.model.chat_template)
     specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
                      placement=cfg.ensemble.placement) for i in range(k)]
-    with ThreadPoolExecutor(max_workers=k) as pool:  # k TorchTrainer.fit() calls in flight at once
-        reports = list(pool.map(lambda s: run_bt_stage(task, data, s, init_eval=False), specs))
+    if cfg.ensemble.worker_group == "shared":  # one TorchTrainer.fit() training the members in turn
+        t0 = time.time()
+        results = fit_group(task, data.train, specs, out, name="members")
+        with ThreadPoolExecutor(max_workers=k) as pool:  # the members' held-out evals run as concurrent Ray tasks
+            reports = list(pool.map(lambda sr: finish_bt_stage(task, data, *sr, t0), zip(specs, results)))
+    else:
+        with ThreadPoolExecutor(max_workers=k) as pool:  # k TorchTrainer.fit() calls in flight at once
+            reports = list(pool.map(lambda s: run_bt_stage(task, data, s, init_eval=False), specs))
     manifest = {"members": [f"member_{i}/model" for i in range(k)], "aggregate": cfg.ensemble.aggregate,
                 "lambda": cfg.ensemble.uwo_lambda, "seeds": [s.seed for s in specs]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -53,7 +65,7 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) 
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "levers": reports[0].get("levers"),
             "overlap_seconds": _overlap(members, "entered_at"),
-            "training_overlap_seconds": _overlap(members, "started_at")}
+            "training_overlap_seconds": _overlap(members, "started_at"), "worker_group": cfg.ensemble.worker_group}
 
 
 def _overlap(members: list[dict], start: str) -> float:

@@ -300,8 +300,9 @@ def _restore_state(ckpt_dir: Path | None, rank: int, fingerprint: dict) -> tuple
     return int(state["step"]), list(state["history"])
 
 
-def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) -> None:
-    """Write a resumable checkpoint (plus the final HF model when `final`) and hand it to Ray Train."""
+def _report(engine, task, raw, rank, step, history, fingerprint, final: bool, prefix: str = "") -> None:
+    """Write a resumable checkpoint (plus the final HF model when `final`) and hand it to Ray Train. `prefix` names
+    the run inside a shared worker group (`umm_ray.train.group`), whose checkpoints share one Ray Train run."""
     import ray.train  # heavy: ~1 s; runs on the training workers only
 
     with tempfile.TemporaryDirectory(prefix="umm_ckpt_") as tmp:
@@ -315,29 +316,37 @@ def _report(engine, task, raw, rank, step, history, fingerprint, final: bool) ->
                 task.save(raw, out / HF_DIR)
         metrics = {"step": step, "loss": history[-1]["loss"] if history else float("nan")}
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"checkpoint_{step:07d}")
+                         checkpoint_dir_name=f"{prefix}checkpoint_{step:07d}")
 
 
 def _worker_loop(config: dict) -> dict | None:
     import ray.train  # heavy: ~2 s with ray.train.torch; runs on the training workers only
-    import ray.train.torch
 
     entered_at = time.time()
     torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
-    task, spec, examples = config["task"], config["spec"], config["examples"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    fingerprint = config["fingerprint"]
     ckpt = ray.train.get_checkpoint()
     with (ckpt.as_directory() if ckpt else contextlib.nullcontext()) as ckpt_dir:
-        ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
-        torch.manual_seed(spec.seed)  # identical initial weights on every rank
-        raw = task.build()
-        if spec.grad_checkpointing:  # before the engine wraps the model; after build, so upcycled layers too
-            enable_grad_checkpointing(raw, key=f"{spec.section}.grad_checkpointing")
-        engine = _make_engine(raw, task, spec, ckpt_dir)
-        torch.manual_seed(spec.seed * 1000 + rank + 1)  # per-rank stream for dropout / noisy gating
-        step, history = _restore_state(ckpt_dir, rank, fingerprint)
+        return train_run(config["task"], config["spec"], config["examples"], config["fingerprint"],
+                         Path(ckpt_dir) if ckpt_dir else None, entered_at)
+
+
+def train_run(task: TrainTask, spec: TrainSpec, examples: list, fingerprint: dict, ckpt_dir: Path | None,
+              entered_at: float, prefix: str = "", on_final=None) -> dict | None:
+    """One run's training on this worker, from `ckpt_dir` (None: from scratch) to its last step; rank 0 returns
+    {history, total_steps, resumed_from, entered_at, started_at, ended_at}, other ranks None. `on_final(raw, rank)`
+    runs after the last step on every rank (a shared worker group exports each run's model there)."""
+    import ray.train  # heavy: ~2 s with ray.train.torch; runs on the training workers only
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(spec.seed)  # identical initial weights on every rank
+    raw = task.build()
+    if spec.grad_checkpointing:  # before the engine wraps the model; after build, so upcycled layers too
+        enable_grad_checkpointing(raw, key=f"{spec.section}.grad_checkpointing")
+    engine = _make_engine(raw, task, spec, ckpt_dir)
+    torch.manual_seed(spec.seed * 1000 + rank + 1)  # per-rank stream for dropout / noisy gating
+    step, history = _restore_state(ckpt_dir, rank, fingerprint)
     device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
     n_total, per_epoch = total_steps(spec, len(examples)), steps_per_epoch(len(examples), world, spec.batch_size)
     resumed_from, started_at = step, time.time()
@@ -364,9 +373,11 @@ def _worker_loop(config: dict) -> dict | None:
         bar.update(1)
         bar.set_postfix(loss=f"{means[0]:.4f}")
         if step % spec.checkpoint_every == 0 or step == n_total:
-            _report(engine, task, raw, rank, step, history, fingerprint, final=step == n_total)
+            _report(engine, task, raw, rank, step, history, fingerprint, final=step == n_total, prefix=prefix)
     bar.close()
     ended_at = time.time()  # a finished run relaunched trains nothing: its last checkpoint already holds the model
+    if on_final is not None:
+        on_final(raw, rank)
     if rank != 0:
         return None
     return {"history": history, "total_steps": n_total, "resumed_from": resumed_from,

@@ -1,0 +1,120 @@
+"""Several runs of one task in one Ray Train worker group, one after another: the ensemble's members with one
+worker-group start-up instead of one per member (`ensemble.worker_group shared`).
+
+Each run is what `fit` would train for its spec alone: the same seed, the same data order, the same steps, so a
+member comes out the same either way (tests/train/test_group.py). What differs is only where the time goes: one
+TorchTrainer start (worker processes, the process group, imports) for all runs, and no runs at the same time.
+
+    results = fit_group(task, examples, [spec_0, spec_1, spec_2])   # one TrainResult per spec, in order
+
+Storage: one Ray Train run, `<group_dir>/ray_train/<group name>`, holds every run's checkpoints (named
+`<run>__checkpoint_<step>`); rank 0 writes each finished run's model to `<spec.stage_dir>/model` and a marker,
+`<spec.stage_dir>/group_run.json` ({fingerprint, result}), at once. A relaunch after a kill skips the runs whose
+marker matches their fingerprint, resumes the run the latest checkpoint belongs to, and starts the rest fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from umm_ray.train.loop import (STATE_FILE, TrainResult, TrainSpec, TrainTask, _check, _worker_resources,
+                                run_fingerprint, set_aside_stale_run, train_run)
+
+MARKER = "group_run.json"
+
+
+def _marker(spec: TrainSpec, fingerprint: dict) -> dict | None:
+    """The finished run's result when `<stage_dir>/group_run.json` matches this fingerprint and its model is there."""
+    path = Path(spec.stage_dir) / MARKER
+    if not path.is_file() or not (Path(spec.stage_dir) / "model").is_dir():
+        return None
+    done = json.loads(path.read_text())
+    return done["result"] if done.get("fingerprint") == fingerprint else None
+
+
+def _group_loop(config: dict) -> list[dict] | None:
+    """Worker function: train every run not finished before, in order; rank 0 returns one result dict per run."""
+    import ray.train  # heavy: ~2 s; runs on the training workers only
+
+    entered_at = time.time()
+    torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
+    task, examples, runs = config["task"], config["examples"], config["runs"]
+    rank = ray.train.get_context().get_world_rank()
+    ckpt = ray.train.get_checkpoint()
+    results = []
+    with (ckpt.as_directory() if ckpt else contextlib.nullcontext()) as ckpt_dir:
+        latest = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())["fingerprint"] if ckpt_dir else None
+        for spec, fingerprint in runs:
+            done = _marker(spec, fingerprint)
+            if done is not None:  # finished before a relaunch: its model and marker are on shared storage
+                results.append(done)
+                continue
+            resume = Path(ckpt_dir) if latest == fingerprint else None
+            out = train_run(task, spec, examples, fingerprint, resume, entered_at, prefix=f"{spec.name}__",
+                            on_final=lambda raw, r, s=spec: _export(task, raw, r, s))
+            if rank == 0:
+                (Path(spec.stage_dir) / MARKER).write_text(json.dumps({"fingerprint": fingerprint, "result": out}))
+            results.append(out)
+            entered_at = time.time()  # the next run's turn starts now: no start-up of its own
+    return results if rank == 0 else None
+
+
+def _export(task: TrainTask, raw: torch.nn.Module, rank: int, spec: TrainSpec) -> None:
+    """Rank 0 writes the run's HF model to `<stage_dir>/model` (what `fit` copies out of the final checkpoint)."""
+    if rank != 0:
+        return
+    model_dir = Path(spec.stage_dir) / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    task.save(raw, model_dir)
+
+
+def fit_group(task: TrainTask, examples: list, specs: list[TrainSpec], group_dir: Path,
+              name: str = "group") -> list[TrainResult]:
+    """Train one run per spec in one Ray Train worker group, in order; the group takes the first spec's workers,
+    resources, placement and failure settings (the runs must agree on them: a ValueError names the first that
+    differs). Returns one `TrainResult` per spec; each run's model is at `<spec.stage_dir>/model`."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit time only
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not specs:
+        raise ValueError("fit_group: no runs to train")
+    first = specs[0]
+    for spec in specs:
+        _check(task, examples, spec)
+        for key in ("num_workers", "use_gpu", "worker", "placement_strategy", "max_failures"):
+            if getattr(spec, key) != getattr(first, key):
+                raise ValueError(f"fit_group: run {spec.name!r} has {key}={getattr(spec, key)!r} but "
+                                 f"{first.name!r} has {getattr(first, key)!r}; one worker group needs one value")
+        Path(spec.stage_dir).mkdir(parents=True, exist_ok=True)
+    runs = [(spec, run_fingerprint(task, examples, spec)) for spec in specs]
+    group_dir = Path(group_dir).absolute()
+    run_dir = group_dir / "ray_train" / name
+    states = sorted(run_dir.glob(f"*checkpoint_*/{STATE_FILE}"))
+    if states and json.loads(states[-1].read_text()).get("fingerprint") not in [fp for _, fp in runs]:
+        set_aside_stale_run(run_dir, {})  # the latest checkpoint is no run of this group's: start over
+    trainer = TorchTrainer(
+        _group_loop,
+        train_loop_config={"task": task, "examples": examples, "runs": runs},
+        torch_config=TorchConfig(backend="nccl" if first.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=first.num_workers, use_gpu=first.use_gpu,
+                                     resources_per_worker=_worker_resources(first.worker),
+                                     accelerator_type=first.worker.accelerator or None,
+                                     placement_strategy=first.placement_strategy),
+        run_config=RunConfig(name=name, storage_path=str(group_dir / "ray_train"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=first.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=first.max_failures)),
+    )
+    result = trainer.fit()
+    outs = result.return_value
+    if outs is None or len(outs) != len(specs):
+        raise RuntimeError(f"Ray Train group {name!r} finished without a result per run (see its logs)")
+    return [TrainResult(name=spec.name, model_dir=Path(spec.stage_dir) / "model", history=o["history"],
+                        total_steps=o["total_steps"], resumed_from=o["resumed_from"], started_at=o["started_at"],
+                        ended_at=o["ended_at"], entered_at=o["entered_at"]) for spec, o in zip(specs, outs)]
