@@ -28,6 +28,7 @@ from jobs.inputs import dry_run
 from umm_ray import stages as S
 from umm_ray.graph import StageGraph
 from umm_ray.pipeline import StageRunner
+from umm_ray.plan_parallel import check_parallel_ppo
 from umm_ray.ppo.roles import RolePool
 
 
@@ -58,11 +59,14 @@ def main(argv: list[str] | None = None) -> Path:
         dry_run(cfg, "compare", StageGraph(cfg, runner).compare)
     init_ray(cfg)
     record_config(cfg, "compare")
-    pool = RolePool()  # the PPO runs share policy, engines, reference and gold; only the proxy changes
+    check_parallel_ppo(cfg)  # N PPO runs at once need N role pools placed together: known now, not after the RMs
+    # Each pool's PPO runs share policy, engines, reference and gold; only the proxy changes.
+    pools = [RolePool() for _ in range(cfg.compare.parallel_ppo)]
     try:
-        result = StageGraph(cfg, runner).compare(pool)
+        result = StageGraph(cfg, runner).compare(pools)
     finally:
-        pool.shutdown()
+        for pool in pools:
+            pool.shutdown()
 
     notes = [f"Wall time {time.time() - t_start:.0f} s (stage seconds: "
              + ", ".join(f"{k} {v:.0f}{' cached' if runner.cached[k] else ''}" for k, v in runner.timings.items())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 import types
 from pathlib import Path
 
@@ -250,3 +251,49 @@ def test_later_seeds_run_with_their_own_seed_and_the_first_seeds_data_split(tmp_
     assert (zero["run.seed"], one["run.seed"]) == (0, 1000)
     assert cfg.rm.data_split_seed(zero["run.seed"]) == 0 and one["rm.split_seed"] == 0
     assert done["seed1/ppo_dense"]["inputs"]["deps"] == {"seed1/rm_dense": done["seed1/rm_dense"]["finished"]}
+
+
+class PoolRecording(Stand):
+    """Stand-ins whose PPO stages take 0.3 s and record (pool, start, end): which role pool each run held, when."""
+
+    def __init__(self):
+        super().__init__()
+        self.ppo_runs: list[tuple[str, object, float, float]] = []
+
+    def namespace(self) -> types.SimpleNamespace:
+        ns = super().namespace()
+
+        def ppo(cfg, proxy, out, pool=None, **_):
+            t0 = time.time()
+            time.sleep(0.3)
+            self.ppo_runs.append((stage_name(out), pool, t0, time.time()))
+            return self._ran(out)
+
+        ns.ppo = ppo
+        return ns
+
+
+def test_ppo_runs_take_turns_on_the_role_pools(tmp_path):
+    """compare.parallel_ppo N with N pools: up to N PPO runs at once, never two on one pool at a time; with one pool
+    they run one after another in the sequential order. The stages and their inputs are the same either way."""
+    inputs = {}
+    for parallel in (1, 2):
+        args = ["--compare.ppo_rms", "dense,umm-2,ensemble-mean", "--compare.ppo_kl_rms", "dense",
+                "--compare.parallel_ppo", str(parallel)]
+        root = tmp_path / str(parallel)
+        cfg = with_dir(load_config(None, args, base=PRESETS["test"]), root)
+        stand, pools = PoolRecording(), [object() for _ in range(parallel)]
+        StageGraph(cfg, StageRunner(root, cfg, log=lambda *_: None), impl=stand.namespace()).compare(pools)
+        runs = stand.ppo_runs
+        assert sorted(r[0] for r in runs) == ["ppo_dense", "ppo_ensemble-mean", "ppo_kl_dense", "ppo_umm-2"]
+        assert {id(r[1]) for r in runs} == {id(p) for p in pools}  # every pool was used
+        for a in runs:
+            for b in runs:
+                if a is not b and a[1] is b[1]:  # one pool: one run at a time
+                    assert a[3] <= b[2] or b[3] <= a[2], (a[0], b[0])
+        overlapping = any(a[2] < b[3] and b[2] < a[3] for a in runs for b in runs if a is not b)
+        assert overlapping == (parallel > 1)
+        if parallel == 1:
+            assert [r[0] for r in runs] == ["ppo_dense", "ppo_umm-2", "ppo_ensemble-mean", "ppo_kl_dense"]
+        inputs[parallel] = {k: v["inputs"]["config"] for k, v in markers(root).items()}
+    assert inputs[1] == inputs[2]  # concurrency is not an input of any stage

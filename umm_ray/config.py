@@ -167,11 +167,12 @@ class EnsembleConfig:
     aggregate: str = opt("mean", "How member scores combine.", choices=("mean", "wco", "uwo"))
     uwo_lambda: float = opt(0.1, "Variance penalty lambda for UWO (0.5 BoN, 0.1 PPO).", lo=0)
     placement: str = opt("SPREAD", "Placement strategy of members.", choices=("SPREAD", "PACK", "STRICT_SPREAD"))
-    worker_group: str = opt("per_member", "How members train: 'per_member' = one Ray Train run each, all launched at "
-                                          "once (a worker-group start-up each; they overlap where the cluster has "
-                                          "room); 'shared' = one worker group trains them one after another (one "
-                                          "start-up in all). The members come out the same either way.",
-                            choices=("per_member", "shared"), keyed_at_default=False)
+    worker_group: str = opt("auto", "How members train: 'per_member' = one Ray Train run each, all launched at once "
+                                    "(a worker-group start-up each; they overlap where the cluster has room); 'shared' "
+                                    "= one worker group trains them one after another (one start-up in all); 'auto' = "
+                                    "shared when Ray runs on one CPU-only node (the members would only contend for its "
+                                    "cores), per_member otherwise. The members come out the same either way.",
+                            choices=("auto", "per_member", "shared"), keyed_at_default=False)
 
 
 @dataclass
@@ -266,8 +267,12 @@ class CompareConfig:
                         "world, SFT policy and preference pairs are shared.", lo=1)
     parallel_stages: int = opt(1, "Stages of the compare graph run at once (RMs of every seed, then per seed eval and "
                                   "bon as soon as its RMs are done; eval runs alone since it times the RMs; PPO runs "
-                                  "share one role pool and stay sequential). 1 = one after another; on a cluster, the "
+                                  "follow compare.parallel_ppo). 1 = one after another; on a cluster, the "
                                   "number of RM stages (the autoscaler adds nodes for them).", lo=1)
+    parallel_ppo: int = opt(1, "PPO runs at once, each holding a role pool of its own (policy ranks, engines, "
+                               "reference, proxy, gold) for its duration. 1 = one after another, sharing one pool. "
+                               "Checked before any stage runs: the cluster must place that many PPO layouts at once.",
+                            lo=1)
     dmoe: bool = opt(False, "Also train the DMoERM baseline (rm_dmoe, settings in the dmoe section) and report a "
                             "'dmoe' row (params, forward passes, accuracy, BoN, and PPO while compare.ppo_rms lists "
                             "'dmoe', as by default). On the testbed "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import queue
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -125,12 +126,13 @@ class StageGraph:
         extra = {"num_experts": int(num_experts)} if kind in ("umm", "moe") else {}
         return self._run(RunLayout.rm_stage(kind, num_experts), "train_rm", kind, extra, deps=deps, seed=seed)
 
-    def compare(self, pool: Any = None) -> CompareResult:
+    def compare(self, pools: list | None = None) -> CompareResult:
         """Per seed: every RM, then accuracy eval and Best-of-N of every proxy; then per seed one PPO run per
         compare.ppo_rms entry ('umm_best' is chosen once, by validation accuracy averaged over the seeds, so every
         seed runs PPO against the same rows).
 
-        `pool` (a `RolePool`) lets the PPO runs share their actors; it is not part of any stage's inputs.
+        `pools` (`RolePool`s, one per PPO run at once: compare.parallel_ppo) let the PPO runs share their actors; they
+        are not part of any stage's inputs.
         """
         hh = S.hh_pairs_path(self.cfg)  # 'auto' depends on the file system: the resolved file is an input
         seeds = range(self.cfg.compare.seeds)
@@ -160,13 +162,29 @@ class StageGraph:
         proxies = [seed_proxies(k) for k in seeds]
         evals = [done[RunLayout.seed_stage("eval", k)] for k in seeds]
         bon_runs = [done[RunLayout.seed_stage("bon", k)] for k in seeds]
-        # PPO runs one at a time: they share the pool's policy ranks, engines, reference and gold.
+        # PPO: up to compare.parallel_ppo runs at once, each holding one of `pools` (policy ranks, engines, reference,
+        # gold) while it runs; with one pool they run one after another in this order and share its actors.
         mean, kl = S.mean_evals(evals), self.cfg.compare.ppo_kl_coef
-        ppo, ppo_kl = [], []
+        free: queue.Queue = queue.Queue()
+        for p in pools or [None]:
+            free.put(p)
+
+        def ppo(name: str, proxy: S.Proxy, k: int, **kw: Any) -> dict:
+            pool = free.get()
+            try:
+                return self._run(name, "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool, **kw)
+            finally:
+                free.put(pool)
+
+        runs, ppo_jobs = [], JobGraph()
         for k in seeds:
-            ppo.append({name: self._run(f"ppo_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool)
-                        for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k]).items()})
-            ppo_kl.append({name: self._run(f"ppo_kl_{name}", "ppo", proxy, deps=(proxy.stage,), seed=k, pool=pool,
-                                           kl_coef=kl)
-                           for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k], kl=True).items()})
-        return CompareResult(proxies[0], evals, bon_runs, [RunLayout.seed_stage("bon", k) for k in seeds], ppo, ppo_kl)
+            for prefix, extra in (("ppo", {}), ("ppo_kl", {"kl_coef": kl})):
+                for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k], kl=bool(extra)).items():
+                    job = ppo_jobs.add(RunLayout.seed_stage(f"{prefix}_{name}", k),
+                                       functools.partial(ppo, f"{prefix}_{name}", proxy, k, **extra))
+                    runs.append((k, prefix, name, job))
+        done = ppo_jobs.run(min(self.cfg.compare.parallel_ppo, free.qsize()))
+        ppo_runs = [{name: done[job] for j, p, name, job in runs if (j, p) == (k, "ppo")} for k in seeds]
+        ppo_kl = [{name: done[job] for j, p, name, job in runs if (j, p) == (k, "ppo_kl")} for k in seeds]
+        return CompareResult(proxies[0], evals, bon_runs, [RunLayout.seed_stage("bon", k) for k in seeds], ppo_runs,
+                             ppo_kl)

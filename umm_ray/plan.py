@@ -209,7 +209,7 @@ def rm_stages(cfg: Config, kind: str, arch: Arch, experts: list[int], checkpoint
         return [StagePlan("rm_dense", (_rm_train_role(cfg, "rm_dense", "RM worker", arch, **ck),
                                    _eval_task(cfg, "rm_dense", arch, seq_len=seq_len)))]
     if kind == "ensemble":
-        k = cfg.ensemble.members if cfg.ensemble.worker_group == "per_member" else 1  # shared: one group at a time
+        k = 1 if cfg.ensemble.worker_group == "shared" else cfg.ensemble.members  # shared: one group at a time
         role = _rm_train_role(cfg, "rm_ensemble", "ensemble member worker", arch, group="member{i}",
                               strategy=cfg.ensemble.placement, **ck)
         return [StagePlan("rm_ensemble", tuple(replace(role, name=f"member {i} worker", group=f"member{i}")

@@ -151,6 +151,41 @@ def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world
             assert b[k] == pytest.approx(a[k], abs=1e-5), (k, a["step"])
 
 
+def test_two_ppo_runs_at_once_on_their_own_pools_match_the_runs_alone(ray_local, world, tmp_path):
+    """compare.parallel_ppo 2 as the compare graph runs it: two PPO runs in two threads, each on a RolePool of its
+    own (own engines, policy ranks, weight-sync group), at the same time; each run's metrics equal the same run made
+    alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from umm_ray.config import load_config
+    from umm_ray.plan_parallel import check_parallel_ppo
+    from umm_ray.ppo.driver import run_ppo
+    from umm_ray.ppo.roles import RolePool
+
+    # Half a logical CPU per actor and 2-member ensembles (the world's): both runs' actors at once fit the 8 CPUs of
+    # ray_local, as check_parallel_ppo must agree.
+    cfg = load_config(None, _args(world, tmp_path, "auto", 2, "--run.num_cpus_per_actor", "0.5",
+                                  "--ensemble.members", "2", "--compare.parallel_ppo", "2")[2:])
+    check_parallel_ppo(cfg)
+    keys = ("proxy_reward", "gold_reward", "kl_k2", "policy_loss", "value_loss", "response_length", "data_order")
+    proxies = {"dense": src(world["rm"]), "ensemble": src(world["ensemble"])}
+    alone = run_ppo(cfg, world["policy"], proxies["dense"], GOLD, world["prompts"], tmp_path / "alone")
+    pools = {name: RolePool() for name in proxies}
+    try:
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            outs = dict(zip(proxies, ex.map(lambda n: run_ppo(cfg, world["policy"], proxies[n], GOLD, world["prompts"],
+                                                                tmp_path / f"at_once_{n}", pool=pools[n]), proxies)))
+        assert set(pools["dense"].roles.engines).isdisjoint(pools["ensemble"].roles.engines)
+    finally:
+        for pool in pools.values():
+            pool.shutdown()
+    want, got = read_metrics(alone / "metrics.jsonl"), read_metrics(outs["dense"] / "metrics.jsonl")
+    assert len(want) == len(got) == 2
+    for a, b in zip(want, got):
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], abs=1e-5), (k, a["step"])
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_has_every_step_once_in_the_same_order(ray_local, world, tmp_path):
     steps, kill_after = 6, 2

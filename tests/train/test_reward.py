@@ -20,7 +20,7 @@ from umm_ray.algo.ensemble import aggregate
 from umm_ray.models.reward_model import load_reward_model
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import BTTask
-from umm_ray.train.ensemble import train_ensemble
+from umm_ray.train.ensemble import train_ensemble, worker_group_mode
 from umm_ray.train.evaluate import pair_rewards
 from umm_ray.train.reward import RMData, load_rm_data, train_umm
 
@@ -180,6 +180,7 @@ def test_umm_trains_with_the_memory_levers_and_reports_them(ray_local, tiny_worl
 def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, data, tmp_path):
     cfg, world = tiny_world
     cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--ensemble.members", "2", "--ensemble.placement", "SPREAD",
+                   "--ensemble.worker_group", "per_member",
                    "--rm.batch_size", "8", "--rm.epochs", "2")  # ~45 steps: long enough to outlast start-up jitter
     res = train_ensemble(cfg, world, stage_dir=tmp_path / "ens", data=data, source=world.base)
     manifest = json.loads(res.model_path.read_text())
@@ -209,6 +210,7 @@ def test_ensemble_members_in_one_shared_worker_group_train_in_turn(ray_local, ti
     assert manifest["members"] == ["member_0/model", "member_1/model"] and manifest["seeds"] == [0, 1]
     members = res.eval["members"]
     assert res.eval["worker_group"] == "shared" and res.eval["training_overlap_seconds"] == 0
+    assert worker_group_mode(make_cfg(cfg.run.output_dir)) == "shared"  # 'auto' on this one CPU-only node
     assert members[0]["ended_at"] <= members[1]["started_at"]
     assert members[1]["entered_at"] >= members[0]["ended_at"]  # its turn began when the first member was done
     assert all((tmp_path / "ens" / f"member_{i}" / "eval.json").is_file() for i in range(2))

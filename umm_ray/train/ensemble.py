@@ -40,7 +40,8 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
                   chat_template=cfg.model.chat_template)
     specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
                      placement=cfg.ensemble.placement) for i in range(k)]
-    if cfg.ensemble.worker_group == "shared":  # one TorchTrainer.fit() training the members in turn
+    mode = worker_group_mode(cfg)
+    if mode == "shared":  # one TorchTrainer.fit() training the members in turn
         t0 = time.time()
         results = fit_group(task, data.train, specs, out, name="members")
         with ThreadPoolExecutor(max_workers=k) as pool:  # the members' held-out evals run as concurrent Ray tasks
@@ -51,12 +52,23 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     manifest = {"members": [f"member_{i}/model" for i in range(k)], "aggregate": cfg.ensemble.aggregate,
                 "lambda": cfg.ensemble.uwo_lambda, "seeds": [s.seed for s in specs]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    report = _ensemble_report(cfg, out, data, reports)
+    report = _ensemble_report(cfg, out, data, reports, mode)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     return TrainedRM("ensemble", out, out / "manifest.json", report)
 
 
-def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) -> dict:
+def worker_group_mode(cfg: Config) -> str:
+    """cfg.ensemble.worker_group with 'auto' resolved against the running cluster: 'shared' on a single alive node
+    with CPUs and no GPUs (a laptop, a CI runner: k groups at once would only share its cores), else 'per_member' (a
+    cluster, whose autoscaler can add nodes for the members, or a GPU node)."""
+    if cfg.ensemble.worker_group != "auto":
+        return cfg.ensemble.worker_group
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    one_cpu_node = len(nodes) == 1 and not nodes[0].get("GPU") and nodes[0].get("CPU", 0) > 0
+    return "shared" if one_cpu_node else "per_member"
+
+
+def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], mode: str) -> dict:
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
@@ -65,7 +77,7 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict]) 
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "levers": reports[0].get("levers"),
             "overlap_seconds": _overlap(members, "entered_at"),
-            "training_overlap_seconds": _overlap(members, "started_at"), "worker_group": cfg.ensemble.worker_group}
+            "training_overlap_seconds": _overlap(members, "started_at"), "worker_group": mode}
 
 
 def _overlap(members: list[dict], start: str) -> float:
