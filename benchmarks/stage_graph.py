@@ -151,18 +151,24 @@ def run_job(out: Path, parallel: int, address: str, job: list[str], timeout_s: f
     """Run the compare job into `out` with `parallel` slots; echoes its stage lines, returns its wall seconds."""
     argv = [sys.executable, "-m", "jobs.compare", *JOB_DEFAULTS, *job, "--run.output_dir", str(out),
             "--run.ray_address", address, "--compare.parallel_stages", str(parallel)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}  # its stage lines reach the log (and our progress) as they happen
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(out / "job.log", "w") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:  # progress: the runner's '[stage x] running / done' lines
-            log.write(line)
-            if line.startswith("[stage "):
-                print(f"  {time.perf_counter() - t0:7.1f} s  {line.rstrip()}", flush=True)
+    partial = ""  # a line the job is still writing
+    with open(out / "job.log", "w") as log, open(out / "job.log") as tail:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        while True:  # poll, not a blocking read: a job that hangs silently still meets the timeout
+            rc = proc.poll()
+            *lines, partial = (partial + tail.read()).split("\n")
+            for line in lines:  # progress: the runner's '[stage x] running / done' lines
+                if line.startswith("[stage "):
+                    print(f"  {time.perf_counter() - t0:7.1f} s  {line.rstrip()}", flush=True)
+            if rc is not None:
+                break
             if time.perf_counter() - t0 > timeout_s:
                 proc.kill()
-        rc = proc.wait()
+            time.sleep(1.0)
     wall = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"compare job (parallel_stages {parallel}) exited {rc} after {wall:.0f} s; "
