@@ -1,14 +1,16 @@
 """The compare job's stage graph run concurrently vs sequentially, side by side in one run, on a fake multi-node
 cluster.
 
-    python -m benchmarks.stage_graph [--nodes 4] [--node-cpus 2] [--parallel 3] [--out runs/bench/stage_graph]
-        [--timeout-s 1800] [--section.key value ...]
+    python -m benchmarks.stage_graph [--nodes 4] [--node-cpus 2] [--parallel 3] [--repeats 2]
+        [--out runs/bench/stage_graph] [--timeout-s 1800] [--section.key value ...]
 
 Starts Ray's `cluster_utils.Cluster` on this machine (a head with no CPUs, as in cluster.yaml, and `nodes` raylets
-of `node-cpus` logical CPUs each), then runs `python -m jobs.compare` against it twice with the same config: once
-with `--compare.parallel_stages <parallel>` (in `<out>/concurrent/`), then with 1 (in `<out>/sequential/`). Each run
-has its own output directory, so no stage is reused from the other; the concurrent one runs first, so any warm-up
-(page cache, Ray's worker pool) favours the sequential run, not the one the ratio credits.
+of `node-cpus` logical CPUs each), then runs `python -m jobs.compare` against it with the same config, `repeats`
+times with `--compare.parallel_stages <parallel>` (in `<out>/concurrent/run<r>/`) and as often with 1 (in
+`<out>/sequential/run<r>/`). Each run has its own output directory, so no stage is reused from another. The runs
+alternate in ABBA order (concurrent, sequential, sequential, concurrent, ...): the first job on a fresh cluster is
+slower (its PPO stage took 82 s vs 32 s in the first measurement, role start-up, not steps), and this order makes
+that warm-up and any drift in machine load hit both modes alike. Figures are means over a mode's runs.
 
 The job config is JOB_DEFAULTS (below): the tiny preset shrunk so one run takes a few minutes on 2 cores (200
 prompts / 120 pairs, 1 epoch, 1 Ray Train worker per run, expert_counts [2], 2 ensemble members, one 3-step PPO
@@ -46,7 +48,7 @@ JOB_DEFAULTS = ["--preset", "tiny", "--testbed.n_prompts", "200", "--testbed.n_p
                 "--compare.ppo_kl_rms", "[]", "--compare.hh_eval", "", "--ppo.steps", "3",
                 "--ppo.rollout_batch_size", "8", "--ppo.micro_batch_size", "8", "--bon.n_prompts", "8",
                 "--bon.n_samples", "8", "--rollout.max_new_tokens", "16"]
-MODES = ("concurrent", "sequential")  # run in this order
+MODES = ("concurrent", "sequential")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -56,9 +58,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     ap.add_argument("--node-cpus", type=int, default=2, help="logical CPUs of each worker raylet")
     ap.add_argument("--parallel", type=int, default=3, help="compare.parallel_stages of the concurrent run")
     ap.add_argument("--out", default="runs/bench/stage_graph", help="directory of both runs and of the results")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per mode, in the order concurrent, sequential, "
+                    "sequential, concurrent, ...: warm-up and drift in machine load hit both modes alike")
     ap.add_argument("--timeout-s", type=float, default=1800.0, help="give up on a job run after this many seconds")
     args, job = ap.parse_known_args(argv)
-    for name in ("nodes", "node_cpus", "parallel"):
+    for name in ("nodes", "node_cpus", "parallel", "repeats"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     if args.parallel == 1:
@@ -128,6 +132,34 @@ def summarise(root: Path, wall: float) -> dict:
             "ensemble": ensemble_times(root, records), "records": records}
 
 
+def run_order(repeats: int) -> list[tuple[str, int]]:
+    """(mode, repeat) in the order run: ABBA pairs (c s, s c, c s, ...), so the first run on a fresh cluster, which
+    pays for starting Ray's workers and warming caches, is not always the same mode."""
+    return [(mode, r) for r in range(repeats) for mode in (MODES if r % 2 == 0 else MODES[::-1])]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def combine(runs: list[dict]) -> dict:
+    """One mode's figures over its runs (`summarise` results): means, the most stages at once of any run, the
+    ensemble's mean seconds, and each stage's mean seconds."""
+    ens = [r["ensemble"] for r in runs if r["ensemble"]]
+    ensemble = None
+    if ens:
+        stage, total, top = (_mean([e[k] for e in ens]) for k in ("stage_s", "member_sum_s", "member_max_s"))
+        ensemble = {"stage_s": stage, "member_sum_s": total, "member_max_s": top,
+                    "stage_over_member_sum": stage / total, "stage_over_member_max": stage / top}
+    names = sorted({n for r in runs for n in r["records"]})
+    return {"runs": len(runs), "walls_s": [r["wall_s"] for r in runs], "wall_s": _mean([r["wall_s"] for r in runs]),
+            "stage_sum_s": _mean([r["stage_sum_s"] for r in runs]),
+            "critical_path_s": _mean([r["critical_path_s"] for r in runs]), "critical_path": runs[0]["critical_path"],
+            "max_overlap": max(r["max_overlap"] for r in runs), "ensemble": ensemble,
+            "stage_s": {n: _mean([r["records"][n]["seconds"] for r in runs if n in r["records"]]) for n in names},
+            "per_run": runs}
+
+
 @contextmanager
 def fake_cluster(nodes: int, node_cpus: int) -> Iterator[str]:
     """A Ray cluster of `nodes` raylets on this machine (head with 0 CPUs); yields its address."""
@@ -177,20 +209,25 @@ def run_job(out: Path, parallel: int, address: str, job: list[str], timeout_s: f
 
 
 def markdown(result: dict) -> str:
-    """The side-by-side table (and the ensemble row) as Markdown."""
+    """The side-by-side table (means over the runs; the ensemble and per-stage rows after) as Markdown."""
     c, s = result["modes"]["concurrent"], result["modes"]["sequential"]
-    head = f"| | concurrent (parallel_stages {result['config']['parallel']}) | sequential (parallel_stages 1) |"
-    rows = [head, "|---|---|---|",
-            f"| job wall s | {c['wall_s']:.0f} | {s['wall_s']:.0f} |",
+    walls = [" / ".join(f"{w:.0f}" for w in m["walls_s"]) for m in (c, s)]
+    rows = [f"| mean of {c['runs']} / {s['runs']} runs | concurrent (parallel_stages {result['config']['parallel']}) "
+            "| sequential (parallel_stages 1) |", "|---|---|---|",
+            f"| job wall s | {c['wall_s']:.0f} ({walls[0]}) | {s['wall_s']:.0f} ({walls[1]}) |",
             f"| sum of stage s | {c['stage_sum_s']:.0f} | {s['stage_sum_s']:.0f} |",
             f"| critical path s (dependencies only) | {c['critical_path_s']:.0f} | {s['critical_path_s']:.0f} |",
             f"| most stages at once | {c['max_overlap']} | {s['max_overlap']} |"]
-    for name, m in (("concurrent", c), ("sequential", s)):
-        e = m["ensemble"]
-        if e:
-            rows.append(f"| rm_ensemble ({name}): stage s / members' train s sum, max | {e['stage_s']:.0f} / "
-                        f"{e['member_sum_s']:.0f}, {e['member_max_s']:.0f} | ratio {e['stage_over_member_sum']:.2f}"
-                        f" (sum), {e['stage_over_member_max']:.2f} (max) |")
+    for label, key, fmt in (("rm_ensemble stage s", "stage_s", ".0f"),
+                            ("its members' train s: sum", "member_sum_s", ".1f"),
+                            ("its members' train s: max", "member_max_s", ".1f"),
+                            ("ensemble stage / members' train sum", "stage_over_member_sum", ".1f"),
+                            ("ensemble stage / members' train max", "stage_over_member_max", ".1f")):
+        if c["ensemble"] and s["ensemble"]:
+            rows.append(f"| {label} | {c['ensemble'][key]:{fmt}} | {s['ensemble'][key]:{fmt}} |")
+    for name in sorted(set(c["stage_s"]) | set(s["stage_s"])):
+        got = [f"{m['stage_s'][name]:.1f}" if name in m["stage_s"] else "-" for m in (c, s)]
+        rows.append(f"| stage {name} s | {got[0]} | {got[1]} |")
     cfg = result["config"]
     return ("\n".join(rows) + f"\n\nsequential wall / concurrent wall: **{result['speedup']:.2f}x** "
             f"({cfg['nodes']} nodes x {cfg['node_cpus']} logical CPUs, fake cluster on {result['cpu_count']} real "
@@ -201,24 +238,25 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args, job = parse_args(argv)
     out = Path(args.out).resolve()
-    modes: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
     print(f"fake cluster: {args.nodes} nodes x {args.node_cpus} CPUs; job overrides: {' '.join(JOB_DEFAULTS + job)}")
     with fake_cluster(args.nodes, args.node_cpus) as address:
-        for mode in MODES:
+        for mode, r in run_order(args.repeats):
             parallel = args.parallel if mode == "concurrent" else 1
-            run_dir = out / mode
+            run_dir = out / mode / f"run{r}"
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise SystemExit(f"{run_dir} is not empty: a reused stage would not be timed (choose another --out)")
-            print(f"{mode} run (parallel_stages {parallel}) into {run_dir}", flush=True)
+            print(f"{mode} run {r} (parallel_stages {parallel}) into {run_dir}", flush=True)
             wall = run_job(run_dir, parallel, address, job, args.timeout_s)
-            modes[mode] = summarise(run_dir, wall)
-            print(f"{mode}: {wall:.0f} s wall, {modes[mode]['stage_sum_s']:.0f} s of stages", flush=True)
+            runs[mode].append(summarise(run_dir, wall))
+            print(f"{mode} run {r}: {wall:.0f} s wall, {runs[mode][-1]['stage_sum_s']:.0f} s of stages", flush=True)
+    modes = {mode: combine(rs) for mode, rs in runs.items()}
     result = {"config": vars(args), "job_args": JOB_DEFAULTS + job, "cpu_count": os.cpu_count(),
               "load_avg_1m": os.getloadavg()[0], "modes": modes,
               "speedup": modes["sequential"]["wall_s"] / modes["concurrent"]["wall_s"]}
+    (out / "stage_graph.json").write_text(json.dumps(result, indent=1))
     table = markdown(result)
     print("\n" + table)
-    (out / "stage_graph.json").write_text(json.dumps(result, indent=1))
     (out / "stage_graph.md").write_text(table)
     print(f"wrote {out}/stage_graph.json and stage_graph.md")
     return result

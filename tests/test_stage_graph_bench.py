@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from benchmarks.stage_graph import (JOB_DEFAULTS, critical_path, ensemble_times, markdown, max_overlap, parse_args,
-                                    stage_records, summarise)
+from benchmarks.stage_graph import (JOB_DEFAULTS, combine, critical_path, ensemble_times, markdown, max_overlap,
+                                    parse_args, run_order, stage_records, summarise)
 from jobs.common import parse_job_args
 
 
@@ -70,23 +70,45 @@ def test_records_and_summary_from_done_markers(tmp_path):
     assert ensemble_times(tmp_path, {k: v for k, v in got.items() if k != "rm_ensemble"}) is None
 
 
+def test_runs_alternate_and_combine_into_means(tmp_path):
+    assert run_order(1) == [("concurrent", 0), ("sequential", 0)]
+    assert run_order(3) == [("concurrent", 0), ("sequential", 0), ("sequential", 1), ("concurrent", 1),
+                            ("concurrent", 2), ("sequential", 2)]
+    write_run(tmp_path / "a", GRAPH)
+    (tmp_path / "a" / "rm_ensemble" / "eval.json").write_text(json.dumps({"members": [{"train_seconds": 10.0}]}))
+    write_run(tmp_path / "b", {k: rec(r["started"], 2 * r["seconds"], tuple(r["deps"])) for k, r in GRAPH.items()
+                               if k != "ppo_dense"})
+    (tmp_path / "b" / "rm_ensemble" / "eval.json").write_text(json.dumps({"members": [{"train_seconds": 30.0}]}))
+    m = combine([summarise(tmp_path / "a", wall=90.0), summarise(tmp_path / "b", wall=110.0)])
+    assert m["runs"] == 2 and m["walls_s"] == [90.0, 110.0] and m["wall_s"] == 100.0
+    assert m["stage_sum_s"] == pytest.approx((120 + 2 * 113) / 2) and m["max_overlap"] == 4  # run b's
+    assert m["stage_s"]["sft"] == 15 and m["stage_s"]["ppo_dense"] == 7  # a stage only one run has: its own mean
+    assert m["ensemble"]["stage_s"] == 60 and m["ensemble"]["stage_over_member_sum"] == pytest.approx(60 / 20)
+
+
 def test_markdown_names_both_modes_and_the_ratio(tmp_path):
     write_run(tmp_path, GRAPH)
-    mode = summarise(tmp_path, wall=90.0)
+    (tmp_path / "rm_ensemble" / "eval.json").write_text(json.dumps({"members": [{"train_seconds": 8.0},
+                                                                                {"train_seconds": 12.0}]}))
+    run = summarise(tmp_path, wall=90.0)
     result = {"config": {"parallel": 3, "nodes": 4, "node_cpus": 2}, "cpu_count": 2, "load_avg_1m": 1.0,
-              "modes": {"concurrent": mode, "sequential": {**mode, "wall_s": 120.0}}, "speedup": 120 / 90}
+              "modes": {"concurrent": combine([run]), "sequential": combine([{**run, "wall_s": 120.0}])},
+              "speedup": 120 / 90}
     table = markdown(result)
-    assert "| job wall s | 90 | 120 |" in table and "**1.33x**" in table and "contend" in table
+    assert "| job wall s | 90 (90) | 120 (120) |" in table and "**1.33x**" in table and "contend" in table
+    assert "| ensemble stage / members' train sum | 2.0 | 2.0 |" in table
+    assert "| stage rm_umm2 s | 30.0 | 30.0 |" in table
 
 
 def test_options_and_job_overrides():
     args, job = parse_args(["--nodes", "3", "--parallel", "4", "--ppo.steps", "2"])
-    assert (args.nodes, args.node_cpus, args.parallel, args.out) == (3, 2, 4, "runs/bench/stage_graph")
+    assert (args.nodes, args.node_cpus, args.parallel, args.repeats) == (3, 2, 4, 2)
+    assert args.out == "runs/bench/stage_graph"
     assert job == ["--ppo.steps", "2"]
     cfg = parse_job_args(JOB_DEFAULTS + job)  # the job accepts the defaults, and a later flag overrides them
     assert cfg.ppo.steps == 2 and cfg.compare.ppo_kl_rms == [] and cfg.compare.expert_counts == [2]
     assert cfg.ensemble.members == 2 and cfg.compare.hh_eval == "" and cfg.compare.parallel_stages == 1
-    for bad in (["--parallel", "1"], ["--nodes", "0"], ["stray"], ["--compare.parallel_stages", "2"],
-                ["--run.output_dir", "x"]):
+    for bad in (["--parallel", "1"], ["--nodes", "0"], ["--repeats", "0"], ["stray"],
+                ["--compare.parallel_stages", "2"], ["--run.output_dir", "x"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
