@@ -22,7 +22,7 @@ of its stages' seconds, the critical path through the stages' dependencies (the 
 no contention; the job also runs PPO after every RM, eval and bon, one run at a time, which this path ignores), the
 most stages in progress at one instant, and the ratio sequential wall / concurrent wall. From rm_ensemble/eval.json:
 the ensemble stage's seconds vs its members' `train_seconds` (sum and max), whose members always train at once.
-Writes `<out>/stage_graph.json` and `stage_graph.md` and prints the table.
+Writes `<out>/stage_graph.json` and `stage_graph.md` and prints the table; docs/cluster.md has the measured one.
 
 Caveat: the nodes are processes on ONE machine. With 2 real cores, concurrent stages (and the ensemble's members)
 contend for the same cores, so the ratio here says that the graph overlaps stages, not what a real cluster gains;
