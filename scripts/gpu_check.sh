@@ -32,6 +32,10 @@ SMOKE=(--preset gpu --run.output_dir "$OUT/smoke" --run.ray_address local
        --bon.n_prompts 8 --bon.n_samples 8
        --compare.expert_counts "[2]" --compare.ppo_rms dense,ensemble-wco --compare.ppo_kl_rms dense)
 
+# GPU_CHECK_EXTRA: more job flags for the smoke run, e.g. "--compare.parallel_stages 3 --compare.parallel_ppo 2".
+read -r -a EXTRA <<<"${GPU_CHECK_EXTRA:-}"
+SMOKE+=("${EXTRA[@]}")
+
 if [ "${1:-}" = "--dry-run" ]; then
     "$PY" -c "import vllm" >/dev/null 2>&1 || SMOKE+=(--rollout.backend hf)
     exec "$PY" -m jobs.compare "${SMOKE[@]}" --dry-run
