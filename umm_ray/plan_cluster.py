@@ -100,7 +100,8 @@ def local_cluster(logical_cpus: float | None = None, gpus: int = 0, gpu_memory: 
     cpus = logical_cpus if logical_cpus is not None else float(os.cpu_count() or 1)
     node = NodeType("local", cpus, gpus, ram, gpu_memory, "local GPU" if gpus else "", max_workers=1, min_workers=1,
                     head=True)
-    return Cluster(f"this machine ({os.cpu_count()} cores, MemTotal {ram / GiB:.1f} GiB)", (node,), 0)
+    logical = f", {cpus:g} logical CPUs in Ray" if cpus != os.cpu_count() else ""  # what actors are placed against
+    return Cluster(f"this machine ({os.cpu_count()} cores{logical}, MemTotal {ram / GiB:.1f} GiB)", (node,), 0)
 
 
 # Accelerator names as they appear in node type names (longest first: "l40s" before "l4").
