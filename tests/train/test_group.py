@@ -1,6 +1,7 @@
 """Several runs in one Ray Train worker group (`umm_ray.train.group.fit_group`): each run comes out as `fit` alone
-makes it, a worker crash in the second run resumes there (the first is not retrained) and ends where an
-uninterrupted group ends, and runs that need different worker groups are refused. Real Ray Train, tiny Llama LM."""
+makes it, also a run that starts from the model an earlier run of the group wrote (as a UMM's merge starts from its
+MoE); a worker crash in the second run resumes there (the first is not retrained) and ends where an uninterrupted
+group ends; runs that need different worker groups are refused. Real Ray Train, tiny Llama LM."""
 
 from __future__ import annotations
 
@@ -18,6 +19,21 @@ from umm_ray.train.loop import fit
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+class FromDirTask(TinyLMTask):
+    """The tiny LM loaded from `source` (written by an earlier run), trained on."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def build(self):
+        from transformers import LlamaForCausalLM
+
+        return LlamaForCausalLM.from_pretrained(self.source)
+
+    def fingerprint(self):
+        return {"task": "from_dir", "source": self.source}
+
+
 def _assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -26,7 +42,7 @@ def _assert_same(a: dict, b: dict) -> None:
 
 def test_each_run_of_a_group_matches_the_same_run_alone(ray_local, tmp_path):
     specs = [_spec(tmp_path / f"run{i}", name=f"run{i}", seed=3 + i, max_steps=5) for i in range(2)]
-    group = fit_group(TinyLMTask(), EXAMPLES, specs, tmp_path / "group")
+    group = fit_group([(TinyLMTask(), EXAMPLES, s) for s in specs], tmp_path / "group")
     assert [r.name for r in group] == ["run0", "run1"] and all(r.resumed_from == 0 for r in group)
     assert group[0].ended_at <= group[1].started_at, "the runs of one group train one after another"
     for i, r in enumerate(group):
@@ -48,11 +64,12 @@ def test_a_crash_in_the_second_run_resumes_it_and_skips_the_first(ray_local, tmp
         return [_spec(root / "a", name="a", seed=3, max_steps=4, max_failures=1),
                 _spec(root / "b", name="b", seed=4, max_steps=6, max_failures=1)]
 
-    crashed = fit_group(CrashOnceTask(str(marker), crash_at=9), EXAMPLES, specs(tmp_path / "crash"), tmp_path / "crash")
+    crash = CrashOnceTask(str(marker), crash_at=9)
+    crashed = fit_group([(crash, EXAMPLES, s) for s in specs(tmp_path / "crash")], tmp_path / "crash")
     assert marker.exists(), "the injected crash never happened"
     assert crashed[1].resumed_from == 3 and [h["step"] for h in crashed[1].history] == list(range(1, 7))
-    straight = fit_group(CrashOnceTask(str(marker), crash_at=-1), EXAMPLES, specs(tmp_path / "straight"),
-                         tmp_path / "straight")
+    never = CrashOnceTask(str(marker), crash_at=-1)
+    straight = fit_group([(never, EXAMPLES, s) for s in specs(tmp_path / "straight")], tmp_path / "straight")
     for c, s in zip(crashed, straight):
         torch.testing.assert_close(torch.tensor(c.losses()), torch.tensor(s.losses()), rtol=1e-6, atol=1e-7)
         _assert_same(_weights(c.model_dir), _weights(s.model_dir))
@@ -61,6 +78,22 @@ def test_a_crash_in_the_second_run_resumes_it_and_skips_the_first(ray_local, tmp
 def test_runs_needing_different_worker_groups_are_refused_before_ray(tmp_path):
     specs = [_spec(tmp_path / "a", name="a"), _spec(tmp_path / "b", name="b", num_workers=1)]
     with pytest.raises(ValueError, match="run 'b' has num_workers=1 but 'a' has 2"):
-        fit_group(TinyLMTask(), EXAMPLES, specs, tmp_path)
+        fit_group([(TinyLMTask(), EXAMPLES, s) for s in specs], tmp_path)
     with pytest.raises(ValueError, match="no runs"):
-        fit_group(TinyLMTask(), EXAMPLES, [], tmp_path)
+        fit_group([], tmp_path)
+
+
+def test_a_run_starting_from_an_earlier_runs_model_matches_the_two_runs_alone(ray_local, tmp_path):
+    """Run 2 loads the model run 1 writes (every rank, after rank 0 has written it) and trains on: the pair equals
+    run 1 alone followed by run 2 alone from run 1's export."""
+    a = _spec(tmp_path / "g" / "a", name="a", max_steps=3)
+    b = _spec(tmp_path / "g" / "b", name="b", seed=5, max_steps=3)
+    first, second = fit_group([(TinyLMTask(), EXAMPLES, a), (FromDirTask(str(a.stage_dir / "model")), EXAMPLES, b)],
+                              tmp_path / "g")
+    one = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path / "alone_a", name="alone_a", max_steps=3))
+    two = fit(FromDirTask(str(one.model_dir)), EXAMPLES, _spec(tmp_path / "alone_b", name="alone_b", seed=5,
+                                                                max_steps=3))
+    _assert_same(_weights(first.model_dir), _weights(one.model_dir))
+    _assert_same(_weights(second.model_dir), _weights(two.model_dir))
+    torch.testing.assert_close(torch.tensor(second.losses()), torch.tensor(two.losses()), rtol=1e-6, atol=1e-7)
+    assert second.losses()[0] < first.losses()[0]  # it started from the trained model, not a fresh one

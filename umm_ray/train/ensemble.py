@@ -43,7 +43,7 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     mode = worker_group_mode(cfg)
     if mode == "shared":  # one TorchTrainer.fit() training the members in turn
         t0 = time.time()
-        results = fit_group(task, data.train, specs, out, name="members")
+        results = fit_group([(task, data.train, s) for s in specs], out, name="members")
         with ThreadPoolExecutor(max_workers=k) as pool:  # the members' held-out evals run as concurrent Ray tasks
             reports = list(pool.map(lambda sr: finish_bt_stage(task, data, *sr, t0), zip(specs, results)))
     else:

@@ -1,11 +1,13 @@
-"""Several runs of one task in one Ray Train worker group, one after another: the ensemble's members with one
-worker-group start-up instead of one per member (`ensemble.worker_group shared`).
+"""Several training runs in one Ray Train worker group, one after another: the ensemble's members
+(`ensemble.worker_group shared`) and a UMM's MoE and merge runs pay one worker-group start-up instead of one each.
 
-Each run is what `fit` would train for its spec alone: the same seed, the same data order, the same steps, so a
-member comes out the same either way (tests/train/test_group.py). What differs is only where the time goes: one
-TorchTrainer start (worker processes, the process group, imports) for all runs, and no runs at the same time.
+Each run is what `fit` would train alone: the same seed, the same data order, the same steps, so it comes out the
+same either way (tests/train/test_group.py). What differs is only where the time goes: one TorchTrainer start (worker
+processes, the process group, imports) for all runs, and no runs at the same time. A run may start from what an
+earlier run of the group wrote (the merge starts from the MoE): every rank waits until rank 0 has written a run's
+model before the next run begins.
 
-    results = fit_group(task, examples, [spec_0, spec_1, spec_2])   # one TrainResult per spec, in order
+    results = fit_group([(task, examples, spec_0), (task, examples, spec_1)], group_dir)   # one TrainResult each
 
 Storage: one Ray Train run, `<group_dir>/ray_train/<group name>`, holds every run's checkpoints (named
 `<run>__checkpoint_<step>`); rank 0 writes each finished run's model to `<spec.stage_dir>/model` and a marker,
@@ -23,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from umm_ray.train.loop import (STATE_FILE, TrainResult, TrainSpec, TrainTask, _check, _worker_resources,
-                                run_fingerprint, set_aside_stale_run, train_run)
+from umm_ray.train.loop import (STATE_FILE, TrainResult, TrainSpec, TrainTask, _check, _mean_over_ranks,
+                                _worker_resources, run_fingerprint, set_aside_stale_run, train_run)
 
 MARKER = "group_run.json"
 
@@ -44,22 +46,22 @@ def _group_loop(config: dict) -> list[dict] | None:
 
     entered_at = time.time()
     torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
-    task, examples, runs = config["task"], config["examples"], config["runs"]
     rank = ray.train.get_context().get_world_rank()
     ckpt = ray.train.get_checkpoint()
     results = []
     with (ckpt.as_directory() if ckpt else contextlib.nullcontext()) as ckpt_dir:
         latest = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())["fingerprint"] if ckpt_dir else None
-        for spec, fingerprint in runs:
+        for task, examples, spec, fingerprint in config["runs"]:
             done = _marker(spec, fingerprint)
             if done is not None:  # finished before a relaunch: its model and marker are on shared storage
                 results.append(done)
                 continue
             resume = Path(ckpt_dir) if latest == fingerprint else None
             out = train_run(task, spec, examples, fingerprint, resume, entered_at, prefix=f"{spec.name}__",
-                            on_final=lambda raw, r, s=spec: _export(task, raw, r, s))
+                            on_final=lambda raw, r, t=task, s=spec: _export(t, raw, r, s))
             if rank == 0:
                 (Path(spec.stage_dir) / MARKER).write_text(json.dumps({"fingerprint": fingerprint, "result": out}))
+            _mean_over_ranks([0.0])  # an all-reduce every rank joins: no rank starts the next run before the export
             results.append(out)
             entered_at = time.time()  # the next run's turn starts now: no start-up of its own
     return results if rank == 0 else None
@@ -75,33 +77,36 @@ def _export(task: TrainTask, raw: torch.nn.Module, rank: int, spec: TrainSpec) -
     task.save(raw, model_dir)
 
 
-def fit_group(task: TrainTask, examples: list, specs: list[TrainSpec], group_dir: Path,
+def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
               name: str = "group") -> list[TrainResult]:
-    """Train one run per spec in one Ray Train worker group, in order; the group takes the first spec's workers,
-    resources, placement and failure settings (the runs must agree on them: a ValueError names the first that
-    differs). Returns one `TrainResult` per spec; each run's model is at `<spec.stage_dir>/model`."""
+    """Train each (task, examples, spec) in one Ray Train worker group, in order; the group takes the first spec's
+    workers, resources, placement and failure settings (the runs must agree on them: a ValueError names the first
+    that differs). Returns one `TrainResult` per run; each run's model is at `<spec.stage_dir>/model`."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit time only
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not specs:
+    if not runs:
         raise ValueError("fit_group: no runs to train")
+    specs = [spec for _, _, spec in runs]
     first = specs[0]
-    for spec in specs:
+    for task, examples, spec in runs:
         _check(task, examples, spec)
         for key in ("num_workers", "use_gpu", "worker", "placement_strategy", "max_failures"):
             if getattr(spec, key) != getattr(first, key):
                 raise ValueError(f"fit_group: run {spec.name!r} has {key}={getattr(spec, key)!r} but "
                                  f"{first.name!r} has {getattr(first, key)!r}; one worker group needs one value")
         Path(spec.stage_dir).mkdir(parents=True, exist_ok=True)
-    runs = [(spec, run_fingerprint(task, examples, spec)) for spec in specs]
+    # A later run's fingerprint may name files an earlier run writes (the merge's MoE): hashed from its task and
+    # data, not from the files, so it is known before the group starts.
+    runs = [(task, examples, spec, run_fingerprint(task, examples, spec)) for task, examples, spec in runs]
     group_dir = Path(group_dir).absolute()
     run_dir = group_dir / "ray_train" / name
     states = sorted(run_dir.glob(f"*checkpoint_*/{STATE_FILE}"))
-    if states and json.loads(states[-1].read_text()).get("fingerprint") not in [fp for _, fp in runs]:
+    if states and json.loads(states[-1].read_text()).get("fingerprint") not in [r[3] for r in runs]:
         set_aside_stale_run(run_dir, {})  # the latest checkpoint is no run of this group's: start over
     trainer = TorchTrainer(
         _group_loop,
-        train_loop_config={"task": task, "examples": examples, "runs": runs},
+        train_loop_config={"runs": runs},
         torch_config=TorchConfig(backend="nccl" if first.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=first.num_workers, use_gpu=first.use_gpu,
                                      resources_per_worker=_worker_resources(first.worker),

@@ -15,8 +15,10 @@ is `umm_ray.train.ensemble`.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import ray
 import torch
 from torch import nn
 
@@ -25,11 +27,13 @@ from umm_ray.layout import RunLayout
 from umm_ray.models.merge import validate_alpha
 from umm_ray.models.upcycle import check_upcycle_layers
 from umm_ray.plan import check_fits
-from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, load_rm_data, prepare_inputs,
-                                    run_bt_stage, stage_dir_for)
+from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone, finish_bt_stage, load_rm_data,
+                                    prepare_inputs, run_bt_stage, stage_dir_for)
 from umm_ray.train.bt_task import BTTask, backbone_depth, load_dense_rm
 from umm_ray.train.dmoe import train_dmoe
+from umm_ray.train.evaluate import evaluate_initial
 from umm_ray.train.ensemble import train_ensemble
+from umm_ray.train.group import fit_group
 
 __all__ = ["RM_KINDS", "RMData", "TrainedRM", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm",
            "run_bt_stage", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_dmoe_rm", "train_rm"]
@@ -78,11 +82,18 @@ def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | No
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "umm")
     check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge stages; before any worker starts
-    moe_report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_umm_moe", out / "moe"))
+    moe_task, moe_spec = _moe_task(cfg, source), bt_spec(cfg, "rm_umm_moe", out / "moe")
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha,
                         chat_template=cfg.model.chat_template)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
-    report = run_bt_stage(merge_task, data, spec, init_eval=False)
+    init_ref = ray.remote(num_cpus=1)(evaluate_initial).remote(moe_task, moe_spec.seed, {"val": data.val},
+                                                                moe_task.max_len) if data.val else None
+    # The merge starts from the MoE the first run writes: one worker group trains both, one start-up.
+    t0 = time.time()
+    moe_result, merge_result = fit_group([(moe_task, data.train, moe_spec), (merge_task, data.train, spec)], out,
+                                         name="umm")
+    moe_report = finish_bt_stage(moe_task, data, moe_spec, moe_result, t0, init_ref)
+    report = finish_bt_stage(merge_task, data, spec, merge_result, merge_result.entered_at)  # from its turn
     report["moe"] = {k: moe_report.get(k) for k in (*data.held_out(), "params", "expert_load", "steps",
                                                      "train_seconds", "levers")}
     report["dense_params"] = _dense_params(source, cfg.model.trust_remote_code)
