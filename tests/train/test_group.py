@@ -97,3 +97,16 @@ def test_a_run_starting_from_an_earlier_runs_model_matches_the_two_runs_alone(ra
     _assert_same(_weights(second.model_dir), _weights(two.model_dir))
     torch.testing.assert_close(torch.tensor(second.losses()), torch.tensor(two.losses()), rtol=1e-6, atol=1e-7)
     assert second.losses()[0] < first.losses()[0]  # it started from the trained model, not a fresh one
+
+
+def test_a_groups_checkpoints_of_other_runs_are_set_aside_and_its_own_kept(tmp_path):
+    """A group's checkpoints are named `<run>__checkpoint_<step>`; the latest (by time) is resumed when it belongs to
+    any run of the group, and set aside (not deleted) when it belongs to none."""
+    from umm_ray.train.loop import STATE_FILE, set_aside_stale_run
+
+    run = tmp_path / "ray_train" / "members"
+    (run / "member_1__checkpoint_0000003").mkdir(parents=True)
+    (run / "member_1__checkpoint_0000003" / STATE_FILE).write_text(json.dumps({"fingerprint": {"seed": 1}}))
+    assert set_aside_stale_run(run, {"seed": 0}, {"seed": 1}) is None and run.is_dir()
+    assert set_aside_stale_run(run, {"seed": 0}, {"seed": 2}) == run.with_name("members.stale-1")
+    assert (tmp_path / "ray_train" / "members.stale-1" / "member_1__checkpoint_0000003" / STATE_FILE).is_file()

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from umm_ray.train.loop import (STATE_FILE, TrainResult, TrainSpec, TrainTask, _check, _mean_over_ranks,
-                                _worker_resources, run_fingerprint, set_aside_stale_run, train_run)
+                                make_trainer, run_fingerprint, set_aside_stale_run, train_run)
 
 MARKER = "group_run.json"
 
@@ -82,9 +82,6 @@ def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
     """Train each (task, examples, spec) in one Ray Train worker group, in order; the group takes the first spec's
     workers, resources, placement and failure settings (the runs must agree on them: a ValueError names the first
     that differs). Returns one `TrainResult` per run; each run's model is at `<spec.stage_dir>/model`."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit time only
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     if not runs:
         raise ValueError("fit_group: no runs to train")
     specs = [spec for _, _, spec in runs]
@@ -100,22 +97,8 @@ def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
     # data, not from the files, so it is known before the group starts.
     runs = [(task, examples, spec, run_fingerprint(task, examples, spec)) for task, examples, spec in runs]
     group_dir = Path(group_dir).absolute()
-    run_dir = group_dir / "ray_train" / name
-    states = sorted(run_dir.glob(f"*checkpoint_*/{STATE_FILE}"))
-    if states and json.loads(states[-1].read_text()).get("fingerprint") not in [r[3] for r in runs]:
-        set_aside_stale_run(run_dir, {})  # the latest checkpoint is no run of this group's: start over
-    trainer = TorchTrainer(
-        _group_loop,
-        train_loop_config={"runs": runs},
-        torch_config=TorchConfig(backend="nccl" if first.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=first.num_workers, use_gpu=first.use_gpu,
-                                     resources_per_worker=_worker_resources(first.worker),
-                                     accelerator_type=first.worker.accelerator or None,
-                                     placement_strategy=first.placement_strategy),
-        run_config=RunConfig(name=name, storage_path=str(group_dir / "ray_train"),
-                             checkpoint_config=CheckpointConfig(num_to_keep=first.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=first.max_failures)),
-    )
+    set_aside_stale_run(group_dir / "ray_train" / name, *[r[3] for r in runs])  # a checkpoint of none of these runs
+    trainer = make_trainer(_group_loop, {"runs": runs}, first, group_dir / "ray_train", name)
     result = trainer.fit()
     outs = result.return_value
     if outs is None or len(outs) != len(specs):

@@ -392,29 +392,15 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     """Train `task` on `examples` with Ray Train; returns the metric history and the final model's directory.
 
     Must be called with Ray initialised (a job joins its cluster first). Resumes from the latest checkpoint under
-    `<stage_dir>/ray_train/<name>` when one exists; a finished run relaunched trains zero steps and re-exports.
-    """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit() only
-    from ray.train.torch import TorchConfig, TorchTrainer
-
+    `<stage_dir>/ray_train/<name>` when one exists; a finished run relaunched trains zero steps and re-exports."""
     _check(task, examples, spec)
     # Absolute but not symlink-resolved: on a cluster Ray Train's storage_path must be the shared mount every node
     # sees under that name (`umm_ray.storage`), not the driver's private target of a link to it.
     stage_dir = Path(os.path.abspath(spec.stage_dir))
     fingerprint = run_fingerprint(task, examples, spec)
     set_aside_stale_run(stage_dir / "ray_train" / spec.name, fingerprint)
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint},
-        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
-                                     resources_per_worker=_worker_resources(spec.worker),
-                                     accelerator_type=spec.worker.accelerator or None,
-                                     placement_strategy=spec.placement_strategy),
-        run_config=RunConfig(name=spec.name, storage_path=str(stage_dir / "ray_train"),
-                             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=spec.max_failures)),
-    )
+    config = {"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint}
+    trainer = make_trainer(_worker_loop, config, spec, stage_dir / "ray_train", spec.name)
     result = trainer.fit()
     out = result.return_value
     if out is None or result.checkpoint is None:
@@ -424,6 +410,26 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     return TrainResult(name=spec.name, model_dir=model_dir, history=out["history"], total_steps=out["total_steps"],
                        resumed_from=out["resumed_from"], started_at=out["started_at"], ended_at=out["ended_at"],
                        entered_at=out["entered_at"], checkpoint_path=result.checkpoint.path)
+
+
+def make_trainer(loop, config: dict, spec: TrainSpec, storage: Path, name: str):
+    """The TorchTrainer running `loop(config)` on `spec`'s workers, its run stored under `storage/name`."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit time only
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    # resources_per_worker: the claim's bundle without the accelerator type (accelerator_type pins that)
+    per_worker = {k: v for k, v in spec.worker.bundle().items() if not k.startswith("accelerator_type:")}
+    return TorchTrainer(
+        loop, train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
+                                     resources_per_worker=per_worker,
+                                     accelerator_type=spec.worker.accelerator or None,
+                                     placement_strategy=spec.placement_strategy),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=spec.max_failures)),
+    )
 
 
 def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
@@ -441,11 +447,6 @@ def _check(task: TrainTask, examples: list, spec: TrainSpec) -> None:
         raise TypeError(f"run {spec.name!r}: task must be a TrainTask, got {type(task).__name__}")
 
 
-def _worker_resources(claim: RoleResources) -> dict[str, float]:
-    """Ray Train's resources_per_worker: the claim's bundle without the accelerator (ScalingConfig pins that)."""
-    return {k: v for k, v in claim.bundle().items() if not k.startswith("accelerator_type:")}
-
-
 def run_fingerprint(task: TrainTask, examples: list, spec: TrainSpec) -> dict:
     """What a checkpoint must match to be resumed: spec settings, task identity, and a hash of the data."""
     digest = hashlib.sha256(repr(examples).encode()).hexdigest()[:16]
@@ -457,22 +458,22 @@ def _mismatch(where: Path, old: dict, new: dict) -> str:
     return f"{where} holds checkpoints of a different run (changed: {diff})"
 
 
-def set_aside_stale_run(run_dir: Path, fingerprint: dict) -> Path | None:
-    """Before any worker starts: if the latest checkpoint under `run_dir` came from other settings or data (e.g. an
-    upstream stage was redone), move the run to `<run_dir>.stale-<n>` so this run starts fresh instead of resuming
-    from it. Nothing is deleted and nothing is mixed; returns the new location (None when there was nothing stale)."""
-    states = sorted(run_dir.glob(f"checkpoint_*/{STATE_FILE}"))
-    if not states:
-        return None
-    old = json.loads(states[-1].read_text()).get("fingerprint", {})
-    if old == fingerprint:
+def set_aside_stale_run(run_dir: Path, *fingerprints: dict) -> Path | None:
+    """Before any worker starts: if the latest checkpoint under `run_dir` came from other settings or data than any of
+    `fingerprints` (e.g. an upstream stage was redone), move the run to `<run_dir>.stale-<n>` so this run starts fresh
+    instead of resuming from it. Nothing is deleted and nothing is mixed; returns the new location (None when there
+    was nothing stale). A shared worker group's checkpoints are named `<run>__checkpoint_<step>`: latest by time."""
+    states = sorted(run_dir.glob(f"*checkpoint_*/{STATE_FILE}"), key=lambda p: (p.stat().st_mtime, p.parent.name))
+    old = json.loads(states[-1].read_text()).get("fingerprint", {}) if states else None
+    if old is None or old in fingerprints:
         return None
     n = 1
     while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
         n += 1
     dest = run_dir.with_name(f"{run_dir.name}.stale-{n}")
     run_dir.rename(dest)
-    log.warning("%s; moved it to %s and starting this run from scratch", _mismatch(run_dir, old, fingerprint), dest)
+    why = _mismatch(run_dir, old, fingerprints[0]) if len(fingerprints) == 1 else f"{run_dir} holds no run of these"
+    log.warning("%s; moved it to %s and starting this run from scratch", why, dest)
     return dest
 
 
