@@ -12,8 +12,10 @@ Fairness: TRL silently drops pairs longer than its max_length, so only pairs who
 in --max-len (as umm_ray encodes them: chat-template prompt + response + EOS, `encode_prompt_response`) are used,
 and TRL is fed exactly those token ids (pre-tokenized `chosen_ids`/`rejected_ids`), in umm_ray's batch order
 (sequential sampler), so every optimizer step of both systems sees the same pairs. Same global batch, lr (constant),
-grad clip 1.0, AdamW, no weight decay, steps, precision. Thread budget: umm_ray's `num_workers` Ray Train workers
-with 1 torch thread each (the loop sets that); TRL one process with torch.set_num_threads(--threads).
+grad clip 1.0, AdamW, no weight decay, steps, precision. Thread budget: --threads in all (TRL: one process with
+torch.set_num_threads); umm_ray runs each layout of --umm, `WxT[:B]` = W Ray Train workers of T torch threads each
+(`resources.train_cpus T`), with token-budget micro-batches of B padded tokens when given (`rm.micro_batch_tokens`).
+Every layout trains the same pairs per optimizer step (one permutation, dealt to ranks as the loop deals it).
 
 Per-step breakdown of umm_ray (rank-averaged): collate, forward (loss), backward (with DDP's overlapped gradient
 all-reduce), and the rest of the step (all-reduce wait, clip, AdamW, metric all-reduce), from timers in a `BTTask`
@@ -36,9 +38,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from umm_ray.data.microbatch import padded_cost, token_budget_groups  # noqa: E402
 from umm_ray.data.preferences import load_preferences  # noqa: E402
 from umm_ray.data.tokenize import encode_prompt_response  # noqa: E402
 from umm_ray.records import PreferencePair  # noqa: E402
+from umm_ray.resources import RoleResources  # noqa: E402
 from umm_ray.train.bt_task import BTTask  # noqa: E402
 from umm_ray.train.loop import TrainSpec, fit, rank_batches  # noqa: E402
 
@@ -53,9 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                "(default: the harmless-base test split under shared/data)")
     ap.add_argument("--trl-path", default="/work/peer/trl", help="directory TRL was pip-installed into (--target)")
     ap.add_argument("--max-len", type=int, default=128)
-    ap.add_argument("--workers", type=int, default=2, help="umm_ray Ray Train workers (1 torch thread each)")
-    ap.add_argument("--batch", type=int, default=8, help="pairs per worker per step (TRL: batch * workers)")
-    ap.add_argument("--threads", type=int, default=2, help="TRL's torch threads (= umm_ray's worker count)")
+    ap.add_argument("--global-batch", type=int, default=16, help="pairs per optimizer step (both systems)")
+    ap.add_argument("--threads", type=int, default=2, help="TRL's torch threads; each umm_ray layout's W x T")
+    ap.add_argument("--umm", default="2x1,1x2,1x2:1024",
+                    help="umm_ray layouts, comma-separated WxT[:B]: W workers x T threads, B = rm.micro_batch_tokens")
     ap.add_argument("--warmup", type=int, default=2, help="steps not timed")
     ap.add_argument("--steps", type=int, default=8, help="timed optimizer steps")
     ap.add_argument("--precisions", default="fp32,bf16")
@@ -88,6 +93,30 @@ def select_fitting(encoded: list[tuple[list[int], list[int]]], max_len: int, n: 
     return keep[:n]
 
 
+def parse_layouts(text: str, threads: int, global_batch: int) -> list[tuple[int, int, int]]:
+    """`--umm` as [(workers, threads per worker, micro_batch_tokens)]; each must use exactly `threads` threads and
+    split `global_batch` evenly over its workers (ValueError naming the layout otherwise)."""
+    out = []
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        try:
+            wt, _, mb = item.partition(":")
+            w, t = (int(x) for x in wt.lower().split("x"))
+            layout = (w, t, int(mb or 0))
+        except ValueError:
+            raise ValueError(f"--umm {item!r}: expected WxT or WxT:B (e.g. 2x1, 1x2:1024)") from None
+        if w < 1 or t < 1 or w * t != threads or global_batch % w or layout[2] < 0:
+            raise ValueError(f"--umm {item!r}: W x T must equal --threads {threads}, W divide --global-batch "
+                             f"{global_batch}, B be >= 0")
+        out.append(layout)
+    if not out:
+        raise ValueError("--umm: no layout given")
+    return out
+
+
+def layout_name(workers: int, threads: int, micro_tokens: int) -> str:
+    return f"umm_ray {workers}x{threads}" + (f" mb{micro_tokens}" if micro_tokens else "")
+
+
 def global_order(n: int, workers: int, batch: int, seed: int) -> list[list[int]]:
     """Per optimizer step, the pair indices all umm_ray ranks train on together (epoch 0, rank 0's batch first);
     TRL, sampling sequentially with batch*workers, sees the same pairs per step when fed them in this order."""
@@ -95,17 +124,19 @@ def global_order(n: int, workers: int, batch: int, seed: int) -> list[list[int]]
     return [sum((per_rank[r][i] for r in range(workers)), []) for i in range(len(per_rank[0]))]
 
 
-def step_tokens(lengths: list[tuple[int, int]], steps: list[list[int]], rows_per_pad: int) -> list[dict]:
+def step_tokens(lengths: list[tuple[int, int]], steps: list[list[int]], rows_per_pad: int,
+                micro_tokens: int = 0) -> list[dict]:
     """Per step: real (non-pad) tokens of both rows of every pair, and padded tokens when each group of
     `rows_per_pad` consecutive pairs is padded to its own longest row (umm_ray: one worker's batch; TRL: the
-    whole global batch)."""
+    whole global batch), or, with `micro_tokens` > 0, each group cut into the loop's token-budget pieces."""
     out = []
     for idx in steps:
         real = sum(lengths[i][0] + lengths[i][1] for i in idx)
         padded = 0
         for g in range(0, len(idx), rows_per_pad):
-            grp = idx[g:g + rows_per_pad]
-            padded += 2 * len(grp) * max(max(lengths[i]) for i in grp)
+            longest = [max(lengths[i]) for i in idx[g:g + rows_per_pad]]
+            pieces = token_budget_groups(longest, micro_tokens, 2) if micro_tokens else [range(len(longest))]
+            padded += sum(padded_cost(longest, piece, 2) for piece in pieces)
         out.append({"pairs": len(idx), "real": real, "padded": padded})
     return out
 
@@ -153,17 +184,21 @@ class TimedBTTask(BTTask):
         return loss, {**extra, "t_collate": self._t["collate"], "t_forward": fwd, "t_backward_prev": prev_bwd}
 
 
-def run_umm(args, pairs: list[PreferencePair], precision: str, work: Path) -> tuple[list[float], dict]:
-    """fit() for warmup+steps steps; returns the timed steps' durations [steps] and the mean breakdown (s/step)."""
+def run_umm(args, pairs: list[PreferencePair], precision: str, layout: tuple[int, int, int],
+            work: Path) -> tuple[list[float], dict]:
+    """fit() for warmup+steps steps with `layout` (workers, threads each, micro_batch_tokens); returns the timed
+    steps' durations [steps] and the mean breakdown (s/step)."""
     import ray  # heavy: only the umm_ray side needs a cluster
 
+    workers, threads, micro = layout
     task = TimedBTTask("dense", args.model, args.max_len, chat_template=args.chat_template)
     n = args.warmup + args.steps
-    spec = TrainSpec(name=f"bench_{precision}", stage_dir=work / f"umm_{precision}", num_workers=args.workers,
-                     batch_size=args.batch, lr=args.lr, seed=args.seed, max_steps=n, checkpoint_every=n + 1,
-                     precision=precision)
+    name = f"bench_{precision}_{workers}x{threads}_mb{micro}"
+    spec = TrainSpec(name=name, stage_dir=work / name, num_workers=workers, batch_size=args.global_batch // workers,
+                     lr=args.lr, seed=args.seed, max_steps=n, checkpoint_every=n + 1, precision=precision,
+                     worker=RoleResources("train", float(threads), 0.0), micro_batch_tokens=micro)
     if not ray.is_initialized():
-        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
     res = fit(task, pairs, spec)
     h = res.history
     times = [res.started_at] + [r["time"] for r in h]
@@ -172,7 +207,10 @@ def run_umm(args, pairs: list[PreferencePair], precision: str, work: Path) -> tu
     bwd = [r["t_backward_prev"] for r in h[args.warmup + 1:]]  # step i's backward shows in step i+1
     br = {"collate": _mean(r["t_collate"] for r in timed), "forward": _mean(r["t_forward"] for r in timed),
           "backward+overlapped_allreduce": _mean(bwd)}
-    br["rest (allreduce wait, clip, AdamW, metrics)"] = _mean(dts) - sum(br.values())
+    if micro:  # the pieces' forwards and backwards interleave: the loss hook times only the last piece's
+        br = {"collate": br["collate"], "pieces' forward+backward, allreduce, clip, AdamW": _mean(dts) - br["collate"]}
+    else:
+        br["rest (allreduce wait, clip, AdamW, metrics)"] = _mean(dts) - sum(br.values())
     br["step"] = _mean(dts)
     return dts, br
 
@@ -284,16 +322,17 @@ def main(argv=None) -> None:
     tok = AutoTokenizer.from_pretrained(args.model)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    n_steps, gb = args.warmup + args.steps, args.batch * args.workers
+    n_steps, gb = args.warmup + args.steps, args.global_batch
+    layouts = parse_layouts(args.umm, args.threads, gb)
     encoded = [encode_pair(tok, p, args.chat_template) for p in raw]
     keep = select_fitting(encoded, args.max_len, n_steps * gb)
     pairs, enc = [raw[i] for i in keep], [encoded[i] for i in keep]
     lengths = [(len(c), len(r)) for c, r in enc]
-    order = global_order(len(pairs), args.workers, args.batch, args.seed)[:n_steps]
+    order = global_order(len(pairs), 1, gb, args.seed)[:n_steps]  # the same pair set per step for any W
     fit_frac = sum(len(c) <= args.max_len and len(r) <= args.max_len for c, r in encoded) / len(encoded)
     print(f"{data}: {len(raw)} pairs, {fit_frac:.0%} fit max_len={args.max_len}; using {len(pairs)}")
     timed = order[args.warmup:]
-    umm_tok, trl_tok = step_tokens(lengths, timed, args.batch), step_tokens(lengths, timed, gb)
+    trl_tok = step_tokens(lengths, timed, gb)
     flat = [i for idx in order for i in idx]
     out, rows, breakdown = Path(args.out), [], {}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -306,17 +345,23 @@ def main(argv=None) -> None:
             t0 = time.time()
             trl_dts = run_trl(args, job, work)[args.warmup:]
             print(f"TRL {prec}: {time.time() - t0:.0f} s wall")
-            t0 = time.time()
-            umm_dts, breakdown[prec] = run_umm(args, pairs, prec, work)
-            print(f"umm_ray {prec}: {time.time() - t0:.0f} s wall; breakdown {breakdown[prec]}")
-            u, t = rate_row("umm_ray", prec, umm_dts, umm_tok), rate_row("TRL", prec, trl_dts, trl_tok)
-            u["ratio"] = u["pairs_per_s"] / t["pairs_per_s"]
-            rows += [u, t]
+            t = rate_row("TRL", prec, trl_dts, trl_tok)
+            for w, th, mb in layouts:
+                system, t0 = layout_name(w, th, mb), time.time()
+                umm_dts, breakdown[f"{system} {prec}"] = run_umm(args, pairs, prec, (w, th, mb), work)
+                print(f"{system} {prec}: {time.time() - t0:.0f} s wall; breakdown {breakdown[f'{system} {prec}']}")
+                # each rank pads its own batch: W-rank order (same pairs per step), padded per gb // W pairs
+                ranked = global_order(len(pairs), w, gb // w, args.seed)[args.warmup:n_steps]
+                u = rate_row(system, prec, umm_dts, step_tokens(lengths, ranked, gb // w, mb))
+                u["ratio"] = u["pairs_per_s"] / t["pairs_per_s"]
+                rows.append(u)
+            rows.append(t)
     md = table(rows)
     setup = (f"model {args.model}, data {data.name}, max_len {args.max_len}, {gb} pairs/step "
-             f"(umm_ray {args.workers} workers x {args.batch} x 1 thread; TRL 1 process x {args.threads} threads), "
+             f"(umm_ray layouts {args.umm} as workers x threads[:micro_batch_tokens]; TRL 1 process x {args.threads} "
+             f"threads), "
              f"{args.warmup} warm-up + {args.steps} timed steps, lr {args.lr}")
-    bd = "\n".join(f"- umm_ray {p} s/step: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items())
+    bd = "\n".join(f"- {p} s/step: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items())
                    for p, b in breakdown.items())
     text = f"{setup}\n\n{md}\n\n{bd}\n"
     print(text)

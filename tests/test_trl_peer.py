@@ -3,8 +3,8 @@ systems share, real/padded token counts and the rate row (no TRL, no Ray, no mod
 
 import pytest
 
-from benchmarks.trl_peer import (check_trl, encode_pair, global_order, rate_row, select_fitting, step_tokens,
-                                 table)
+from benchmarks.trl_peer import (check_trl, encode_pair, global_order, layout_name, parse_layouts, rate_row,
+                                 select_fitting, step_tokens, table)
 from tests.fixtures import tiny_corpus, tiny_tokenizer
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.records import PreferencePair
@@ -59,3 +59,22 @@ def test_rate_row_and_table():
 def test_missing_peer_names_the_pip_command(tmp_path):
     with pytest.raises(SystemExit, match="pip install --no-deps --target"):
         check_trl(str(tmp_path / "no_trl_here"))
+
+
+def test_layouts_use_the_thread_budget_and_split_the_batch():
+    assert parse_layouts("2x1, 1x2:1024", threads=2, global_batch=16) == [(2, 1, 0), (1, 2, 1024)]
+    for bad in ("2x2", "3x1", "2by1", "1x2:-5"):
+        with pytest.raises(ValueError, match="--umm"):
+            parse_layouts(bad, threads=2, global_batch=16)
+    with pytest.raises(ValueError, match="3x1"):  # 16 pairs do not split over 3 workers
+        parse_layouts("3x1", threads=3, global_batch=16)
+    assert layout_name(1, 2, 1024) == "umm_ray 1x2 mb1024" and layout_name(2, 1, 0) == "umm_ray 2x1"
+
+
+def test_step_tokens_with_micro_batches_counts_each_piece_padded_to_its_own_longest():
+    lengths = [(30, 10), (5, 5), (28, 2), (6, 4)]
+    [whole] = step_tokens(lengths, [[0, 1, 2, 3]], rows_per_pad=4)
+    [pieces] = step_tokens(lengths, [[0, 1, 2, 3]], rows_per_pad=4, micro_tokens=120)
+    assert whole["padded"] == 2 * 4 * 30
+    assert pieces["padded"] == 2 * 2 * 30 + 2 * 2 * 6  # {30, 28} and {6, 5}
+    assert pieces["real"] == whole["real"] == 90

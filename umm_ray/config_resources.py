@@ -57,7 +57,9 @@ class ResourcesConfig:
     gold_memory_gb: float = opt(0.0, _MEM.format(what=_GOLD), lo=0)
     gold_accelerator: str = opt("", _ACC.format(what=_GOLD))
     train_gpus: float = opt(-1.0, _GPU.format(what=_TRAIN), lo=-1)
-    train_cpus: float = opt(-1.0, _CPU.format(what=_TRAIN), lo=-1)
+    train_cpus: float = opt(-1.0, _CPU.format(what=_TRAIN) + " Also the worker's torch threads (the whole part, "
+                            "at least 1): on a 2-core node, rm.num_workers 1 with train_cpus 2 trains on 2 threads "
+                            "with no gradient all-reduce.", lo=-1)
     train_memory_gb: float = opt(0.0, _MEM.format(what=_TRAIN), lo=0)
     train_accelerator: str = opt("", _ACC.format(what=_TRAIN))
     colocate: str = opt("none", "Share GPUs between PPO roles (OpenRLHF's colocate_actor_ref / colocate_all_models): "

@@ -76,6 +76,7 @@ def test_documented_command_runs(doc, command, run_root, monkeypatch, capsys):
     # Variables the documents ask the user to set: a token, the gold RM a GPU cluster keeps on shared storage.
     monkeypatch.setenv("TOKEN", "secret-token")
     monkeypatch.setenv("GOLD_RM", str(run_root / "my-gold-rm"))
+    monkeypatch.setenv("HH_HARMLESS", str(run_root / "my_prefs.jsonl"))  # ../shared/data/hh-rlhf/harmless-base/...
     use_hf_cache(monkeypatch, run_root / "hf")  # no hub here: hub ids resolve from the cache laid out above
     module, *args = shlex.split(os.path.expandvars(command))
     main = getattr(importlib.import_module(module), "main", None)

@@ -15,9 +15,11 @@ from umm_ray.models.moe import moe_aux_loss, moe_layers
 from umm_ray.models.upcycle import upcycle
 from umm_ray.train.bt_task import RewardNet
 from umm_ray.train.levers import (
+    adamw,
     autocast,
     enable_grad_checkpointing,
     grad_checkpointing_enabled,
+    worker_threads,
 )
 from umm_ray.train.loop import TrainSpec
 
@@ -126,3 +128,25 @@ def test_levers_reject_bad_values_and_are_reported():
     # bf16 is part of what a resumed run must match; fp32 keeps the fingerprint runs had before the key existed
     assert spec.fingerprint()["precision"] == "bf16"
     assert "precision" not in TrainSpec(name="x", stage_dir="/tmp/x").fingerprint()
+
+
+def test_worker_threads_follow_the_cpu_claim():
+    assert [worker_threads(c) for c in (0.5, 1.0, 1.5, 2.0, 4.0)] == [1, 1, 1, 2, 4]
+
+
+def test_adamw_is_fused_for_fp32_params_and_updates_like_the_default():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fused, plain = adamw(list(a.parameters()), 1e-2, 0.1), torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.1)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for model, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, torch.zeros_like(p))
+    half = [torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))]
+    assert not adamw(half, 1e-3, 0.0).defaults["fused"]  # not all fp32: the default implementation

@@ -60,6 +60,14 @@ class CrashOnceTask(TinyLMTask):
         return {"task": "tiny_lm"}
 
 
+class ThreadsTask(TinyLMTask):
+    """Reports the torch threads the loop gave its worker."""
+
+    def loss(self, model, raw, batch):
+        loss, extra = super().loss(model, raw, batch)
+        return loss, {**extra, "threads": float(torch.get_num_threads())}
+
+
 def _spec(stage_dir: Path, **kw) -> TrainSpec:
     base = dict(name="tiny", stage_dir=stage_dir, num_workers=2, batch_size=8, epochs=2, lr=5e-3, seed=3,
                 checkpoint_every=3)
@@ -145,6 +153,17 @@ def test_crash_resumes_from_checkpoint_and_matches_uninterrupted_run(ray_local, 
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_a_worker_trains_on_as_many_threads_as_it_claims_cpus(ray_local, tmp_path):
+    """resources.train_cpus 2 with one worker: 2 torch threads (the default 1-CPU claim keeps 1 per worker)."""
+    from umm_ray.resources import RoleResources
+
+    two = fit(ThreadsTask(), EXAMPLES, _spec(tmp_path / "two", num_workers=1, max_steps=2,
+                                             worker=RoleResources("train", 2.0, 0.0)))
+    one = fit(ThreadsTask(), EXAMPLES, _spec(tmp_path / "one", num_workers=1, max_steps=2))
+    assert [h["threads"] for h in two.history] == [2.0, 2.0]
+    assert [h["threads"] for h in one.history] == [1.0, 1.0]
 
 
 @pytest.mark.slow

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from umm_ray.resources import RoleResources
 from umm_ray.train.collective import collective_device
-from umm_ray.train.levers import (PRECISIONS, accumulate_step, autocast, budget_pieces, deepspeed_autocast,
-                                  enable_grad_checkpointing)
+from umm_ray.train.levers import (PRECISIONS, accumulate_step, adamw, autocast, budget_pieces, deepspeed_autocast,
+                                  enable_grad_checkpointing, worker_threads)
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class _DDPEngine:
         self.model = ray.train.torch.prepare_model(raw, parallel_strategy_kwargs={
             "find_unused_parameters": task.find_unused_parameters, "broadcast_buffers": False})
         self.params = task.trainable(raw)
-        self.opt = torch.optim.AdamW(self.params, lr=spec.lr, weight_decay=spec.weight_decay)
+        self.opt = adamw(self.params, spec.lr, spec.weight_decay)
         if ckpt_dir is not None:
             self.opt.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
 
@@ -323,7 +323,7 @@ def _worker_loop(config: dict) -> dict | None:
     import ray.train  # heavy: ~2 s with ray.train.torch; runs on the training workers only
 
     entered_at = time.time()
-    torch.set_num_threads(1)  # workers share a few real cores; more threads only contend
+    torch.set_num_threads(worker_threads(config["spec"].worker.cpus))  # its CPU claim, not the node's cores
     ckpt = ray.train.get_checkpoint()
     with (ckpt.as_directory() if ckpt else contextlib.nullcontext()) as ckpt_dir:
         return train_run(config["task"], config["spec"], config["examples"], config["fingerprint"],
