@@ -23,6 +23,7 @@ from umm_ray.records import PreferencePair
 from umm_ray.resources import train_resources
 from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone
 from umm_ray.train.evaluate import evaluate_dir, evaluate_initial
+from umm_ray.train.levers import worker_threads
 from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
 from umm_ray.train.plots import plot_loss_curve
 
@@ -147,9 +148,12 @@ def finish_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, result: TrainRe
                     init_ref=None) -> dict:
     """A trained BT run's held-out eval, report, metrics and loss curve (`t0`: when its stage began training)."""
     stage_dir = Path(spec.stage_dir)
-    final = ray.get(ray.remote(num_cpus=1)(evaluate_dir).remote(str(result.model_dir), data.held_out(), task.max_len,
-                                                                trust_remote_code=task.trust_remote_code,
-                                                                chat_template=task.chat_template))
+    # The run's workers are done: the eval takes one worker's CPU claim (placeable wherever a worker was) and as
+    # many torch threads (a 135M RM's 1,269 val + test pairs on 1 thread took as long as its training on 2)
+    cpus = max(1.0, spec.worker.cpus)
+    final = ray.get(ray.remote(num_cpus=cpus)(evaluate_dir).remote(
+        str(result.model_dir), data.held_out(), task.max_len, trust_remote_code=task.trust_remote_code,
+        chat_template=task.chat_template, threads=worker_threads(cpus)))
     report = _report(task, data, result, final, time.time() - t0)
     report["levers"] = {**spec.levers(), **task.levers()}
     if init_ref is not None:

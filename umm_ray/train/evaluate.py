@@ -41,10 +41,11 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: lis
 
 
 def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len: int, batch_size: int = 64,
-                   chat_template: str = "auto") -> dict:
+                   chat_template: str = "auto", threads: int = 1) -> dict:
     """Metrics per split name; for a MoE model also `expert_load` [layers][experts] over each split's tokens.
-    `chat_template` is the model.chat_template mode the pairs are rendered with."""
-    torch.set_num_threads(1)
+    `chat_template` is the model.chat_template mode the pairs are rendered with; `threads`: torch threads (the
+    task's CPU claim)."""
+    torch.set_num_threads(threads)
     model.eval()
     out = {}
     for name, pairs in splits.items():
@@ -59,10 +60,11 @@ def evaluate_model(model, tok, splits: dict[str, list[PreferencePair]], max_len:
 
 
 def evaluate_dir(model_dir: str | Path, splits: dict[str, list[PreferencePair]], max_len: int,
-                 batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
+                 batch_size: int = 64, trust_remote_code: bool = False, chat_template: str = "auto",
+                 threads: int = 1) -> dict:
     """Load a dense/merged HF or MoE reward-model directory (validated) and evaluate it on `splits`."""
     model, tok = load_reward_model(model_dir, trust_remote_code=trust_remote_code)
-    metrics = evaluate_model(model, tok, splits, max_len, batch_size, chat_template)
+    metrics = evaluate_model(model, tok, splits, max_len, batch_size, chat_template, threads)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     return metrics
 
