@@ -52,11 +52,9 @@ def markdown(rows: list[dict], setup: str) -> str:
     lines = [setup, "", "| RM | test accuracy [95% CI] | test pairs | val accuracy | parameters |", "|---|---|---|---|---|"]
     for r in rows:
         t, v = r.get("test"), r.get("val")
-        test = f"{t['accuracy']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]" if t else "-"
-        params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "-"
-        lines.append(f"| {r['rm']} | {test} | {t['n'] if t else '-'} | {v['accuracy']:.3f} |" if v else
-                     f"| {r['rm']} | {test} | {t['n'] if t else '-'} | - |")
-        lines[-1] += f" {params} |"
+        cells = [r["rm"], f"{t['accuracy']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]" if t else "-", t["n"] if t else "-",
+                 f"{v['accuracy']:.3f}" if v else "-", f"{r['params'] / 1e6:.1f}M" if r.get("params") else "-"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from umm_ray.train.levers import worker_threads
 from umm_ray.train.loop import (STATE_FILE, TrainResult, TrainSpec, TrainTask, _check, _mean_over_ranks,
                                 make_trainer, run_fingerprint, set_aside_stale_run, train_run)
 
@@ -46,7 +45,6 @@ def _group_loop(config: dict) -> list[dict] | None:
     import ray.train  # heavy: ~2 s; runs on the training workers only
 
     entered_at = time.time()
-    torch.set_num_threads(worker_threads(config["runs"][0][2].worker.cpus))  # the group's CPU claim
     rank = ray.train.get_context().get_world_rank()
     ckpt = ray.train.get_checkpoint()
     results = []

@@ -323,7 +323,6 @@ def _worker_loop(config: dict) -> dict | None:
     import ray.train  # heavy: ~2 s with ray.train.torch; runs on the training workers only
 
     entered_at = time.time()
-    torch.set_num_threads(worker_threads(config["spec"].worker.cpus))  # its CPU claim, not the node's cores
     ckpt = ray.train.get_checkpoint()
     with (ckpt.as_directory() if ckpt else contextlib.nullcontext()) as ckpt_dir:
         return train_run(config["task"], config["spec"], config["examples"], config["fingerprint"],
@@ -338,6 +337,7 @@ def train_run(task: TrainTask, spec: TrainSpec, examples: list, fingerprint: dic
     import ray.train  # heavy: ~2 s with ray.train.torch; runs on the training workers only
     import ray.train.torch
 
+    torch.set_num_threads(worker_threads(spec.worker.cpus))  # its CPU claim, not the node's cores
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(spec.seed)  # identical initial weights on every rank
