@@ -19,7 +19,8 @@ PRESETS: dict[str, dict] = {
         "testbed": {"n_prompts": 6000, "n_pairs": 4000},
         "sft": {"epochs": 3},
         "rm": {"epochs": 3},
-        "ppo": {"steps": 120, "rollout_batch_size": 64},
+        # 1.5e-4: small's better proxy needs a faster policy to be over-optimised within 120 steps (docs/ppo-sweep.md)
+        "ppo": {"steps": 120, "rollout_batch_size": 64, "actor_lr": 1.5e-4},
         "bon": {"n_prompts": 128, "n_samples": 64},
         "compare": {"seeds": 3},
     },
