@@ -419,3 +419,17 @@ def test_budget_rows_worst_case():
     assert budget_rows(64, 100, 10 ** 9) == 64
     assert budget_rows(64, 100, 1000, rows_per_item=2) == 10  # 5 pairs
     assert budget_rows(64, 100, 150, rows_per_item=2) == 2  # one pair, over the budget
+
+
+def test_auto_ensemble_on_one_cpu_node_is_planned_as_the_shared_group_it_runs_as():
+    """ensemble.worker_group 'auto' trains the members one after another on a single CPU-only node
+    (train.ensemble.worker_group_mode): the plan counts one member's workers there, all members' on a cluster."""
+    node = NodeType("local", 8, 0, 6 * GiB, max_workers=1, min_workers=1, head=True)
+    one_node = Cluster("this machine", (node,), 0)
+    auto = load_config(None, [], base=PRESETS["tiny"])
+    per_member = load_config(None, ["--ensemble.worker_group", "per_member"], base=PRESETS["tiny"])
+    shared = make_plan(auto, one_node, ("rm_ensemble",))
+    assert shared.ok and {r.group for r in shared.stages[0].roles} == {"member0"}
+    assert not make_plan(per_member, one_node, ("rm_ensemble",)).ok  # 4 members x 2 workers at once: no room
+    scaling = make_plan(auto, _cluster(NodeType("w", 8, 0, 6 * GiB, max_workers=4)), ("rm_ensemble",))  # per member
+    assert {r.group for r in scaling.stages[0].roles} == {f"member{i}" for i in range(4)}

@@ -28,7 +28,7 @@ from umm_ray.config import Config
 from umm_ray.data.chat import prompts_ids
 from umm_ray.dtypes import resolve_dtype
 from umm_ray.plan_cluster import (Bundle, Cluster, Group, NodeType, Placement, accelerator_matches, local_cluster,
-                                  place)
+                                  members_at_once, place)
 from umm_ray.plan_memory import (CPU_RUNTIME, KNOWN_CONFIGS, Arch, GiB, KVPlan, Memory, PlanError, arch_from_config,
                                  arch_of, budget_rows, infer_memory, train_memory, vllm_memory)
 from umm_ray.resources import RoleResources, ppo_layout, role_resources, train_placement
@@ -201,7 +201,7 @@ def _eval_task(cfg: Config, stage: str, arch: Arch, experts: int = 0, seq_len: i
 
 
 def rm_stages(cfg: Config, kind: str, arch: Arch, experts: list[int], checkpointing: bool = False,
-              seq_len: int | None = None) -> list[StagePlan]:
+              seq_len: int | None = None, cluster: Cluster | None = None) -> list[StagePlan]:
     """The stages of one reward-model kind: dense | moe | umm | ensemble. `seq_len`: the longest training row in
     tokens when known (batches pad to their longest row), else rm.max_len."""
     ck = {"checkpointing": checkpointing, "seq_len": seq_len}
@@ -209,7 +209,7 @@ def rm_stages(cfg: Config, kind: str, arch: Arch, experts: list[int], checkpoint
         return [StagePlan("rm_dense", (_rm_train_role(cfg, "rm_dense", "RM worker", arch, **ck),
                                    _eval_task(cfg, "rm_dense", arch, seq_len=seq_len)))]
     if kind == "ensemble":
-        k = 1 if cfg.ensemble.worker_group == "shared" else cfg.ensemble.members  # shared: one group at a time
+        k = members_at_once(cfg.ensemble.worker_group, cfg.ensemble.members, cluster)  # shared: one at a time
         role = _rm_train_role(cfg, "rm_ensemble", "ensemble member worker", arch, group="member{i}",
                               strategy=cfg.ensemble.placement, **ck)
         return [StagePlan("rm_ensemble", tuple(replace(role, name=f"member {i} worker", group=f"member{i}")
@@ -362,7 +362,7 @@ def make_stages(cfg: Config, cluster: Cluster, which: tuple[str, ...] = ROLES, s
             exp = umm_experts if kind == "umm" else [cfg.moe.num_experts]
             if kind == "moe" and "rm_umm" in which:
                 continue  # the UMM stages include the MoE training of every expert count
-            out += rm_stages(cfg, kind, rm, exp, checkpointing, rm_seq_len)
+            out += rm_stages(cfg, kind, rm, exp, checkpointing, rm_seq_len, cluster)
         else:
             raise PlanError(f"unknown role {w!r}; one of {', '.join(ROLES)}")
     return out

@@ -104,6 +104,17 @@ def local_cluster(logical_cpus: float | None = None, gpus: int = 0, gpu_memory: 
     return Cluster(f"this machine ({os.cpu_count()} cores{logical}, MemTotal {ram / GiB:.1f} GiB)", (node,), 0)
 
 
+def members_at_once(worker_group: str, members: int, cluster: Cluster | None) -> int:
+    """How many ensemble members train at once: 1 in one shared worker group, else all `members`. 'auto' resolves as
+    the ensemble trainer does at run time (umm_ray.train.ensemble.worker_group_mode): shared on a single CPU-only
+    node, per member on a cluster that can add nodes or has GPUs (`cluster` None: not known, per member)."""
+    if worker_group == "auto":
+        single = (cluster is not None and cluster.max_workers == 0 and len(cluster.node_types) == 1
+                  and not cluster.node_types[0].gpus)
+        worker_group = "shared" if single else "per_member"
+    return 1 if worker_group == "shared" else members
+
+
 # Accelerator names as they appear in node type names (longest first: "l40s" before "l4").
 NAME_TOKENS = (("a100_80", "A100-80G"), ("a100-80", "A100-80G"), ("a100", "A100-40G"), ("a10g", "A10G"),
                ("h100", "H100"), ("h200", "H200"), ("l40s", "L40S"), ("l4", "L4"), ("t4", "T4"), ("v100", "V100"))

@@ -34,7 +34,7 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     and the aggregate's held-out eval."""
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "ensemble")
-    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once
+    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once; shared: one
     k = cfg.ensemble.members
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
                   chat_template=cfg.model.chat_template)
