@@ -150,3 +150,29 @@ def test_adamw_is_fused_for_fp32_params_and_updates_like_the_default():
         assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, torch.zeros_like(p))
     half = [torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))]
     assert not adamw(half, 1e-3, 0.0).defaults["fused"]  # not all fp32: the default implementation
+
+
+def test_adamw_takes_param_groups_with_their_own_lr_and_betas():
+    """The PPO policy actor's use: policy and critic in two groups, each with its lr, both fused."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    a2, b2 = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    a2.load_state_dict(a.state_dict())
+    b2.load_state_dict(b.state_dict())
+    groups = [{"params": list(a.parameters()), "lr": 1e-2}, {"params": list(b.parameters()), "lr": 0.0}]
+    fused = adamw(groups, 1e-2, 0.0, betas=(0.9, 0.95), eps=1e-8)
+    plain = torch.optim.AdamW([{"params": list(a2.parameters()), "lr": 1e-2},
+                               {"params": list(b2.parameters()), "lr": 0.0}],
+                              lr=1e-2, weight_decay=0.0, betas=(0.9, 0.95), eps=1e-8)
+    assert fused.defaults["fused"] and fused.defaults["betas"] == (0.9, 0.95)
+    x = torch.randn(16, 8)
+    a_before, b_before = ([p.detach().clone() for p in m.parameters()] for m in (a, b))
+    for _ in range(3):
+        for (m1, m2), opt in (((a, b), fused), ((a2, b2), plain)):
+            opt.zero_grad()
+            (m1(x) + m2(x)).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), a2.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert not any(torch.equal(p, q) for p, q in zip(a.parameters(), a_before))  # the first group moved
+    assert all(torch.equal(p, q) for p, q in zip(b.parameters(), b_before))  # lr 0: the second group did not move

@@ -33,7 +33,7 @@ from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
 from umm_ray.train.collective import max_over_ranks
-from umm_ray.train.levers import deepspeed_autocast, enable_grad_checkpointing
+from umm_ray.train.levers import adamw, deepspeed_autocast, enable_grad_checkpointing
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
 
@@ -118,7 +118,7 @@ class PolicyActor:
         critic_params = list(model.critic.parameters()) + list(model.value_head.parameters())
         groups = [{"params": list(model.policy.parameters()), "lr": self.ppo.actor_lr},
                   {"params": critic_params, "lr": self.ppo.critic_lr}]
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+        optimizer = adamw(groups, self.ppo.actor_lr, 0.0, betas=(0.9, 0.95), eps=1e-8)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=deepspeed_config(self.ppo, self.world_size, gpu))
         self.device = self.engine.device
@@ -330,7 +330,17 @@ class PolicyGroup:
 
     def forward_logprobs_values(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole batch -> (logprobs, values) Tensor[B, R] each, computed data-parallel over the ranks."""
-        outs = ray.get([a.forward_logprobs_values.remote(s) for a, s in zip(self.ranks, shard(batch, self.world_size))])
+        return self.collect_forward(self.submit_forward(batch))
+
+    def submit_forward(self, batch: PolicyBatch) -> list[ray.ObjectRef]:
+        """Start `forward_logprobs_values` on every rank's shard; `collect_forward` waits for it (the driver runs the
+        reference and the reward models meanwhile)."""
+        return [a.forward_logprobs_values.remote(s) for a, s in zip(self.ranks, shard(batch, self.world_size))]
+
+    @staticmethod
+    def collect_forward(refs: list[ray.ObjectRef]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ranks' (logprobs, values) shards -> Tensor[B, R] each, in batch order."""
+        outs = ray.get(refs)
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
     def train_step(self, exp: Experience, step: int) -> dict[str, float]:

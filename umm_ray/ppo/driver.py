@@ -1,4 +1,5 @@
-"""The PPO driver: generate -> score (proxy + gold) -> reference -> advantages -> update -> sync -> log -> checkpoint.
+"""The PPO driver: generate -> score (proxy + gold; reference and policy forward run beside it) -> advantages ->
+update -> sync -> log -> checkpoint.
 
     run_ppo(cfg, "runs/x/sft/model", RewardSource.parse("runs/x/rm_dense/model"), RewardSource("testbed"),
             "runs/x/prepare/prompts_ppo.jsonl", "runs/x/ppo")
@@ -121,17 +122,23 @@ def _train(cfg: Config, roles: Roles, state: DriverState, prompts: list, tok, ho
                 roll = generate(engines, [prompts[i].prompt for i in idx], seed=cfg.run.seed * 100_003 + step * 101)
                 if roles.sleep:  # give the colocated policy ranks the GPU until the sync wakes the engines
                     ray.get([e.sleep.remote() for e in engines])
-            with t("score"):  # proxy members and gold score concurrently; the gold only on its steps
+            batch = make_policy_batch(roll.prompt_ids, roll.response_ids, tok.pad_token_id or 0)
+            # Proxy members, gold (on its steps), reference and policy forward read the same rollout on their own
+            # actors: all start now. "score" is the wait for the scores; "reference" and "policy_forward" are what
+            # is left of those two once the scores are in (0 when they finished first).
+            with t("score"):
                 scored = gold_step(step + 1, ppo.gold_every, ppo.steps)
                 gold_refs = roles.gold.submit(roll.prompts, roll.responses) if scored else None
-                member_scores = RewardGroup.collect(roles.proxy.submit(roll.prompts, roll.responses))
+                proxy_refs = roles.proxy.submit(roll.prompts, roll.responses)
+                ref_ref = roles.reference.logprobs_batch.remote(batch)
+                forward_refs = policy.submit_forward(batch)
+                member_scores = RewardGroup.collect(proxy_refs)
                 gold_scores = RewardGroup.collect(gold_refs)[0] if scored else None
                 proxy_scores = aggregate(member_scores, how, lam).float()
-            batch = make_policy_batch(roll.prompt_ids, roll.response_ids, tok.pad_token_id or 0)
             with t("reference"):
-                ref_logp = ray.get(roles.reference.logprobs_batch.remote(batch))
+                ref_logp = ray.get(ref_ref)
             with t("policy_forward"):
-                logp, values = policy.forward_logprobs_values(batch)
+                logp, values = policy.collect_forward(forward_refs)
             with t("advantages"):
                 shaped = shape_scores(proxy_scores, moments, ppo)
                 exp, adv_stats = build_experience(batch, logp, values, ref_logp, shaped, kl_ctl.value, ppo)

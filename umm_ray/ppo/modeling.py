@@ -8,6 +8,9 @@ HF causal LM whose parameter names are exactly what vLLM's `load_weights` and `s
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from torch import nn
 
@@ -59,10 +62,23 @@ class ActorCritic(nn.Module):
 
 def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     position_ids: torch.Tensor, prompt_width: int, temperature: float = 1.0) -> torch.Tensor:
-    """Logits at the positions that predict the response tokens: Tensor[B, P+R] inputs -> Tensor[B, R, V] float."""
-    out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    logits = out.logits[:, prompt_width - 1:-1].float()
+    """Logits at the positions that predict the response tokens: Tensor[B, P+R] inputs -> Tensor[B, R, V] float.
+
+    Only those R positions (plus the last, dropped) go through the LM head when the model takes HF's
+    `logits_to_keep`: the prompt's P positions need no [V]-wide logits, and the head is the widest matmul of a small
+    model (vocab 49k x hidden 576 in SmolLM2-135M).
+    """
+    r = input_ids.shape[1] - prompt_width
+    keep = {"logits_to_keep": r + 1} if _takes_logits_to_keep(type(lm)) else {}
+    out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **keep)
+    logits = out.logits[:, -(r + 1):-1].float()  # positions P-1 .. P+R-2, with or without logits_to_keep
     return logits / temperature if temperature not in (0.0, 1.0) else logits
+
+
+@functools.cache
+def _takes_logits_to_keep(cls: type) -> bool:
+    """Whether `cls.forward` accepts `logits_to_keep` (HF causal LMs since transformers 4.50; custom code may not)."""
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,19 @@ from umm_ray.train.collective import max_over_ranks
 PRECISIONS = ("fp32", "bf16")
 
 
-def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(params: list, lr: float, weight_decay: float, **kwargs) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel when every parameter is a float32 CPU or CUDA tensor (one pass over each
     tensor instead of a dozen foreach ops: 0.09 s vs 0.35 s a step for SmolLM2-135M's 135M parameters on 2 CPU
-    threads), else the default implementation. The update is the same up to float rounding."""
-    fused = bool(params) and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    threads; 3.8 ms vs 12.5 ms for the 1M-parameter testbed policy on 1 thread), else the default implementation.
+    The update is the same up to float rounding.
+
+    Args:
+        params: tensors, or param-group dicts (``{"params": [...], "lr": ...}``) as torch optimizers take them.
+        kwargs: other AdamW arguments (betas, eps).
+    """
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in tensors)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None, **kwargs)
 
 
 def worker_threads(cpus: float) -> int:

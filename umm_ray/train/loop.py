@@ -227,7 +227,7 @@ class _DeepSpeedEngine:
                              "partitions parameters, and the final Hugging Face save would need a gather)")
         self.raw, self.spec = raw, spec
         params = task.trainable(raw)
-        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        opt = adamw(params, spec.lr, spec.weight_decay)
         ds_config = {
             "train_micro_batch_size_per_gpu": spec.batch_size, "gradient_accumulation_steps": 1,
             "gradient_clipping": spec.grad_clip, "zero_optimization": {"stage": spec.zero_stage},
