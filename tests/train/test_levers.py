@@ -165,6 +165,8 @@ def test_adamw_takes_param_groups_with_their_own_lr_and_betas():
                                {"params": list(b2.parameters()), "lr": 0.0}],
                               lr=1e-2, weight_decay=0.0, betas=(0.9, 0.95), eps=1e-8)
     assert fused.defaults["fused"] and fused.defaults["betas"] == (0.9, 0.95)
+    from_generators = adamw([{"params": a.parameters(), "lr": 1e-3}, {"params": b.parameters()}], 1e-2, 0.0)
+    assert [len(g["params"]) for g in from_generators.param_groups] == [2, 2]  # not spent by the fused check
     x = torch.randn(16, 8)
     a_before, b_before = ([p.detach().clone() for p in m.parameters()] for m in (a, b))
     for _ in range(3):

@@ -34,6 +34,8 @@ def adamw(params: list, lr: float, weight_decay: float, **kwargs) -> torch.optim
         params: tensors, or param-group dicts (``{"params": [...], "lr": ...}``) as torch optimizers take them.
         kwargs: other AdamW arguments (betas, eps).
     """
+    # generators (model.parameters()) would be spent by the check below
+    params = [dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in params]
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     fused = bool(tensors) and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in tensors)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None, **kwargs)
