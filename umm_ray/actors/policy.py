@@ -29,7 +29,7 @@ from umm_ray.actors.weight_sync import Bucket, SyncGroup, pack, plan_buckets
 from umm_ray.algo.ppo import joint_loss
 from umm_ray.config import PPOConfig
 from umm_ray.model_hub import local_model
-from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, shard, token_budget_pieces
+from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, pad_columns, shard, token_budget_pieces
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
 from umm_ray.train.collective import max_over_ranks
@@ -138,10 +138,11 @@ class PolicyActor:
         """
         self.engine.eval()
         lps, vals = [], []
-        for mb in micro_batches(batch, self.ppo.micro_batch_size):
+        R = batch.response_mask.shape[1]
+        for mb in micro_batches(batch, self.ppo.micro_batch_size):  # each trimmed to its own widths
             logits, values = self._forward(mb)
-            lps.append(gather_logprobs(logits, mb.response_ids.to(self.device)).float().cpu())
-            vals.append(values.float().cpu())
+            lps.append(pad_columns(gather_logprobs(logits, mb.response_ids.to(self.device)).float().cpu(), R))
+            vals.append(pad_columns(values.float().cpu(), R))
         mask = batch.response_mask
         return torch.cat(lps) * mask, torch.cat(vals) * mask
 

@@ -121,9 +121,35 @@ def shard(batch: PolicyBatch, n: int) -> list[PolicyBatch]:
 
 
 def micro_batches(batch: PolicyBatch, size: int, generator: torch.Generator | None = None) -> list[PolicyBatch]:
-    """Split into micro-batches of at most `size` rows, shuffled when a generator is given."""
+    """Split into micro-batches of at most `size` rows, shuffled when a generator is given, each cut to its own widest
+    prompt and response (`trim_padding`): a batch is padded to its longest response, which a micro-batch of a few
+    rows rarely holds, so the forward and backward skip columns that are padding in every row."""
     order = torch.randperm(len(batch), generator=generator) if generator is not None else torch.arange(len(batch))
-    return [select(batch, order[i:i + size]) for i in range(0, len(batch), size)]
+    return [trim_padding(select(batch, order[i:i + size])) for i in range(0, len(batch), size)]
+
+
+def trim_padding(batch: PolicyBatch) -> PolicyBatch:
+    """The same rows without the columns that are padding in every row: the left of the prompt block and the right of
+    the response block. Prompt width P' <= P and response width R' <= R, so `input_ids` [B, P'+R'] and every [B, R']
+    tensor stay aligned; positions count real tokens only and padding is masked, so the log-probs and values of the
+    real tokens do not change (float rounding aside). Pad per-token results back to R with `pad_columns`."""
+    P, R = batch.prompt_width, batch.response_mask.shape[1]
+    prompt_cols = batch.attention_mask[:, :P].bool().any(dim=0).nonzero()
+    response_cols = (batch.attention_mask[:, P:].bool() | (batch.response_mask > 0)).any(dim=0).nonzero()
+    p_w = P - int(prompt_cols[0]) if len(prompt_cols) else 1  # make_policy_batch refuses empty prompts / responses
+    r_w = int(response_cols[-1]) + 1 if len(response_cols) else 1
+    if (p_w, r_w) == (P, R):
+        return batch
+    cut = {f.name: getattr(batch, f.name)[:, :r_w] for f in fields(batch)
+           if isinstance(getattr(batch, f.name), torch.Tensor) and f.name not in ("input_ids", "attention_mask")}
+    return replace(batch, input_ids=batch.input_ids[:, P - p_w:P + r_w],
+                   attention_mask=batch.attention_mask[:, P - p_w:P + r_w], prompt_width=p_w, **cut)
+
+
+def pad_columns(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Tensor[b, R'] -> Tensor[b, width] with zeros on the right: a trimmed micro-batch's per-token result back in the
+    batch's response width."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1]))
 
 
 def token_budget_pieces(batch: PolicyBatch, budget: int, count: int | None = None
@@ -149,13 +175,5 @@ def token_budget_pieces(batch: PolicyBatch, budget: int, count: int | None = Non
     if count is not None:
         groups = split_to_count(groups, count)
     total = max(float(batch.response_mask.sum()), 1.0)
-    out = []
-    for g in groups:
-        p_w, r_w = max(max(prompt_len[i] for i in g), 1), max(max(resp_len[i] for i in g), 1)
-        piece = select(batch, torch.tensor(g))
-        cut = {f.name: getattr(piece, f.name)[:, :r_w] for f in fields(piece)
-               if isinstance(getattr(piece, f.name), torch.Tensor) and f.name not in ("input_ids", "attention_mask")}
-        piece = replace(piece, input_ids=piece.input_ids[:, P - p_w:P + r_w],
-                        attention_mask=piece.attention_mask[:, P - p_w:P + r_w], prompt_width=p_w, **cut)
-        out.append((piece, float(piece.response_mask.sum()) / total))
-    return out
+    pieces = [trim_padding(select(batch, torch.tensor(g))) for g in groups]
+    return [(piece, float(piece.response_mask.sum()) / total) for piece in pieces]

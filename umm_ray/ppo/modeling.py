@@ -14,7 +14,7 @@ import inspect
 import torch
 from torch import nn
 
-from umm_ray.ppo.experience import PolicyBatch
+from umm_ray.ppo.experience import PolicyBatch, micro_batches, pad_columns
 
 
 def _hidden_size(config) -> int:
@@ -92,11 +92,10 @@ def batch_logprobs(lm: nn.Module, batch: PolicyBatch, micro_batch_size: int, tem
     """Response log-probs of a frozen LM over a whole batch, in micro-batches: -> Tensor[B, R], 0 at padding."""
     device = next(lm.parameters()).device
     outs = []
-    for i in range(0, len(batch), micro_batch_size):
-        sl = slice(i, i + micro_batch_size)
-        ids, attn = batch.input_ids[sl].to(device), batch.attention_mask[sl].to(device)
-        logits = response_logits(lm, ids, attn, batch.position_ids[sl].to(device), batch.prompt_width, temperature)
-        outs.append(gather_logprobs(logits, ids[:, batch.prompt_width:]).cpu())
+    for mb in micro_batches(batch, micro_batch_size):  # in order, each trimmed to its own widths
+        ids, attn = mb.input_ids.to(device), mb.attention_mask.to(device)
+        logits = response_logits(lm, ids, attn, mb.position_ids.to(device), mb.prompt_width, temperature)
+        outs.append(pad_columns(gather_logprobs(logits, ids[:, mb.prompt_width:]).cpu(), batch.response_mask.shape[1]))
     return torch.cat(outs) * batch.response_mask
 
 
