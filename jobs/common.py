@@ -11,6 +11,9 @@ from umm_ray.config import Config, ConfigError, describe, load_config, save_conf
 from umm_ray.layout import RunLayout
 from umm_ray.storage import StorageError, absolute_output_dir, check_shared_storage
 
+# Every proxy PPO can run against: the default leaves out two ensemble aggregations to keep the CPU demo short.
+ALL_PPO_RMS = ["dense", "umm_best", "ensemble-mean", "ensemble-wco", "ensemble-uwo", "dmoe"]
+
 # Presets: partial config dicts applied below the YAML file and the CLI overrides.
 PRESETS: dict[str, dict] = {
     "tiny": {},
@@ -22,7 +25,7 @@ PRESETS: dict[str, dict] = {
         # 1.5e-4: small's better proxy needs a faster policy to be over-optimised within 120 steps (docs/ppo-sweep.md)
         "ppo": {"steps": 120, "rollout_batch_size": 64, "actor_lr": 1.5e-4},
         "bon": {"n_prompts": 128, "n_samples": 64},
-        "compare": {"seeds": 3},
+        "compare": {"seeds": 3, "ppo_rms": ALL_PPO_RMS},
     },
     # The paper's scale on a GPU cluster (documented, not run on CPU machines): an instruction-tuned Qwen2.5-0.5B as
     # the SFT policy and RM backbone, AlpacaFarm human preferences and evaluation prompts, a Llama-3-8B-class gold RM,
@@ -48,6 +51,7 @@ PRESETS: dict[str, dict] = {
                 "steps": 3000, "rollout_batch_size": 512, "micro_batch_size": 8, "world_size": 4, "zero_stage": 2,
                 "actor_lr": 1e-6, "critic_lr": 5e-6},
         "bon": {"n_prompts": 500, "n_samples": 1024},
+        "compare": {"ppo_rms": ALL_PPO_RMS},
     },
     # Seconds-scale stages, for the end-to-end test and smoke runs.
     "test": {

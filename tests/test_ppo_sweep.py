@@ -82,12 +82,11 @@ def test_sweep_flags_split_from_job_flags():
 @pytest.mark.slow
 def test_tiny_world_dense_ppo_gold_rises_then_falls(ray_local, tmp_path):
     """The regime the defaults were chosen for (docs/ppo-sweep.md): on the tiny world, PPO against the dense proxy at
-    the default settings raises the gold beyond its 95% CI, peaks after 10% of the steps, then loses more than its CI.
-    120 steps: at the demo's 40 the gold has risen but not yet fallen. About 8 min on 2 cores (world + one run)."""
+    the default settings (40 steps of 128 prompts, the demo's run) raises the gold beyond its 95% CI, peaks after 10% of
+    the steps, then loses more than its CI. About 5 min on 2 cores (world + one run)."""
     from benchmarks.ppo_sweep import main
 
-    [result] = main(["--preset", "tiny", "--run.output_dir", str(tmp_path), "--ppo.steps", "120",
-                     "--sweep.name", "shape"])
+    [result] = main(["--preset", "tiny", "--run.output_dir", str(tmp_path), "--sweep.name", "shape"])
     s = result["summary"]
     assert s["rise"] > s["rise_ci95"] and s["peak_frac"] >= 0.1 and s["drop"] > s["drop_ci95"], s
     assert s["proxy_final"] > s["proxy_start"], s  # the proxy keeps climbing while the gold falls: hacking
