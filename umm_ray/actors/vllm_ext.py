@@ -7,9 +7,28 @@ Pass the qualified name `umm_ray.actors.vllm_ext.WeightSyncExtension` as `LLM(wo
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from umm_ray.actors.weight_sync import ReceivePlan, SyncGroup, load_received
+
+ROPE_RELOAD_WARNING = "RotaryEmbedding: Failed to load weights"
+
+
+class QuietReloadNoise(logging.Filter):
+    """Drops vLLM's "RotaryEmbedding: Failed to load weights" warning. Every in-place reload (one per PPO step) logs
+    it: the rotary cache is computed, never part of the weights we send, and vLLM puts it back itself. Other layers'
+    failures still warn."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != ROPE_RELOAD_WARNING
+
+
+# Module import happens in the worker that loads this extension, before any reload.
+logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(QuietReloadNoise())
+# "Reloading and processing weights took 0.02 seconds", once per step: the driver's time/sync already says it.
+logging.getLogger("vllm.model_executor.model_loader.reload.inplace").setLevel(logging.WARNING)
 
 
 class WeightSyncExtension:
