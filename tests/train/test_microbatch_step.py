@@ -53,6 +53,7 @@ def _full_step(task, model, batch):
 
 def _close(x: torch.Tensor, y: torch.Tensor, rel: float = 1e-5) -> bool:
     """Equal up to fp32 rounding of sums taken in another order: relative to the tensor's norm, not elementwise."""
+    x, y = x.detach(), y.detach()  # parameters are compared too; float() of a grad-tracking tensor warns
     return float(torch.linalg.vector_norm(x - y)) <= rel * float(torch.linalg.vector_norm(x)) + 1e-7
 
 
