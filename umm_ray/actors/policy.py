@@ -33,7 +33,7 @@ from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, pad_c
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
 from umm_ray.train.collective import max_over_ranks
-from umm_ray.train.levers import adamw, deepspeed_autocast, enable_grad_checkpointing
+from umm_ray.train.levers import adamw, deepspeed_autocast, enable_grad_checkpointing, import_deepspeed
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
 
@@ -90,7 +90,7 @@ class PolicyActor:
 
         Returns the number of trainable parameters (policy + critic).
         """
-        import deepspeed  # heavy: probes accelerators and builds op registries on import
+        deepspeed = import_deepspeed()  # heavy: probes accelerators and builds op registries on import
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
@@ -102,7 +102,7 @@ class PolicyActor:
         """(Re)load policy + critic from `policy_path` (default: the current one) with a fresh optimizer and DeepSpeed
         engine, seeded as at start: the rank is then as if newly started, so one group can serve several PPO runs.
         Collective. Returns the number of trainable parameters (policy + critic)."""
-        import deepspeed  # heavy: probes accelerators and builds op registries on import
+        deepspeed = import_deepspeed()  # heavy: probes accelerators and builds op registries on import
 
         self.path = policy_path or self.path
         self.engine = None  # drop the previous engine (and its optimizer state) before building the next
@@ -209,7 +209,7 @@ class PolicyActor:
 
     def _gathered(self, module: torch.nn.Module):
         """Yield (name, full tensor) for every parameter; under ZeRO-3 each is all-gathered (collective)."""
-        import deepspeed  # heavy: probes accelerators and builds op registries on import
+        deepspeed = import_deepspeed()  # heavy: probes accelerators and builds op registries on import
 
         for name, p in module.named_parameters():
             if hasattr(p, "ds_id"):
@@ -249,7 +249,7 @@ class PolicyActor:
     def broadcast_weights(self) -> int:
         """Send the policy weights bucket by bucket (rank 0); under ZeRO-3 each bucket's parameters are all-gathered
         first, so every rank must call. Returns the bytes sent (0 on other ranks)."""
-        import deepspeed  # heavy: probes accelerators and builds op registries on import
+        deepspeed = import_deepspeed()  # heavy: probes accelerators and builds op registries on import
 
         params = dict(self.engine.module.policy.named_parameters())
         sent = 0

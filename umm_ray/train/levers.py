@@ -68,6 +68,32 @@ def deepspeed_autocast(precision: str) -> dict:
     return {"torch_autocast": {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}}
 
 
+def import_deepspeed():
+    """`import deepspeed`, minus the C++ build it would run at its first process-group set-up.
+
+    DeepSpeed's torch backend JIT-compiles a shared-memory all-reduce op (`deepspeed_shm_comm`, ninja + g++) the
+    first time a process on a machine builds its communication backend (55 s alone on a 2-core machine; about 100 s
+    of the first PPO run's start-up in `make demo`, beside its other roles starting), then cached in
+    ~/.cache/torch_extensions. That op serves only
+    `inference_all_reduce` (DeepSpeed's tensor-parallel inference), which nothing here calls: training reduces
+    gradients through torch.distributed (gloo / NCCL) either way. So the build is skipped; if a DeepSpeed release
+    moves the hook, this leaves DeepSpeed as it is (the build comes back, nothing breaks).
+    """
+    import importlib
+
+    import deepspeed  # heavy: probes accelerators and builds op registries on import
+
+    # by module path: `deepspeed.comm.torch` as an attribute is the torch package that deepspeed.comm imports
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
+    if hasattr(ds_torch, "build_shm_op"):
+        ds_torch.build_shm_op = _no_shm_op
+    return deepspeed
+
+
+def _no_shm_op():
+    return None  # TorchBackend then keeps shm_comm_op = None and inference_all_reduce uses torch.distributed
+
+
 def hf_models(model: nn.Module) -> list[nn.Module]:
     """The outermost Hugging Face `PreTrainedModel`s inside `model` (itself included), e.g. RewardNet.rm."""
     from transformers import PreTrainedModel  # heavy: ~2 s; only where checkpointing is turned on

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from umm_ray.resources import RoleResources
 from umm_ray.train.collective import collective_device
 from umm_ray.train.levers import (PRECISIONS, accumulate_step, adamw, autocast, budget_pieces, deepspeed_autocast,
-                                  enable_grad_checkpointing, worker_threads)
+                                  enable_grad_checkpointing, import_deepspeed, worker_threads)
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class _DeepSpeedEngine:
     """DeepSpeed ZeRO inside Ray Train: reuses the gloo process group Ray Train created (dist_init_required=False)."""
 
     def __init__(self, raw: torch.nn.Module, task: TrainTask, spec: TrainSpec, ckpt_dir: Path | None):
-        import deepspeed  # heavy: probes accelerators and builds op registries on import; only this strategy
+        deepspeed = import_deepspeed()  # heavy (accelerator probes, op registries); only this strategy
 
         if spec.zero_stage not in (0, 1, 2):
             raise ValueError(f"TrainSpec.zero_stage={spec.zero_stage}: only ZeRO 0-2 are supported (stage 3 "
