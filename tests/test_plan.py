@@ -17,7 +17,17 @@ from jobs import plan as plan_job
 from jobs.common import PRESETS
 from umm_ray.config import load_config
 from umm_ray.plan import DoesNotFit, check_fits, longest_row, make_plan
-from umm_ray.plan_cluster import Bundle, Cluster, ClusterError, Group, NodeType, place, read_cluster
+from umm_ray.plan_cluster import (
+    Bundle,
+    Cluster,
+    ClusterError,
+    Group,
+    NodeType,
+    members_at_once,
+    place,
+    read_cluster,
+    resolve_worker_group,
+)
 from umm_ray.plan_memory import GiB, arch_from_config, arch_of, train_memory, vllm_memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -433,3 +443,14 @@ def test_auto_ensemble_on_one_cpu_node_is_planned_as_the_shared_group_it_runs_as
     assert not make_plan(per_member, one_node, ("rm_ensemble",)).ok  # 4 members x 2 workers at once: no room
     scaling = make_plan(auto, _cluster(NodeType("w", 8, 0, 6 * GiB, max_workers=4)), ("rm_ensemble",))  # per member
     assert {r.group for r in scaling.stages[0].roles} == {f"member{i}" for i in range(4)}
+
+
+def test_worker_group_rule_is_the_same_for_the_plan_and_the_run():
+    """resolve_worker_group is the one rule: the plan (a cluster YAML) and the trainer (alive nodes) only feed it."""
+    assert resolve_worker_group("auto", True) == "shared"
+    assert resolve_worker_group("auto", False) == "per_member"
+    assert resolve_worker_group("auto", None) == "per_member"  # nothing known about the cluster
+    assert resolve_worker_group("per_member", True) == "per_member"  # an explicit choice is kept
+    assert members_at_once("auto", 4, None) == 4
+    gpu_node = NodeType("g", 8, 1, 6 * GiB, max_workers=1, min_workers=1, head=True)
+    assert members_at_once("auto", 4, Cluster("gpu box", (gpu_node,), 0)) == 4

@@ -104,15 +104,23 @@ def local_cluster(logical_cpus: float | None = None, gpus: int = 0, gpu_memory: 
     return Cluster(f"this machine ({os.cpu_count()} cores{logical}, MemTotal {ram / GiB:.1f} GiB)", (node,), 0)
 
 
+def resolve_worker_group(worker_group: str, single_cpu_node: bool | None) -> str:
+    """ensemble.worker_group with 'auto' resolved: 'shared' (one worker group trains the members in turn) on a single
+    CPU-only node (a laptop, a CI runner: k groups at once would only share its cores), else 'per_member' (several
+    nodes, nodes to add, or GPUs). `single_cpu_node` None = not known: per member. The one rule for the ensemble
+    trainer at run time (one alive node in `ray.nodes()`) and for the plan (a cluster YAML with one CPU node type and
+    no workers to add)."""
+    if worker_group != "auto":
+        return worker_group
+    return "shared" if single_cpu_node else "per_member"
+
+
 def members_at_once(worker_group: str, members: int, cluster: Cluster | None) -> int:
-    """How many ensemble members train at once: 1 in one shared worker group, else all `members`. 'auto' resolves as
-    the ensemble trainer does at run time (umm_ray.train.ensemble.worker_group_mode): shared on a single CPU-only
-    node, per member on a cluster that can add nodes or has GPUs (`cluster` None: not known, per member)."""
-    if worker_group == "auto":
-        single = (cluster is not None and cluster.max_workers == 0 and len(cluster.node_types) == 1
-                  and not cluster.node_types[0].gpus)
-        worker_group = "shared" if single else "per_member"
-    return 1 if worker_group == "shared" else members
+    """How many ensemble members train at once: 1 in one shared worker group, else all `members`; 'auto' as
+    `resolve_worker_group` decides for `cluster` (None: not known)."""
+    single = None if cluster is None else (cluster.max_workers == 0 and len(cluster.node_types) == 1
+                                           and not cluster.node_types[0].gpus)
+    return 1 if resolve_worker_group(worker_group, single) == "shared" else members
 
 
 # Accelerator names as they appear in node type names (longest first: "l40s" before "l4").

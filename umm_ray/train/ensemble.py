@@ -19,6 +19,7 @@ from umm_ray.config import Config
 from umm_ray.layout import RunLayout
 from umm_ray.models.reward_model import load_scorer
 from umm_ray.plan import check_fits
+from umm_ray.plan_cluster import resolve_worker_group
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, finish_bt_stage, prepare_inputs, run_bt_stage,
                                     stage_dir_for)
@@ -58,14 +59,11 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
 
 
 def worker_group_mode(cfg: Config) -> str:
-    """cfg.ensemble.worker_group with 'auto' resolved against the running cluster: 'shared' on a single alive node
-    with CPUs and no GPUs (a laptop, a CI runner: k groups at once would only share its cores), else 'per_member' (a
-    cluster, whose autoscaler can add nodes for the members, or a GPU node)."""
-    if cfg.ensemble.worker_group != "auto":
-        return cfg.ensemble.worker_group
+    """cfg.ensemble.worker_group with 'auto' resolved against the running cluster (`resolve_worker_group`: shared on a
+    single alive node with CPUs and no GPUs, else per member)."""
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     one_cpu_node = len(nodes) == 1 and not nodes[0].get("GPU") and nodes[0].get("CPU", 0) > 0
-    return "shared" if one_cpu_node else "per_member"
+    return resolve_worker_group(cfg.ensemble.worker_group, one_cpu_node)
 
 
 def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], mode: str) -> dict:
