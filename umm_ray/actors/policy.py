@@ -29,7 +29,8 @@ from umm_ray.actors.weight_sync import Bucket, SyncGroup, pack, plan_buckets
 from umm_ray.algo.ppo import joint_loss
 from umm_ray.config import PPOConfig
 from umm_ray.model_hub import local_model
-from umm_ray.ppo.experience import Experience, PolicyBatch, micro_batches, pad_columns, shard, token_budget_pieces
+from umm_ray.ppo.experience import (Experience, PolicyBatch, micro_batches, per_token_over_micro_batches, shard,
+                                    token_budget_pieces)
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
 from umm_ray.train.collective import max_over_ranks
@@ -137,14 +138,12 @@ class PolicyActor:
             (logprobs, values): Tensor[b, R] each on CPU, zero at padding.
         """
         self.engine.eval()
-        lps, vals = [], []
-        R = batch.response_mask.shape[1]
-        for mb in micro_batches(batch, self.ppo.micro_batch_size):  # each trimmed to its own widths
+
+        def logprobs_values(mb: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor]:
             logits, values = self._forward(mb)
-            lps.append(pad_columns(gather_logprobs(logits, mb.response_ids.to(self.device)).float().cpu(), R))
-            vals.append(pad_columns(values.float().cpu(), R))
-        mask = batch.response_mask
-        return torch.cat(lps) * mask, torch.cat(vals) * mask
+            return gather_logprobs(logits, mb.response_ids.to(self.device)), values
+
+        return per_token_over_micro_batches(batch, self.ppo.micro_batch_size, logprobs_values)
 
     def train_step(self, exp: Experience, step: int) -> dict[str, float]:
         """`ppo_epochs` passes over this rank's shard, one optimizer step per micro-batch (all ranks in lockstep).

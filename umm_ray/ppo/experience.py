@@ -152,6 +152,19 @@ def pad_columns(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, width - t.shape[1]))
 
 
+def per_token_over_micro_batches(batch: PolicyBatch, size: int, fn) -> tuple[torch.Tensor, ...]:
+    """Run `fn` on each (trimmed, in-order) micro-batch of <= `size` rows and put its per-token results back together.
+
+    Args:
+        fn: PolicyBatch [b, P'+R'] -> a tuple of Tensor[b, R'] (log-probs, values, ...).
+    Returns:
+        One float32 Tensor[B, R] per output of `fn`, on CPU, zero at padding.
+    """
+    R = batch.response_mask.shape[1]
+    parts = [tuple(pad_columns(t.float().cpu(), R) for t in fn(mb)) for mb in micro_batches(batch, size)]
+    return tuple(torch.cat(column) * batch.response_mask for column in zip(*parts))
+
+
 def token_budget_pieces(batch: PolicyBatch, budget: int, count: int | None = None
                         ) -> list[tuple[PolicyBatch, float]]:
     """One optimizer micro-batch in pieces of <= `budget` padded tokens (`token_budget_groups` over each row's

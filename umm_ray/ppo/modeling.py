@@ -14,7 +14,7 @@ import inspect
 import torch
 from torch import nn
 
-from umm_ray.ppo.experience import PolicyBatch, micro_batches, pad_columns
+from umm_ray.ppo.experience import PolicyBatch, per_token_over_micro_batches
 
 
 def _hidden_size(config) -> int:
@@ -91,12 +91,13 @@ def batch_logprobs(lm: nn.Module, batch: PolicyBatch, micro_batch_size: int, tem
                    ) -> torch.Tensor:
     """Response log-probs of a frozen LM over a whole batch, in micro-batches: -> Tensor[B, R], 0 at padding."""
     device = next(lm.parameters()).device
-    outs = []
-    for mb in micro_batches(batch, micro_batch_size):  # in order, each trimmed to its own widths
+
+    def logprobs(mb: PolicyBatch) -> tuple[torch.Tensor]:
         ids, attn = mb.input_ids.to(device), mb.attention_mask.to(device)
         logits = response_logits(lm, ids, attn, mb.position_ids.to(device), mb.prompt_width, temperature)
-        outs.append(pad_columns(gather_logprobs(logits, ids[:, mb.prompt_width:]).cpu(), batch.response_mask.shape[1]))
-    return torch.cat(outs) * batch.response_mask
+        return (gather_logprobs(logits, ids[:, mb.prompt_width:]),)
+
+    return per_token_over_micro_batches(batch, micro_batch_size, logprobs)[0]
 
 
 def load_actor_critic(policy_path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
