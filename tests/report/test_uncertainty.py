@@ -95,3 +95,34 @@ def test_paired_differences_reject_mismatched_inputs():
         ppo_diffs(c, d, N_BOOT)
     with pytest.raises(ValueError, match="different steps"):
         PPOData.from_curves(ppo_curves(rng, 0.1, seeds=1, steps=8) + ppo_curves(rng, 0.1, seeds=1, steps=9))
+
+
+def _collapsing(rng, drop: float, seeds=2, steps=24, sd=0.3, batch=64) -> list[PPOCurve]:
+    """Gold only falls (by `drop` over the run) while the proxy climbs: a regime with no gain to over-optimise."""
+    t = np.arange(steps)
+    return [PPOCurve(steps=t.tolist(), kl=(0.05 * t).tolist(),
+                     gold=(-drop * t / steps + rng.normal(0, sd / np.sqrt(batch), steps)).tolist(),
+                     proxy=(0.2 * t).tolist(), proxy_std0=1.0, gold_std0=1.0, gold_sd=[sd] * steps,
+                     proxy_sd=[sd] * steps, batch_size=batch) for _ in range(seeds)]
+
+
+def test_ppo_rise_interval_tells_a_rise_from_a_collapse():
+    rng = np.random.default_rng(5)
+    rising = ppo_intervals(PPOData.from_curves(ppo_curves(rng, 0.5)), N_BOOT)["rise"]
+    assert rising.lo > 0.3  # the fixture's gold rises by 0.6 before it falls
+    falling = ppo_intervals(PPOData.from_curves(_collapsing(rng, 0.5)), N_BOOT)["rise"]
+    assert falling.lo <= 0 and falling.value == pytest.approx(0, abs=0.05)
+
+
+def test_ppo_is_not_graded_when_dense_gold_never_rose():
+    """A faster collapse is not 'worse over-optimisation': with no dense gain the PPO part says so and grades nothing,
+    where the same drops after a real rise are graded WORSENS (test above)."""
+    rng = np.random.default_rng(6)
+    bon = bon_scores(rng, hacked=False)
+    dense, fast = row("dense", "dense", bon, _collapsing(rng, 0.3)), row("umm-2", "umm", bon, _collapsing(rng, 1.2))
+    st_d, st_f = row_stats(dense, dense, N_BOOT), row_stats(fast, dense, N_BOOT)
+    assert st_f.vs_dense["ppo_drop"].lo > 0  # it does fall faster
+    own = verdict(dense, dense, st_d, st_d)
+    assert "never rose beyond its start" in own and "collapse, not over-optimisation" in own
+    text = verdict(fast, dense, st_f, st_d)
+    assert "PPO: dense's gold never rose here" in text and "under PPO" not in text and "WORSENS. " not in text

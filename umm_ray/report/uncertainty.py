@@ -161,7 +161,7 @@ class PPOData:
         return self.gold.shape[0] > 1 or bool(self.gold_se.any())
 
 
-PPO_STATS = ("peak_gold", "kl_at_peak", "drop", "gap", "final_gold", "gold_at_kl")
+PPO_STATS = ("peak_gold", "kl_at_peak", "drop", "gap", "final_gold", "gold_at_kl", "rise")
 
 
 def gold_at_kl(gold: np.ndarray, kl: np.ndarray, target: float | None) -> float:
@@ -172,21 +172,26 @@ def gold_at_kl(gold: np.ndarray, kl: np.ndarray, target: float | None) -> float:
     return float(gold[reached[0]]) if reached.size else float("nan")
 
 
-def _ppo_summary(gold: np.ndarray, proxy: np.ndarray, kl: np.ndarray, d: PPOData, kl_match: float | None = None
-                 ) -> np.ndarray:
-    """[len(PPO_STATS)] of seed-mean curves [T] after smoothing (window ~ T/8); the last entry is gold at KL
-    `kl_match` (the KL where dense peaks: a comparison at equal KL budget, so slower optimisation is not robustness)."""
+def _ppo_summary(gold: np.ndarray, proxy: np.ndarray, kl: np.ndarray, d: PPOData, kl_match: float | None = None,
+                 peak: int | None = None) -> np.ndarray:
+    """[len(PPO_STATS)] of seed-mean curves [T] after smoothing (window ~ T/8). gold_at_kl is the gold at KL
+    `kl_match` (the KL where dense peaks: a comparison at equal KL budget, so slower optimisation is not robustness);
+    rise = gold at step index `peak` (default: this curve's own peak) - start: the gain the proxy gave before any
+    fall (0 when the gold only fell: a collapse). Resamples pass the point estimate's peak, so the rise's interval is
+    not pushed above 0 by taking the maximum of each noisy draw."""
     w = ppo_window(gold.size)
     g, p = smooth(gold, w), smooth(proxy, w)
     i = int(np.argmax(g))
     gap = (p[-1] - p[0]) / d.proxy_std0 - (g[-1] - g[0]) / d.gold_std0
-    return np.array([g[i], kl[i], g[i] - g[-1], gap, g[-1], gold_at_kl(g, kl, kl_match)])
+    rise = g[i if peak is None else peak] - g[0]
+    return np.array([g[i], kl[i], g[i] - g[-1], gap, g[-1], gold_at_kl(g, kl, kl_match), rise])
 
 
-def _ppo_draw(d: PPOData, rng: np.random.Generator, seeds: np.ndarray, kl_match: float | None = None) -> np.ndarray:
+def _ppo_draw(d: PPOData, rng: np.random.Generator, seeds: np.ndarray, kl_match: float | None = None,
+              peak: int | None = None) -> np.ndarray:
     gold = d.gold[seeds] + rng.standard_normal(d.gold[seeds].shape) * d.gold_se[seeds]
     proxy = d.proxy[seeds] + rng.standard_normal(d.proxy[seeds].shape) * d.proxy_se[seeds]
-    return _ppo_summary(gold.mean(0), proxy.mean(0), d.kl[seeds].mean(0), d, kl_match)
+    return _ppo_summary(gold.mean(0), proxy.mean(0), d.kl[seeds].mean(0), d, kl_match, peak)
 
 
 def _percentiles(names: tuple[str, ...], value: np.ndarray, draws: np.ndarray, level: float = LEVEL
@@ -207,11 +212,12 @@ def _seed_draws(rng: np.random.Generator, n_seeds: int) -> np.ndarray:
 
 def ppo_intervals(d: PPOData, n_boot: int = DEFAULT_BOOT, seed: int = 0, kl_match: float | None = None
                   ) -> dict[str, Interval]:
-    """Smoothed peak gold, KL at the peak, drop from the peak, proxy-gold gap (std units), final gold, and gold at
-    KL `kl_match` when given and reached."""
+    """Smoothed peak gold, KL at the peak, drop from the peak, proxy-gold gap (std units), final gold, gold at
+    KL `kl_match` when given and reached, and the rise from the start to the peak."""
     value = _ppo_summary(d.gold.mean(0), d.proxy.mean(0), d.kl.mean(0), d, kl_match)
+    peak = int(np.argmax(smooth(d.gold.mean(0), ppo_window(d.gold.shape[1]))))
     rng = np.random.default_rng(seed)
-    draws = np.stack([_ppo_draw(d, rng, _seed_draws(rng, d.gold.shape[0]), kl_match) for _ in range(n_boot)])
+    draws = np.stack([_ppo_draw(d, rng, _seed_draws(rng, d.gold.shape[0]), kl_match, peak) for _ in range(n_boot)])
     return _percentiles(PPO_STATS, value, draws)
 
 

@@ -4,7 +4,9 @@ A verdict word needs a confidence interval behind it. For each method (Best-of-N
 peak is compared with the dense row's as a paired difference (`umm_ray.report.uncertainty`): MITIGATES when the 95%
 interval of (drop - dense drop) lies below 0, WORSENS when above, otherwise "no significant difference" with the
 interval. When the dense proxy itself shows no significant drop on a method there is nothing to mitigate there, and
-the line says so instead. PPO curves are smoothed (centred moving average over ~1/8 of the points) before the peak
+the line says so instead; likewise when the dense PPO gold never rose beyond its start (its rise interval reaches 0):
+then every proxy's drop measures how fast the policy collapses, not over-optimisation after a gain, and PPO is not
+graded on it. PPO curves are smoothed (centred moving average over ~1/8 of the points) before the peak
 is taken, so one noisy step is not a peak.
 """
 
@@ -56,24 +58,42 @@ def _drop(stats: RowStats, method: str) -> Interval | None:
     return block.get("drop") if block else None
 
 
+def _rise(stats: RowStats, method: str) -> Interval | None:
+    """The PPO gold's rise from its start to its peak (None for BoN, whose n = 1 start is the policy itself)."""
+    block = stats.method(method)
+    return block.get("rise") if block and method != "bon" else None
+
+
+def never_rose(rise: Interval | None) -> bool:
+    """Whether a PPO gold curve's rise to its peak is within the noise: the proxy gave no gold gain to over-optimise,
+    so a drop from the 'peak' is the policy collapsing from the start (what a too-aggressive regime shows)."""
+    return rise is not None and rise.lo <= 0
+
+
 def _where(method: str, s: OveroptSummary) -> str:
     return f"n={int(s.peak_at)}" if method == "bon" else f"step {int(s.peak_at)}"
 
 
-def describe_reference(method: str, s: OveroptSummary, drop: Interval | None) -> str:
-    """The dense proxy's own behaviour on one curve: is its gold drop from the peak beyond the noise?"""
+def describe_reference(method: str, s: OveroptSummary, drop: Interval | None, rise: Interval | None = None) -> str:
+    """The dense proxy's own behaviour on one curve: did its gold rise first (PPO), and is its drop from the peak
+    beyond the noise?"""
     head = (f"{METHOD_NAMES[method]}: gold peaks at {fmt(s.peak_gold)} ({_where(method, s)}, KL {fmt(s.kl_at_peak)}) "
             f"and ends at {fmt(s.final_gold)}, drop {fmt_ci(drop, s.drop_from_peak)}")
     if drop is None:
         return head + " (no interval: no per-seed data)"
+    if never_rose(rise):
+        return head + (f", but it never rose beyond its start (rise {fmt_ci(rise)}) while proxy gains "
+                       f"{fmt(s.proxy_gain)} -> collapse, not over-optimisation after a gain")
     if drop.lo > 0:
         return head + f" while proxy gains {fmt(s.proxy_gain)} -> over-optimised"
     return head + " -> no significant over-optimisation"
 
 
-def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Interval | None) -> tuple[str, str]:
+def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Interval | None,
+                         ref_rise: Interval | None = None) -> tuple[str, str]:
     """(text, word) for one method vs dense; word is 'M' (mitigates), 'W' (worsens), 'N' (no significant
-    difference) or '' (dense shows no significant drop here, or no interval: nothing to grade)."""
+    difference) or '' (nothing to grade: no interval, dense shows no significant drop here, or dense's PPO gold
+    never rose, so the drops compare how fast policies collapse, not over-optimisation after a gain)."""
     name = METHOD_NAMES[method]
     drop, final = diffs.get(f"{method}_drop"), diffs.get("bon_gold_max" if method == "bon"
                                                               else f"{method}_final_gold")
@@ -84,6 +104,9 @@ def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Inte
                        ", never reaches the KL where dense peaks")
     if drop is None:
         return f"{name}: no interval for the difference", ""
+    if never_rose(ref_rise):
+        return (f"{name}: dense's gold never rose here (rise {fmt_ci(ref_rise)}), so its drops measure collapse, not "
+                f"over-optimisation; drop vs dense {fmt_ci(drop)}, {final_text}"), ""
     if ref_drop is None or ref_drop.lo <= 0:
         return (f"{name}: dense shows no significant over-optimisation here (drop {fmt_ci(ref_drop)}); "
                 f"drop vs dense {fmt_ci(drop)}, {final_text}"), ""
@@ -122,9 +145,10 @@ def verdict(result: RMResult, dense: RMResult | None, stats: RowStats, dense_sta
         if s is None:
             continue
         if dense is None or result is dense or dense_stats is None:
-            parts.append(describe_reference(method, s, _drop(stats, method)))
+            parts.append(describe_reference(method, s, _drop(stats, method), _rise(stats, method)))
             continue
-        text, codes[method] = compare_to_reference(method, stats.vs_dense or {}, _drop(dense_stats, method))
+        text, codes[method] = compare_to_reference(method, stats.vs_dense or {}, _drop(dense_stats, method),
+                                                   _rise(dense_stats, method))
         parts.append(text)
     if not parts:
         return "no BoN or PPO curve"
