@@ -14,6 +14,7 @@ backward are about half the bytes. bf16 has fp32's exponent range, so no loss sc
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 import torch
 from torch import nn
@@ -79,8 +80,6 @@ def import_deepspeed():
     gradients through torch.distributed (gloo / NCCL) either way. So the build is skipped; if a DeepSpeed release
     moves the hook, this leaves DeepSpeed as it is (the build comes back, nothing breaks).
     """
-    import importlib
-
     import deepspeed  # heavy: probes accelerators and builds op registries on import
 
     # by module path: `deepspeed.comm.torch` as an attribute is the torch package that deepspeed.comm imports
