@@ -73,7 +73,7 @@ def import_deepspeed():
     """`import deepspeed`, minus the C++ build it would run at its first process-group set-up.
 
     DeepSpeed's torch backend JIT-compiles a shared-memory all-reduce op (`deepspeed_shm_comm`, ninja + g++) the
-    first time a process on a machine builds its communication backend (55 s alone on a 2-core machine; about 100 s
+    first time a process on a machine builds its communication backend (55 s alone on a 2-core machine; about 70 s
     of the first PPO run's start-up in `make demo`, beside its other roles starting), then cached in
     ~/.cache/torch_extensions. That op serves only
     `inference_all_reduce` (DeepSpeed's tensor-parallel inference), which nothing here calls: training reduces
