@@ -15,7 +15,8 @@ Every other flag is the usual job config (`--preset`, `--section.key value`) and
 2. One PPO run per grid point into `<output_dir>/sweep/<name>/<label>/` (a finished run there is reused).
 3. Per run (`curve_summary`): gold start, smoothed peak and where it is, the rise with its 95% CI, the final gold, the
    drop from the peak with its CI, KL at the peak, wall seconds and seconds per step, and whether the curve has the
-   over-optimisation shape (rise > CI, peak at >= 10% of the steps, drop > CI).
+   over-optimisation shape (rise and drop intervals above 0, peak at >= 10% of the steps). The intervals are the
+   compare report's (`report.uncertainty.ppo_intervals`), so this table and the report's verdict cannot disagree.
 Writes `<output_dir>/sweep/<name>/ppo_sweep.json` and `ppo_sweep.md` after every run and prints the Markdown table.
 docs/ppo-sweep.md has the sweeps as run for the presets and what was chosen.
 """
@@ -25,16 +26,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from umm_ray.report.fits import smooth
-from umm_ray.report.verdict import ppo_window
+from umm_ray.report.records import PPOCurve
+from umm_ray.report.uncertainty import PPOData, ppo_intervals
+from umm_ray.report.verdict import never_rose, ppo_window
 
-Z95 = 1.959964  # two-sided 95% normal quantile
 MIN_PEAK_FRAC = 0.1  # the peak must come after this fraction of the steps (not a lucky first batch)
 GRID_SECTIONS = ("ppo.", "rollout.", "run.seed")  # what a point may change: the world is built once, from the base
 
@@ -68,60 +69,36 @@ def label(point: dict[str, str]) -> str:
     return ",".join(f"{k.rpartition('.')[2]}={v}" for k, v in point.items()) or "base"
 
 
-def _window_mean(values: list[float], lo: int, hi: int) -> tuple[list[int], float]:
-    """Indices lo..hi clipped to the curve, and the mean of values there (mirrors `fits.smooth`'s edge windows)."""
-    idx = list(range(max(0, lo), min(len(values), hi + 1)))
-    return idx, sum(values[i] for i in idx) / len(idx)
+def curve_summary(rows: list[dict], batch_size: int) -> dict:
+    """The over-optimisation shape of one PPO run's gold curve, with the compare report's own 95% intervals.
 
-
-def _diff_se(se: list[float], a: list[int], b: list[int]) -> float:
-    """Standard error of mean(x[a]) - mean(x[b]) for independent per-step means with standard errors `se`.
-
-    The windows may overlap (a peak near the start): shared steps enter with weight 1/|a| - 1/|b|, not twice.
-    """
-    w = [0.0] * len(se)
-    for i in a:
-        w[i] += 1.0 / len(a)
-    for i in b:
-        w[i] -= 1.0 / len(b)
-    return math.sqrt(sum((wi * s) ** 2 for wi, s in zip(w, se)))
-
-
-def curve_summary(rows: list[dict], batch_size: int, window: int | None = None) -> dict:
-    """The over-optimisation shape of one PPO run's gold curve, with 95% confidence intervals.
-
-    Smoothing is the report's (`fits.smooth`, a centred moving average, window `verdict.ppo_window`: ~1/8 of the
-    steps), so 'start' and 'peak' mean what they mean in the compare report. Each step's gold is the mean over
-    `batch_size` responses; its standard error is gold_reward_std / sqrt(batch_size), steps independent given the
-    policy. A CI is then Z95 times the standard error of a difference of two window means (`_diff_se`).
-    The peak is the maximum of the smoothed curve, which the noise biases upward: the rise CI is a minimum bar.
+    Everything comes from `report.uncertainty.ppo_intervals` on the run's `PPOCurve`, the statistic the report's
+    verdict reads: the gold is smoothed as the report smooths it (`fits.smooth`, window `verdict.ppo_window`, ~1/8 of
+    the steps), 'start' is the smoothed first value, the rise is the smoothed gold at the point estimate's peak minus
+    the start, and its interval bootstraps each step's rollout noise (gold_reward_std / sqrt(batch_size)) with the
+    peak held at that step, so the maximum of noisy draws does not lift it above 0. 'Rises' is exactly the report's
+    `not never_rose(rise)`: a run this table calls a rise the report does not call a collapse, and the reverse.
 
     Args:
-        rows: metrics rows (step, gold_reward, gold_reward_std, proxy_reward, kl_k2) in step order.
+        rows: metrics rows (step, gold_reward, gold_reward_std, proxy_reward, kl_k2) in step order; rows without a
+            gold score (ppo.gold_every > 1) are left out.
         batch_size: responses per step (ppo.rollout_batch_size).
-        window: smoothing window; None = `ppo_window(len(rows))`.
     """
-    rows = [r for r in rows if r.get("gold_reward") is not None]  # ppo.gold_every > 1: the gold-scored steps only
-    gold = [r["gold_reward"] for r in rows]
-    se = [r["gold_reward_std"] / math.sqrt(batch_size) for r in rows]
-    n = len(rows)
-    w = ppo_window(n) if window is None else window
-    h = w // 2
-    g = [float(x) for x in smooth(gold, w)]
+    curve = PPOCurve.from_metrics(rows, batch_size=batch_size)
+    ci = ppo_intervals(PPOData.from_curves([curve]))
+    n = len(curve.steps)
+    w = ppo_window(n)
+    g = [float(x) for x in smooth(curve.gold, w)]
     peak = max(range(n), key=g.__getitem__)
-    start_idx, start = _window_mean(gold, 0, h)
-    peak_idx, _ = _window_mean(gold, peak - h, peak + h)
-    final_idx, final = _window_mean(gold, n - 1 - h, n - 1)
-    rise, rise_ci = g[peak] - start, Z95 * _diff_se(se, peak_idx, start_idx)
-    drop, drop_ci = g[peak] - final, Z95 * _diff_se(se, peak_idx, final_idx)
-    steps = rows[-1]["step"]
-    peak_frac = rows[peak]["step"] / steps
-    rises, late, falls = rise > rise_ci, peak_frac >= MIN_PEAK_FRAC, drop > drop_ci
-    proxy = smooth([r["proxy_reward"] for r in rows], w)  # the optimised score: did PPO move it at all?
-    return {"steps": steps, "window": w, "gold_step1": gold[0], "gold_start": start, "gold_peak": g[peak],
-            "peak_step": rows[peak]["step"], "peak_frac": peak_frac, "rise": rise, "rise_ci95": rise_ci,
-            "gold_final": final, "drop": drop, "drop_ci95": drop_ci, "kl_k2_at_peak": rows[peak]["kl_k2"],
-            "kl_k2_final": rows[-1]["kl_k2"], "proxy_start": float(proxy[0]), "proxy_final": float(proxy[-1]),
+    rise, drop = ci["rise"], ci["drop"]
+    steps = curve.steps[-1]
+    peak_frac = curve.steps[peak] / steps
+    rises, late, falls = not never_rose(rise), peak_frac >= MIN_PEAK_FRAC, drop.lo > 0
+    proxy = smooth(curve.proxy, w)  # the optimised score: did PPO move it at all?
+    return {"steps": steps, "window": w, "gold_step1": curve.gold[0], "gold_start": g[0], "gold_peak": g[peak],
+            "peak_step": curve.steps[peak], "peak_frac": peak_frac, "rise": rise.value, "rise_ci": [rise.lo, rise.hi],
+            "gold_final": g[-1], "drop": drop.value, "drop_ci": [drop.lo, drop.hi], "kl_k2_at_peak": curve.kl[peak],
+            "kl_k2_final": curve.kl[-1], "proxy_start": float(proxy[0]), "proxy_final": float(proxy[-1]),
             "rises": rises, "peak_late": late, "falls": falls,
             "shape_ok": rises and late and falls}
 
@@ -132,10 +109,15 @@ def step_seconds(rows: list[dict]) -> float:
     return sum(r.get("time/step") or 0.0 for r in body) / len(body)
 
 
+def _ci(value: float, ci: list[float]) -> str:
+    return f"{value:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
 def markdown(name: str, results: list[dict]) -> str:
     """The sweep's table: one row per grid point."""
-    lines = [f"PPO sweep `{name}` (gold: smoothed, centred window; CI: 95%, per-step standard errors)", "",
-             "| setting | gold start | peak (step, frac) | rise ± CI | final | drop ± CI | KL k2 at peak | "
+    lines = [f"PPO sweep `{name}` (gold: smoothed, centred window; [95% bootstrap interval] of the rollout noise, "
+             "as in the compare report)", "",
+             "| setting | gold start | peak (step, frac) | rise [CI] | final | drop [CI] | KL k2 at peak | "
              "proxy start -> final | wall s | s/step | shape |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["summary"]
@@ -143,8 +125,8 @@ def markdown(name: str, results: list[dict]) -> str:
             why for ok, why in ((s["rises"], "no rise"), (s["peak_late"], "early peak"), (s["falls"], "no fall"))
             if not ok)
         lines.append(f"| {r['label']} | {s['gold_start']:.3f} | {s['gold_peak']:.3f} ({s['peak_step']}, "
-                     f"{s['peak_frac']:.2f}) | {s['rise']:+.3f} ± {s['rise_ci95']:.3f} | {s['gold_final']:.3f} | "
-                     f"{s['drop']:+.3f} ± {s['drop_ci95']:.3f} | {s['kl_k2_at_peak']:.2f} | "
+                     f"{s['peak_frac']:.2f}) | {_ci(s['rise'], s['rise_ci'])} | {s['gold_final']:.3f} | "
+                     f"{_ci(s['drop'], s['drop_ci'])} | {s['kl_k2_at_peak']:.2f} | "
                      f"{s['proxy_start']:.2f} -> {s['proxy_final']:.2f} | {r['wall_s']:.0f} | "
                      f"{r['step_s']:.2f} | {verdict} |")
     return "\n".join(lines)

@@ -4,7 +4,10 @@ import math
 
 import pytest
 
-from benchmarks.ppo_sweep import _diff_se, curve_summary, label, parse_grid, split_sweep_args
+from benchmarks.ppo_sweep import curve_summary, label, parse_grid, split_sweep_args
+from umm_ray.report.records import PPOCurve
+from umm_ray.report.uncertainty import PPOData, ppo_intervals
+from umm_ray.report.verdict import never_rose
 
 
 def rows_from(gold: list[float], std: float = 0.5) -> list[dict]:
@@ -24,14 +27,15 @@ def test_rise_then_fall_passes():
     assert s["window"] == 5 and s["steps"] == 40
     assert s["peak_step"] == 17 and s["peak_frac"] == pytest.approx(17 / 40)
     assert s["gold_start"] == pytest.approx(sum(rise_then_fall()[:3]) / 3)  # the smoothed start: steps 1..3
-    assert s["rise"] > s["rise_ci95"] > 0 and s["drop"] > s["drop_ci95"] > 0
+    assert s["rise_ci"][0] > 0 and s["drop_ci"][0] > 0
+    assert s["rise_ci"][0] < s["rise"] < s["rise_ci"][1] and s["drop_ci"][0] < s["drop"] < s["drop_ci"][1]
     assert s["rises"] and s["peak_late"] and s["falls"] and s["shape_ok"]
     assert s["proxy_start"] == pytest.approx(0.1) and s["proxy_final"] == pytest.approx(3.8)  # smoothed, edge windows
 
 
 def test_monotone_fall_fails():
     s = curve_summary(rows_from([0.5 - 0.02 * i for i in range(40)]), batch_size=64)
-    assert s["peak_step"] == 1 and s["rise"] <= 0
+    assert s["peak_step"] == 1 and s["rise"] == 0 and s["rise_ci"] == [0, 0]
     assert not s["rises"] and not s["peak_late"] and s["falls"] and not s["shape_ok"]
 
 
@@ -44,18 +48,21 @@ def test_rise_within_noise_fails():
 
 
 def test_early_peak_fails():
-    gold = [0.9, 0.9, 0.9] + [0.5] * 37
-    s = curve_summary(rows_from(gold), batch_size=64, window=1)
-    assert s["peak_step"] == 1 and not s["peak_late"] and not s["shape_ok"]
+    gold = [0.9] * 6 + [0.5] * 34
+    s = curve_summary(rows_from(gold), batch_size=64)
+    assert s["peak_step"] <= 3 and not s["peak_late"] and not s["shape_ok"]
 
 
-def test_ci_is_standard_error_of_window_difference():
-    # window 1: rise = g[peak] - g[0], se = std/sqrt(B) for each, independent -> sqrt(2) * se
-    s = curve_summary(rows_from([0.0, 1.0, 0.0]), batch_size=100, window=1)
-    assert s["rise_ci95"] == pytest.approx(1.959964 * math.sqrt(2) * 0.05)
-    # overlapping windows: shared steps cancel, they are not counted twice
-    assert _diff_se([1.0, 1.0, 1.0], [0, 1], [0, 1]) == 0.0
-    assert _diff_se([1.0, 1.0, 1.0], [1, 2], [0, 1]) == pytest.approx(math.sqrt(0.5))
+def test_rises_is_the_reports_never_rose_negated():
+    """The sweep's 'rises' column and the compare report's collapse wording read one statistic: for curves either
+    side of the noise, the sweep's rise interval is the report's and `rises == not never_rose(rise)`."""
+    for gold, batch in ((rise_then_fall(), 64), ([0.5 + 0.03 * math.sin(math.pi * i / 39) for i in range(40)], 16),
+                        ([0.5 - 0.01 * i for i in range(40)], 64)):
+        rows = rows_from(gold)
+        s = curve_summary(rows, batch_size=batch)
+        rise = ppo_intervals(PPOData.from_curves([PPOCurve.from_metrics(rows, batch_size=batch)]))["rise"]
+        assert [rise.lo, rise.hi] == s["rise_ci"] and rise.value == s["rise"]
+        assert s["rises"] == (not never_rose(rise))
 
 
 def test_grid_points_and_labels():
@@ -82,13 +89,13 @@ def test_sweep_flags_split_from_job_flags():
 @pytest.mark.slow
 def test_tiny_world_dense_ppo_gold_rises_then_falls(ray_local, tmp_path):
     """The regime the defaults were chosen for (docs/ppo-sweep.md): on the tiny world, PPO against the dense proxy at
-    the default settings (40 steps of 128 prompts, the demo's run) raises the gold beyond its 95% CI, peaks after 10% of
-    the steps, then loses more than its CI. About 5 min on 2 cores (world + one run). Holds on the CPU the defaults
+    the default settings (40 steps of 128 prompts, the demo's run) raises the gold (the rise's 95% interval, the report's,
+    above 0), peaks after 10% of the steps, then loses more than its interval. About 5 min on 2 cores (world + one run). Holds on the CPU the defaults
     were chosen on (AVX-512); the world built on an AVX2-only CPU did not rise at all (docs/ppo-sweep.md, "The same
     defaults on another CPU"), so a failure here on another machine is that finding, not a regression."""
     from benchmarks.ppo_sweep import main
 
     [result] = main(["--preset", "tiny", "--run.output_dir", str(tmp_path), "--sweep.name", "shape"])
     s = result["summary"]
-    assert s["rise"] > s["rise_ci95"] and s["peak_frac"] >= 0.1 and s["drop"] > s["drop_ci95"], s
+    assert s["rises"] and s["peak_late"] and s["falls"], s
     assert s["proxy_final"] > s["proxy_start"], s  # the proxy keeps climbing while the gold falls: hacking
