@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -34,3 +36,44 @@ def test_bad_values_fail_clearly():
         torch_dtype("auto")
     with pytest.raises(ValueError, match="not resolved"):
         vllm_dtype("auto")
+
+
+def test_bf16_on_a_cpu_without_fast_kernels_warns_once_per_key(monkeypatch, caplog):
+    """AVX2-only CPUs run bf16 ~20x slower than fp32: asking for it there warns (naming the key), once per key;
+    a CPU with fast bf16 kernels, fp32 and CUDA warn nothing."""
+    from umm_ray import dtypes
+    from umm_ray.train.levers import autocast
+
+    monkeypatch.setattr(dtypes, "_warned", set())
+    monkeypatch.setattr(dtypes, "cpu_bf16_fast", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails here
+        assert dtypes.warn_if_slow_bf16("rm.precision") is None
+        resolve_dtype("bf16", "cpu")
+        with autocast("bf16", "cpu"):
+            pass
+    monkeypatch.setattr(dtypes, "cpu_bf16_fast", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"sft.precision: this CPU .* no fast bf16 kernels"):
+        with autocast("bf16", "cpu", key="sft.precision"):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with autocast("bf16", "cpu", key="sft.precision"):  # the same key again: already said
+            pass
+        with autocast("fp32", "cpu", key="rm.precision"):
+            pass
+        assert resolve_dtype("bf16", "cuda") == "bf16" and resolve_dtype("auto", "cpu") == "fp32"
+    with pytest.warns(RuntimeWarning, match="a role's dtype bf16 on CPU"):
+        assert resolve_dtype("bf16", "cpu") == "bf16"
+    assert "19x" in caplog.text  # the log line (Ray workers' logs) says it too
+
+
+def test_cpu_bf16_probe_matches_the_isa():
+    """oneDNN's fast bf16 needs AVX-512 (or AMX); an AVX2-only CPU reports slow."""
+    from umm_ray.dtypes import cpu_bf16_fast
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    if isa in ("AVX2", "DEFAULT"):
+        assert not cpu_bf16_fast()
+    elif isa.startswith("AVX512"):
+        assert cpu_bf16_fast()

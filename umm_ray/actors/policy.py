@@ -28,6 +28,7 @@ from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.actors.weight_sync import Bucket, SyncGroup, pack, plan_buckets
 from umm_ray.algo.ppo import joint_loss
 from umm_ray.config import PPOConfig
+from umm_ray.dtypes import warn_if_slow_bf16
 from umm_ray.model_hub import local_model
 from umm_ray.ppo.experience import (Experience, PolicyBatch, micro_batches, per_token_over_micro_batches, shard,
                                     token_budget_pieces)
@@ -55,6 +56,8 @@ def deepspeed_config(ppo: PPOConfig, world_size: int, gpu: bool) -> dict:
     """The DeepSpeed config: one optimizer step per micro-batch on each rank (global batch = micro x world);
     ppo.precision bf16 adds the torch_autocast section (fp32 masters), 'auto' keeps DeepSpeed's bf16 mode on GPU."""
     bf16 = weights_dtype(ppo, gpu) == torch.bfloat16
+    if ppo.precision == "bf16" and not gpu:
+        warn_if_slow_bf16("ppo.precision")  # an AVX2-only CPU runs bf16 ~20x slower than fp32
     return {**deepspeed_autocast("bf16" if ppo.precision == "bf16" else "fp32"),
         "train_micro_batch_size_per_gpu": ppo.micro_batch_size,
         "gradient_accumulation_steps": 1,

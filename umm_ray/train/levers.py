@@ -19,6 +19,7 @@ import importlib
 import torch
 from torch import nn
 
+from umm_ray.dtypes import warn_if_slow_bf16
 from umm_ray.models.moe import moe_layers
 from umm_ray.train.collective import max_over_ranks
 
@@ -57,6 +58,8 @@ def autocast(precision: str, device: torch.device | str = "cpu", key: str = "rm.
         raise ValueError(f"{key}={precision!r}: expected one of {list(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
+    if torch.device(device).type == "cpu":
+        warn_if_slow_bf16(key)  # once per process: an AVX2-only CPU runs bf16 ~20x slower than fp32
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
