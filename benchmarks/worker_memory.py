@@ -67,7 +67,8 @@ def measure(model: str, data: str, kind: str, experts: int, pairs: int, max_len:
     state = sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values() if torch.is_tensor(t))
     params = sum(p.numel() * p.element_size() for p in raw.parameters())
     grads = sum(p.grad.numel() * p.grad.element_size() for p in raw.parameters() if p.grad is not None)
-    return {"after_build_gb": round(after_build, 3), "rss_gb": rss, "lengths": lengths, "step_seconds": seconds,
+    return {"malloc_env": {k: os.environ.get(k) for k in sorted({k for c in CASES.values() for k in c})},
+            "after_build_gb": round(after_build, 3), "rss_gb": rss, "lengths": lengths, "step_seconds": seconds,
             "tensor_gb": round((params + grads + state) / 2 ** 30, 3),
             "params": sum(p.numel() for p in raw.parameters())}
 
