@@ -51,9 +51,9 @@ def resolve_dtype(value: str, device) -> str:
     return "bf16" if kind == "cuda" else "fp32"
 
 
-# Measured on a 2-core AMD EPYC with AVX2 and no AVX-512 (torch 2.13+cpu, 2 threads): one [4096, 576] x [576, 1536]
-# matmul 6.5 s in bf16 vs 0.13 s in fp32 (50x); a bf16-autocast training step of SmolLM2-135M cut to 6 layers
-# (4 pairs x 128 tokens) 32 s vs 1.7 s (19x). On AVX-512 BF16 / AMX CPUs bf16 is the faster one (~2.5x).
+# Measured on a 2-core AMD EPYC with AVX2 and no AVX-512 (torch 2.13+cpu): one [4096, 576] x [576, 1536] matmul on
+# 1 thread 6.5 s in bf16 vs 0.13 s in fp32 (50x); a bf16-autocast training step of SmolLM2-135M cut to 6 layers
+# (4 pairs x 128 tokens, 2 threads) 32 s vs 1.7 s (19x). On AVX-512 BF16 / AMX CPUs bf16 is the faster one (~2.5x).
 _SLOW_BF16 = ("{where}: this CPU ({host}, {isa}) has no fast bf16 kernels (oneDNN needs AVX-512 or AMX for them), so "
               "bf16 compute runs on slow fallback paths: measured on an AVX2-only CPU, a bf16 training step 19x and a "
               "bf16 matmul 50x slower than fp32. Use fp32 on this machine unless bf16's memory saving is the point.")
