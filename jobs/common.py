@@ -9,6 +9,7 @@ from pathlib import Path
 from jobs.inputs import resolve_models, split_dry_run
 from umm_ray.config import Config, ConfigError, describe, load_config, save_config
 from umm_ray.layout import RunLayout
+from umm_ray.ray_logs import SETUP_HOOK
 from umm_ray.storage import StorageError, absolute_output_dir, check_shared_storage
 
 # Every proxy PPO can run against: the default leaves out two ensemble aggregations to keep the CPU demo short.
@@ -144,8 +145,9 @@ def _connect(cfg: Config, num_cpus: int) -> None:
     # On a loaded 2-core machine the raylet's agents can take longer than Ray's default 30 s to come up.
     os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    local_env = {**env, "worker_process_setup_hook": SETUP_HOOK}  # no dashboard: see umm_ray.ray_logs
     if cfg.run.ray_address == "local":
-        start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+        start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=local_env)
         return
     try:
         ray.init(address=cfg.run.ray_address)  # a submitted job's runtime env is inherited as is
@@ -153,7 +155,7 @@ def _connect(cfg: Config, num_cpus: int) -> None:
         if cfg.run.ray_address != "auto":
             raise
         print(f"no running Ray cluster found; starting a local one with {num_cpus} logical CPUs", file=sys.stderr)
-        start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=env)
+        start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=local_env)
 
 
 def start_local_ray(attempts: int = 3, **kwargs) -> None:
