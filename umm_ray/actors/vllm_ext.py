@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
+from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from umm_ray.actors.weight_sync import ReceivePlan, SyncGroup, load_received
 
@@ -29,6 +31,46 @@ class QuietReloadNoise(logging.Filter):
 logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(QuietReloadNoise())
 # "Reloading and processing weights took 0.02 seconds", once per step: the driver's time/sync already says it.
 logging.getLogger("vllm.model_executor.model_loader.reload.inplace").setLevel(logging.WARNING)
+
+
+def rewind_cpu_generators_exactly(runner_cls=GPUModelRunner) -> None:
+    """Make vLLM's rewind of a discarded sample work for CPU generators (idempotent; applied below, at import).
+
+    A prompt prefilled in chunks (its batch exceeds the step's token budget) samples a token after every chunk but
+    the last, and vLLM throws that token away. For a seeded request (umm_ray seeds every prompt) the runner then
+    rewinds the request's generator by 4 Philox offsets, a CUDA generator's API: a CPU generator (Mersenne Twister)
+    has no offset, `get_offset` raises "CPU Generator does not use offset", and the engine dies. First met with
+    SmolLM2-135M's chat-templated prompts in the pairs stage (the testbed's short prompts never filled the budget).
+    Here each discarded request's CPU generator state is saved before sampling and restored after it, an exact
+    rewind: the next token is drawn as if the discarded one never was. The runner's own rewind then sees only the
+    generators that have offsets."""
+    if getattr(runner_cls, "_umm_cpu_rewind", False):
+        return
+    sample, bookkeeping = runner_cls._sample, runner_cls._bookkeeping_sync
+
+    def _sample(self, *args, **kwargs):
+        gens = self.input_batch.generators
+        discarded = np.nonzero(self.discard_request_mask.np[:self.input_batch.num_reqs])[0]
+        saved = {int(i): gens[int(i)].get_state() for i in discarded
+                 if int(i) in gens and gens[int(i)].device.type == "cpu"}
+        out = sample(self, *args, **kwargs)
+        for i, state in saved.items():
+            gens[i].set_state(state)
+        return out
+
+    def _bookkeeping_sync(self, *args, **kwargs):
+        gens = self.input_batch.generators
+        self.input_batch.generators = {i: g for i, g in gens.items() if g.device.type != "cpu"}  # rewound above
+        try:
+            return bookkeeping(self, *args, **kwargs)
+        finally:
+            self.input_batch.generators = gens
+
+    runner_cls._sample, runner_cls._bookkeeping_sync, runner_cls._umm_cpu_rewind = _sample, _bookkeeping_sync, True
+
+
+# The CPU runner subclasses the GPU one and inherits both methods.
+rewind_cpu_generators_exactly()
 
 
 class WeightSyncExtension:
