@@ -67,7 +67,8 @@ def build_models(root: Path, members: int, experts: int) -> tuple[dict[str, Path
     paths = {"dense": save_model(make_reward_model("llama", tok, seed=0), tok, root / "dense")}
     for i in range(members):
         save_model(make_reward_model("llama", tok, seed=100 + i), tok, root / f"member{i}")
-    (root / "ensemble.json").write_text(json.dumps({"members": [f"member{i}" for i in range(members)]}))
+    (root / "ensemble.json").write_text(json.dumps({"members": [f"member{i}" for i in range(members)],
+                                                    "scale": [[0.0, 1.0]] * members}))  # load only: scale immaterial
     paths["ensemble"] = root / "ensemble.json"
     dense, _ = load_reward_model(paths["dense"])
     moe = upcycle(dense, num_experts=experts, top_k=2, seed=0).eval()

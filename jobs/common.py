@@ -55,6 +55,28 @@ PRESETS: dict[str, dict] = {
         "bon": {"n_prompts": 500, "n_samples": 1024},
         "compare": {"ppo_rms": ALL_PPO_RMS},
     },
+    # CPU, a real pretrained model: the testbed world with SmolLM2-135M-Instruct (fetched into the model cache on first
+    # use, `python -m jobs.fetch_model smollm2-135m`) as the SFT base, so every RM starts from the SFT'd real LM.
+    # fp32 (bf16 is ~19x slower than fp32 on CPUs without AVX-512 BF16; --rm.precision bf16 where they have it). One
+    # layer in three is upcycled: all 30 layers of a UMM-2 need ~21 GiB at this batch (the memory check stops it).
+    # Learning rates are the pretrained model's (SFT 2e-5, RM 1e-5, PPO actor 1e-6): the testbed's tear it apart.
+    # Memory (`python -m jobs.plan --preset smol`, max_len-long rows): one training worker (it has both cores anyway),
+    # 2048-token micro-batches in SFT and RM training, gradient checkpointing in PPO and 16-sequence scoring batches
+    # keep every stage under the ~21 GiB Ray can use on a 24 GiB machine.
+    # DMoERM is left out (its phase 1 takes ~1 min a step here). Stage times: docs/results-smol.md.
+    "smol": {
+        "testbed": {"n_prompts": 400, "n_pairs": 320},
+        "sft": {"base_path": "smollm2-135m", "lr": 2e-5, "epochs": 1, "micro_batch_tokens": 2048, "num_workers": 1},
+        "rm": {"lr": 1e-5, "epochs": 1, "micro_batch_tokens": 2048, "num_workers": 1},
+        "moe": {"upcycle_layers": [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]},
+        "ensemble": {"members": 4},
+        "reward": {"batch_size": 16},
+        "ppo": {"steps": 20, "rollout_batch_size": 16, "micro_batch_size": 8, "actor_lr": 1e-6, "critic_lr": 1e-5,
+                "grad_checkpointing": True},
+        "bon": {"n_prompts": 32, "n_samples": 16},
+        "compare": {"expert_counts": [2, 4, 6], "dmoe": False, "ppo_rms": ["dense", "umm_best", "ensemble-wco"],
+                    "ppo_kl_rms": ["dense"]},
+    },
     # Seconds-scale stages, for the end-to-end test and smoke runs.
     "test": {
         "testbed": {"n_prompts": 200, "n_pairs": 120},

@@ -21,9 +21,11 @@ import json
 import sys
 
 from jobs.common import init_ray, parse_job_args
+from jobs.inputs import resolve_models
 from umm_ray.plan import Plan, explain, make_plan
 from umm_ray.plan_cluster import ClusterError, local_cluster, read_cluster
 from umm_ray.plan_memory import GiB, PlanError
+from umm_ray.pretrained import FetchError
 
 EXIT_DOES_NOT_FIT = 3
 COLUMNS = ("params", "grads", "optimizer", "buffers", "activations", "kv_cache", "runtime")
@@ -98,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         i += 1
     cfg = parse_job_args(rest, "plan")
     try:
+        cfg = resolve_models(cfg)  # a catalog name (the smol preset's smollm2-135m): its cached dir, fetched if absent
         # Without a cluster file: this machine, with the logical CPUs a job's local Ray cluster advertises.
         cluster = read_cluster(cluster_file) if cluster_file else \
             local_cluster(logical_cpus=inspect.signature(init_ray).parameters["num_cpus"].default)
         plan = make_plan(cfg, cluster, checkpointing=ckpt)
-    except (ClusterError, PlanError) as e:
+    except (ClusterError, PlanError, FetchError) as e:
         print(f"plan error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(as_json(plan), indent=1) if want_json else table(plan))

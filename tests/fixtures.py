@@ -137,10 +137,12 @@ def chat_world(root: Path, seed: int = 0) -> dict:
             "rm": save_tiny_rm(root / "rm", tok, "llama", seed=seed, head_std=0.5, **CHAT_MODEL)}
 
 
-def write_manifest(path: Path, members: list[str], aggregate: str | None = None, lam: float | None = None) -> str:
-    """An ensemble manifest at `path`: member paths (relative to it, or absolute), and aggregate / lambda when given
-    (a manifest without them means mean, lambda 0)."""
-    spec = {"members": list(members)}
+def write_manifest(path: Path, members: list[str], aggregate: str | None = None, lam: float | None = None,
+                   scale: list | None = None) -> str:
+    """An ensemble manifest at `path`: member paths (relative to it, or absolute), each member's [mean, std] (`scale`;
+    default [0, 1] each: raw scores), and aggregate / lambda when given (a manifest without them means mean, lambda
+    0)."""
+    spec = {"members": list(members), "scale": scale if scale is not None else [[0.0, 1.0]] * len(members)}
     if aggregate is not None:
         spec["aggregate"] = aggregate
     if lam is not None:

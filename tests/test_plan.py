@@ -277,9 +277,22 @@ def _run_plan(*args: str) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
+# SmolLM2-135M-Instruct's config.json (what `jobs.fetch_model smollm2-135m` writes): the plan reads only this, so the
+# smol preset is planned here without fetching the model.
+SMOLLM2_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576, "head_dim": 64,
+                  "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                  "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192,
+                  "tie_word_embeddings": True, "hidden_act": "silu", "rms_norm_eps": 1e-5, "bos_token_id": 1,
+                  "eos_token_id": 2, "pad_token_id": 2}
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_jobs_plan_every_preset(preset):
+def test_jobs_plan_every_preset(preset, tmp_path):
     args = ["--preset", preset, "--json"] + (["--cluster", str(ROOT / "cluster.yaml")] if preset == "gpu" else [])
+    if preset == "smol":  # the smol preset's SmolLM2 base: the same config, without the 538 MB of weights
+        (tmp_path / "smollm2").mkdir()
+        (tmp_path / "smollm2" / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
+        args += ["--sft.base_path", str(tmp_path / "smollm2")]
     rc, out = _run_plan(*args)
     plan = json.loads(out)
     stages = {s["stage"]: {r["role"] for r in s["roles"]} for s in plan["stages"]}

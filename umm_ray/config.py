@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from umm_ray.config_dmoe import DMoEConfig
+from umm_ray.config_ensemble import EnsembleConfig
 from umm_ray.config_fields import ConfigError, opt
 from umm_ray.config_levers import grad_checkpointing_opt, micro_batch_tokens_opt, ppo_precision_opt, precision_opt
 from umm_ray.config_resources import ResourcesConfig
@@ -160,20 +161,6 @@ class MergeConfig:
     alpha: float = opt(0.5, "Shared-expert rate in the merge (fixed, not learned).", lo=0.0, hi=1.0)
     epochs: int = opt(1, "Passes over the preference data while learning theta.", lo=1)
     lr: float = opt(5e-2, "Learning rate for the merge coefficients theta.", lo=0)
-
-
-@dataclass
-class EnsembleConfig:
-    members: int = opt(4, "Ensemble members, differing only in seed.", lo=2)
-    aggregate: str = opt("mean", "How member scores combine.", choices=("mean", "wco", "uwo"))
-    uwo_lambda: float = opt(0.1, "Variance penalty lambda for UWO (0.5 BoN, 0.1 PPO).", lo=0)
-    placement: str = opt("SPREAD", "Placement strategy of members.", choices=("SPREAD", "PACK", "STRICT_SPREAD"))
-    worker_group: str = opt("auto", "How members train: 'per_member' = one Ray Train run each, all launched at once "
-                                    "(a worker-group start-up each; they overlap where the cluster has room); 'shared' "
-                                    "= one worker group trains them one after another (one start-up in all); 'auto' = "
-                                    "shared when Ray runs on one CPU-only node (the members would only contend for its "
-                                    "cores), per_member otherwise. The members come out the same either way.",
-                            choices=("auto", "per_member", "shared"), keyed_at_default=False)
 
 
 @dataclass

@@ -165,7 +165,8 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
     if kind == "umm":
         keys += ("merge",)
     if kind == "ensemble":
-        keys += ("ensemble.members", "ensemble.placement", "ensemble.aggregate", "ensemble.uwo_lambda")
+        keys += ("ensemble.members", "ensemble.placement", "ensemble.aggregate", "ensemble.uwo_lambda",
+                 "ensemble.calibration_pairs")
     if kind == "dmoe":  # testbed capability labels: the gold's rubric terms, flipped at the label noise rate
         keys += ("dmoe",) + (("testbed.label_noise",) if uses_testbed(cfg) else ())
     return keys

@@ -20,6 +20,7 @@ from umm_ray.testbed.world import make_prompts, sft_responses
 PROMPTS = make_prompts(8, seed=3)
 TEXTS = [p.prompt for p in PROMPTS]
 RESPONSES = [sft_responses(p, 1, random.Random(i))[0] for i, p in enumerate(PROMPTS)]
+SCALE = [[0.5, 2.0], [-1.0, 0.25]]  # the manifest's per-member [mean, std]: far from identity, so it must be applied
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def rm_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("rms")
     tok = tiny_tokenizer([p + r for p, r in zip(TEXTS, RESPONSES)] * 4, vocab_size=300)
     dirs = [save_tiny_rm(root / f"m{i}", tok, seed=i, **SMALL) for i in range(2)]
-    return {"members": dirs, "manifest": write_manifest(root / "ensemble.json", ["m0", "m1"], aggregate="mean"),
+    return {"members": dirs, "manifest": write_manifest(root / "ensemble.json", ["m0", "m1"], aggregate="mean",
+                                                                 scale=SCALE),
             "nan": save_tiny_rm(root / "nan", tok, seed=0, nan_head=True, **SMALL)}
 
 
@@ -115,10 +117,15 @@ def test_ensemble_group_spreads_members_and_matches_manifest(ray_local, rm_dirs)
     assert (how, lam) == ("uwo", 0.1)
     members = ensemble_members(spec)
     assert [m.name for m in members] == ["proxy/member0", "proxy/member1"]
+    assert [list(m.scale) for m in members] == SCALE
     group = RewardGroup(members, strategy="SPREAD")
     try:
         scores = group.member_scores(TEXTS, RESPONSES)
         assert scores.shape == (2, len(TEXTS))
+        # Each actor returns its member on the ensemble's scale, (raw - mean) / std, as the in-process scorer does.
+        raw = [load_scorer(d).score(TEXTS, RESPONSES) for d in rm_dirs["members"]]
+        want = torch.tensor([[(x - m) / sd for x in r] for r, (m, sd) in zip(raw, SCALE)], dtype=torch.float64)
+        assert torch.allclose(scores, want, atol=1e-5)
         direct = load_scorer(rm_dirs["manifest"]).member_scores(TEXTS, RESPONSES)
         assert torch.allclose(scores, torch.tensor(direct, dtype=torch.float64), atol=1e-5)
         assert not torch.allclose(scores[0], scores[1])  # members differ (seeds 0 and 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from umm_ray.algo.ensemble import aggregate
+from umm_ray.algo.ensemble import aggregate, member_scale
 
 SCORES = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 4.0], [6.0, 0.0]])  # k=4 members, B=2
 
@@ -31,3 +31,23 @@ def test_single_member_and_errors():
         aggregate(torch.zeros(3), "mean")
     with pytest.raises(ValueError, match="lambda"):
         aggregate(SCORES, "uwo", lam=-1.0)
+
+
+def test_member_scale_is_each_members_mean_and_population_std():
+    scores = torch.tensor([[1.0, 3.0, 5.0, 7.0], [10.0, 10.0, 12.0, 8.0]])
+    (m0, s0), (m1, s1) = member_scale(scores)
+    assert (m0, m1) == (4.0, 10.0)
+    assert s0 == pytest.approx(5.0 ** 0.5) and s1 == pytest.approx(2.0 ** 0.5)
+    # On that scale the members agree on where the middle is: a constant offset between members disappears.
+    z = [(scores[i] - m) / s for i, (m, s) in enumerate(member_scale(scores))]
+    shifted = [(scores[0] + 100.0 - m) / s for m, s in member_scale(torch.stack([scores[0] + 100.0]))]
+    torch.testing.assert_close(z[0], shifted[0].float())
+
+
+def test_member_scale_errors():
+    with pytest.raises(ValueError, match="member\\(s\\) \\[1\\] give every one of the 3"):
+        member_scale(torch.tensor([[0.0, 1.0, 2.0], [4.0, 4.0, 4.0]]))
+    with pytest.raises(ValueError, match="N >= 2"):
+        member_scale(torch.tensor([[1.0], [2.0]]))
+    with pytest.raises(ValueError, match="non-finite"):
+        member_scale(torch.tensor([[1.0, float("nan")]]))

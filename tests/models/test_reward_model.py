@@ -136,11 +136,16 @@ def test_load_scorer_dense_moe_and_ensemble(dense_dir, tok, tmp_path):
     torch.testing.assert_close(torch.tensor(moe_scores), torch.tensor(direct), rtol=0, atol=1e-6)
     assert max(abs(a - b) for a, b in zip(moe_scores, dense_scores)) > 1e-4  # the perturbed MoE differs
     manifest = tmp_path / "ens.json"
-    manifest.write_text(json.dumps({"members": ["dense", str(tmp_path / "moe")], "aggregate": "uwo", "lambda": 0.5}))
+    scale = [[0.3, 2.0], [-0.7, 0.5]]  # each member's [mean, std]: the ensemble combines (raw - mean) / std
+    manifest.write_text(json.dumps({"members": ["dense", str(tmp_path / "moe")], "aggregate": "uwo", "lambda": 0.5,
+                                    "scale": scale}))
     ens = load_scorer(manifest, max_len=32)
     assert isinstance(ens, EnsembleScorer) and isinstance(ens, Scorer)
     members = torch.tensor(ens.member_scores(PROMPTS, RESPONSES))
-    torch.testing.assert_close(members, torch.tensor([dense_scores, moe_scores]), rtol=0, atol=1e-6)
+    raw = torch.tensor([dense_scores, moe_scores])
+    want = (raw - torch.tensor([[0.3], [-0.7]])) / torch.tensor([[2.0], [0.5]])
+    torch.testing.assert_close(members, want, rtol=0, atol=1e-6)
+    assert ens.members[0].tok is ens.members[0].inner.tok  # the wrapper hands through the scorer's tokenizer
     mean, var = members.mean(0), ((members - members.mean(0)) ** 2).mean(0)
     torch.testing.assert_close(torch.tensor(ens.score(PROMPTS, RESPONSES)), mean - 0.5 * var, rtol=0, atol=1e-6)
 
@@ -150,5 +155,12 @@ def test_bad_manifest_and_aggregate(tmp_path):
     bad.write_text(json.dumps({"members": []}))
     with pytest.raises(ValueError, match="non-empty list of member paths"):
         load_scorer(bad)
+    bad.write_text(json.dumps({"members": ["a", "b"]}))  # written before members had a scale: refused, with the fix
+    with pytest.raises(ValueError, match=r"bad.json: ensemble manifest has no 'scale'.*\[\[0, 1\], \[0, 1\]\]"):
+        load_scorer(bad)
+    for scale in ([[0.0, 1.0]], [[0.0, 1.0], [0.0, 0.0]], [[0.0, 1.0], "x"]):  # wrong length, std 0, not a pair
+        bad.write_text(json.dumps({"members": ["a", "b"], "scale": scale}))
+        with pytest.raises(ValueError, match=r"'scale' must hold one \[mean, std > 0\] per member \(2\)"):
+            load_scorer(bad)
     with pytest.raises(ValueError, match="aggregate must be one of"):
         EnsembleScorer([object()], aggregate="max")

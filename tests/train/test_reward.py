@@ -17,10 +17,10 @@ import torch
 from tests.fixtures import save_tiny_rm
 from umm_ray.algo.bt import pref_accuracy
 from umm_ray.algo.ensemble import aggregate
-from umm_ray.models.reward_model import load_reward_model
+from umm_ray.models.reward_model import load_reward_model, load_scorer
 from umm_ray.records import PreferencePair
 from umm_ray.train.bt_task import BTTask
-from umm_ray.train.ensemble import train_ensemble, worker_group_mode
+from umm_ray.train.ensemble import calibration_pairs, train_ensemble, worker_group_mode
 from umm_ray.train.evaluate import pair_rewards
 from umm_ray.train.reward import RMData, load_rm_data, train_umm
 
@@ -221,6 +221,23 @@ def test_ensemble_members_in_one_shared_worker_group_train_in_turn(ray_local, ti
                                cfg.ensemble.aggregate, cfg.ensemble.uwo_lambda)
     acc, n = held_out_accuracy(res.eval)
     assert_beats_untrained(acc, start, n)
+    _check_common_scale(cfg, manifest, res.model_path, data)
+
+
+def _check_common_scale(cfg, manifest: dict, path, data) -> None:
+    """The manifest's scale is each member's own mean and std on the calibration responses, so on the ensemble's
+    scale every member has mean 0 and std 1 there; and WCO's minimum is not one member's by construction: on the
+    held-out responses each member is the lowest somewhere."""
+    calib = calibration_pairs(data.train, cfg.ensemble.calibration_pairs, cfg.run.seed)
+    assert manifest["calibration_pairs"] == len(calib) == min(cfg.ensemble.calibration_pairs, len(data.train))
+    ens = load_scorer(path, max_len=cfg.rm.max_len)
+    prompts = [p.prompt for p in calib] * 2
+    z = torch.tensor(ens.member_scores(prompts, [p.chosen for p in calib] + [p.rejected for p in calib]))
+    torch.testing.assert_close(z.mean(1), torch.zeros(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(1, unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
+    held = data.val + data.test
+    zh = torch.tensor(ens.member_scores([p.prompt for p in held], [p.chosen for p in held]))
+    assert set(zh.argmin(0).tolist()) == {0, 1}
 
 
 def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):

@@ -5,8 +5,9 @@ unmerged MoE dir: `models.reward_model.load_scorer` tells them apart), a hub mod
 the HF cache, safetensors only: `umm_ray.model_hub`), one member of an ensemble, or a remote HTTP endpoint
 (`serve.client.RemoteScorer`). Learned RMs load in the spec's dtype, resolved on the actor's device by
 `umm_ray.dtypes.resolve_dtype` ('auto': bf16 on GPU, fp32 on CPU); scores are float32 whatever it is.
-An ensemble is one actor per member placed SPREAD; the driver aggregates the
-[k, B] member scores with `algo.ensemble.aggregate`, so the aggregate and lambda are the driver's choice.
+An ensemble is one actor per member placed SPREAD, each returning its member's scores on the ensemble's common scale
+(the manifest's per-member mean and std); the driver aggregates the [k, B] member scores with
+`algo.ensemble.aggregate`, so the aggregate and lambda are the driver's choice.
 
 A scorer that returns NaN / inf or the wrong number of scores raises RuntimeError naming the actor and its spec:
 a silent zero reward would quietly train the policy on garbage.
@@ -24,7 +25,7 @@ from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.data.chat import check_mode
 from umm_ray.dtypes import DTYPES, resolve_dtype, torch_dtype
 from umm_ray.model_hub import hub_snapshot
-from umm_ray.models.reward_model import load_scorer, read_manifest
+from umm_ray.models.reward_model import StandardisedScorer, load_scorer, read_manifest
 from umm_ray.resources import RoleResources
 from umm_ray.reward_source import RewardSource
 from umm_ray.serve.client import RemoteScorer
@@ -45,6 +46,8 @@ class RewardSpec:
             into the actor so the RM reads the same tokens as the policy that wrote the response.
         dtype: 'auto' | 'bf16' | 'fp16' | 'fp32' (reward.proxy_dtype / reward.gold_dtype), resolved on the actor's
             device (`umm_ray.dtypes.resolve_dtype`).
+        scale: an ensemble member's (mean, std) from its manifest (`ensemble_members`): the actor returns
+            (score - mean) / std, the ensemble's common scale; None for anything else.
     """
 
     name: str
@@ -55,6 +58,7 @@ class RewardSpec:
     trust_remote_code: bool = False
     chat_template: str = "auto"
     dtype: str = "auto"
+    scale: tuple[float, float] | None = None
 
     def __post_init__(self):
         check_mode(self.chat_template)  # a bad mode fails at the driver, not inside a remote actor
@@ -113,9 +117,10 @@ def build_scorer(spec: RewardSpec, device: str = "cpu"):
     if spec.kind == "remote":
         return RemoteScorer(spec.url, token=spec.token, batch_size=spec.batch_size)
     path = str(hub_snapshot(spec.path, what=f"reward source {spec.name!r}")) if spec.kind == "hub" else spec.path
-    return load_scorer(path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
-                       trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template,
-                       dtype=torch_dtype(resolve_dtype(spec.dtype, device)))
+    scorer = load_scorer(path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
+                         trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template,
+                         dtype=torch_dtype(resolve_dtype(spec.dtype, device)))
+    return scorer if spec.scale is None else StandardisedScorer(scorer, *spec.scale)
 
 
 def check_scores(scores, n: int, who: str) -> list[float]:
@@ -172,8 +177,9 @@ def ensemble_members(spec: RewardSpec) -> list[RewardSpec]:
     if not spec.source.is_manifest:
         return [spec]
 
-    members = read_manifest(spec.path)["members"]
-    return [replace(spec, name=f"{spec.name}/member{i}", source=RewardSource(m)) for i, m in enumerate(members)]
+    manifest = read_manifest(spec.path)
+    return [replace(spec, name=f"{spec.name}/member{i}", source=RewardSource(m), scale=ms)
+            for i, (m, ms) in enumerate(zip(manifest["members"], manifest["scale"]))]
 
 
 class RewardGroup:

@@ -25,8 +25,9 @@ from umm_ray.models.families import (ARCH_FAMILIES, check_reward_config, check_w
 from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import is_moe_dir, load_moe
 
-__all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "EnsembleScorer", "load_scorer",
-           "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind", "ARCH_FAMILIES"]
+__all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "EnsembleScorer", "StandardisedScorer",
+           "load_scorer", "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind",
+           "ARCH_FAMILIES"]
 
 
 def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -128,8 +129,35 @@ class EnsembleScorer:
         return aggregate_scores(per, self.aggregate, self.lam).tolist()
 
 
+class StandardisedScorer:
+    """An ensemble member on the ensemble's common scale: (score - mean) / std, with the member's own mean and std over
+    the ensemble's calibration responses (the manifest's 'scale', `algo.ensemble.member_scale`). Everything else
+    (model, tokenizer) is the wrapped scorer's."""
+
+    def __init__(self, inner, mean: float, std: float):
+        if not std > 0:
+            raise ValueError(f"StandardisedScorer: std must be > 0, got {std}")
+        self.inner, self.mean, self.std = inner, float(mean), float(std)
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """[B] standardised scores."""
+        return [(float(s) - self.mean) / self.std for s in self.inner.score(prompts, responses)]
+
+    def __getattr__(self, name):
+        if name == "inner":  # not set yet (unpickling): no recursion through __getattr__
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def read_manifest(path) -> dict:
-    """Read an ensemble manifest {"members": [paths], "aggregate": ..., "lambda": ...}; paths relative to it."""
+    """Read an ensemble manifest {"members": [paths], "aggregate", "lambda", "scale": [[mean, std], ...]}; member paths
+    are relative to it. 'scale' (written when the ensemble is built, `algo.ensemble.member_scale`) puts the members on
+    a common scale and is required: without it WCO and UWO would compare the members' arbitrary BT offsets. A
+    hand-written manifest that means to combine raw scores says so with [0, 1] per member.
+
+    Returns:
+        {"members": [absolute paths], "aggregate", "lambda", "scale": [(mean, std)] * k}.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -139,7 +167,20 @@ def read_manifest(path) -> dict:
     if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
         raise ValueError(f"{path}: ensemble manifest needs a non-empty list of member paths under 'members'")
     resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in members]
-    return {"members": resolved, "aggregate": data.get("aggregate", "mean"), "lambda": float(data.get("lambda", 0.0))}
+    scale = data.get("scale")
+    if scale is None:
+        raise ValueError(f"{path}: ensemble manifest has no 'scale' (each member's [mean, std] on calibration "
+                         f"responses, written by jobs.train_rm --rm.kind ensemble since the members' raw BT scores sit "
+                         f"at arbitrary offsets); rebuild the ensemble, or add \"scale\": {[[0, 1]] * len(members)} "
+                         f"to combine raw scores on purpose")
+    ok = isinstance(scale, list) and len(scale) == len(members) and all(
+        isinstance(ms, list) and len(ms) == 2 and all(isinstance(x, (int, float)) for x in ms) and ms[1] > 0
+        for ms in scale)
+    if not ok:
+        raise ValueError(f"{path}: 'scale' must hold one [mean, std > 0] per member ({len(members)}), got {scale!r}")
+    scale = [(float(m), float(s)) for m, s in scale]
+    return {"members": resolved, "aggregate": data.get("aggregate", "mean"), "lambda": float(data.get("lambda", 0.0)),
+            "scale": scale}
 
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
@@ -158,6 +199,7 @@ def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | to
         spec = read_manifest(p)
         members = [load_scorer(m, max_len, batch_size, device, trust_remote_code, chat_template, dtype)
                    for m in spec["members"]]
+        members = [StandardisedScorer(m, *ms) for m, ms in zip(members, spec["scale"])]
         return EnsembleScorer(members, spec["aggregate"], spec["lambda"])
     if is_dmoe_dir(p):  # its own structure (router + per-task experts), never custom code: trust_remote_code unused
         return load_dmoe_scorer(p, max_len=max_len, batch_size=batch_size, device=device, chat_template=chat_template)

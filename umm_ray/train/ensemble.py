@@ -2,12 +2,14 @@
 aggregate's held-out evaluation. `ensemble.worker_group per_member` trains them as k concurrent Ray Train runs
 (placement cfg.ensemble.placement, SPREAD by default; concurrency is shown from the members' own clocks,
 `overlap_seconds` in eval.json); `shared` trains them one after another in one worker group (`umm_ray.train.group`),
-paying the worker-group start-up once.
+paying the worker-group start-up once. The manifest keeps each member's mean and std on calibration responses, the
+common scale every aggregate combines them on (`umm_ray.algo.ensemble`).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +19,8 @@ import torch
 
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
-from umm_ray.models.reward_model import load_scorer
+from umm_ray.algo.ensemble import member_scale
+from umm_ray.models.reward_model import EnsembleScorer, StandardisedScorer, load_scorer
 from umm_ray.plan import check_fits
 from umm_ray.plan_cluster import resolve_worker_group
 from umm_ray.records import PreferencePair
@@ -32,7 +35,7 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
                 data: RMData | None = None,    source: Path | None = None) -> TrainedRM:
     """k dense members differing only in seed, trained as concurrent Ray Train runs (placement cfg.ensemble.placement)
     or in one shared worker group (cfg.ensemble.worker_group); writes `<stage_dir>/member_<i>/model`, `manifest.json`
-    and the aggregate's held-out eval."""
+    (with each member's scale on ensemble.calibration_pairs training pairs) and the aggregate's held-out eval."""
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "ensemble")
     check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once; shared: one
@@ -50,10 +53,12 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     else:
         with ThreadPoolExecutor(max_workers=k) as pool:  # k TorchTrainer.fit() calls in flight at once
             reports = list(pool.map(lambda s: run_bt_stage(task, data, s, init_eval=False), specs))
-    manifest = {"members": [f"member_{i}/model" for i in range(k)], "aggregate": cfg.ensemble.aggregate,
-                "lambda": cfg.ensemble.uwo_lambda, "seeds": [s.seed for s in specs]}
+    members = [f"member_{i}/model" for i in range(k)]
+    report = _ensemble_report(cfg, out, data, reports, mode, members)
+    manifest = {"members": members, "aggregate": cfg.ensemble.aggregate, "lambda": cfg.ensemble.uwo_lambda,
+                "scale": report["scale"], "calibration_pairs": report["calibration_pairs"],
+                "seeds": [s.seed for s in specs]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    report = _ensemble_report(cfg, out, data, reports, mode)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     return TrainedRM("ensemble", out, out / "manifest.json", report)
 
@@ -66,12 +71,14 @@ def worker_group_mode(cfg: Config) -> str:
     return resolve_worker_group(cfg.ensemble.worker_group, one_cpu_node)
 
 
-def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], mode: str) -> dict:
+def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], mode: str,
+                     member_dirs: list[str]) -> dict:
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
-    agg = ray.get(ray.remote(num_cpus=1)(evaluate_manifest).remote(str(out / "manifest.json"), data.held_out(),
-                                                                    cfg.rm.max_len, cfg.model.trust_remote_code,
-                                                                    cfg.model.chat_template))
+    calibration = calibration_pairs(data.train, cfg.ensemble.calibration_pairs, cfg.run.seed)
+    agg = ray.get(ray.remote(num_cpus=1)(calibrate_and_evaluate).remote(
+        [str(out / m) for m in member_dirs], calibration, data.held_out(), cfg.ensemble.aggregate,
+        cfg.ensemble.uwo_lambda, cfg.rm.max_len, cfg.model.trust_remote_code, cfg.model.chat_template))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "levers": reports[0].get("levers"),
             "overlap_seconds": _overlap(members, "entered_at"),
@@ -85,12 +92,32 @@ def _overlap(members: list[dict], start: str) -> float:
     return max(0.0, min(m["ended_at"] for m in members) - max(m[start] for m in members))
 
 
-def evaluate_manifest(manifest: str, splits: dict[str, list[PreferencePair]], max_len: int,
-                      trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
-    """Held-out metrics of an ensemble's aggregate score (runs as a Ray task)."""
+def calibration_pairs(pairs: list[PreferencePair], n: int, seed: int) -> list[PreferencePair]:
+    """The first `n` of a seeded shuffle of `pairs` (all of them when fewer): whose responses set the members' scale."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    return [pairs[i] for i in order[:n]]
+
+
+def calibrate_and_evaluate(members: list[str], calibration: list[PreferencePair],
+                           splits: dict[str, list[PreferencePair]], how: str, lam: float, max_len: int,
+                           trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
+    """Put the members on a common scale, then measure the ensemble (runs as a Ray task).
+
+    Each member's (mean, std) comes from its scores on the 2N calibration responses (chosen and rejected,
+    `algo.ensemble.member_scale`); the held-out metrics are those of the `how` aggregate over the standardised scores.
+
+    Returns:
+        {"scale": [[mean, std]] * k, "calibration_pairs": N, <split>: pair metrics of the aggregate}.
+    """
     torch.set_num_threads(1)
-    scorer = load_scorer(manifest, max_len=max_len, trust_remote_code=trust_remote_code, chat_template=chat_template)
-    out = {}
+    raw = [load_scorer(m, max_len=max_len, trust_remote_code=trust_remote_code, chat_template=chat_template)
+           for m in members]
+    prompts = [p.prompt for p in calibration]
+    responses = [p.chosen for p in calibration] + [p.rejected for p in calibration]
+    scale = member_scale(torch.tensor([m.score(prompts + prompts, responses) for m in raw], dtype=torch.float64))
+    scorer = EnsembleScorer([StandardisedScorer(m, *ms) for m, ms in zip(raw, scale)], how, lam)
+    out = {"scale": [list(ms) for ms in scale], "calibration_pairs": len(calibration)}
     for name, pairs in splits.items():
         if pairs:
             prompts = [p.prompt for p in pairs]
