@@ -397,6 +397,20 @@ def report(cfg: Config, result, out: Path, notes: list[str]) -> Path:
             acc_hh=_mean([r.get("acc_hh") for r in rows]), acc_gold=_mean([r.get("acc_gold") for r in rows]),
             bon=bon_curve, ppo=mean_ppo(seeds.ppo) if seeds.ppo else None, seeds=seeds,
             ppo_kl=mean_ppo(seeds.ppo_kl) if seeds.ppo_kl else None,
-            notes=str(proxy.source) + (" (capability labels: see the note on dmoe)" if proxy.kind == "dmoe"
-                                       else "")))
+            notes=_source_note(proxy)))
     return build_report(results, config=cfg, out_dir=out, notes=notes)
+
+
+def _source_note(proxy: Proxy) -> str:
+    """The report's 'source / notes' cell: where the RM came from and, for an ensemble, the common scale its members
+    were put on (each member's mean and std over the calibration pairs' responses, from its manifest)."""
+    note = str(proxy.source)
+    if proxy.kind == "dmoe":
+        note += " (capability labels: see the note on dmoe)"
+    if proxy.source.is_manifest:
+        manifest = json.loads(Path(proxy.source.location).read_text())
+        means = ", ".join(f"{m:.3g}" for m, _ in manifest["scale"])
+        stds = ", ".join(f"{sd:.3g}" for _, sd in manifest["scale"])
+        note += (f" (members standardised on {manifest.get('calibration_pairs', '?')} calibration pairs: "
+                 f"means {means}; stds {stds})")
+    return note

@@ -16,6 +16,10 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
                                              "local", "--rollout.backend", "hf", *extra], timeout=1800)
 
 
+def n_train(out: Path) -> int:
+    return len((out / "pairs" / "pairs_train.jsonl").read_text().splitlines())
+
+
 def main_table(md: str) -> list[list[str]]:
     """The cells of the report's main table (the first table under Summary), one list per RM row."""
     lines = md.split("| RM | kind | acc test |")[1].split("\n\n")[0].splitlines()[2:]
@@ -44,6 +48,10 @@ def test_reduced_compare_end_to_end(tmp_path):
         assert all(CI_CELL.fullmatch(c) for c in estimates), cells
         assert cells[2] != "-" and cells[3] != "-" and cells[5] != "-", cells  # acc test, acc gold, BoN gold
     assert "2 seeds (each trains its own RMs" in md and "Noise ceiling: the test labels agree" in md
+    manifest = json.loads((out / "rm_ensemble" / "manifest.json").read_text())  # its scale: where the RM came from
+    assert 0 < manifest["calibration_pairs"] <= n_train(out)
+    assert (f"members standardised on {manifest['calibration_pairs']} calibration pairs: "
+            f"means {manifest['scale'][0][0]:.3g}") in md
     intervals = json.loads((out / "report" / "results.json").read_text())["intervals"]
     for name, iv in intervals.items():
         line = md.split(f"**{name}**: ")[1].split("\n")[0]

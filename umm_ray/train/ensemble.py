@@ -17,9 +17,9 @@ from pathlib import Path
 import ray
 import torch
 
+from umm_ray.algo.ensemble import member_scale
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
-from umm_ray.algo.ensemble import member_scale
 from umm_ray.models.reward_model import EnsembleScorer, StandardisedScorer, load_scorer
 from umm_ray.plan import check_fits
 from umm_ray.plan_cluster import resolve_worker_group
