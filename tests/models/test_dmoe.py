@@ -123,9 +123,9 @@ def test_a_saved_dmoe_dir_is_recognised_by_checkpoint_kind_and_the_generic_load_
     want = DMoEScorer(model, tok, max_len=32).score(PROMPTS, RESPONSES)
     assert max(abs(u - v) for u, v in zip(scorer.score(PROMPTS, RESPONSES), want)) < 1e-5
     manifest = tmp_path / "manifest.json"  # and as an ensemble member
-    manifest.write_text('{"members": ["m"]}')
+    manifest.write_text('{"members": ["m"], "scale": [[0, 1]]}')
     ens = reward_model.load_scorer(manifest, max_len=32)
-    assert isinstance(ens.members[0], DMoEScorer)
+    assert isinstance(ens.members[0].inner, DMoEScorer)  # on the ensemble's scale (here [0, 1]: raw)
 
 
 def test_bad_inputs_fail_with_clear_messages(tok, tmp_path):
