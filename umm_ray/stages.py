@@ -20,6 +20,7 @@ from umm_ray.config import Config
 from umm_ray.data import load_prompts, write_jsonl
 from umm_ray.eval.rm_metrics import evaluate_rms
 from umm_ray.layout import RunLayout
+from umm_ray.models.reward_model import read_manifest
 from umm_ray.pipeline import reads
 from umm_ray.report.build import build_report
 from umm_ray.report.metrics import read_metrics
@@ -408,9 +409,9 @@ def _source_note(proxy: Proxy) -> str:
     if proxy.kind == "dmoe":
         note += " (capability labels: see the note on dmoe)"
     if proxy.source.is_manifest:
-        manifest = json.loads(Path(proxy.source.location).read_text())
+        manifest = read_manifest(proxy.source.location)
         means = ", ".join(f"{m:.3g}" for m, _ in manifest["scale"])
         stds = ", ".join(f"{sd:.3g}" for _, sd in manifest["scale"])
-        note += (f" (members standardised on {manifest.get('calibration_pairs', '?')} calibration pairs: "
+        note += (f" (members standardised on {manifest['calibration_pairs'] or '?'} calibration pairs: "
                  f"means {means}; stds {stds})")
     return note

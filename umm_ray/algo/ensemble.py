@@ -25,8 +25,8 @@ def aggregate(scores: torch.Tensor, how: str = "mean", lam: float = 0.0) -> torc
     (1/k) sum_i (R_i - mean)^2.
 
     Args:
-        scores: [k, B] member scores (k >= 1), on a common scale (`member_scale`; `models.reward_model.StandardisedScorer`). how: "mean" | "wco" | "uwo".
-            lam: UWO variance penalty (>= 0).
+        scores: [k, B] member scores (k >= 1), on a common scale (`member_scale`;
+            `models.reward_model.StandardisedScorer`). how: "mean" | "wco" | "uwo". lam: UWO variance penalty (>= 0).
 
     Returns:
         [B] aggregated scores, dtype of `scores`.

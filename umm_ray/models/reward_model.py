@@ -156,7 +156,8 @@ def read_manifest(path) -> dict:
     hand-written manifest that means to combine raw scores says so with [0, 1] per member.
 
     Returns:
-        {"members": [absolute paths], "aggregate", "lambda", "scale": [(mean, std)] * k}.
+        {"members": [absolute paths], "aggregate", "lambda", "scale": [(mean, std)] * k,
+         "calibration_pairs": how many pairs' responses set the scale (None when the manifest does not say)}.
     """
     path = Path(path)
     try:
@@ -180,7 +181,7 @@ def read_manifest(path) -> dict:
         raise ValueError(f"{path}: 'scale' must hold one [mean, std > 0] per member ({len(members)}), got {scale!r}")
     scale = [(float(m), float(s)) for m, s in scale]
     return {"members": resolved, "aggregate": data.get("aggregate", "mean"), "lambda": float(data.get("lambda", 0.0)),
-            "scale": scale}
+            "scale": scale, "calibration_pairs": data.get("calibration_pairs")}
 
 
 def load_scorer(path, max_len: int = 256, batch_size: int = 64, device: str | torch.device = "cpu",
