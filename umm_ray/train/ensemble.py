@@ -24,11 +24,13 @@ from umm_ray.models.reward_model import EnsembleScorer, StandardisedScorer, load
 from umm_ray.plan import check_fits
 from umm_ray.plan_cluster import resolve_worker_group
 from umm_ray.records import PreferencePair
+from umm_ray.resources import role_resources
 from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, finish_bt_stage, prepare_inputs, run_bt_stage,
                                     stage_dir_for)
 from umm_ray.train.bt_task import BTTask
 from umm_ray.train.evaluate import pair_metrics
 from umm_ray.train.group import fit_group
+from umm_ray.train.levers import worker_threads
 
 
 def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
@@ -76,9 +78,13 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], 
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     calibration = calibration_pairs(data.train, cfg.ensemble.calibration_pairs, cfg.run.seed)
-    agg = ray.get(ray.remote(num_cpus=1)(calibrate_and_evaluate).remote(
+    # Training is over: like a member's own eval (`finish_bt_stage`), the calibration takes one training worker's CPU
+    # claim and as many torch threads; it scores k members on 2 x calibration_pairs responses plus the held-out pairs
+    cpus = max(1.0, role_resources(cfg, "train").cpus)
+    agg = ray.get(ray.remote(num_cpus=cpus)(calibrate_and_evaluate).remote(
         [str(out / m) for m in member_dirs], calibration, data.held_out(), cfg.ensemble.aggregate,
-        cfg.ensemble.uwo_lambda, cfg.rm.max_len, cfg.model.trust_remote_code, cfg.model.chat_template))
+        cfg.ensemble.uwo_lambda, cfg.rm.max_len, cfg.model.trust_remote_code, cfg.model.chat_template,
+        threads=worker_threads(cpus)))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "levers": reports[0].get("levers"),
             "overlap_seconds": _overlap(members, "entered_at"),
@@ -101,16 +107,17 @@ def calibration_pairs(pairs: list[PreferencePair], n: int, seed: int) -> list[Pr
 
 def calibrate_and_evaluate(members: list[str], calibration: list[PreferencePair],
                            splits: dict[str, list[PreferencePair]], how: str, lam: float, max_len: int,
-                           trust_remote_code: bool = False, chat_template: str = "auto") -> dict:
+                           trust_remote_code: bool = False, chat_template: str = "auto", threads: int = 1) -> dict:
     """Put the members on a common scale, then measure the ensemble (runs as a Ray task).
 
     Each member's (mean, std) comes from its scores on the 2N calibration responses (chosen and rejected,
     `algo.ensemble.member_scale`); the held-out metrics are those of the `how` aggregate over the standardised scores.
+    `threads`: torch threads (the task's CPU claim).
 
     Returns:
         {"scale": [[mean, std]] * k, "calibration_pairs": N, <split>: pair metrics of the aggregate}.
     """
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     raw = [load_scorer(m, max_len=max_len, trust_remote_code=trust_remote_code, chat_template=chat_template)
            for m in members]
     prompts = [p.prompt for p in calibration]
