@@ -6,8 +6,8 @@
 prepare -> sft run through the same stage graph as `jobs.compare` (`umm_ray.graph.StageGraph`): a rerun with the same
 config reuses both, a crashed run resumes from its latest checkpoint, `--compare.force sft` redoes it. Writes
 `<run.output_dir>/sft/` (`umm_ray.layout.RunLayout.sft`): `model/` (HF causal LM + tokenizer, safetensors),
-`eval.json` (loss, gold of base vs SFT samples, gain), `metrics.json`, `loss_curve.png`, `ray_train/` (checkpoints),
-config.yaml.
+`eval.json` (loss, gold of base vs SFT samples, gain), `metrics.json`, `loss_curve.png`, config.yaml, and while it runs
+`ray_train/` (checkpoints; kept after it is done only with `--run.keep_checkpoints true`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 import pytest
 
-from umm_ray.layout import RunLayout
+from umm_ray.layout import RunLayout, resume_state
 
 
 def test_paths_under_the_root(tmp_path):
@@ -27,3 +27,12 @@ def test_rm_stages_and_models(tmp_path):
         lay.rm("big")
     with pytest.raises(ValueError, match="prompt split 'train' is not one of"):
         lay.prompts("train")
+
+
+def test_resume_state_is_every_ray_train_dir_and_the_ppo_checkpoints(tmp_path):
+    for d in ("ray_train/sft/checkpoint_1", "member_0/ray_train/a", "phase1/ray_train/ray_train",
+              "checkpoints/step_000001", "policy/checkpoints", "model"):
+        (tmp_path / d).mkdir(parents=True)
+    assert resume_state(tmp_path) == [tmp_path / "member_0" / "ray_train", tmp_path / "phase1" / "ray_train",
+                                      tmp_path / "ray_train", tmp_path / "checkpoints"]
+    assert resume_state(tmp_path / "model") == []

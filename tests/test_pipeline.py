@@ -140,3 +140,36 @@ def test_lever_keys_stay_out_of_stage_keys_at_their_defaults():
     assert config_values(budget, declared_reads(stages.train_rm, budget, "dense", {}))["rm.micro_batch_tokens"] == 1024
     ppo = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, precision="bf16"))
     assert config_values(ppo, ["ppo"])["ppo.precision"] == "bf16" and "ppo.precision" not in config_values(cfg, ["ppo"])
+
+
+def _training_stage(name: str, fail: bool = False):
+    """A stage that writes what a training stage does: its model, and resume state where Ray Train and PPO put it."""
+    def fn(out):
+        for d in ("ray_train/umm/rm_umm_moe__checkpoint_0000007", "member_1/ray_train/m1/checkpoint_0000002",
+                  "checkpoints/step_000003", "model"):
+            (out / d).mkdir(parents=True, exist_ok=True)
+            (out / d / "weights.bin").write_bytes(b"\0" * 1000)
+        if fail:
+            raise RuntimeError("killed mid-stage")
+        return {}
+    return Stage(name, fn, reads=("rm.lr",))
+
+
+def test_a_done_stage_drops_its_resume_state_unless_kept(tmp_path):
+    logs = []
+    runner = StageRunner(tmp_path, load_config(), log=logs.append)
+    with pytest.raises(RuntimeError, match="killed"):
+        runner.run(_training_stage("crashed", fail=True))
+    assert (tmp_path / "crashed" / "ray_train").is_dir()  # an interrupted stage resumes from it
+    runner.run(_training_stage("done"))
+    out = tmp_path / "done"
+    assert sorted(p.name for p in out.iterdir()) == ["_done.json", "member_1", "model"]
+    assert not (out / "member_1" / "ray_train").exists() and (out / "model" / "weights.bin").is_file()
+    assert "(deleted 0.00 GB of resume checkpoints; run.keep_checkpoints keeps them)" in logs[-1]
+    # The key is the same with or without keeping: the kept run is served from the cache, a new one keeps all
+    kept = StageRunner(tmp_path, load_config(overrides=["--run.keep_checkpoints", "true"]))
+    kept.run(_training_stage("done"))
+    assert kept.cached["done"]
+    kept.run(_training_stage("kept"))
+    assert {"ray_train", "checkpoints"} <= {p.name for p in (tmp_path / "kept").iterdir()}
+    assert (tmp_path / "kept" / "member_1" / "ray_train").is_dir()

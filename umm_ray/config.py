@@ -52,6 +52,9 @@ class RunConfig:
                                    "running), 'local' always starts a fresh in-process one.")
     num_cpus_per_actor: float = opt(1.0, "Logical CPUs of every role whose resources.<role>_cpus is -1.", lo=0)
     num_gpus_per_actor: float = opt(0.0, "GPUs of every role whose resources.<role>_gpus is -1 (0 on CPU).", lo=0)
+    keep_checkpoints: bool = opt(False, "Keep a finished stage's resume state (Ray Train checkpoints under its "
+                                        "ray_train/, PPO's checkpoints/: weights and optimizer state). Off: deleted "
+                                        "once the stage is done, as only an interrupted stage resumes from it.")
 
 
 @dataclass

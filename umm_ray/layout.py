@@ -16,8 +16,10 @@
     <root>/seed<k>/rm_*/, eval/, bon/, ppo_<proxy>/    seed k > 0 of compare.seeds (seed 0 is the root's)
     <root>/ppo/                `jobs.ppo`'s run (metrics.jsonl, checkpoints/, policy/, summary.json)
 
-Each cached stage also keeps `_done.json` in its directory (`umm_ray.pipeline`). No heavy imports: jobs spell their
-default paths with it before any cluster exists.
+Each cached stage also keeps `_done.json` in its directory (`umm_ray.pipeline`). Its resume state (`resume_state`:
+Ray Train checkpoints under any `ray_train/`, PPO's `checkpoints/`) is only for an interrupted stage; a finished
+stage's is deleted unless run.keep_checkpoints. No heavy imports: jobs spell their default paths with it before any
+cluster exists.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ from pathlib import Path
 PROMPT_SPLITS = ("sft", "ppo", "bon")
 PAIR_SPLITS = ("train", "val", "test")
 RM_KINDS = ("dense", "moe", "umm", "ensemble", "dmoe")
+RAY_TRAIN_DIR = "ray_train"  # a Ray Train run's storage (checkpoints with optimizer state), wherever a stage nests it
+PPO_CHECKPOINT_DIR = "checkpoints"  # a PPO stage's step checkpoints (`umm_ray.ppo.state`), at the stage's top level
+
+
+def resume_state(stage_dir: Path) -> list[Path]:
+    """What a stage keeps only to resume after an interruption: every `ray_train/` directory under it (a member's,
+    a phase's, the stage's own) and its top-level PPO `checkpoints/`. Its model, metrics and evals are not in it."""
+    stage_dir = Path(stage_dir)
+    found = sorted(p for p in stage_dir.rglob(RAY_TRAIN_DIR) if p.is_dir() and not p.is_symlink())
+    top = [p for p in found if not any(q in p.parents for q in found)]  # nested ones go with their parent
+    ppo = stage_dir / PPO_CHECKPOINT_DIR
+    return top + ([ppo] if ppo.is_dir() and not ppo.is_symlink() else [])
 
 
 @dataclass(frozen=True)

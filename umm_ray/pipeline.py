@@ -13,7 +13,9 @@ succeeds, so a crash leaves every finished stage reusable and the failed one is 
 
 A stage that re-runs because its key changed (or is forced) starts from an empty directory: resumable checkpoints
 left there were made with other inputs, and resuming them would return the old results under the new key. A stage
-that crashed resumes as before (`_started.json` holds the key it was started with).
+that crashed resumes as before (`_started.json` holds the key it was started with). Once a stage is done its resume
+state (`umm_ray.layout.resume_state`) is deleted unless `run.keep_checkpoints`: with 135M models it is gigabytes a
+stage (a 6-expert MoE's last checkpoint with AdamW state: 4.4 GB), and a done stage is never resumed.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from umm_ray.layout import resume_state
 from umm_ray.storage import check_new_nodes
 
 # The cache's location, how weights travel to the engines (the same weights either way) and whether engines free
 # their memory between rollouts (the same samples either way), and whether ensemble members share one worker group
-# (the same members either way): not inputs.
+# (the same members either way), and whether a done stage's checkpoints are kept: not inputs.
 NOT_KEYED = ("run.output_dir", "rollout.weight_sync", "rollout.sync_bucket_mb", "rollout.sleep_mode",
-             "ensemble.worker_group")
+             "ensemble.worker_group", "run.keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ class StageRunner:
         self.dry_run = dry_run
         self.timings: dict[str, float] = {}
         self.cached: dict[str, bool] = {}
+        # A config without a run section (a toy one) keeps everything: deleting needs the user's say-so
+        self.keep_checkpoints = getattr(getattr(cfg, "run", None), "keep_checkpoints", True)
 
     def inputs(self, stage: Stage) -> dict:
         """Everything the key hashes: the read config values, the deps' finished stamps and `extra`."""
@@ -175,6 +180,16 @@ class StageRunner:
         changed += [f"dep {d}" for d, t in inputs["deps"].items() if before.get("deps", {}).get(d) != t]
         changed += ["inputs"] if before.get("extra") != inputs["extra"] else []
         return ", ".join(changed) or "key format"
+
+    def _drop_resume_state(self, out: Path) -> str:
+        """Delete a done stage's resume state unless run.keep_checkpoints; the log's note of what went."""
+        if self.keep_checkpoints:
+            return ""
+        paths = resume_state(out)
+        size = sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+        for p in paths:
+            shutil.rmtree(p)
+        return f" (deleted {size / 1e9:.2f} GB of resume checkpoints; run.keep_checkpoints keeps them)" if paths else ""
 
     def run(self, stage: Stage) -> dict:
         """Run `stage` unless a finished run with the same key exists; returns its summary."""
@@ -211,6 +226,6 @@ class StageRunner:
         tmp.write_text(json.dumps(marker, indent=1, default=str))
         os.replace(tmp, out / "_done.json")
         (out / "_started.json").unlink(missing_ok=True)
-        self.log(f"[stage {stage.name}] done in {seconds:.1f} s")
+        self.log(f"[stage {stage.name}] done in {seconds:.1f} s{self._drop_resume_state(out)}")
         self.timings[stage.name], self.cached[stage.name] = seconds, False
         return summary

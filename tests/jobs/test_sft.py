@@ -17,7 +17,8 @@ def test_sft_job_with_two_workers_lowers_loss_and_writes_a_loadable_checkpoint(r
     out = tmp_path / "run"
     address = ray_local.get_runtime_context().gcs_address
     log = run_job("jobs.sft", ["--preset", "test", "--run.output_dir", str(out), "--run.ray_address", address,
-                               "--sft.num_workers", "2", "--sft.epochs", "2", "--sft.checkpoint_every", "5"],
+                               "--sft.num_workers", "2", "--sft.epochs", "2", "--sft.checkpoint_every", "5",
+                               "--run.keep_checkpoints", "true"],
                   tmp_path / "sft.log")
     assert "gold base" in log
     stage = out / "sft"

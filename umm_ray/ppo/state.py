@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from umm_ray.layout import PPO_CHECKPOINT_DIR
+
 STATE_FILE = "driver_state.json"
 
 
@@ -66,7 +68,7 @@ def restore_rng(rng: dict) -> None:
 
 
 def checkpoint_root(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "checkpoints"
+    return Path(out_dir) / PPO_CHECKPOINT_DIR
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from umm_ray.layout import RAY_TRAIN_DIR
 from umm_ray.train.loop import (STATE_FILE, TrainResult, TrainSpec, TrainTask, _check, _mean_over_ranks,
                                 make_trainer, run_fingerprint, set_aside_stale_run, train_run)
 
@@ -96,8 +97,8 @@ def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
     # data, not from the files, so it is known before the group starts.
     runs = [(task, examples, spec, run_fingerprint(task, examples, spec)) for task, examples, spec in runs]
     group_dir = Path(group_dir).absolute()
-    set_aside_stale_run(group_dir / "ray_train" / name, *[r[3] for r in runs])  # a checkpoint of none of these runs
-    trainer = make_trainer(_group_loop, {"runs": runs}, first, group_dir / "ray_train", name)
+    set_aside_stale_run(group_dir / RAY_TRAIN_DIR / name, *[r[3] for r in runs])  # a checkpoint of none of these runs
+    trainer = make_trainer(_group_loop, {"runs": runs}, first, group_dir / RAY_TRAIN_DIR, name)
     result = trainer.fit()
     outs = result.return_value
     if outs is None or len(outs) != len(specs):

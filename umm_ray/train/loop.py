@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from umm_ray.layout import RAY_TRAIN_DIR
 from umm_ray.resources import RoleResources
 from umm_ray.train.collective import collective_device
 from umm_ray.train.levers import (PRECISIONS, accumulate_step, adamw, autocast, budget_pieces, deepspeed_autocast,
@@ -73,9 +74,8 @@ class TrainSpec:
         """The settings a resumed run must share with the run that wrote the checkpoint.
 
         bf16 changes the numerics, so it is part of it (only when on: fp32 runs keep their old fingerprints);
-        gradient checkpointing and token-budget micro-batches do not (the same update, up to float rounding), so a
-        run may resume with them turned on to fit in memory.
-        """
+        gradient checkpointing and token-budget micro-batches do not (the same update, up to float rounding): a run
+        may resume with them on to fit in memory."""
         fp = {"num_workers": self.num_workers, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
               "strategy": self.strategy}
         return fp if self.precision == "fp32" else {**fp, "precision": self.precision}
@@ -398,9 +398,9 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
     # sees under that name (`umm_ray.storage`), not the driver's private target of a link to it.
     stage_dir = Path(os.path.abspath(spec.stage_dir))
     fingerprint = run_fingerprint(task, examples, spec)
-    set_aside_stale_run(stage_dir / "ray_train" / spec.name, fingerprint)
+    set_aside_stale_run(stage_dir / RAY_TRAIN_DIR / spec.name, fingerprint)
     config = {"task": task, "spec": spec, "examples": examples, "fingerprint": fingerprint}
-    trainer = make_trainer(_worker_loop, config, spec, stage_dir / "ray_train", spec.name)
+    trainer = make_trainer(_worker_loop, config, spec, stage_dir / RAY_TRAIN_DIR, spec.name)
     result = trainer.fit()
     out = result.return_value
     if out is None or result.checkpoint is None:
