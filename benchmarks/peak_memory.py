@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.every)
     except KeyboardInterrupt:  # Ctrl-C reaches the command too (same process group): wait for it to stop
         proc.wait()
+    finally:
+        if trace:
+            trace.close()
     print(json.dumps(summary(running=False), indent=1))
     return proc.returncode
 
