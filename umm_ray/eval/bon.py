@@ -149,10 +149,10 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
     opts = role_resources(cfg, "proxy").options()
-    refs: dict = {loc: score_task.options(**opts).remote(rs, p_ref, r_ref) for loc, rs in rspecs.items()}
-    refs[None] = score_task.options(**role_resources(cfg, "gold").options()).remote(gold_rs, p_ref, r_ref)  # gold
-    results = dict(zip(refs, _gather(list(refs.values()), len(prompts))))
-    gold_res = results.pop(None)
+    refs = {loc: score_task.options(**opts).remote(rs, p_ref, r_ref) for loc, rs in rspecs.items()}
+    gold_ref = score_task.options(**role_resources(cfg, "gold").options()).remote(gold_rs, p_ref, r_ref)
+    *scored, gold_res = _gather([*refs.values(), gold_ref], len(prompts))
+    results = dict(zip(refs, scored))
     shape = (len(samples.prompts), samples.n)
     proxy = {name: resolve_scores(name, s, results[s.location], len(prompts)).reshape(shape)
              for name, s in sources.items()}
