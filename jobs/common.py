@@ -133,8 +133,8 @@ def job_config(argv: list[str] | None, job: str) -> tuple[Config, bool]:
     except StorageError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if dry:
-        return cfg, dry
+    if dry:  # catalog names spelled as the real run spells them (stage keys read them), but nothing fetched
+        return resolve_models(cfg, fetch_missing=False), dry
     cfg.run.output_dir = output_dir
     return resolve_models(cfg), dry
 

@@ -49,21 +49,31 @@ def _get(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, section), name)
 
 
-def resolve_models(cfg: Config) -> Config:
-    """`cfg` with every catalog model name in MODEL_KEYS / reward.gold replaced by its local directory (fetched on
-    first use). Other values are left as they are."""
+def resolve_models(cfg: Config, fetch_missing: bool = True) -> Config:
+    """`cfg` with every catalog model name in MODEL_KEYS replaced by its local directory, fetched on first use unless
+    `fetch_missing` is False (a dry run: the directory is named, not fetched, so the stage keys it shows are the ones
+    the real run will compute). Other values are left as they are."""
     for key in MODEL_KEYS:
         value = _get(cfg, key)
         if value and is_catalog_name(value):
             section, name = key.split(".")
-            sec = dataclasses.replace(getattr(cfg, section), **{name: resolve_model(value)})
+            where = resolve_model(value) if fetch_missing else str(cached_path(value))
+            sec = dataclasses.replace(getattr(cfg, section), **{name: where})
             cfg = dataclasses.replace(cfg, **{section: sec})
     return cfg
 
 
-def _model_note(key: str, value: str) -> str:
+def _catalog_name(value: str) -> str | None:
+    """The catalog name `value` spells: the name itself, or its cache directory (as `resolve_models` writes it)."""
     if is_catalog_name(value):
-        where = cached_path(value)
+        return value
+    path = Path(value)
+    return path.name if is_catalog_name(path.name) and path == cached_path(path.name) else None
+
+
+def _model_note(key: str, value: str) -> str:
+    if (catalog := _catalog_name(value)) is not None:
+        value, where = catalog, cached_path(catalog)
         state = "cached" if (where / "fetch.json").is_file() else "fetched on first use"
         return f"{key}: catalog model {value!r} -> {where} ({state})"
     if Path(value).exists():

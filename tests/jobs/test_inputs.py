@@ -2,6 +2,7 @@
 
 import pytest
 
+from jobs.common import job_config
 from jobs.inputs import InputError, check_inputs, resolve_models
 from umm_ray.config import load_config
 from umm_ray.pretrained import CACHE_ENV
@@ -34,3 +35,20 @@ def test_check_inputs_names_the_key_and_path(tmp_path, monkeypatch):
     text = "\n".join(notes)
     assert "catalog model 'smollm2-135m'" in text and "fetched on first use" in text
     assert "hub id" in text and "hub dataset 'Anthropic/hh-rlhf'" in text
+
+
+def test_a_dry_run_spells_catalog_names_as_the_real_run_without_fetching(tmp_path, monkeypatch):
+    """Stage keys hash sft.base_path: the dry run must hash the cached directory the real run hashes, or it reports
+    a finished SFT stage as one that would rerun."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    argv = ["--sft.base_path", "smollm2-135m", "--run.output_dir", str(tmp_path / "run")]
+    dry_cfg, dry = job_config([*argv, "--dry-run"], "sft")
+    assert dry and dry_cfg.sft.base_path == str(tmp_path / "smollm2-135m")
+    assert not (tmp_path / "smollm2-135m").exists()  # named, not fetched
+    assert "catalog model 'smollm2-135m'" in "\n".join(check_inputs(dry_cfg))  # the note still says where from
+    (tmp_path / "smollm2-135m").mkdir()
+    (tmp_path / "smollm2-135m" / "fetch.json").write_text("{}")  # what a finished fetch leaves
+    real_cfg, dry = job_config(argv, "sft")
+    assert not dry and real_cfg.sft.base_path == dry_cfg.sft.base_path
+    notes = "\n".join(check_inputs(real_cfg))
+    assert f"catalog model 'smollm2-135m' -> {tmp_path / 'smollm2-135m'} (cached)" in notes
