@@ -14,7 +14,8 @@ and TRL is fed exactly those token ids (pre-tokenized `chosen_ids`/`rejected_ids
 (sequential sampler), so every optimizer step of both systems sees the same pairs. Same global batch, lr (constant),
 grad clip 1.0, AdamW, no weight decay, steps, precision. Thread budget: --threads in all (TRL: one process with
 torch.set_num_threads); umm_ray runs each layout of --umm, `WxT[:B]` = W Ray Train workers of T torch threads each
-(`resources.train_cpus T`), with token-budget micro-batches of B padded tokens when given (`rm.micro_batch_tokens`).
+(`resources.train_cpus T`), with token-budget micro-batches of B padded tokens when given (`rm.micro_batch_tokens`),
+and with a pair's prompt encoded once (one row per pair, `rm.share_prompt`) when the layout ends in `:shared`.
 Every layout trains the same pairs per optimizer step (one permutation, dealt to ranks as the loop deals it).
 
 Per-step breakdown of umm_ray (rank-averaged): collate, forward (loss), backward (with DDP's overlapped gradient
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from umm_ray.data.microbatch import padded_cost, token_budget_groups  # noqa: E402
 from umm_ray.data.preferences import load_preferences  # noqa: E402
+from umm_ray.data.shared_prefix import shared_prefix_len  # noqa: E402
 from umm_ray.data.tokenize import encode_prompt_response  # noqa: E402
 from umm_ray.records import PreferencePair  # noqa: E402
 from umm_ray.resources import RoleResources  # noqa: E402
@@ -60,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--global-batch", type=int, default=16, help="pairs per optimizer step (both systems)")
     ap.add_argument("--threads", type=int, default=2, help="TRL's torch threads; each umm_ray layout's W x T")
     ap.add_argument("--umm", default="2x1,1x2,1x2:1024",
-                    help="umm_ray layouts, comma-separated WxT[:B]: W workers x T threads, B = rm.micro_batch_tokens")
+                    help="umm_ray layouts, comma-separated WxT[:B][:shared]: W workers x T threads, "
+                         "B = rm.micro_batch_tokens, shared = rm.share_prompt (one row per pair, prompt once)")
     ap.add_argument("--warmup", type=int, default=2, help="steps not timed")
     ap.add_argument("--steps", type=int, default=8, help="timed optimizer steps")
     ap.add_argument("--precisions", default="fp32,bf16")
@@ -93,17 +96,22 @@ def select_fitting(encoded: list[tuple[list[int], list[int]]], max_len: int, n: 
     return keep[:n]
 
 
-def parse_layouts(text: str, threads: int, global_batch: int) -> list[tuple[int, int, int]]:
-    """`--umm` as [(workers, threads per worker, micro_batch_tokens)]; each must use exactly `threads` threads and
-    split `global_batch` evenly over its workers (ValueError naming the layout otherwise)."""
+def parse_layouts(text: str, threads: int, global_batch: int) -> list[tuple[int, int, int, bool]]:
+    """`--umm` as [(workers, threads per worker, micro_batch_tokens, share_prompt)]; each must use exactly `threads`
+    threads and split `global_batch` evenly over its workers (ValueError naming the layout otherwise)."""
     out = []
     for item in [t.strip() for t in text.split(",") if t.strip()]:
         try:
-            wt, _, mb = item.partition(":")
+            wt, *rest = item.split(":")
+            shared = rest[-1:] == ["shared"]
+            rest = rest[:-1] if shared else rest
+            if len(rest) > 1:
+                raise ValueError
             w, t = (int(x) for x in wt.lower().split("x"))
-            layout = (w, t, int(mb or 0))
+            layout = (w, t, int(rest[0]) if rest else 0, shared)
         except ValueError:
-            raise ValueError(f"--umm {item!r}: expected WxT or WxT:B (e.g. 2x1, 1x2:1024)") from None
+            raise ValueError(f"--umm {item!r}: expected WxT[:B][:shared] (e.g. 2x1, 1x2:1024, 1x2:1024:shared)") \
+                from None
         if w < 1 or t < 1 or w * t != threads or global_batch % w or layout[2] < 0:
             raise ValueError(f"--umm {item!r}: W x T must equal --threads {threads}, W divide --global-batch "
                              f"{global_batch}, B be >= 0")
@@ -113,8 +121,13 @@ def parse_layouts(text: str, threads: int, global_batch: int) -> list[tuple[int,
     return out
 
 
-def layout_name(workers: int, threads: int, micro_tokens: int) -> str:
-    return f"umm_ray {workers}x{threads}" + (f" mb{micro_tokens}" if micro_tokens else "")
+def layout_name(workers: int, threads: int, micro_tokens: int, shared: bool = False) -> str:
+    return f"umm_ray {workers}x{threads}" + (f" mb{micro_tokens}" if micro_tokens else "") + (" shared" if shared else "")
+
+
+def packed_lengths(encoded: list[tuple[list[int], list[int]]]) -> list[int]:
+    """Each pair's row length with its shared prompt once (`rm.share_prompt`): chosen + rejected - shared prefix."""
+    return [len(c) + len(r) - shared_prefix_len(c, r) for c, r in encoded]
 
 
 def global_order(n: int, workers: int, batch: int, seed: int) -> list[list[int]]:
@@ -125,18 +138,20 @@ def global_order(n: int, workers: int, batch: int, seed: int) -> list[list[int]]
 
 
 def step_tokens(lengths: list[tuple[int, int]], steps: list[list[int]], rows_per_pad: int,
-                micro_tokens: int = 0) -> list[dict]:
-    """Per step: real (non-pad) tokens of both rows of every pair, and padded tokens when each group of
-    `rows_per_pad` consecutive pairs is padded to its own longest row (umm_ray: one worker's batch; TRL: the
-    whole global batch), or, with `micro_tokens` > 0, each group cut into the loop's token-budget pieces."""
+                micro_tokens: int = 0, packed: list[int] | None = None) -> list[dict]:
+    """Per step: real (non-pad) tokens of both rows of every pair (the work, however it is laid out), and the
+    tokens the model runs on: each group of `rows_per_pad` consecutive pairs padded to its own longest row
+    (umm_ray: one worker's batch; TRL: the whole global batch), or, with `micro_tokens` > 0, each group cut into the
+    loop's token-budget pieces; with `packed` (`packed_lengths`), one row per pair of that length."""
     out = []
+    rows = 1 if packed is not None else 2
     for idx in steps:
         real = sum(lengths[i][0] + lengths[i][1] for i in idx)
         padded = 0
         for g in range(0, len(idx), rows_per_pad):
-            longest = [max(lengths[i]) for i in idx[g:g + rows_per_pad]]
-            pieces = token_budget_groups(longest, micro_tokens, 2) if micro_tokens else [range(len(longest))]
-            padded += sum(padded_cost(longest, piece, 2) for piece in pieces)
+            longest = [packed[i] if packed is not None else max(lengths[i]) for i in idx[g:g + rows_per_pad]]
+            pieces = token_budget_groups(longest, micro_tokens, rows) if micro_tokens else [range(len(longest))]
+            padded += sum(padded_cost(longest, piece, rows) for piece in pieces)
         out.append({"pairs": len(idx), "real": real, "padded": padded})
     return out
 
@@ -184,16 +199,16 @@ class TimedBTTask(BTTask):
         return loss, {**extra, "t_collate": self._t["collate"], "t_forward": fwd, "t_backward_prev": prev_bwd}
 
 
-def run_umm(args, pairs: list[PreferencePair], precision: str, layout: tuple[int, int, int],
+def run_umm(args, pairs: list[PreferencePair], precision: str, layout: tuple[int, int, int, bool],
             work: Path) -> tuple[list[float], dict]:
-    """fit() for warmup+steps steps with `layout` (workers, threads each, micro_batch_tokens); returns the timed
-    steps' durations [steps] and the mean breakdown (s/step)."""
+    """fit() for warmup+steps steps with `layout` (workers, threads each, micro_batch_tokens, share_prompt); returns
+    the timed steps' durations [steps] and the mean breakdown (s/step)."""
     import ray  # heavy: only the umm_ray side needs a cluster
 
-    workers, threads, micro = layout
-    task = TimedBTTask("dense", args.model, args.max_len, chat_template=args.chat_template)
+    workers, threads, micro, shared = layout
+    task = TimedBTTask("dense", args.model, args.max_len, chat_template=args.chat_template, share_prompt=shared)
     n = args.warmup + args.steps
-    name = f"bench_{precision}_{workers}x{threads}_mb{micro}"
+    name = f"bench_{precision}_{workers}x{threads}_mb{micro}" + ("_shared" if shared else "")
     spec = TrainSpec(name=name, stage_dir=work / name, num_workers=workers, batch_size=args.global_batch // workers,
                      lr=args.lr, seed=args.seed, max_steps=n, checkpoint_every=n + 1, precision=precision,
                      worker=RoleResources("train", float(threads), 0.0), micro_batch_tokens=micro)
@@ -327,7 +342,7 @@ def main(argv=None) -> None:
     encoded = [encode_pair(tok, p, args.chat_template) for p in raw]
     keep = select_fitting(encoded, args.max_len, n_steps * gb)
     pairs, enc = [raw[i] for i in keep], [encoded[i] for i in keep]
-    lengths = [(len(c), len(r)) for c, r in enc]
+    lengths, packed = [(len(c), len(r)) for c, r in enc], packed_lengths(enc)
     order = global_order(len(pairs), 1, gb, args.seed)[:n_steps]  # the same pair set per step for any W
     fit_frac = sum(len(c) <= args.max_len and len(r) <= args.max_len for c, r in encoded) / len(encoded)
     print(f"{data}: {len(raw)} pairs, {fit_frac:.0%} fit max_len={args.max_len}; using {len(pairs)}")
@@ -346,13 +361,14 @@ def main(argv=None) -> None:
             trl_dts = run_trl(args, job, work)[args.warmup:]
             print(f"TRL {prec}: {time.time() - t0:.0f} s wall")
             t = rate_row("TRL", prec, trl_dts, trl_tok)
-            for w, th, mb in layouts:
-                system, t0 = layout_name(w, th, mb), time.time()
-                umm_dts, breakdown[f"{system} {prec}"] = run_umm(args, pairs, prec, (w, th, mb), work)
+            for w, th, mb, shared in layouts:
+                system, t0 = layout_name(w, th, mb, shared), time.time()
+                umm_dts, breakdown[f"{system} {prec}"] = run_umm(args, pairs, prec, (w, th, mb, shared), work)
                 print(f"{system} {prec}: {time.time() - t0:.0f} s wall; breakdown {breakdown[f'{system} {prec}']}")
                 # each rank pads its own batch: W-rank order (same pairs per step), padded per gb // W pairs
                 ranked = global_order(len(pairs), w, gb // w, args.seed)[args.warmup:n_steps]
-                u = rate_row(system, prec, umm_dts, step_tokens(lengths, ranked, gb // w, mb))
+                u = rate_row(system, prec, umm_dts,
+                             step_tokens(lengths, ranked, gb // w, mb, packed if shared else None))
                 u["ratio"] = u["pairs_per_s"] / t["pairs_per_s"]
                 rows.append(u)
             rows.append(t)

@@ -3,8 +3,8 @@ systems share, real/padded token counts and the rate row (no TRL, no Ray, no mod
 
 import pytest
 
-from benchmarks.trl_peer import (check_trl, encode_pair, global_order, layout_name, parse_layouts, rate_row,
-                                 select_fitting, step_tokens, table)
+from benchmarks.trl_peer import (check_trl, encode_pair, global_order, layout_name, packed_lengths, parse_layouts,
+                                 rate_row, select_fitting, step_tokens, table)
 from tests.fixtures import tiny_corpus, tiny_tokenizer
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.records import PreferencePair
@@ -62,13 +62,15 @@ def test_missing_peer_names_the_pip_command(tmp_path):
 
 
 def test_layouts_use_the_thread_budget_and_split_the_batch():
-    assert parse_layouts("2x1, 1x2:1024", threads=2, global_batch=16) == [(2, 1, 0), (1, 2, 1024)]
-    for bad in ("2x2", "3x1", "2by1", "1x2:-5"):
+    assert parse_layouts("2x1, 1x2:1024, 1x2:shared, 1x2:512:shared", threads=2, global_batch=16) == [
+        (2, 1, 0, False), (1, 2, 1024, False), (1, 2, 0, True), (1, 2, 512, True)]
+    for bad in ("2x2", "3x1", "2by1", "1x2:-5", "1x2:1:2", "1x2:shared:512"):
         with pytest.raises(ValueError, match="--umm"):
             parse_layouts(bad, threads=2, global_batch=16)
     with pytest.raises(ValueError, match="3x1"):  # 16 pairs do not split over 3 workers
         parse_layouts("3x1", threads=3, global_batch=16)
     assert layout_name(1, 2, 1024) == "umm_ray 1x2 mb1024" and layout_name(2, 1, 0) == "umm_ray 2x1"
+    assert layout_name(1, 2, 1024, shared=True) == "umm_ray 1x2 mb1024 shared"
 
 
 def test_step_tokens_with_micro_batches_counts_each_piece_padded_to_its_own_longest():
@@ -78,3 +80,13 @@ def test_step_tokens_with_micro_batches_counts_each_piece_padded_to_its_own_long
     assert whole["padded"] == 2 * 4 * 30
     assert pieces["padded"] == 2 * 2 * 30 + 2 * 2 * 6  # {30, 28} and {6, 5}
     assert pieces["real"] == whole["real"] == 90
+
+
+def test_step_tokens_of_shared_prompt_rows_count_one_row_per_pair():
+    enc = [([1, 2, 3, 4], [1, 2, 9]), ([5, 6], [7, 8, 9])]  # prefixes of 2 and 0 tokens
+    assert packed_lengths(enc) == [5, 5]
+    lengths = [(4, 3), (2, 3)]
+    [s] = step_tokens(lengths, [[0, 1]], rows_per_pad=2, packed=packed_lengths(enc))
+    assert s == {"pairs": 2, "real": 12, "padded": 2 * 5}  # real: the work (both rows); padded: what ran
+    [two_rows] = step_tokens(lengths, [[0, 1]], rows_per_pad=2)
+    assert two_rows["padded"] == 2 * 2 * 4

@@ -130,6 +130,11 @@ class RMConfig:
     checkpoint_every: int = opt(100, "Save a resumable checkpoint every K optimizer steps.", lo=1)
     micro_batch_tokens: int = micro_batch_tokens_opt("RM training (BT kinds)", "each per-worker batch of pairs",
                                                      "BT loss is a mean over pairs; a pair's two rows stay together")
+    share_prompt: bool = opt(False, "RM training (BT kinds): a preference pair is one row holding its prompt once, "
+                                    "then the chosen and the rejected response, each attending to the prompt and "
+                                    "itself only (position ids continue the prompt), instead of two rows that both "
+                                    "encode the prompt: the same rewards and gradients on fewer tokens (~35% fewer "
+                                    "on HH harmless pairs). Reported in eval.json.", keyed_at_default=False)
     max_len: int = opt(256, "Truncate prompt+response to this many tokens.", lo=8)
     val_frac: float = opt(0.1, "Fraction of preference pairs held out for validation, by seed (the testbed's "
                                "pairs stage and rm.data alike).", lo=0.0, hi=0.5)

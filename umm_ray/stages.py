@@ -159,7 +159,8 @@ def _rm_reads(cfg: Config, kind: str, extra: dict) -> tuple[str, ...]:
     if not uses_testbed(cfg):  # own data is split here by seed; own data RMs start from the user's policy
         keys += ("rm.val_frac", "rm.test_frac", "rm.split_seed") + (() if cfg.rm.base_path else ("ppo.policy_path",))
     if kind != "dmoe":  # the BT kinds' levers (DMoERM trains with its own spec)
-        keys += ("rm.precision", "rm.grad_checkpointing", "rm.micro_batch_tokens")  # the last: not at its default
+        # micro_batch_tokens and share_prompt are keyed only when not at their defaults (keyed_at_default=False)
+        keys += ("rm.precision", "rm.grad_checkpointing", "rm.micro_batch_tokens", "rm.share_prompt")
     if kind in ("umm", "moe"):
         keys += ("moe.top_k", "moe.aux_loss_coef", "moe.noisy_gating", "moe.upcycle_layers") + (
             () if "num_experts" in extra else ("moe.num_experts",))

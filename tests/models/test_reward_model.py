@@ -10,8 +10,10 @@ import torch
 
 from tests.models.conftest import make_rm, tiny_config
 from umm_ray.models.families import ARCH_FAMILIES
+from umm_ray.data.shared_prefix import pack_pairs
+from umm_ray.data.tokenize import encode_prompt_response, pad_batch
 from umm_ray.models.reward_model import (EnsembleScorer, RewardModelScorer, load_reward_model, load_scorer,
-                                         reward_forward)
+                                         pair_rewards_shared_prefix, reward_forward)
 from umm_ray.models.upcycle import save_moe, upcycle
 from umm_ray.records import Scorer
 
@@ -32,6 +34,52 @@ def test_reward_forward_matches_hf_and_ignores_padding(family, tok, batch):
     assert r.shape == (ids.shape[0],) and r.dtype == torch.float32
     torch.testing.assert_close(r, hf, rtol=0, atol=1e-5)
     torch.testing.assert_close(r, alone, rtol=0, atol=1e-5)
+
+
+PAIR_PROMPTS = ["the cat sat on", "question one two three", "sum"]
+CHOSEN = [" the mat", " yes good answer", " ten"]
+REJECTED = [" a dog", " no", " one two three four five six"]
+
+
+def _pair_rows(tok):
+    enc = lambda rs: [encode_prompt_response(tok, p, r, 32)[0] for p, r in zip(PAIR_PROMPTS, rs)]  # noqa: E731
+    return enc(CHOSEN), enc(REJECTED)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ARCH_FAMILIES)
+def test_shared_prefix_rewards_and_gradients_equal_two_rows(family, attn, tok):
+    """One packed row per pair (prompt once) gives each response the reward, and the BT loss the gradient, of
+    scoring chosen and rejected as their own rows."""
+    chosen, rejected = _pair_rows(tok)
+    model = make_rm(family, tok)
+    model.config._attn_implementation = attn
+    ids, mask = pad_batch(chosen + rejected, tok.pad_token_id)
+    packed = pack_pairs(chosen, rejected, tok.pad_token_id)
+    assert packed["mask"].sum() < mask.sum()  # the prompts really are shared
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        r = fn()
+        rc, rr = r.chunk(2)
+        (-torch.nn.functional.logsigmoid(rc - rr).mean()).backward()
+        return r.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    r2, g2 = loss_and_grads(lambda: reward_forward(model, ids, mask))
+    r1, g1 = loss_and_grads(lambda: pair_rewards_shared_prefix(model, **packed))
+    torch.testing.assert_close(r1, r2, rtol=0, atol=1e-5)
+    assert g1.keys() == g2.keys()
+    for name in g2:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-4, msg=name)  # grads reach ~10
+
+
+def test_shared_prefix_rewards_of_a_noiseless_moe(tok):
+    chosen, rejected = _pair_rows(tok)
+    moe = upcycle(make_rm("llama", tok), num_experts=4, top_k=2, noisy=False, seed=0).eval()
+    ids, mask = pad_batch(chosen + rejected, tok.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(pair_rewards_shared_prefix(moe, **pack_pairs(chosen, rejected, tok.pad_token_id)),
+                                   reward_forward(moe, ids, mask), rtol=0, atol=1e-5)
 
 
 @pytest.fixture

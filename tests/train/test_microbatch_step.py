@@ -93,6 +93,35 @@ def test_bt_token_budget_step_equals_full_batch_step():
     assert not all(_close(grads[n], q.grad) for n, q in c.named_parameters() if n in grads)
 
 
+def test_bt_shared_prompt_step_equals_the_two_row_step_in_pieces_or_whole():
+    """share_prompt: one row per pair gives the two-row batch's loss and gradient, whole or in token-budget pieces."""
+    from umm_ray.records import PreferencePair
+
+    tok = make_tokenizer()
+    prompts = ["the cat sat on", "question one two", "list red blue", "sort five four three", "sum"]
+    chosen = [" the mat", " yes good answer", " green", " three four five six seven eight nine ten", " ten"]
+    rejected = [" bad", " no", " red red red blue green", " one", " two two"]
+    pairs = [PreferencePair(p, c, r) for p, c, r in zip(prompts, chosen, rejected)]
+    two_rows, shared = BTTask("dense", "unused", max_len=32), BTTask("dense", "unused", max_len=32, share_prompt=True)
+    two_rows._tok = shared._tok = tok
+    packed = shared.collate(pairs)
+    assert packed["ids"].shape[0] == len(pairs) and packed["mask"].sum() < two_rows.collate(pairs)["mask"].sum()
+    pieces = shared.micro_batches(packed, budget=24)
+    assert len(pieces) > 2 and abs(sum(w for _, w in pieces) - 1) < 1e-9
+    assert all(p["ids"].shape[0] == 1 or p["ids"].numel() <= 24 for p, _ in pieces)
+    torch.manual_seed(0)
+    net = RewardNet(make_rm("llama", tok).train())
+    a, b, c = copy.deepcopy(net), copy.deepcopy(net), copy.deepcopy(net)
+    loss, extra, grads = _full_step(two_rows, a, two_rows.collate(pairs))
+    loss_s, extra_s, grads_s = _full_step(shared, b, packed)
+    assert loss_s == pytest.approx(loss, abs=1e-6) and extra_s["acc"] == pytest.approx(extra["acc"])
+    _assert_same_step(grads, grads_s, a, b)
+    engine = SGDEngine(c)
+    loss_p, _ = accumulate_step(engine, shared, c, pieces, "fp32", "cpu")
+    assert loss_p == pytest.approx(loss, abs=1e-6)
+    _assert_same_step(grads, engine.grads, a, c)
+
+
 def _lm(seed=0):
     from transformers import AutoModelForCausalLM  # heavy: ~2 s
 

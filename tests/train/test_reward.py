@@ -156,19 +156,20 @@ def test_umm_end_to_end_writes_a_plain_transformers_checkpoint_of_dense_size(ray
 
 def test_umm_trains_with_the_memory_levers_and_reports_them(ray_local, tiny_world, make_cfg, data, tmp_path):
     """bf16 autocast + gradient checkpointing + token-budget micro-batches (both ranks run as many pieces as the
-    one needing most) + one upcycled layer, under DeepSpeed ZeRO-2 on CPU (gloo): both Ray Train stages run, the
+    one needing most) + one upcycled layer + one row per pair (rm.share_prompt), under DeepSpeed ZeRO-2 on CPU (gloo): both Ray Train stages run, the
     merge is the dense model, and every eval.json says which levers it ran with."""
     cfg, world = tiny_world
     cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--rm.batch_size", "32", "--moe.num_experts", "2",
                    "--moe.top_k", "1", "--moe.upcycle_layers", "0", "--rm.precision", "bf16",
                    "--rm.grad_checkpointing", "true", "--rm.strategy", "deepspeed", "--rm.zero_stage", "2",
-                   "--rm.micro_batch_tokens", "1024")  # 32 pairs x 2 rows x ~40 tokens: a few pieces per batch
+                   "--rm.micro_batch_tokens", "1024",  # 32 pairs x 2 rows x ~40 tokens: a few pieces per batch
+                   "--rm.share_prompt", "true")
     res = train_umm(cfg, world, stage_dir=tmp_path / "umm", data=data.__class__(data.train[:256], data.val[:32],
                                                                                    data.test[:32], data.source),
                     source=world.base)
     ev = json.loads((tmp_path / "umm" / "eval.json").read_text())
     want = {"precision": "bf16", "grad_checkpointing": True, "micro_batch_tokens": 1024, "strategy": "deepspeed",
-            "zero_stage": 2, "upcycle_layers": [0]}
+            "zero_stage": 2, "upcycle_layers": [0], "share_prompt": True}
     assert ev["levers"] == want and ev["moe"]["levers"] == want
     assert len(ev["moe"]["expert_load"]) == 1 and len(ev["merge"]["softmax_theta"]) == 1  # only layer 0 is MoE
     assert ev["params"] == ev["dense_params"] < ev["moe"]["params"]

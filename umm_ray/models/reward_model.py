@@ -17,6 +17,7 @@ from torch import nn
 from umm_ray.algo.ensemble import AGGREGATES
 from umm_ray.algo.ensemble import aggregate as aggregate_scores
 from umm_ray.data.chat import check_mode
+from umm_ray.data.shared_prefix import segment_attention
 from umm_ray.data.tokenize import encode_texts
 from umm_ray.models.dmoe import is_dmoe_dir
 from umm_ray.models.dmoe import load_scorer as load_dmoe_scorer
@@ -25,7 +26,7 @@ from umm_ray.models.families import (ARCH_FAMILIES, check_reward_config, check_w
 from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import is_moe_dir, load_moe
 
-__all__ = ["reward_forward", "load_reward_model", "RewardModelScorer", "EnsembleScorer", "StandardisedScorer",
+__all__ = ["reward_forward", "pair_rewards_shared_prefix", "load_reward_model", "RewardModelScorer", "EnsembleScorer", "StandardisedScorer",
            "load_scorer", "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind",
            "ARCH_FAMILIES"]
 
@@ -46,6 +47,30 @@ def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> t
     last = (positions * mask.to(positions.dtype)).argmax(dim=-1)  # rightmost real token
     h_last = hidden[torch.arange(ids.shape[0], device=ids.device), last]  # [B, H]
     return model.score(h_last).squeeze(-1).float()
+
+
+def pair_rewards_shared_prefix(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                               segments: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Score B preference pairs packed one per row (`umm_ray.data.shared_prefix.pack_pairs`): the prompt is encoded
+    once and each response attends to it and to itself only, so each reward is the one its own row would get.
+
+    Args:
+        model: as for `reward_forward`.
+        ids, mask, positions, segments: [B, T] from `pack_pairs` (trimmed or sliced alike); ends: [B, 2].
+
+    Returns:
+        rewards [2B] (float32): the B chosen, then the B rejected (the layout `reward_forward` gets from a BT batch).
+    """
+    allowed = segment_attention(segments)  # [B, 1, T, T] bool
+    if model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores: make it additive
+        allowed = torch.zeros(allowed.shape, dtype=model.dtype, device=ids.device).masked_fill(
+            ~allowed, torch.finfo(model.dtype).min)
+    with real_tokens(model, mask):  # MoE balance loss: each prompt token counted once, padding left out
+        hidden = model.base_model(input_ids=ids, attention_mask=allowed, position_ids=positions,
+                                  use_cache=False).last_hidden_state  # [B, T, H]
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    h = torch.cat([hidden[rows, ends[:, 0]], hidden[rows, ends[:, 1]]])  # [2B, H]
+    return model.score(h).squeeze(-1).float()
 
 
 def load_reward_model(path, trust_remote_code: bool = False, dtype: torch.dtype | None = torch.float32):

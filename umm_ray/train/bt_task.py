@@ -13,11 +13,12 @@ from torch import nn
 from umm_ray.algo.bt import bt_loss, pref_accuracy
 from umm_ray.data.chat import check_mode
 from umm_ray.data.microbatch import right_trimmed, split_to_count, token_budget_groups
-from umm_ray.data.tokenize import encode_texts
+from umm_ray.data.shared_prefix import pack_pairs
+from umm_ray.data.tokenize import encode_prompt_response, encode_texts
 from umm_ray.models.families import check_family
 from umm_ray.models.merge import MERGE_META, export_merged, make_mergeable, merge_coefficients
 from umm_ray.models.moe import moe_aux_loss
-from umm_ray.models.reward_model import load_reward_model, reward_forward
+from umm_ray.models.reward_model import load_reward_model, pair_rewards_shared_prefix, reward_forward
 from umm_ray.models.upcycle import MOE_CONFIG_NAME, load_moe, save_moe, upcycle
 from umm_ray.records import PreferencePair
 from umm_ray.train.loop import TrainTask
@@ -64,14 +65,18 @@ def _saved_moe_layers(moe_dir: str) -> tuple[int, ...] | str:
 
 
 class RewardNet(nn.Module):
-    """Routes forward() to `reward_forward`, so DDP/DeepSpeed wrap a module whose forward yields rewards [B]."""
+    """Routes forward() to `reward_forward` (or, for pairs packed with their prompt once, to
+    `pair_rewards_shared_prefix`), so DDP/DeepSpeed wrap a module whose forward yields rewards [B] ([2B] packed)."""
 
     def __init__(self, rm: nn.Module):
         super().__init__()
         self.rm = rm
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return reward_forward(self.rm, ids, mask)
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None,
+                segments: torch.Tensor | None = None, ends: torch.Tensor | None = None) -> torch.Tensor:
+        if segments is None:
+            return reward_forward(self.rm, ids, mask)
+        return pair_rewards_shared_prefix(self.rm, ids, mask, positions, segments, ends)
 
 
 class BTTask(TrainTask):
@@ -79,12 +84,14 @@ class BTTask(TrainTask):
 
     stage 'dense': `source` is an RM or a causal LM; 'moe': the same, upcycled on the worker; 'merge': `source` is a
     trained MoE dir, made mergeable (only theta trains). The MoE stage adds `aux_coef * moe_aux_loss`.
+    `share_prompt` (rm.share_prompt): a pair is one row holding its prompt once (`umm_ray.data.shared_prefix`),
+    not a chosen row and a rejected row; the same rewards and gradients on fewer tokens.
     """
 
     def __init__(self, stage: str, source: str | Path, max_len: int, num_experts: int = 0, top_k: int = 0,
                  noisy: bool = True, router_seed: int = 0, aux_coef: float = 0.0, alpha: float = 0.5,
                  trust_remote_code: bool = False, chat_template: str = "auto",
-                 upcycle_layers: list[int] | tuple[int, ...] = ()):
+                 upcycle_layers: list[int] | tuple[int, ...] = (), share_prompt: bool = False):
         if stage not in ("dense", "moe", "merge"):
             raise ValueError(f"BTTask stage must be dense|moe|merge, got {stage!r}")
         self.stage, self.source, self.max_len = stage, str(source), max_len
@@ -92,6 +99,7 @@ class BTTask(TrainTask):
         self.aux_coef, self.alpha, self.trust_remote_code = aux_coef, alpha, trust_remote_code
         self.chat_template = check_mode(chat_template)  # model.chat_template: pairs read as the policy wrote them
         self.upcycle_layers = tuple(upcycle_layers)  # moe stage: decoder layers to upcycle; () = all
+        self.share_prompt = share_prompt
         self.find_unused_parameters = stage == "moe"  # experts a batch never routes to get no gradient
         self._tok = None
 
@@ -119,14 +127,20 @@ class BTTask(TrainTask):
         return RewardNet(rm)
 
     def collate(self, pairs: list[PreferencePair]) -> dict[str, torch.Tensor]:
-        """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both)."""
+        """ids/mask [2B, T]: the B chosen sequences, then the B rejected ones (one forward pass for both); with
+        share_prompt, `pack_pairs`' B rows (ids, mask, positions, segments [B, T], ends [B, 2]) instead."""
+        if self.share_prompt:
+            tok, n, mode = self.tokenizer, self.max_len, self.chat_template
+            chosen = [encode_prompt_response(tok, p.prompt, p.chosen, n, chat_template=mode)[0] for p in pairs]
+            rejected = [encode_prompt_response(tok, p.prompt, p.rejected, n, chat_template=mode)[0] for p in pairs]
+            return pack_pairs(chosen, rejected, tok.pad_token_id)
         prompts = [p.prompt for p in pairs]
         ids, mask = encode_texts(self.tokenizer, prompts + prompts, [p.chosen for p in pairs]
                                  + [p.rejected for p in pairs], self.max_len, self.chat_template)
         return {"ids": ids, "mask": mask}
 
     def loss(self, model, raw, batch) -> tuple[torch.Tensor, dict]:
-        r = model(batch["ids"], batch["mask"])
+        r = model(batch["ids"], batch["mask"], batch.get("positions"), batch.get("segments"), batch.get("ends"))
         rc, rr = r.chunk(2)
         bt = bt_loss(rc, rr)
         extra = {"bt_loss": bt.item(), "acc": pref_accuracy(rc.detach(), rr.detach())}
@@ -141,6 +155,16 @@ class BTTask(TrainTask):
         accuracy are means over pairs). The MoE aux loss is then a weighted mean of the pieces' own balance losses,
         as it is over DDP ranks, not the whole batch's."""
         ids, mask = batch["ids"], batch["mask"]
+        if "segments" in batch:  # one row per pair
+            groups = token_budget_groups(mask.sum(dim=1).tolist(), budget)
+            groups = groups if count is None else split_to_count(groups, count)
+            out = []
+            for g in groups:
+                rows = torch.tensor(g, device=ids.device)
+                width = right_trimmed(mask[rows])
+                out.append(({k: batch[k][rows] if k == "ends" else batch[k][rows, :width] for k in batch},
+                            len(g) / ids.shape[0]))
+            return out
         n = ids.shape[0] // 2
         lengths = mask.sum(dim=1)
         groups = token_budget_groups(torch.maximum(lengths[:n], lengths[n:]).tolist(), budget, rows_per_item=2)
@@ -168,15 +192,17 @@ class BTTask(TrainTask):
         # Defaults stay out of the key so checkpoints written before the options existed still resume.
         chat = {} if self.chat_template == "auto" else {"chat_template": self.chat_template}
         layers = {"upcycle_layers": list(self.upcycle_layers)} if self.upcycle_layers else {}
+        shared = {"share_prompt": True} if self.share_prompt else {}
         return {"task": f"bt_{self.stage}", "source": self.source, "max_len": self.max_len,
-                "experts": [self.num_experts, self.top_k], "alpha": self.alpha, **chat, **layers}
+                "experts": [self.num_experts, self.top_k], "alpha": self.alpha, **chat, **layers, **shared}
 
     def levers(self) -> dict:
         """What the stage reports of the model's shape: which decoder layers are (or were) MoE layers."""
+        shared = {"share_prompt": self.share_prompt}
         if self.stage == "dense":
-            return {}
+            return shared
         if self.stage == "moe":
             layers = self.upcycle_layers or "all"
         else:  # merge: the trained MoE's own record (umm_moe.json), None for files older than the key
             layers = _saved_moe_layers(self.source)
-        return {"upcycle_layers": list(layers) if isinstance(layers, tuple) else layers}
+        return {**shared, "upcycle_layers": list(layers) if isinstance(layers, tuple) else layers}

@@ -43,7 +43,7 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once; shared: one
     k = cfg.ensemble.members
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
-                  chat_template=cfg.model.chat_template)
+                  chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
     specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
                      placement=cfg.ensemble.placement) for i in range(k)]
     mode = worker_group_mode(cfg)

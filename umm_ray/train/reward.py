@@ -49,7 +49,8 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
     check_upcycle_layers(m.upcycle_layers, backbone_depth(source, cfg.model.trust_remote_code))
     return BTTask("moe", source, cfg.rm.max_len, num_experts=m.num_experts, top_k=m.top_k, noisy=m.noisy_gating,
                   router_seed=cfg.run.seed, aux_coef=m.aux_loss_coef, trust_remote_code=cfg.model.trust_remote_code,
-                  chat_template=cfg.model.chat_template, upcycle_layers=m.upcycle_layers)
+                  chat_template=cfg.model.chat_template, upcycle_layers=m.upcycle_layers,
+                  share_prompt=cfg.rm.share_prompt)
 
 
 def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
@@ -59,7 +60,7 @@ def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | 
     out = stage_dir_for(cfg, stage_dir, "dense")
     check_fits(cfg, "rm_dense", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
     task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
-                  chat_template=cfg.model.chat_template)
+                  chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
     report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
     return TrainedRM("dense", out, out / "model", report)
 
@@ -84,7 +85,7 @@ def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | No
     check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge stages; before any worker starts
     moe_task, moe_spec = _moe_task(cfg, source), bt_spec(cfg, "rm_umm_moe", out / "moe")
     merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha,
-                        chat_template=cfg.model.chat_template)
+                        chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
     spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
     init_ref = ray.remote(num_cpus=1)(evaluate_initial).remote(moe_task, moe_spec.seed, {"val": data.val},
                                                                 moe_task.max_len) if data.val else None
