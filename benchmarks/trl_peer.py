@@ -122,7 +122,8 @@ def parse_layouts(text: str, threads: int, global_batch: int) -> list[tuple[int,
 
 
 def layout_name(workers: int, threads: int, micro_tokens: int, shared: bool = False) -> str:
-    return f"umm_ray {workers}x{threads}" + (f" mb{micro_tokens}" if micro_tokens else "") + (" shared" if shared else "")
+    name = f"umm_ray {workers}x{threads}" + (f" mb{micro_tokens}" if micro_tokens else "")
+    return name + (" shared" if shared else "")
 
 
 def packed_lengths(encoded: list[tuple[list[int], list[int]]]) -> list[int]:

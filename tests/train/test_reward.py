@@ -156,8 +156,9 @@ def test_umm_end_to_end_writes_a_plain_transformers_checkpoint_of_dense_size(ray
 
 def test_umm_trains_with_the_memory_levers_and_reports_them(ray_local, tiny_world, make_cfg, data, tmp_path):
     """bf16 autocast + gradient checkpointing + token-budget micro-batches (both ranks run as many pieces as the
-    one needing most) + one upcycled layer + one row per pair (rm.share_prompt), under DeepSpeed ZeRO-2 on CPU (gloo): both Ray Train stages run, the
-    merge is the dense model, and every eval.json says which levers it ran with."""
+    one needing most) + one upcycled layer + one row per pair (rm.share_prompt), under DeepSpeed ZeRO-2 on CPU
+    (gloo): both Ray Train stages run, the merge is the dense model, and every eval.json says which levers it ran
+    with."""
     cfg, world = tiny_world
     cfg = make_cfg(cfg.run.output_dir, *FAST_RM, "--rm.batch_size", "32", "--moe.num_experts", "2",
                    "--moe.top_k", "1", "--moe.upcycle_layers", "0", "--rm.precision", "bf16",

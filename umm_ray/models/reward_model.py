@@ -26,8 +26,8 @@ from umm_ray.models.families import (ARCH_FAMILIES, check_reward_config, check_w
 from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import is_moe_dir, load_moe
 
-__all__ = ["reward_forward", "pair_rewards_shared_prefix", "load_reward_model", "RewardModelScorer", "EnsembleScorer", "StandardisedScorer",
-           "load_scorer", "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind",
+__all__ = ["reward_forward", "pair_rewards_shared_prefix", "load_reward_model", "RewardModelScorer", "EnsembleScorer",
+           "StandardisedScorer", "load_scorer", "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind",
            "ARCH_FAMILIES"]
 
 
