@@ -378,6 +378,22 @@ def test_rm_levers_reach_the_plan_and_the_hint(tmp_path):
     assert make_plan(fits, tight, ("rm_moe",), src).ok
 
 
+def test_shared_prompt_rows_are_planned_at_their_worst_case_length(tmp_path):
+    """rm.share_prompt: one row per pair, planned 2 x max_len long (nothing shared), never below the two-row plan
+    (CPU attention's scores grow with the square of the row)."""
+    src = save_tiny_rm_dir(tmp_path / "rm")
+    base = ["--run.output_dir", str(tmp_path / "run"), "--rm.batch_size", "16", "--rm.max_len", "128"]
+    big = _cluster(NodeType("box", 8, 0, 64 * GiB, max_workers=1, min_workers=1))
+
+    def worker(*extra):
+        cfg = load_config(None, base + list(extra), base=PRESETS["test"])
+        return make_plan(cfg, big, ("rm_dense",), src).stages[0].roles[0]
+
+    two_rows, shared = worker(), worker("--rm.share_prompt", "true")
+    assert "32 seqs x 128" in two_rows.detail and "16 seqs x 256" in shared.detail
+    assert shared.memory.activations >= two_rows.memory.activations
+
+
 def test_plan_stage_sum_counts_every_actor_on_a_node():
     cfg = load_config(None, [], base=PRESETS["tiny"])
     node = NodeType("box", 64, 0, 6 * GiB, max_workers=1, min_workers=1)

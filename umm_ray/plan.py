@@ -177,7 +177,11 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
     top_k = min(cfg.moe.top_k, experts) if experts else 0
     T = seq_len or r.max_len
     n_moe = len(cfg.moe.upcycle_layers) or None if experts else None  # [] = all layers
-    rows = budget_rows(2 * r.batch_size, T, r.micro_batch_tokens, rows_per_item=2)  # chosen + rejected rows
+    if r.share_prompt:  # one row per pair; at worst nothing is shared: 2 x max_len long (attention grows with it)
+        seqs, T, per_pair = r.batch_size, 2 * T, 1
+    else:  # chosen + rejected rows
+        seqs, per_pair = 2 * r.batch_size, 2
+    rows = budget_rows(seqs, T, r.micro_batch_tokens, rows_per_item=per_pair)
     mem = train_memory(arch, "rm", "fp32", rows, T, experts=experts, top_k=top_k, merge=merge,
                        world=r.num_workers, strategy=r.strategy, zero_stage=r.zero_stage,
                        checkpointing=checkpointing or r.grad_checkpointing, device=dev,
@@ -188,7 +192,7 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
         what += f" in {n_moe} of {arch.layers} layers"
     return Role(stage, name, r.num_workers, w.cpus, w.gpus, group.format(stage=stage, i="{i}"),
                 train_placement(cfg, strategy), arch.source, arch.params("rm", experts, n_moe), "fp32", mem,
-                f"{what}; {'; '.join(mem.notes)}; {_rows(2 * r.batch_size, rows)} x {T}", accelerator=w.accelerator)
+                f"{what}; {'; '.join(mem.notes)}; {_rows(seqs, rows)} x {T}", accelerator=w.accelerator)
 
 
 def _eval_task(cfg: Config, stage: str, arch: Arch, experts: int = 0, seq_len: int | None = None) -> Role:
