@@ -153,7 +153,7 @@ class BTTask(TrainTask):
         """Pairs in length-sorted pieces of <= `budget` padded tokens (both rows of a pair in one piece, its length
         the longer row's), each cut to its own longest row; weight = the piece's share of the pairs (the BT loss and
         accuracy are means over pairs). The MoE aux loss is then a weighted mean of the pieces' own balance losses,
-        as it is over DDP ranks, not the whole batch's."""
+        as it is over DDP ranks, not the whole batch's. A share_prompt batch is cut the same way, one row per pair."""
         ids, mask = batch["ids"], batch["mask"]
         if "segments" in batch:  # one row per pair
             groups = token_budget_groups(mask.sum(dim=1).tolist(), budget)
