@@ -73,6 +73,14 @@ def test_shared_prefix_rewards_and_gradients_equal_two_rows(family, attn, tok):
         torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-4, msg=name)  # grads reach ~10
 
 
+def test_shared_prefix_refuses_attention_without_a_dense_mask(tok):
+    chosen, rejected = _pair_rows(tok)
+    model = make_rm("llama", tok)
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="share_prompt needs sdpa or eager.*flash_attention_2"):
+        pair_rewards_shared_prefix(model, **pack_pairs(chosen, rejected, tok.pad_token_id))
+
+
 def test_shared_prefix_rewards_of_a_noiseless_moe(tok):
     chosen, rejected = _pair_rows(tok)
     moe = upcycle(make_rm("llama", tok), num_experts=4, top_k=2, noisy=False, seed=0).eval()

@@ -61,8 +61,12 @@ def pair_rewards_shared_prefix(model: nn.Module, ids: torch.Tensor, mask: torch.
     Returns:
         rewards [2B] (float32): the B chosen, then the B rejected (the layout `reward_forward` gets from a BT batch).
     """
+    attn = model.config._attn_implementation
+    if attn not in ("sdpa", "eager"):  # flash / flex kernels take no dense 4D mask: the responses would see each other
+        raise ValueError(f"rm.share_prompt needs sdpa or eager attention, and this model runs {attn!r}; "
+                         "train with --rm.share_prompt false")
     allowed = segment_attention(segments)  # [B, 1, T, T] bool
-    if model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores: make it additive
+    if attn == "eager":  # eager attention adds the mask to its scores: make it additive
         allowed = torch.zeros(allowed.shape, dtype=model.dtype, device=ids.device).masked_fill(
             ~allowed, torch.finfo(model.dtype).min)
     with real_tokens(model, mask):  # MoE balance loss: each prompt token counted once, padding left out
