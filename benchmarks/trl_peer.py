@@ -61,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--global-batch", type=int, default=16, help="pairs per optimizer step (both systems)")
     ap.add_argument("--threads", type=int, default=2, help="TRL's torch threads; each umm_ray layout's W x T")
-    ap.add_argument("--umm", default="2x1,1x2,1x2:1024",
+    ap.add_argument("--umm", default="2x1,1x2,1x2:1024,1x2:1024:shared",
                     help="umm_ray layouts, comma-separated WxT[:B][:shared]: W workers x T threads, "
                          "B = rm.micro_batch_tokens, shared = rm.share_prompt (one row per pair, prompt once)")
     ap.add_argument("--warmup", type=int, default=2, help="steps not timed")
