@@ -351,19 +351,21 @@ def test_check_fits_stops_a_stage_that_cannot_fit(tmp_path):
     assert ok.ok and ok.stages[0].roles[0].detail.endswith("x 7")
 
 
+def _big_node_worker(src: str, stage: str, args: list[str]):
+    """The first role of `stage` (its training worker) planned on one roomy node, test preset + `args`."""
+    cfg = load_config(None, args, base=PRESETS["test"])
+    big = _cluster(NodeType("box", 8, 0, 64 * GiB, max_workers=1, min_workers=1))
+    return make_plan(cfg, big, (stage,), src).stages[0].roles[0]
+
+
 def test_rm_levers_reach_the_plan_and_the_hint(tmp_path):
     """rm.precision / rm.grad_checkpointing / moe.upcycle_layers change the RM roles' memory and say so; a stage that
     fits only with checkpointing is told so."""
     src = save_tiny_rm_dir(tmp_path / "rm")
     base = ["--run.output_dir", str(tmp_path / "run"), "--moe.num_experts", "2", "--rm.batch_size", "512"]
-    big = _cluster(NodeType("box", 8, 0, 64 * GiB, max_workers=1, min_workers=1))
-
-    def worker(*extra):
-        cfg = load_config(None, base + list(extra), base=PRESETS["test"])
-        return make_plan(cfg, big, ("rm_moe",), src).stages[0].roles[0]
-
-    plain, levers = worker(), worker("--rm.precision", "bf16", "--rm.grad_checkpointing", "true",
-                                     "--moe.upcycle_layers", "0")
+    plain = _big_node_worker(src, "rm_moe", base)
+    levers = _big_node_worker(src, "rm_moe", base + ["--rm.precision", "bf16", "--rm.grad_checkpointing", "true",
+                                                     "--moe.upcycle_layers", "0"])
     assert "bf16 autocast" in levers.detail and "grad ckpt" in levers.detail and "in 1 of 2 layers" in levers.detail
     assert levers.params < plain.params and levers.memory.activations < plain.memory.activations
     # the worker needs ~10.5 GiB without checkpointing, ~4.2 GiB with it (+ the 0.9 GiB eval task): a 7 GiB node
@@ -383,13 +385,8 @@ def test_shared_prompt_rows_are_planned_at_their_worst_case_length(tmp_path):
     (CPU attention's scores grow with the square of the row)."""
     src = save_tiny_rm_dir(tmp_path / "rm")
     base = ["--run.output_dir", str(tmp_path / "run"), "--rm.batch_size", "16", "--rm.max_len", "128"]
-    big = _cluster(NodeType("box", 8, 0, 64 * GiB, max_workers=1, min_workers=1))
-
-    def worker(*extra):
-        cfg = load_config(None, base + list(extra), base=PRESETS["test"])
-        return make_plan(cfg, big, ("rm_dense",), src).stages[0].roles[0]
-
-    two_rows, shared = worker(), worker("--rm.share_prompt", "true")
+    two_rows = _big_node_worker(src, "rm_dense", base)
+    shared = _big_node_worker(src, "rm_dense", base + ["--rm.share_prompt", "true"])
     assert "32 seqs x 128" in two_rows.detail and "16 seqs x 256" in shared.detail
     assert shared.memory.activations >= two_rows.memory.activations
 
