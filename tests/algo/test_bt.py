@@ -40,3 +40,10 @@ def test_pref_accuracy_hand_values():
     rr = torch.tensor([1.0, 1.0, 1.0, -5.0])
     assert pref_accuracy(rc, rr) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
     assert math.isnan(pref_accuracy(torch.zeros(0), torch.zeros(0)))
+
+
+def test_pref_accuracy_times_n_gives_back_the_count():
+    """258 of 1154: a float32 mean would give 258.0000097 back; held-out reports count pairs from it."""
+    n, k = 1154, 258
+    rc = torch.cat([torch.ones(k), torch.zeros(n - k)])
+    assert pref_accuracy(rc, torch.full((n,), 0.5)) * n == pytest.approx(k, abs=1e-9)
