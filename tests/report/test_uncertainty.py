@@ -126,3 +126,25 @@ def test_ppo_is_not_graded_when_dense_gold_never_rose():
     assert "never rose beyond its start" in own and "collapse, not over-optimisation" in own
     text = verdict(fast, dense, st_f, st_d)
     assert "PPO: dense's gold never rose here" in text and "under PPO" not in text and "WORSENS. " not in text
+
+
+def test_an_unresolved_rise_is_not_called_a_collapse():
+    """The smol run's dense PPO: gold up 0.23 to a late peak, but the rise interval reaches below 0. Not graded (no
+    resolved gain), and not called a collapse either; a rise of exactly 0 (gold only fell) still is."""
+    from umm_ray.algo.stats import Interval
+    from umm_ray.report.fits import OveroptSummary
+    from umm_ray.report.verdict import compare_to_reference, describe_reference
+
+    s = OveroptSummary(peak_gold=0.569, peak_at=19, kl_at_peak=0.217, final_gold=0.522, final_kl=0.22,
+                       drop_from_peak=0.047, drop_frac=0.2, proxy_gain=0.026, gold_gain=0.19, gap=-0.27,
+                       gap_units="std")
+    drop, unresolved, flat = Interval(0.047, 0, 0.33), Interval(0.234, -0.006, 0.46), Interval(0.0, -0.02, 0.05)
+    text = describe_reference("ppo", s, drop, unresolved)
+    assert "rise from the start is within the noise" in text and "no resolved gold gain" in text
+    assert "collapse" not in text
+    assert "never rose beyond its start" in describe_reference("ppo", s, drop, flat)
+    diffs = {"ppo_drop": Interval(0.01, -0.2, 0.2), "ppo_final_gold": Interval(0.0, -0.2, 0.2)}
+    line, word = compare_to_reference("ppo", diffs, drop, unresolved)
+    assert word == "" and "rise is within the noise" in line and "collapse" not in line
+    line, word = compare_to_reference("ppo", diffs, drop, flat)
+    assert word == "" and "never rose here" in line

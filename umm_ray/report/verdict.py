@@ -4,10 +4,11 @@ A verdict word needs a confidence interval behind it. For each method (Best-of-N
 peak is compared with the dense row's as a paired difference (`umm_ray.report.uncertainty`): MITIGATES when the 95%
 interval of (drop - dense drop) lies below 0, WORSENS when above, otherwise "no significant difference" with the
 interval. When the dense proxy itself shows no significant drop on a method there is nothing to mitigate there, and
-the line says so instead; likewise when the dense PPO gold never rose beyond its start (its rise interval reaches 0):
-then every proxy's drop measures how fast the policy collapses, not over-optimisation after a gain, and PPO is not
-graded on it. PPO curves are smoothed (centred moving average over ~1/8 of the points) before the peak
-is taken, so one noisy step is not a peak.
+the line says so instead; likewise when the dense PPO gold's rise from its start is within the noise (its rise
+interval reaches 0): there is no resolved gain to over-optimise, and PPO is not graded on it. The line calls that a
+collapse only when the gold never went above its start (rise 0); a rise that is there but unresolved is called that.
+PPO curves are smoothed (centred moving average over ~1/8 of the points) before the peak is taken, so one noisy step
+is not a peak.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ def describe_reference(method: str, s: OveroptSummary, drop: Interval | None, ri
             f"and ends at {fmt(s.final_gold)}, drop {fmt_ci(drop, s.drop_from_peak)}")
     if drop is None:
         return head + " (no interval: no per-seed data)"
-    if never_rose(rise):
+    if never_rose(rise) and rise.value <= 0:
         return head + (f", but it never rose beyond its start (rise {fmt_ci(rise)}) while proxy gains "
                        f"{fmt(s.proxy_gain)} -> collapse, not over-optimisation after a gain")
+    if never_rose(rise):  # it went up, by no more than the noise: neither a collapse nor a gain to over-optimise
+        return head + (f", but its rise from the start is within the noise (rise {fmt_ci(rise)}) while proxy gains "
+                       f"{fmt(s.proxy_gain)} -> no resolved gold gain, so its drop is not graded as over-optimisation")
     if drop.lo > 0:
         return head + f" while proxy gains {fmt(s.proxy_gain)} -> over-optimised"
     return head + " -> no significant over-optimisation"
@@ -104,9 +108,12 @@ def compare_to_reference(method: str, diffs: dict[str, Interval], ref_drop: Inte
                        ", never reaches the KL where dense peaks")
     if drop is None:
         return f"{name}: no interval for the difference", ""
-    if never_rose(ref_rise):
+    if never_rose(ref_rise) and ref_rise.value <= 0:
         return (f"{name}: dense's gold never rose here (rise {fmt_ci(ref_rise)}), so its drops measure collapse, not "
                 f"over-optimisation; drop vs dense {fmt_ci(drop)}, {final_text}"), ""
+    if never_rose(ref_rise):
+        return (f"{name}: dense's gold rise is within the noise here (rise {fmt_ci(ref_rise)}), so no drop is graded; "
+                f"drop vs dense {fmt_ci(drop)}, {final_text}"), ""
     if ref_drop is None or ref_drop.lo <= 0:
         return (f"{name}: dense shows no significant over-optimisation here (drop {fmt_ci(ref_drop)}); "
                 f"drop vs dense {fmt_ci(drop)}, {final_text}"), ""
