@@ -27,8 +27,8 @@ from umm_ray.models.moe import real_tokens
 from umm_ray.models.upcycle import is_moe_dir, load_moe
 
 __all__ = ["reward_forward", "pair_rewards_shared_prefix", "load_reward_model", "RewardModelScorer", "EnsembleScorer",
-           "StandardisedScorer", "load_scorer", "read_manifest", "check_reward_config", "load_tokenizer_checked", "checkpoint_kind",
-           "ARCH_FAMILIES"]
+           "StandardisedScorer", "load_scorer", "read_manifest", "check_reward_config", "load_tokenizer_checked",
+           "checkpoint_kind", "ARCH_FAMILIES"]
 
 
 def reward_forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
