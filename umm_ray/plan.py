@@ -173,18 +173,15 @@ def _rm_train_role(cfg: Config, stage: str, name: str, arch: Arch, *, experts: i
                    group: str = "{stage}", strategy: str = "PACK", checkpointing: bool = False,
                    seq_len: int | None = None) -> Role:
     r, w = cfg.rm, role_resources(cfg, "train")
-    dev = _dev(w)
     top_k = min(cfg.moe.top_k, experts) if experts else 0
-    T = seq_len or r.max_len
     n_moe = len(cfg.moe.upcycle_layers) or None if experts else None  # [] = all layers
-    if r.share_prompt:  # one row per pair; at worst nothing is shared: 2 x max_len long (attention grows with it)
-        seqs, T, per_pair = r.batch_size, 2 * T, 1
-    else:  # chosen + rejected rows
-        seqs, per_pair = 2 * r.batch_size, 2
+    # chosen + rejected rows; share_prompt: one row per pair, at worst (nothing shared) 2 x max_len long
+    per_pair, T = (1, 2 * (seq_len or r.max_len)) if r.share_prompt else (2, seq_len or r.max_len)
+    seqs = per_pair * r.batch_size
     rows = budget_rows(seqs, T, r.micro_batch_tokens, rows_per_item=per_pair)
     mem = train_memory(arch, "rm", "fp32", rows, T, experts=experts, top_k=top_k, merge=merge,
                        world=r.num_workers, strategy=r.strategy, zero_stage=r.zero_stage,
-                       checkpointing=checkpointing or r.grad_checkpointing, device=dev,
+                       checkpointing=checkpointing or r.grad_checkpointing, device=_dev(w),
                        autocast=r.precision == "bf16", moe_layers=n_moe)
     what = f"MoE {experts}+1 experts top-{top_k}" if experts and not merge else \
         f"merge of {experts}+1 experts (theta only)" if merge else "dense"
