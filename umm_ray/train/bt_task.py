@@ -154,26 +154,17 @@ class BTTask(TrainTask):
         the longer row's), each cut to its own longest row; weight = the piece's share of the pairs (the BT loss and
         accuracy are means over pairs). The MoE aux loss is then a weighted mean of the pieces' own balance losses,
         as it is over DDP ranks, not the whole batch's. A share_prompt batch is cut the same way, one row per pair."""
-        ids, mask = batch["ids"], batch["mask"]
-        if "segments" in batch:  # one row per pair
-            groups = token_budget_groups(mask.sum(dim=1).tolist(), budget)
-            groups = groups if count is None else split_to_count(groups, count)
-            out = []
-            for g in groups:
-                rows = torch.tensor(g, device=ids.device)
-                width = right_trimmed(mask[rows])
-                out.append(({k: batch[k][rows] if k == "ends" else batch[k][rows, :width] for k in batch},
-                            len(g) / ids.shape[0]))
-            return out
-        n = ids.shape[0] // 2
-        lengths = mask.sum(dim=1)
-        groups = token_budget_groups(torch.maximum(lengths[:n], lengths[n:]).tolist(), budget, rows_per_item=2)
+        mask, lengths = batch["mask"], batch["mask"].sum(dim=1)
+        packed = "segments" in batch  # share_prompt: pair i is row i; else rows i (chosen) and i + n (rejected)
+        n = mask.shape[0] if packed else mask.shape[0] // 2
+        lengths = lengths if packed else torch.maximum(lengths[:n], lengths[n:])
+        groups = token_budget_groups(lengths.tolist(), budget, rows_per_item=1 if packed else 2)
         groups = groups if count is None else split_to_count(groups, count)
         out = []
         for g in groups:
-            rows = torch.tensor(g + [i + n for i in g], device=ids.device)  # chosen rows, then their rejected
+            rows = torch.tensor(g if packed else g + [i + n for i in g], device=mask.device)
             width = right_trimmed(mask[rows])
-            out.append(({"ids": ids[rows, :width], "mask": mask[rows, :width]}, len(g) / n))
+            out.append(({k: v[rows] if k == "ends" else v[rows, :width] for k, v in batch.items()}, len(g) / n))
         return out
 
     def save(self, raw: RewardNet, out_dir: Path) -> None:
