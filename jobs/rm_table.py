@@ -8,7 +8,9 @@ Every RM is the stage `jobs.train_rm` (and `jobs.compare`) would run, through th
 table resumes from the RMs already trained, and a rerun with more expert counts only trains the new ones. The split
 (rm.val_frac / rm.test_frac, seeded by rm.split_seed or run.seed) is made once by the `pairs` stage and shared by every
 RM. The unmerged MoE of UMM-<n> is the MoE stage of that same UMM run (`rm_umm<n>/moe/model`), so it costs nothing
-extra. Intervals are Wilson score intervals over the test pairs (a tie counts half a pair). Writes
+extra. Intervals are Wilson score intervals over the test pairs (a tie counts half a pair). Every RM is tested on the
+same pairs, so each row also gets its difference from dense pair by pair (a paired bootstrap over the test pairs):
+tighter than comparing two separate intervals, since the pairs both RMs find easy or hard cancel out. Writes
 `<run.output_dir>/rm_table/table.md`, `table.json` and `config.yaml`.
 """
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 from jobs.common import init_ray, job_config, record_config
 from jobs.inputs import dry_run
-from umm_ray.algo.stats import wilson_interval
+from umm_ray.algo.stats import paired_diff_ci, wilson_interval
 from umm_ray.graph import StageGraph, compare_rms
 from umm_ray.pipeline import StageRunner
 
@@ -44,15 +48,32 @@ def _row(name: str, ev: dict, params) -> dict:
             n, acc = int(ev[split]["n"]), float(ev[split]["accuracy"])
             ci = wilson_interval(round(acc * n * 2) / 2, n)  # ties count half: accuracy * n is a multiple of 0.5
             row[split] = {"n": n, "accuracy": acc, "lo": ci.lo, "hi": ci.hi, "bt_loss": ev[split].get("bt_loss")}
+    row["outcomes"] = ev.get("test", {}).get("outcomes")  # [n] per test pair; dropped by `paired_vs`
     return row
 
 
+def paired_vs(rows: list[dict], ref: str = "dense") -> list[dict]:
+    """Each row's test accuracy minus `ref`'s, on the same test pairs, with a paired bootstrap 95% interval
+    (`row["test"]["vs_dense"]`), where both have per-pair outcomes on as many pairs (an eval from before they were kept
+    has none: no difference is given). Drops the per-pair outcomes from the rows."""
+    base = next((r["outcomes"] for r in rows if r["rm"] == ref), None)
+    for r in rows:
+        won = r.pop("outcomes", None)
+        if r["rm"] != ref and base is not None and won is not None and len(won) == len(base):
+            r["test"]["vs_dense"] = paired_diff_ci(np.mean, won, base).to_dict()
+    return rows
+
+
 def markdown(rows: list[dict], setup: str) -> str:
-    """The table: test accuracy [95% CI] (n), val accuracy, parameters."""
-    lines = [setup, "", "| RM | test accuracy [95% CI] | test pairs | val accuracy | parameters |", "|---|---|---|---|---|"]
+    """The table: test accuracy [95% CI] (n), minus dense's on the same pairs [paired 95% CI], val accuracy,
+    parameters."""
+    head = ["RM", "test accuracy [95% CI]", "test pairs", "vs dense, paired [95% CI]", "val accuracy", "parameters"]
+    lines = [setup, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         t, v = r.get("test"), r.get("val")
+        d = (t or {}).get("vs_dense")
         cells = [r["rm"], f"{t['accuracy']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]" if t else "-", t["n"] if t else "-",
+                 f"{d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d else "-",
                  f"{v['accuracy']:.3f}" if v else "-", f"{r['params'] / 1e6:.1f}M" if r.get("params") else "-"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
@@ -69,6 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for kind, n in rms:
         rows += rm_rows(kind, n, graph.rm(kind, n))
         print(f"{rows[-1]['rm']}: done")
+    rows = paired_vs(rows)
     pairs = graph.pairs()
     setup = (f"Data {cfg.rm.data} (split seed {cfg.rm.data_split_seed(cfg.run.seed)}, val {cfg.rm.val_frac}, test "
              f"{cfg.rm.test_frac}); backbone {cfg.rm.base_path or 'the SFT policy'}; max_len {cfg.rm.max_len}, "

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = StageGraph(cfg, runner).rm(kind, n if kind in ("umm", "moe") else None)
     record_config(cfg, RunLayout.rm_stage(kind, n))
     print(summary_line(summary))
-    print(json.dumps({k: summary["eval"][k] for k in ("val", "test") if k in summary["eval"]}, indent=1))
+    held = {k: {m: v for m, v in summary["eval"][k].items() if m != "outcomes"}  # [N] per-pair: in eval.json only
+            for k in ("val", "test") if k in summary["eval"]}
+    print(json.dumps(held, indent=1))
     return summary
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.algo.bt import bt_loss, pair_outcomes, pref_accuracy
 
 
 def test_bt_loss_hand_values():
@@ -47,3 +47,13 @@ def test_pref_accuracy_times_n_gives_back_the_count():
     n, k = 1154, 258
     rc = torch.cat([torch.ones(k), torch.zeros(n - k)])
     assert pref_accuracy(rc, torch.full((n,), 0.5)) * n == pytest.approx(k, abs=1e-9)
+
+
+def test_pair_outcomes_per_pair_and_their_mean_is_the_accuracy():
+    rc = torch.tensor([2.0, 1.0, 1.0, 1.0 + 1e-12], dtype=torch.float64)
+    rr = torch.tensor([1.0, 2.0, 1.0, 1.0], dtype=torch.float64)
+    won = pair_outcomes(rc, rr)
+    assert won.tolist() == [1.0, 0.0, 0.5, 1.0]  # a float64 margin below float32's resolution is still a win
+    assert pref_accuracy(rc, rr) == won.mean().item()
+    with pytest.raises(ValueError, match="pair_outcomes: shapes"):
+        pair_outcomes(torch.zeros(2), torch.zeros(3))

@@ -7,7 +7,7 @@ import pytest
 from tests.fixtures import SMALL, save_tiny_rm, tiny_corpus, tiny_tokenizer, write_manifest
 from umm_ray.config import Config
 from umm_ray.data import write_jsonl
-from umm_ray.eval.rm_metrics import evaluate_rms, gold_labels, outcomes
+from umm_ray.eval.rm_metrics import evaluate_rms, gold_labels
 from umm_ray.reward_source import RewardSource
 from umm_ray.testbed.gold import TestbedGold
 from umm_ray.testbed.prepare import label_pairs
@@ -28,12 +28,6 @@ def world(tmp_path_factory):
     rms = [save_tiny_rm(root / f"rm{i}", tok, seed=i, head_std=1.0, **SMALL) for i in range(2)]
     return {"root": root, "pairs": pairs, "stats": stats, "rms": rms,
             "manifest": write_manifest(root / "ens.json", rms)}
-
-
-def test_outcomes_count_ties_as_half():
-    import torch
-
-    assert outcomes(torch.tensor([2.0, 1.0, 1.0]), torch.tensor([1.0, 2.0, 1.0])) == [1.0, 0.0, 0.5]
 
 
 def test_gold_judged_accuracy_and_noise_ceiling(world, tmp_path):

@@ -199,6 +199,8 @@ def test_ensemble_members_train_concurrently(ray_local, tiny_world, make_cfg, da
                                cfg.ensemble.uwo_lambda)
     acc, n = held_out_accuracy(res.eval)
     assert_beats_untrained(acc, start, n)
+    for ev in (res.eval, *members):  # the aggregate's and every member's per-pair outcomes on the same test pairs
+        assert len(ev["test"]["outcomes"]) == ev["test"]["n"] == len(data.test)
 
 
 def test_ensemble_members_in_one_shared_worker_group_train_in_turn(ray_local, tiny_world, make_cfg, data, tmp_path):
@@ -305,3 +307,5 @@ def test_dense_on_real_hh_pairs_trains_on_part_and_tests_on_the_rest(ray_local, 
     assert ev["test"]["n"] == ev["n_pairs"]["test"] > 300
     n = ev["test"]["n"]  # the accuracy counts exactly the held-out pairs (k of n), not a batch or another split
     assert ev["test"]["accuracy"] * n == pytest.approx(round(ev["test"]["accuracy"] * n), abs=1e-6)
+    won = ev["test"]["outcomes"]  # per pair, so a table can compare two RMs pair by pair
+    assert len(won) == n and set(won) <= {0.0, 0.5, 1.0} and sum(won) / n == pytest.approx(ev["test"]["accuracy"])

@@ -22,8 +22,25 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(r_chosen.float() - r_rejected.float()).mean()
 
 
+def pair_outcomes(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1 when the labelled-chosen response scores higher, 0 when lower, 0.5 on a tie (a coin flip in
+    expectation, so a constant RM scores 0.5). Kept per pair so two RMs scored on the same pairs can be compared
+    pair by pair (a paired interval), not only through two separate accuracies.
+
+    Args:
+        r_chosen, r_rejected: [B] rewards.
+
+    Returns:
+        [B] float64 outcomes.
+    """
+    if r_chosen.shape != r_rejected.shape:
+        raise ValueError(f"pair_outcomes: shapes {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)} differ")
+    diff = r_chosen.double() - r_rejected.double()  # exact for bf16/fp32/fp64 inputs: no tie made by rounding
+    return (diff > 0).double() + 0.5 * (diff == 0).double()
+
+
 def pref_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
-    """Fraction of pairs with r_chosen > r_rejected; ties count as half (so a constant RM scores 0.5).
+    """Fraction of pairs with r_chosen > r_rejected; ties count as half (the mean of `pair_outcomes`).
 
     Args:
         r_chosen, r_rejected: [B] rewards.
@@ -31,10 +48,6 @@ def pref_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
     Returns:
         Accuracy in [0, 1] (nan for an empty batch).
     """
-    if r_chosen.shape != r_rejected.shape:
-        raise ValueError(f"pref_accuracy: shapes {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)} differ")
-    if r_chosen.numel() == 0:
-        return float("nan")
-    diff = r_chosen.float() - r_rejected.float()
+    won = pair_outcomes(r_chosen, r_rejected)
     # a float64 mean: k / n exactly enough that accuracy x n gives back the count (float32 is off by 1e-5 at n ~1000)
-    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean().item()
+    return won.mean().item() if won.numel() else float("nan")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from umm_ray.algo.bt import pair_outcomes
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
 from umm_ray.data import load_preferences_with_report
@@ -62,19 +63,13 @@ def forward_passes(scorer) -> int:
     return 1 + len(spec.capabilities) if spec is not None and hasattr(spec, "capabilities") else 1
 
 
-def outcomes(chosen: torch.Tensor, rejected: torch.Tensor) -> list[float]:
-    """Per pair [P]: 1 when the RM scores the labelled-chosen response higher, 0 when lower, 0.5 on a tie (a coin
-    flip in expectation): the report's accuracy intervals resample these."""
-    return ((chosen > rejected).double() + 0.5 * (chosen == rejected).double()).tolist()
-
-
 def gold_labels(gold, prompts: list[str], chosen: list[str], rejected: list[str]) -> tuple[list[int], list[float]]:
     """Where the gold scorer agrees with itself: (indices of pairs gold does not tie, per pair +1 / -1 = gold prefers
     the labelled-chosen / -rejected response) and the noise ceiling's outcomes (gold judged like an RM: [P])."""
     gc = torch.tensor(gold.score(prompts, chosen), dtype=torch.float64)
     gr = torch.tensor(gold.score(prompts, rejected), dtype=torch.float64)
     keep = torch.nonzero(gc != gr).flatten().tolist()
-    return keep, outcomes(gc, gr)
+    return keep, pair_outcomes(gc, gr).tolist()
 
 
 def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
@@ -134,7 +129,7 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
                 mc, mr = aggregate(mc, how, lam), aggregate(mr, how, lam)
             else:
                 mc, mr = mc[0], mr[0]
-            row["outcomes"][split] = outcomes(mc, mr)
+            row["outcomes"][split] = pair_outcomes(mc, mr).tolist()
             row[f"acc_{split}"] = sum(row["outcomes"][split]) / len(row["outcomes"][split])
             if split == "test" and gold is not None and keep:
                 won, ceiling = row["outcomes"]["test"], meta["noise_ceiling"]

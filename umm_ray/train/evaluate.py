@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from umm_ray.algo.bt import bt_loss, pref_accuracy
+from umm_ray.algo.bt import bt_loss, pair_outcomes, pref_accuracy
 from umm_ray.models.moe import expert_load, moe_layers, reset_expert_load
 from umm_ray.models.reward_model import RewardModelScorer, load_reward_model
 from umm_ray.records import PreferencePair
@@ -27,7 +27,8 @@ def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_si
 
 
 def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: list[str]) -> dict:
-    """{n, bt_loss, accuracy, accuracy_by_family} for rewards [N] of chosen/rejected responses."""
+    """{n, bt_loss, accuracy, accuracy_by_family, outcomes} for rewards [N] of chosen/rejected responses; `outcomes`
+    [N] (1 / 0 / 0.5 per pair, in the split's order) lets two RMs tested on the same pairs be compared pair by pair."""
     by_family = defaultdict(list)
     for i, fam in enumerate(families):
         by_family[fam or "unknown"].append(i)
@@ -37,6 +38,7 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: lis
         "accuracy": pref_accuracy(r_chosen, r_rejected),
         "accuracy_by_family": {f: pref_accuracy(r_chosen[idx], r_rejected[idx])
                                for f, idx in sorted(by_family.items())},
+        "outcomes": pair_outcomes(r_chosen, r_rejected).tolist(),
     }
 
 
