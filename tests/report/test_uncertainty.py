@@ -10,6 +10,7 @@ from umm_ray.report.records import PPOCurve
 from umm_ray.report.uncertainty import (
     BoNData,
     PPOData,
+    accuracy_diff,
     accuracy_interval,
     bon_diffs,
     ppo_diffs,
@@ -28,6 +29,25 @@ def test_accuracy_interval_one_seed_is_wilson_and_seeds_bootstrap():
     two = accuracy_interval([rng.permutation([1.0] * 140 + [0.0] * 60).tolist() for _ in range(2)])
     assert two.value == pytest.approx(0.7) and 0.6 < two.lo < 0.7 < two.hi < 0.8
     assert accuracy_interval(None) is None
+
+
+def test_accuracy_vs_dense_is_paired_over_the_same_pairs_and_said_in_the_verdict():
+    rng = np.random.default_rng(3)
+    bon, ppo = bon_scores(rng, hacked=True), ppo_curves(rng, 0.8)
+    dense_won = [[1.0] * 110 + [0.0] * 90]  # 0.55 and 0.65 on the same 200 pairs: the two Wilson intervals overlap,
+    umm_won = [[1.0] * 130 + [0.0] * 70]  # but the UMM wins every pair dense wins, and 20 more
+    dense, umm = row("dense", "dense", bon, ppo, acc=dense_won), row("umm-2", "umm", bon, ppo, acc=umm_won)
+    twin = row("umm-4", "umm", bon, ppo, acc=[rng.permutation(dense_won[0]).tolist()])  # as accurate, other pairs
+    assert accuracy_interval(umm_won).lo < accuracy_interval(dense_won).hi
+    d = row_stats(umm, dense, N_BOOT).vs_dense["acc_test"]
+    assert d.value == pytest.approx(0.1) and 0.05 < d.lo < 0.1 < d.hi < 0.15
+    st_d = row_stats(dense, dense, N_BOOT)
+    assert "acc_test" not in (st_d.vs_dense or {})  # the reference is not compared with itself
+    text = verdict(umm, dense, row_stats(umm, dense, N_BOOT), st_d)
+    assert "accuracy vs dense on the same pairs: test labels 0.1 [" in text and "(resolved)" in text
+    t = row_stats(twin, dense, N_BOOT).vs_dense["acc_test"]
+    assert t.value == 0 and t.lo < 0 < t.hi and "(resolved)" not in verdict(twin, dense, row_stats(twin, dense), st_d)
+    assert accuracy_diff(umm_won, [dense_won[0][:150]]) is None and accuracy_diff(None, dense_won) is None
 
 
 def test_identical_rms_are_never_significant_and_say_so():

@@ -32,6 +32,18 @@ def ppo_window(n_points: int) -> int:
     return w if w % 2 else w + 1
 
 
+def accuracy_diff(cand, ref, n_boot: int = DEFAULT_BOOT) -> Interval | None:
+    """Accuracy of `cand` minus `ref` from their [S][P] per-pair outcomes on the same pairs (entry [s, p] is the same
+    pair of the same seed in both), with a paired bootstrap interval (seeds, then pairs); None when either is missing
+    or they were not scored on the same pairs."""
+    if cand is None or ref is None:
+        return None
+    a, b = np.asarray(cand, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or a.shape[1] == 0:
+        return None
+    return bootstrap(lambda x, y: x.mean() - y.mean(), a, b, seeded=True, n_boot=n_boot)
+
+
 def accuracy_interval(correct) -> Interval | None:
     """[S][P] per-pair outcomes (1, 0, 0.5 for a tie) -> accuracy with its 95% interval; None without pairs."""
     if correct is None:
@@ -261,8 +273,9 @@ class RowStats:
     """Every interval of one report row; None where the row has no such data. `bon_gold_n` / `bon_win` have one
     interval per n of the BoN curve.
 
-    `vs_dense` holds cand - dense differences: 'bon_drop', 'bon_gold_max', and for m in ppo / ppo_kl 'm_drop',
-    'm_final_gold' and 'm_gold_at_kl' (at the KL where dense's gold peaks in that regime, when this run reaches it).
+    `vs_dense` holds cand - dense differences: 'acc_test', 'acc_gold', 'acc_hh' (paired over the same pairs),
+    'bon_drop', 'bon_gold_max', and for m in ppo / ppo_kl 'm_drop', 'm_final_gold' and 'm_gold_at_kl' (at the KL
+    where dense's gold peaks in that regime, when this run reaches it).
     """
 
     acc_test: Interval | None = None
@@ -310,6 +323,11 @@ def row_stats(r: RMResult, dense: RMResult | None, n_boot: int = DEFAULT_BOOT) -
         out.bon = bon_intervals(bd, n_boot)
         out.bon_gold_n, out.bon_win = bon_point_intervals(bd, n_boot)
     diffs = {}
+    if dense is not None and dense is not r and dense.seeds is not None:
+        for split in ("test", "gold", "hh"):
+            d = accuracy_diff(getattr(s, f"acc_{split}"), getattr(dense.seeds, f"acc_{split}"), n_boot)
+            if d is not None:
+                diffs[f"acc_{split}"] = d
     ref_b = bon_data(dense) if dense is not None and dense is not r else None
     if bd is not None and ref_b is not None:
         diffs.update({f"bon_{k}": v for k, v in bon_diffs(bd, ref_b, n_boot).items()})

@@ -157,7 +157,22 @@ def verdict(result: RMResult, dense: RMResult | None, stats: RowStats, dense_sta
         text, codes[method] = compare_to_reference(method, stats.vs_dense or {}, _drop(dense_stats, method),
                                                    _rise(dense_stats, method))
         parts.append(text)
+    acc = accuracy_vs_reference(stats.vs_dense or {})
     if not parts:
-        return "no BoN or PPO curve"
+        return "no BoN or PPO curve" + (f"; {acc}" if acc else "")
     head = "reference. " if result is dense else head_word(codes)
-    return head + "; ".join(parts)
+    return head + "; ".join(parts + ([acc] if acc else []))
+
+
+ACC_SPLITS = {"test": "test labels", "gold": "gold labels", "hh": "HH"}
+
+
+def accuracy_vs_reference(diffs: dict[str, Interval]) -> str:
+    """'accuracy vs dense on the same pairs: test labels 0.012 [...], ...' from the paired accuracy differences ('' if
+    none); '(resolved)' marks those whose interval excludes 0."""
+    found = {k: diffs[f"acc_{k}"] for k in ACC_SPLITS if f"acc_{k}" in diffs}
+    if not found:
+        return ""
+    cells = ", ".join(f"{ACC_SPLITS[k]} {fmt_ci(d)}" + (" (resolved)" if d.excludes_zero() else "")
+                      for k, d in found.items())
+    return f"accuracy vs dense on the same pairs: {cells}"
