@@ -76,7 +76,7 @@ def test_table_trains_every_rm_once_and_reruns_from_cache(ray_local, tmp_path):
     prefs = gold_pairs_from_sft_rows(world, tmp_path / "prefs.jsonl", noise=0.1, seed=0)
     args = [*common, "--run.ray_address", ray_local.get_runtime_context().gcs_address, "--rm.data", str(prefs),
             "--rm.base_path", str(world.base), "--rm.epochs", "2", "--compare.expert_counts", "2",
-            "--ensemble.members", "2", "--moe.top_k", "1"]
+            "--ensemble.members", "2", "--moe.top_k", "1", "--compare.dmoe", "false"]
     log = run_job("jobs.rm_table", args, tmp_path / "table.log")
     table = json.loads((out / "rm_table" / "table.json").read_text())
     names = [r["rm"] for r in table["rows"]]
