@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
-
 from jobs.common import init_ray, job_config, record_config
 from jobs.inputs import dry_run
-from umm_ray.algo.stats import paired_diff_ci, wilson_interval
+from umm_ray.algo.stats import wilson_interval
 from umm_ray.graph import StageGraph, compare_rms
 from umm_ray.pipeline import StageRunner
+from umm_ray.report.uncertainty import accuracy_diff
 
 TABLE = "rm_table"
 
@@ -59,8 +58,9 @@ def paired_vs(rows: list[dict], ref: str = "dense") -> list[dict]:
     base = next((r["outcomes"] for r in rows if r["rm"] == ref), None)
     for r in rows:
         won = r.pop("outcomes", None)
-        if r["rm"] != ref and base is not None and won is not None and len(won) == len(base):
-            r["test"]["vs_dense"] = paired_diff_ci(np.mean, won, base).to_dict()
+        d = accuracy_diff([won], [base]) if r["rm"] != ref and won is not None and base is not None else None
+        if d is not None:  # None also when the two were scored on different numbers of pairs
+            r["test"]["vs_dense"] = d.to_dict()
     return rows
 
 
