@@ -25,6 +25,7 @@ from jobs.inputs import dry_run
 from umm_ray.graph import StageGraph
 from umm_ray.layout import RunLayout
 from umm_ray.pipeline import StageRunner
+from umm_ray.train.evaluate import PER_PAIR
 
 
 def expand_kind(argv: list[str]) -> list[str]:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = StageGraph(cfg, runner).rm(kind, n if kind in ("umm", "moe") else None)
     record_config(cfg, RunLayout.rm_stage(kind, n))
     print(summary_line(summary))
-    held = {k: {m: v for m, v in summary["eval"][k].items() if m != "outcomes"}  # [N] per-pair: in eval.json only
+    held = {k: {m: v for m, v in summary["eval"][k].items() if m not in PER_PAIR}  # in eval.json only
             for k in ("val", "test") if k in summary["eval"]}
     print(json.dumps(held, indent=1))
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from umm_ray.algo.ensemble import aggregate, member_scale
+from umm_ray.algo.ensemble import aggregate, member_scale, standardise
 
 SCORES = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 4.0], [6.0, 0.0]])  # k=4 members, B=2
 
@@ -51,3 +51,22 @@ def test_member_scale_errors():
         member_scale(torch.tensor([[1.0], [2.0]]))
     with pytest.raises(ValueError, match="non-finite"):
         member_scale(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_standardise_puts_each_member_on_its_own_calibration_scale():
+    calib = torch.tensor([[1.0, 3.0, 5.0, 7.0], [10.0, 10.0, 12.0, 8.0]])
+    scale = member_scale(calib)
+    z = standardise(calib, scale)
+    assert z.dtype == torch.float64
+    torch.testing.assert_close(z.mean(1), torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(z.std(1, unbiased=False), torch.ones(2, dtype=torch.float64))
+    # New samples go through the same affine map per member: member 1's 12.0 is +sqrt(2) of its std above its mean.
+    torch.testing.assert_close(standardise(torch.tensor([[4.0], [12.0]]), scale),
+                               torch.tensor([[0.0], [2.0 ** 0.5]], dtype=torch.float64))
+
+
+def test_standardise_errors_name_the_shape_and_the_bad_std():
+    with pytest.raises(ValueError, match="k = 2 members"):
+        standardise(torch.zeros(3, 4), [(0.0, 1.0), (0.0, 1.0)])
+    with pytest.raises(ValueError, match="std must be > 0"):
+        standardise(torch.zeros(2, 4), [(0.0, 1.0), (0.0, 0.0)])

@@ -15,3 +15,4 @@ def test_pair_metrics_keep_per_pair_outcomes_in_split_order():
     assert m["outcomes"] == [1.0, 0.0, 0.5, 1.0]
     assert m["n"] == 4 and m["accuracy"] == pytest.approx(sum(m["outcomes"]) / 4)
     assert m["accuracy_by_family"] == {"a": 0.5, "b": 0.5, "unknown": 1.0}
+    assert m["rewards"] == {"chosen": [2.0, 0.0, 1.0, 3.0], "rejected": [1.0, 1.0, 1.0, 0.0]}

@@ -242,6 +242,11 @@ def _check_common_scale(cfg, manifest: dict, path, data) -> None:
     held = data.val + data.test
     zh = torch.tensor(ens.member_scores([p.prompt for p in held], [p.chosen for p in held]))
     assert set(zh.argmin(0).tolist()) == {0, 1}
+    # The eval's aggregate, made from the members' own held-out rewards, is what the manifest's ensemble scores.
+    test = [p.prompt for p in data.test] * 2, [p.chosen for p in data.test] + [p.rejected for p in data.test]
+    agg = json.loads((path.parent / "eval.json").read_text())["test"]
+    torch.testing.assert_close(torch.tensor(agg["rewards"]["chosen"] + agg["rewards"]["rejected"]),
+                               torch.tensor(ens.score(*test)), atol=1e-4, rtol=0)
 
 
 def test_local_preference_file_is_split_train_val_test(tmp_path, make_cfg):

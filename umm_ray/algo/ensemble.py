@@ -15,7 +15,7 @@ import torch
 
 from umm_ray.reward_source import AGGREGATES
 
-__all__ = ["AGGREGATES", "aggregate", "member_scale"]
+__all__ = ["AGGREGATES", "aggregate", "member_scale", "standardise"]
 
 
 def aggregate(scores: torch.Tensor, how: str = "mean", lam: float = 0.0) -> torch.Tensor:
@@ -66,3 +66,22 @@ def member_scale(scores: torch.Tensor, min_std: float = 1e-6) -> list[tuple[floa
                          f"responses the same score (std < {min_std}); they cannot be put on a common scale")
     return [(float(m), float(s)) for m, s in zip(mean.tolist(), std.tolist())]
 
+
+
+def standardise(scores: torch.Tensor, scale: list[tuple[float, float]]) -> torch.Tensor:
+    """Member scores on the ensemble's common scale: (R_i - mean_i) / std_i, with each member's (mean, std) from
+    `member_scale` (what `models.reward_model.StandardisedScorer` does to one member's scores).
+
+    Args:
+        scores: [k, B] raw member scores. scale: k (mean, std) pairs, std > 0.
+
+    Returns:
+        [k, B] float64 standardised scores.
+    """
+    if scores.dim() != 2 or scores.shape[0] != len(scale):
+        raise ValueError(f"standardise: scores must be [k, B] with k = {len(scale)} members (one per scale entry), "
+                         f"got shape {tuple(scores.shape)}")
+    ms = torch.tensor(scale, dtype=torch.float64)
+    if not (ms[:, 1] > 0).all():
+        raise ValueError(f"standardise: every member's std must be > 0, got {ms[:, 1].tolist()}")
+    return (scores.double() - ms[:, :1]) / ms[:, 1:]

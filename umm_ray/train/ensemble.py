@@ -17,10 +17,10 @@ from pathlib import Path
 import ray
 import torch
 
-from umm_ray.algo.ensemble import member_scale
+from umm_ray.algo.ensemble import aggregate, member_scale, standardise
 from umm_ray.config import Config
 from umm_ray.layout import RunLayout
-from umm_ray.models.reward_model import EnsembleScorer, StandardisedScorer, load_scorer
+from umm_ray.models.reward_model import load_scorer
 from umm_ray.plan import check_fits
 from umm_ray.plan_cluster import resolve_worker_group
 from umm_ray.records import PreferencePair
@@ -78,17 +78,32 @@ def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], 
     keys = ("name", *data.held_out(), "steps", "entered_at", "started_at", "ended_at", "train_seconds")
     members = [{k: r.get(k) for k in keys} for r in reports]
     calibration = calibration_pairs(data.train, cfg.ensemble.calibration_pairs, cfg.run.seed)
-    # Training is over: like a member's own eval (`finish_bt_stage`), the calibration takes one training worker's CPU
-    # claim and as many torch threads; it scores k members on 2 x calibration_pairs responses plus the held-out pairs
+    # The members' own evals (`finish_bt_stage`) scored every held-out pair: the aggregate reuses those rewards, so
+    # only the calibration responses are scored here. Training is over: like a member's own eval, this takes one
+    # training worker's CPU claim and as many torch threads
+    held_out = {name: (pairs, member_rewards(reports, name)) for name, pairs in data.held_out().items() if pairs}
     cpus = max(1.0, role_resources(cfg, "train").cpus)
     agg = ray.get(ray.remote(num_cpus=cpus)(calibrate_and_evaluate).remote(
-        [str(out / m) for m in member_dirs], calibration, data.held_out(), cfg.ensemble.aggregate,
+        [str(out / m) for m in member_dirs], calibration, held_out, cfg.ensemble.aggregate,
         cfg.ensemble.uwo_lambda, cfg.rm.max_len, cfg.model.trust_remote_code, cfg.model.chat_template,
         threads=worker_threads(cpus)))
     return {"stage": "ensemble", "data": data.source, "data_notes": data.notes, "aggregate": cfg.ensemble.aggregate,
             **agg, "members": members, "levers": reports[0].get("levers"),
             "overlap_seconds": _overlap(members, "entered_at"),
             "training_overlap_seconds": _overlap(members, "started_at"), "worker_group": mode}
+
+
+def member_rewards(reports: list[dict], split: str) -> torch.Tensor:
+    """[k, 2N] the k members' own held-out rewards on `split` (their eval reports' pair_metrics): chosen then
+    rejected, in the split's pair order."""
+    try:
+        rows = [r[split]["rewards"]["chosen"] + r[split]["rewards"]["rejected"] for r in reports]
+    except KeyError as e:
+        raise ValueError(f"ensemble: a member's eval report has no {split!r} rewards ({e}): cannot aggregate") from e
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"ensemble: the members scored different numbers of {split!r} pairs: "
+                         f"{[len(r) // 2 for r in rows]}")
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def _overlap(members: list[dict], start: str) -> float:
@@ -106,13 +121,18 @@ def calibration_pairs(pairs: list[PreferencePair], n: int, seed: int) -> list[Pr
 
 
 def calibrate_and_evaluate(members: list[str], calibration: list[PreferencePair],
-                           splits: dict[str, list[PreferencePair]], how: str, lam: float, max_len: int,
-                           trust_remote_code: bool = False, chat_template: str = "auto", threads: int = 1) -> dict:
+                           held_out: dict[str, tuple[list[PreferencePair], torch.Tensor]], how: str, lam: float,
+                           max_len: int, trust_remote_code: bool = False, chat_template: str = "auto",
+                           threads: int = 1) -> dict:
     """Put the members on a common scale, then measure the ensemble (runs as a Ray task).
 
     Each member's (mean, std) comes from its scores on the 2N calibration responses (chosen and rejected,
-    `algo.ensemble.member_scale`); the held-out metrics are those of the `how` aggregate over the standardised scores.
-    `threads`: torch threads (the task's CPU claim).
+    `algo.ensemble.member_scale`); the held-out metrics are those of the `how` aggregate over the standardised scores,
+    exactly what the manifest's `EnsembleScorer` gives, computed from the members' held-out rewards.
+
+    Args:
+        held_out: split -> (its M pairs, the members' rewards on them [k, 2M]: chosen then rejected).
+        threads: torch threads (the task's CPU claim).
 
     Returns:
         {"scale": [[mean, std]] * k, "calibration_pairs": N, <split>: pair metrics of the aggregate}.
@@ -123,11 +143,11 @@ def calibrate_and_evaluate(members: list[str], calibration: list[PreferencePair]
     prompts = [p.prompt for p in calibration]
     responses = [p.chosen for p in calibration] + [p.rejected for p in calibration]
     scale = member_scale(torch.tensor([m.score(prompts + prompts, responses) for m in raw], dtype=torch.float64))
-    scorer = EnsembleScorer([StandardisedScorer(m, *ms) for m, ms in zip(raw, scale)], how, lam)
     out = {"scale": [list(ms) for ms in scale], "calibration_pairs": len(calibration)}
-    for name, pairs in splits.items():
-        if pairs:
-            prompts = [p.prompt for p in pairs]
-            s = torch.tensor(scorer.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
-            out[name] = pair_metrics(s[:len(pairs)], s[len(pairs):], [p.family for p in pairs])
+    for name, (pairs, rewards) in held_out.items():
+        if rewards.shape != (len(members), 2 * len(pairs)):
+            raise ValueError(f"ensemble {name!r} rewards: expected [{len(members)}, {2 * len(pairs)}] (members x "
+                             f"chosen + rejected), got {list(rewards.shape)}")
+        s = aggregate(standardise(rewards, scale), how, lam)
+        out[name] = pair_metrics(s[:len(pairs)], s[len(pairs):], [p.family for p in pairs])
     return out

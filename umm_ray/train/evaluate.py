@@ -14,6 +14,8 @@ from umm_ray.models.moe import expert_load, moe_layers, reset_expert_load
 from umm_ray.models.reward_model import RewardModelScorer, load_reward_model
 from umm_ray.records import PreferencePair
 
+PER_PAIR = ("outcomes", "rewards")  # pair_metrics' keys with one entry per pair: kept in eval.json, not printed
+
 
 @torch.no_grad()
 def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_size: int = 64,
@@ -27,8 +29,10 @@ def pair_rewards(model, tok, pairs: list[PreferencePair], max_len: int, batch_si
 
 
 def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: list[str]) -> dict:
-    """{n, bt_loss, accuracy, accuracy_by_family, outcomes} for rewards [N] of chosen/rejected responses; `outcomes`
-    [N] (1 / 0 / 0.5 per pair, in the split's order) lets two RMs tested on the same pairs be compared pair by pair."""
+    """{n, bt_loss, accuracy, accuracy_by_family, outcomes, rewards} for rewards [N] of chosen/rejected responses;
+    `outcomes` [N] (1 / 0 / 0.5 per pair, in the split's order) lets two RMs tested on the same pairs be compared pair
+    by pair; `rewards` {"chosen": [N], "rejected": [N]} keeps the scores themselves (an ensemble aggregates its
+    members' from them instead of scoring the pairs again)."""
     by_family = defaultdict(list)
     for i, fam in enumerate(families):
         by_family[fam or "unknown"].append(i)
@@ -39,6 +43,7 @@ def pair_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, families: lis
         "accuracy_by_family": {f: pref_accuracy(r_chosen[idx], r_rejected[idx])
                                for f, idx in sorted(by_family.items())},
         "outcomes": pair_outcomes(r_chosen, r_rejected).tolist(),
+        "rewards": {"chosen": r_chosen.tolist(), "rejected": r_rejected.tolist()},
     }
 
 
