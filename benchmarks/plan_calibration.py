@@ -6,7 +6,7 @@ checkpoint the way a Ray Train worker does (`BTTask.build`: dense fp32, or upcyc
 steps of forward + backward + AdamW on `pairs` preference pairs padded/truncated to exactly `max_len` tokens, in fp32
 or bf16 autocast (--precision), with or without gradient checkpointing (--grad-ckpt).
 
-    python -m benchmarks.plan_calibration --model /work/models/smollm2-135m --pairs 8 --max-len 128
+    python -m benchmarks.plan_calibration --model smollm2-135m --pairs 8 --max-len 128
     python -m benchmarks.plan_calibration --pairs 4 --layers 6 --precision bf16 --grad-ckpt   # 6-layer random init
 """
 
@@ -18,6 +18,8 @@ import resource
 import subprocess
 import sys
 import time
+
+from umm_ray.pretrained import resolve_model
 
 
 def _rss_mb() -> float:
@@ -130,7 +132,7 @@ def run_case(a, kind: str, precision: str = "fp32", grad_ckpt: bool = False) -> 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/work/models/smollm2-135m")
+    ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--one", choices=("dense", "moe"), help="run one case in this process (used by the parent)")
     a = ap.parse_args(argv)
+    a.model = resolve_model(a.model)  # a catalog name -> its cached HF directory
     if a.one:
         print(json.dumps(measure(a.model, a.one, a.experts, a.top_k, a.pairs, a.max_len, a.threads, a.precision,
                                  a.grad_ckpt, a.layers, a.moe_layers, a.steps)))

@@ -21,6 +21,7 @@ import subprocess
 import sys
 
 from benchmarks.plan_calibration import run_case, train_step
+from umm_ray.pretrained import resolve_model
 
 CASES = (("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True))
 MOE_CASES = (("fp32", False), ("bf16", True))
@@ -97,7 +98,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/work/models/smollm2-135m", help="checkpoint whose shape (and tokenizer) "
+    ap.add_argument("--model", default="smollm2-135m", help="checkpoint whose shape (and tokenizer) "
                                                                            "the benchmark uses")
     ap.add_argument("--layers", type=int, default=6, help="random-init cut to N layers (0 = the checkpoint itself)")
     ap.add_argument("--pairs", type=int, default=4)
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--moe-layers", type=int, default=0, help="upcycle only the first N layers (0 = all)")
     ap.add_argument("--json", help="also write the raw rows here")
     a = ap.parse_args(argv)
+    a.model = resolve_model(a.model)  # a catalog name -> its cached HF directory
     if a.timing:
         cases = CASES if a.timing == "dense" else MOE_CASES
         print(json.dumps(interleaved_times(a, a.timing, cases, a.rounds)))

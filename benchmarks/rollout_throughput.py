@@ -1,12 +1,13 @@
 """Generated tokens/s of the rollout backends side by side (vLLM vs HF generate), and weight-sync time.
 
     python -m benchmarks.rollout_throughput [--prompts 64] [--new-tokens 48] [--repeats 3] [--threads 2]
-        [--out runs/bench/rollout_throughput.json]
+        [--model smollm2-135m] [--out runs/bench/rollout_throughput.json]
 
 Runs at the demo size by default: 64 testbed prompts x 48 new tokens on the tiny testbed Llama (hidden 128,
-2 layers, vocab 1024). Each backend runs in its own RolloutActor, one at a time (the other is killed), with the same
-torch thread count. Sync time = driver `ray.put(state_dict)` + `update_weights(ref)` round trip, new weights each
-time.
+2 layers, vocab 1024). `--model` benchmarks a real checkpoint instead (a local HF directory or a catalog name such as
+`smollm2-135m`, fetched on first use) on the same testbed prompts, rendered through its chat template as in PPO.
+Each backend runs in its own RolloutActor, one at a time (the other is killed), with the same torch thread count.
+Sync time = driver `ray.put(state_dict)` + `update_weights(ref)` round trip, new weights each time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ray
 import torch
 
 from umm_ray.actors.rollout import RolloutActor
+from umm_ray.pretrained import resolve_model
 from umm_ray.testbed.models import make_causal_lm, save_model
 from umm_ray.testbed.tokenizer import train_tokenizer
 from umm_ray.testbed.world import make_prompts
@@ -37,7 +39,7 @@ def build_policy(out_dir: Path, n_prompts: int, hidden: int, layers: int, vocab:
     return str(save_model(model, tok, out_dir / "policy")), [r.prompt for r in records[:n_prompts]]
 
 
-def bench_backend(backend: str, path: str, prompts: list[str], args) -> dict:
+def bench_backend(backend: str, path: str, prompts: list[str], args, state_dict: Path) -> dict:
     """Start one engine, warm it up, time `repeats` generate calls and `repeats` weight syncs."""
     t0 = time.perf_counter()
     actor = ray.remote(num_cpus=1)(RolloutActor).remote(
@@ -52,7 +54,7 @@ def bench_backend(backend: str, path: str, prompts: list[str], args) -> dict:
         out = ray.get(actor.generate.remote(prompts, n=1, seed=100 + rep))
         gen_s.append(time.perf_counter() - t)
         tokens.append(sum(len(r) for r in out.response_ids))
-    base = {k: v.clone() for k, v in torch.load(Path(path) / "sd.pt").items()}
+    base = {k: v.clone() for k, v in torch.load(state_dict).items()}  # the policy's own weights, perturbed below
     sync_s, engine_s = [], []
     for rep in range(args.repeats):
         sd = {k: v + 1e-3 * (rep + 1) for k, v in base.items()}
@@ -99,16 +101,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=1024)
     ap.add_argument("--backends", default="vllm,hf")
+    ap.add_argument("--model", default="", help="a real policy (HF directory or catalog name) instead of the "
+                    "testbed Llama; --hidden/--layers/--vocab are then unused")
     ap.add_argument("--out", default="runs/bench/rollout_throughput.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory() as tmp:
-        path, prompts = build_policy(Path(tmp), args.prompts, args.hidden, args.layers, args.vocab)
+        if args.model:
+            path, prompts = resolve_model(args.model), [r.prompt for r in make_prompts(args.prompts, seed=0)]
+        else:
+            path, prompts = build_policy(Path(tmp), args.prompts, args.hidden, args.layers, args.vocab)
         from transformers import AutoModelForCausalLM
-        torch.save(AutoModelForCausalLM.from_pretrained(path).state_dict(), Path(path) / "sd.pt")
+        state_dict = Path(tmp) / "sd.pt"  # beside the run, never inside a user's model directory
+        torch.save(AutoModelForCausalLM.from_pretrained(path).state_dict(), state_dict)
         start_ray()
         try:
-            rows = [bench_backend(b, path, prompts, args) for b in args.backends.split(",")]
+            rows = [bench_backend(b, path, prompts, args, state_dict) for b in args.backends.split(",")]
         finally:
             ray.shutdown()
     print_table(rows)

@@ -6,7 +6,7 @@ TRL is a peer, never a project dependency: install it into its own directory (it
 the project's .venv) and point --trl-path at it; TRL runs in a subprocess with PYTHONPATH=<that dir>:
 
     /work/main/.venv/bin/pip install --no-deps --target /work/peer/trl trl==1.16.0
-    PYTHONPATH=$PWD python benchmarks/trl_peer.py --model /work/models/smollm2-135m --trl-path /work/peer/trl
+    PYTHONPATH=$PWD python benchmarks/trl_peer.py --model smollm2-135m --trl-path /work/peer/trl
 
 Fairness: TRL silently drops pairs longer than its max_length, so only pairs whose chosen and rejected rows both fit
 in --max-len (as umm_ray encodes them: chat-template prompt + response + EOS, `encode_prompt_response`) are used,
@@ -43,6 +43,7 @@ from umm_ray.data.microbatch import padded_cost, token_budget_groups  # noqa: E4
 from umm_ray.data.preferences import load_preferences  # noqa: E402
 from umm_ray.data.shared_prefix import shared_prefix_len  # noqa: E402
 from umm_ray.data.tokenize import encode_prompt_response  # noqa: E402
+from umm_ray.pretrained import resolve_model  # noqa: E402
 from umm_ray.records import PreferencePair  # noqa: E402
 from umm_ray.resources import RoleResources  # noqa: E402
 from umm_ray.train.bt_task import BTTask  # noqa: E402
@@ -54,7 +55,7 @@ NO_LIMIT = 1 << 30  # encode without truncation, so a pair's full length decides
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="/work/models/smollm2-135m", help="HF causal LM dir (score head is new)")
+    ap.add_argument("--model", default="smollm2-135m", help="HF causal LM dir (score head is new)")
     ap.add_argument("--data", default="", help="HH-style jsonl(.gz) of chosen/rejected transcripts "
                                                "(default: the harmless-base test split under shared/data)")
     ap.add_argument("--trl-path", default="/work/peer/trl", help="directory TRL was pip-installed into (--target)")
@@ -72,7 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench/trl_peer")
     ap.add_argument("--trl-child", default="", help=argparse.SUPPRESS)  # internal: run TRL on this job file
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.model = resolve_model(args.model)  # a catalog name -> its cached HF directory
+    return args
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ The real-HH table's training worker held 3.5-4.5x the bytes its tensors need (7.
 UMM-4's MoE), while `plan_calibration` (fixed-length batches, two steps) measured peaks close to the live bytes. This
 benchmark runs what differs: many steps whose batches all have different sequence lengths, as a real data set gives.
 
-    python -m benchmarks.worker_memory --model /work/models/smollm2-135m \
+    python -m benchmarks.worker_memory --model smollm2-135m \
         --data ../shared/data/hh-rlhf/harmless-base/test.jsonl.gz --pairs 16 --max-len 128 --steps 20
 
 Cases (`--cases`): `default` (glibc as is), `mmap64k` (MALLOC_MMAP_THRESHOLD_=65536: blocks from 64 KiB up are mapped
@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from umm_ray.pretrained import resolve_model
 
 CASES = {"default": {}, "mmap64k": {"MALLOC_MMAP_THRESHOLD_": "65536"}, "arena2": {"MALLOC_ARENA_MAX": "2"}}
 
@@ -75,7 +77,7 @@ def measure(model: str, data: str, kind: str, experts: int, pairs: int, max_len:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/work/models/smollm2-135m", help="HF checkpoint directory of the backbone")
+    ap.add_argument("--model", default="smollm2-135m", help="HF checkpoint directory of the backbone")
     ap.add_argument("--data", default="../shared/data/hh-rlhf/harmless-base/test.jsonl.gz",
                     help="preference pairs (any file load_preferences reads)")
     ap.add_argument("--kind", choices=("dense", "moe"), default="dense")
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="runs/bench/worker_memory.json")
     ap.add_argument("--one", action="store_true", help="run one case in this process (used by the parent)")
     a = ap.parse_args(argv)
+    a.model = resolve_model(a.model)  # a catalog name -> its cached HF directory
     if a.one:
         print(json.dumps(measure(a.model, a.data, a.kind, a.experts, a.pairs, a.max_len, a.steps, a.threads,
                                  a.precision, a.upcycle_layers)))

@@ -29,9 +29,10 @@ from umm_ray.plan_cluster import (
     resolve_worker_group,
 )
 from umm_ray.plan_memory import GiB, arch_from_config, arch_of, train_memory, vllm_memory
+from umm_ray.pretrained import cached_path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM = Path("/work/models/smollm2-135m")
+SMOLLM = cached_path("smollm2-135m")  # the fetched checkpoint, where this machine has it
 WORDS = "the a cat dog sat on mat red blue good bad answer question is".split()
 
 

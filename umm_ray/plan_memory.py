@@ -5,7 +5,7 @@ Architecture numbers come from the model config: a local HF dir's config.json, t
 hub ids the gpu preset names (no hub access needed), or a config object (the testbed's tiny model). Parameter counts
 are exact: the model is instantiated on the meta device (`with torch.device("meta")`), which allocates nothing.
 
-    arch = arch_of("/work/models/smollm2-135m")
+    arch = arch_of(resolve_model("smollm2-135m"))  # umm_ray.pretrained
     mem = train_memory(arch, head="rm", dtype="fp32", seqs=16, seq_len=128, experts=2, top_k=2)
     mem.total, mem.parts()
 
