@@ -23,6 +23,7 @@ from pathlib import Path
 import ray
 import torch
 
+from jobs.common import start_local_ray
 from umm_ray.actors.rollout import RolloutActor
 from umm_ray.pretrained import resolve_model
 from umm_ray.testbed.models import make_causal_lm, save_model
@@ -68,18 +69,10 @@ def bench_backend(backend: str, path: str, prompts: list[str], args, state_dict:
             "sync_engine_s_median": statistics.median(engine_s), "sync_bytes": stats.num_bytes}
 
 
-def start_ray(attempts: int = 3) -> None:
-    """ray.init in-process; retried because Ray waits only 30 s for its raylet, too little on a saturated machine."""
-    env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env=env)
-            return
-        except Exception as e:  # Ray raises a bare Exception for the startup timeout
-            if attempt == attempts or "timed out during startup" not in str(e):
-                raise
-            print(f"ray.init attempt {attempt} timed out (machine busy); retrying")
-            time.sleep(10)
+def start_ray() -> None:
+    """A fresh local Ray in this process (never one a `make demo` left running), sized like a small node."""
+    start_local_ray(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
 
 
 def print_table(rows: list[dict]) -> None:
