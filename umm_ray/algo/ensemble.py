@@ -67,7 +67,6 @@ def member_scale(scores: torch.Tensor, min_std: float = 1e-6) -> list[tuple[floa
     return [(float(m), float(s)) for m, s in zip(mean.tolist(), std.tolist())]
 
 
-
 def standardise(scores: torch.Tensor, scale: list[tuple[float, float]]) -> torch.Tensor:
     """Member scores on the ensemble's common scale: (R_i - mean_i) / std_i, with each member's (mean, std) from
     `member_scale` (what `models.reward_model.StandardisedScorer` does to one member's scores).

@@ -128,7 +128,7 @@ def calibrate_and_evaluate(members: list[str], calibration: list[PreferencePair]
 
     Each member's (mean, std) comes from its scores on the 2N calibration responses (chosen and rejected,
     `algo.ensemble.member_scale`); the held-out metrics are those of the `how` aggregate over the standardised scores,
-    exactly what the manifest's `EnsembleScorer` gives, computed from the members' held-out rewards.
+    what the manifest's `EnsembleScorer` gives (to float rounding), computed from the members' held-out rewards.
 
     Args:
         held_out: split -> (its M pairs, the members' rewards on them [k, 2M]: chosen then rejected).
