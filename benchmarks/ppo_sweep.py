@@ -8,6 +8,9 @@ Each `--sweep.grid` is a space-separated list of axes `key=v1,v2,...` whose cart
 `--sweep.grid` flags are run one after the other (a one-axis-at-a-time sweep is one flag per axis). Keys may be `ppo.*`,
 `rollout.*` or `run.seed` (the seed of the PPO run only: the world below is built once, from the base config).
 Every other flag is the usual job config (`--preset`, `--section.key value`) and is the base of every point.
+`--sweep.worlds 0,1,2,3` repeats the whole grid on several testbed worlds, world k built with `run.seed k` in
+`<output_dir>/world<k>/` (its PPO runs seeded k too, unless the grid sets run.seed): a setting chosen on one world is
+one draw (another CPU's rounding builds another world), so the table then counts, per setting, the worlds it works on.
 
 1. The world: with `--reward.proxy_path` set, the user's own policy (`--ppo.policy_path`, else `<out>/sft/model`),
    prompts (`--ppo.prompts`), proxy and gold (`--reward.gold`), resolved like `jobs.ppo`; otherwise the testbed world,
@@ -17,7 +20,8 @@ Every other flag is the usual job config (`--preset`, `--section.key value`) and
    drop from the peak with its CI, KL at the peak, wall seconds and seconds per step, and whether the curve has the
    over-optimisation shape (rise and drop intervals above 0, peak at >= 10% of the steps). The intervals are the
    compare report's (`report.uncertainty.ppo_intervals`), so this table and the report's verdict cannot disagree.
-Writes `<output_dir>/sweep/<name>/ppo_sweep.json` and `ppo_sweep.md` after every run and prints the Markdown table.
+Writes `<output_dir>/sweep/<name>/ppo_sweep.json` and `ppo_sweep.md` after every run and prints the Markdown table
+(with several worlds, also the per-setting count of worlds with the shape).
 docs/ppo-sweep.md has the sweeps as run for the presets and what was chosen.
 """
 
@@ -132,23 +136,53 @@ def markdown(name: str, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def split_sweep_args(argv: list[str]) -> tuple[list[str], list[str], str]:
-    """(grid specs, the job's own argv, sweep name) from the command line: `--sweep.*` is not job config."""
-    specs, rest, name = [], [], "sweep"
+def robustness(results: list[dict]) -> str:
+    """Per setting, on how many worlds its curve rises, falls and has the whole shape (a table; '' for one world)."""
+    worlds = sorted({r["world"] for r in results if r.get("world") is not None})
+    if len(worlds) < 2:
+        return ""
+    lines = [f"Per setting over worlds {', '.join(map(str, worlds))} (run.seed of the world's build):", "",
+             "| setting | worlds run | rises | falls | whole shape |", "|---|---|---|---|---|"]
+    for setting in dict.fromkeys(r["setting"] for r in results):
+        runs = [r["summary"] for r in results if r["setting"] == setting]
+        lines.append(f"| {setting} | {len(runs)} | {sum(s['rises'] for s in runs)} | {sum(s['falls'] for s in runs)} "
+                     f"| {sum(s['shape_ok'] for s in runs)} |")
+    return "\n".join(lines)
+
+
+def parse_worlds(spec: str | None) -> list[int | None]:
+    """World seeds from `--sweep.worlds 0,1,2` ([None] = the one world of the base config)."""
+    if spec is None:
+        return [None]
+    try:
+        worlds = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"--sweep.worlds: {spec!r} is not a comma-separated list of integer seeds") from None
+    if len(set(worlds)) != len(worlds) or min(worlds) < 0:
+        raise ValueError(f"--sweep.worlds: {spec!r} repeats a seed or has a negative one")
+    return worlds
+
+
+def split_sweep_args(argv: list[str]) -> tuple[list[str], list[str], str, str | None]:
+    """(grid specs, the job's own argv, sweep name, worlds spec or None): `--sweep.*` is not job config."""
+    specs, rest, name, worlds = [], [], "sweep", None
     i = 0
     while i < len(argv):
-        if argv[i] in ("--sweep.grid", "--sweep.name") and i + 1 < len(argv):
+        if argv[i] in ("--sweep.grid", "--sweep.name", "--sweep.worlds") and i + 1 < len(argv):
             if argv[i] == "--sweep.grid":
                 specs.append(argv[i + 1])
-            else:
+            elif argv[i] == "--sweep.name":
                 name = argv[i + 1]
+            else:
+                worlds = argv[i + 1]
             i += 2
             continue
         if argv[i].startswith("--sweep."):
-            raise ValueError(f"unknown sweep flag {argv[i]!r} (use --sweep.grid or --sweep.name, each with a value)")
+            raise ValueError(f"unknown sweep flag {argv[i]!r} (use --sweep.grid, --sweep.name or --sweep.worlds, "
+                             f"each with a value)")
         rest.append(argv[i])
         i += 1
-    return specs, rest, name
+    return specs, rest, name, worlds
 
 
 def point_argv(point: dict[str, str]) -> list[str]:
@@ -206,30 +240,49 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        specs, rest, name = split_sweep_args(argv)
-        points = parse_grid(specs)
+        specs, rest, name, worlds_spec = split_sweep_args(argv)
+        points, worlds = parse_grid(specs), parse_worlds(worlds_spec)
     except ValueError as e:
         print(f"ppo_sweep: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     # Ray Train workers and actors run in other working directories: a relative run.output_dir must be made absolute
-    rest += ["--run.output_dir", str(Path(parse_job_args(rest, "ppo_sweep").run.output_dir).resolve())]
-    base = parse_job_args(rest, "ppo_sweep")
-    cfgs = [parse_job_args(rest + point_argv(p), "ppo_sweep") for p in points]  # every point checked before compute
+    out = Path(parse_job_args(rest, "ppo_sweep").run.output_dir).resolve()
+    base = parse_job_args(rest + ["--run.output_dir", str(out)], "ppo_sweep")
+    if worlds != [None] and base.reward.proxy_path:
+        print("ppo_sweep: --sweep.worlds builds testbed worlds; with --reward.proxy_path the world is your own",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+    def world_argv(w: int | None) -> list[str]:
+        return ["--run.output_dir", str(out)] if w is None else ["--run.seed", str(w), "--run.output_dir",
+                                                                  str(out / f"world{w}")]
+
+    # every point of every world is checked before any compute
+    cfgs = {w: [parse_job_args(rest + world_argv(w) + point_argv(p), "ppo_sweep") for p in points] for w in worlds}
     init_ray(base)
-    world = resolve_world(base)
-    root = Path(base.run.output_dir) / "sweep" / name
-    root.mkdir(parents=True, exist_ok=True)
     results = []
-    for point, cfg in zip(points, cfgs):
-        rows, wall = run_point(cfg, world, root / label(point))
-        results.append({"label": label(point), "point": point, "wall_s": wall, "step_s": step_seconds(rows),
-                        "settings": point_settings(cfg),
-                        "summary": curve_summary(rows, cfg.ppo.rollout_batch_size)})
-        table = markdown(name, results)
-        (root / "ppo_sweep.json").write_text(json.dumps({"command": argv, "results": results}, indent=1))
-        (root / "ppo_sweep.md").write_text(table + "\n")
-        print(table.splitlines()[-1], flush=True)
+    for w in worlds:
+        world_base = base if w is None else parse_job_args(rest + world_argv(w), "ppo_sweep")
+        world = resolve_world(world_base)
+        root = Path(world_base.run.output_dir) / "sweep" / name
+        root.mkdir(parents=True, exist_ok=True)
+        for point, cfg in zip(points, cfgs[w]):
+            rows, wall = run_point(cfg, world, root / label(point))
+            setting = label(point)
+            results.append({"label": setting if w is None else f"world={w},{setting}", "setting": setting,
+                            "world": w, "point": point, "wall_s": wall, "step_s": step_seconds(rows),
+                            "settings": point_settings(cfg),
+                            "summary": curve_summary(rows, cfg.ppo.rollout_batch_size)})
+            table = markdown(name, results)
+            summary = robustness(results)
+            tables = out / "sweep" / name  # the whole sweep's, beside the base world's runs (world<k>/ hold theirs)
+            tables.mkdir(parents=True, exist_ok=True)
+            (tables / "ppo_sweep.json").write_text(json.dumps({"command": argv, "results": results}, indent=1))
+            (tables / "ppo_sweep.md").write_text(table + "\n" + (f"\n{summary}\n" if summary else ""))
+            print(table.splitlines()[-1], flush=True)
     print(markdown(name, results))
+    if len(worlds) > 1:
+        print("\n" + robustness(results))
     return results
 
 

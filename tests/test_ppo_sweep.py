@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.ppo_sweep import curve_summary, label, parse_grid, split_sweep_args
+from benchmarks.ppo_sweep import curve_summary, label, parse_grid, parse_worlds, robustness, split_sweep_args
 from umm_ray.report.records import PPOCurve
 from umm_ray.report.uncertainty import PPOData, ppo_intervals
 from umm_ray.report.verdict import never_rose
@@ -79,23 +79,70 @@ def test_grid_points_and_labels():
 
 
 def test_sweep_flags_split_from_job_flags():
-    specs, rest, name = split_sweep_args(["--preset", "tiny", "--sweep.grid", "ppo.kl_coef=0,0.1",
-                                          "--sweep.name", "t", "--ppo.steps", "8"])
+    specs, rest, name, worlds = split_sweep_args(["--preset", "tiny", "--sweep.grid", "ppo.kl_coef=0,0.1",
+                                                  "--sweep.name", "t", "--ppo.steps", "8", "--sweep.worlds", "0,2"])
     assert specs == ["ppo.kl_coef=0,0.1"] and name == "t" and rest == ["--preset", "tiny", "--ppo.steps", "8"]
+    assert worlds == "0,2" and split_sweep_args(["--preset", "tiny"])[3] is None
     with pytest.raises(ValueError, match="unknown sweep flag"):
         split_sweep_args(["--sweep.grd", "x"])
 
 
+def test_worlds_parse_and_bad_specs_say_what_is_wrong():
+    assert parse_worlds(None) == [None] and parse_worlds("3,0,1") == [3, 0, 1]
+    for bad, why in (("0,x", "integer seeds"), ("1,1", "repeats"), ("-1,0", "negative")):
+        with pytest.raises(ValueError, match=why):
+            parse_worlds(bad)
+
+
+def test_robustness_counts_worlds_per_setting():
+    """One row per setting: how many worlds' curves rise, fall and have the whole shape; nothing for one world."""
+    shaped = curve_summary(rows_from(rise_then_fall()), batch_size=64)
+    falling = curve_summary(rows_from([0.5 - 0.02 * i for i in range(40)]), batch_size=64)
+    results = [{"world": w, "setting": st, "summary": s} for w, st, s in (
+        (0, "kl_coef=0", shaped), (0, "kl_coef=0.05", shaped), (1, "kl_coef=0", falling), (1, "kl_coef=0.05", shaped),
+        (2, "kl_coef=0", falling), (2, "kl_coef=0.05", falling))]
+    table = robustness(results).splitlines()
+    assert table[0].startswith("Per setting over worlds 0, 1, 2")
+    assert table[-2:] == ["| kl_coef=0 | 3 | 1 | 3 | 1 |", "| kl_coef=0.05 | 3 | 2 | 3 | 2 |"]
+    assert robustness(results[:2]) == "" and robustness([{**r, "world": None} for r in results[:2]]) == ""
+
+
 @pytest.mark.slow
 def test_tiny_world_dense_ppo_gold_rises_then_falls(ray_local, tmp_path):
-    """The regime the defaults were chosen for (docs/ppo-sweep.md): on the tiny world, PPO against the dense proxy at
-    the default settings (40 steps of 128 prompts, the demo's run) raises the gold (the rise's 95% interval, the report's,
-    above 0), peaks after 10% of the steps, then loses more than its interval. About 5 min on 2 cores (world + one run). Holds on the CPU the defaults
-    were chosen on (AVX-512); the world built on an AVX2-only CPU did not rise at all (docs/ppo-sweep.md, "The same
-    defaults on another CPU"), so a failure here on another machine is that finding, not a regression."""
+    """Issue 16's bar for the tiny defaults (docs/ppo-sweep.md): PPO against the dense proxy at the default settings
+    (40 steps of 128 prompts, the demo's stress-test run) raises the gold (the report's 95% interval above 0), peaks
+    after 10% of the steps, then loses more than its interval. About 5 min on 2 cores (world + one run). The world this
+    builds depends on the CPU's fp32 rounding: it passed on the machine the defaults were chosen on, failed on two
+    others, and on four worlds of one machine the stress test had the shape on one (docs/ppo-sweep.md, "Four worlds on
+    a third machine"). A failure here is that open finding, not a regression; the test stays as the issue's bar."""
     from benchmarks.ppo_sweep import main
 
     [result] = main(["--preset", "tiny", "--run.output_dir", str(tmp_path), "--sweep.name", "shape"])
     s = result["summary"]
     assert s["rises"] and s["peak_late"] and s["falls"], s
     assert s["proxy_final"] > s["proxy_start"], s  # the proxy keeps climbing while the gold falls: hacking
+
+
+@pytest.mark.slow
+def test_two_worlds_each_built_with_its_seed_and_counted(ray_local, tmp_path):
+    """`--sweep.worlds 0,1` on the test preset: each world is built in its own directory with its own run.seed, its PPO
+    run is seeded with it, a second call reads both runs back, and the table counts the setting over both worlds.
+    About 3 min on 2 cores (two seconds-scale worlds, two 3-step runs)."""
+    import json
+
+    from benchmarks.ppo_sweep import main
+
+    argv = ["--preset", "test", "--run.output_dir", str(tmp_path), "--sweep.name", "w", "--sweep.worlds", "0,1"]
+    first = main(argv)
+    assert [r["label"] for r in first] == ["world=0,base", "world=1,base"]
+    assert [r["settings"]["seed"] for r in first] == [0, 1]
+    for w in (0, 1):
+        done = json.loads((tmp_path / f"world{w}" / "sft" / "_done.json").read_text())
+        assert done["inputs"]["config"]["run.seed"] == w
+        assert (tmp_path / f"world{w}" / "sweep" / "w" / "base" / "metrics.jsonl").is_file()
+    # the two worlds' SFT policies differ, so their first rollouts do too
+    assert first[0]["summary"]["gold_step1"] != first[1]["summary"]["gold_step1"]
+    again = main(argv)
+    assert [r["wall_s"] for r in again] == [r["wall_s"] for r in first]  # read back, not rerun
+    table = (tmp_path / "sweep" / "w" / "ppo_sweep.md").read_text()
+    assert "Per setting over worlds 0, 1" in table and "| base | 2 |" in table
