@@ -146,3 +146,14 @@ def test_two_worlds_each_built_with_its_seed_and_counted(ray_local, tmp_path):
     assert [r["wall_s"] for r in again] == [r["wall_s"] for r in first]  # read back, not rerun
     table = (tmp_path / "sweep" / "w" / "ppo_sweep.md").read_text()
     assert "Per setting over worlds 0, 1" in table and "| base | 2 |" in table
+
+
+def test_worlds_refused_for_a_users_own_proxy(tmp_path, capsys):
+    """--sweep.worlds builds testbed worlds: with --reward.proxy_path (the user's world) it stops before any compute."""
+    from benchmarks.ppo_sweep import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--preset", "tiny", "--run.output_dir", str(tmp_path), "--reward.proxy_path", str(tmp_path / "rm"),
+              "--sweep.worlds", "0,1"])
+    assert e.value.code == 2 and "the world is your own" in capsys.readouterr().err
+    assert not (tmp_path / "world0").exists()
