@@ -257,14 +257,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return ["--run.output_dir", str(out)] if w is None else ["--run.seed", str(w), "--run.output_dir",
                                                                   str(out / f"world{w}")]
 
-    # every point of every world is checked before any compute
+    # every world and every point of it is checked before any compute
+    world_bases = {w: parse_job_args(rest + world_argv(w), "ppo_sweep") for w in worlds}
     cfgs = {w: [parse_job_args(rest + world_argv(w) + point_argv(p), "ppo_sweep") for p in points] for w in worlds}
+    tables = out / "sweep" / name  # the whole sweep's tables, beside the base world's runs (world<k>/ hold theirs)
+    tables.mkdir(parents=True, exist_ok=True)
     init_ray(base)
     results = []
     for w in worlds:
-        world_base = base if w is None else parse_job_args(rest + world_argv(w), "ppo_sweep")
-        world = resolve_world(world_base)
-        root = Path(world_base.run.output_dir) / "sweep" / name
+        world = resolve_world(world_bases[w])
+        root = Path(world_bases[w].run.output_dir) / "sweep" / name
         root.mkdir(parents=True, exist_ok=True)
         for point, cfg in zip(points, cfgs[w]):
             rows, wall = run_point(cfg, world, root / label(point))
@@ -275,8 +277,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
                             "summary": curve_summary(rows, cfg.ppo.rollout_batch_size)})
             table = markdown(name, results)
             summary = robustness(results)
-            tables = out / "sweep" / name  # the whole sweep's, beside the base world's runs (world<k>/ hold theirs)
-            tables.mkdir(parents=True, exist_ok=True)
             (tables / "ppo_sweep.json").write_text(json.dumps({"command": argv, "results": results}, indent=1))
             (tables / "ppo_sweep.md").write_text(table + "\n" + (f"\n{summary}\n" if summary else ""))
             print(table.splitlines()[-1], flush=True)
