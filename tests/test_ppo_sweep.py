@@ -103,7 +103,8 @@ def test_robustness_counts_worlds_per_setting():
         (2, "kl_coef=0", falling), (2, "kl_coef=0.05", falling))]
     table = robustness(results).splitlines()
     assert table[0].startswith("Per setting over worlds 0, 1, 2")
-    assert table[-2:] == ["| kl_coef=0 | 3 | 1 | 3 | 1 |", "| kl_coef=0.05 | 3 | 2 | 3 | 2 |"]
+    assert table[-2:] == ["| kl_coef=0 | 3 | 1 | 3 | 1 | 0.33 [0.06, 0.79] |",
+                          "| kl_coef=0.05 | 3 | 2 | 3 | 2 | 0.67 [0.21, 0.94] |"]
     assert robustness(results[:2]) == "" and robustness([{**r, "world": None} for r in results[:2]]) == ""
 
 
