@@ -13,6 +13,7 @@ set -euo pipefail
 DEST=${1:-.whl}
 PYVER=${2:-3.12}
 PY=${PYTHON:-python3}
+command -v zip >/dev/null || { echo "offline_wheels: needs zip (to drop Ray's unused parts from its wheel)" >&2; exit 1; }
 mkdir -p "$DEST"
 tag=cp${PYVER/./}
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
@@ -21,7 +22,8 @@ tag=cp${PYVER/./}
     jsonschema jsonschema-specifications referencing rpds-py hjson
 DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DEST" "deepspeed==0.19.8"
 for w in "$DEST"/ray-*-"$tag"-*.whl; do
-    zip -q -d "$w" 'ray/jars/*' 'ray/dashboard/client/build/*' 'ray/rllib/*' 'ray/tests/*' >/dev/null || true
+    # exit 12 = nothing matched (already stripped): fine; anything else is a real error
+    zip -q -d "$w" 'ray/jars/*' 'ray/dashboard/client/build/*' 'ray/rllib/*' 'ray/tests/*' >/dev/null || [ $? -eq 12 ]
 done
 du -sh "$DEST"
 ls "$DEST"
