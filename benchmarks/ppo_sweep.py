@@ -6,7 +6,8 @@
 
 Each `--sweep.grid` is a space-separated list of axes `key=v1,v2,...` whose cartesian product is run; several
 `--sweep.grid` flags are run one after the other (a one-axis-at-a-time sweep is one flag per axis). Keys may be `ppo.*`,
-`rollout.*` or `run.seed` (the seed of the PPO run only: the world below is built once, from the base config).
+`rollout.*`, `run.seed` (the seed of the PPO run only: the world below is built once, from the base config) or the PPO
+roles' `resources.*` (e.g. `resources.policy_cpus=1,2` times the policy's threads side by side).
 Every other flag is the usual job config (`--preset`, `--section.key value`) and is the base of every point.
 `--sweep.worlds 0,1,2,3` repeats the whole grid on several testbed worlds, world k built with `run.seed k` in
 `<output_dir>/world<k>/` (its PPO runs seeded k too, unless the grid sets run.seed): a setting chosen on one world is
@@ -42,7 +43,10 @@ from umm_ray.report.uncertainty import PPOData, ppo_intervals
 from umm_ray.report.verdict import never_rose, ppo_window
 
 MIN_PEAK_FRAC = 0.1  # the peak must come after this fraction of the steps (not a lucky first batch)
-GRID_SECTIONS = ("ppo.", "rollout.", "run.seed")  # what a point may change: the world is built once, from the base
+# What a point may change: the world is built once, from the base; the PPO roles' resources (threads, placement) may
+# vary, so a sweep can time them side by side, but resources.train_* only acts on the world's training stages.
+GRID_SECTIONS = ("ppo.", "rollout.", "run.seed") + tuple(f"resources.{role}_" for role in
+                                                        ("policy", "rollout", "reference", "proxy", "gold"))
 
 
 def parse_grid(specs: list[str]) -> list[dict[str, str]]:
@@ -59,8 +63,8 @@ def parse_grid(specs: list[str]) -> list[dict[str, str]]:
             if not sep or not values:
                 raise ValueError(f"--sweep.grid: {axis!r} is not key=v1,v2,...")
             if not key.startswith(GRID_SECTIONS):
-                raise ValueError(f"--sweep.grid: {key!r} is not a ppo.*, rollout.* or run.seed key (the world is "
-                                 f"built once, from the base config)")
+                raise ValueError(f"--sweep.grid: {key!r} is not a ppo.*, rollout.*, run.seed or PPO role resources.* "
+                                 f"key (the world is built once, from the base config)")
             axes.append([(key, v) for v in values.split(",")])
         for combo in itertools.product(*axes):
             point = dict(combo)

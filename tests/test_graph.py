@@ -275,7 +275,8 @@ class PoolRecording(Stand):
 
 def test_ppo_runs_take_turns_on_the_role_pools(tmp_path):
     """compare.parallel_ppo N with N pools: up to N PPO runs at once, never two on one pool at a time; with one pool
-    they run one after another in the sequential order. The stages and their inputs are the same either way."""
+    they run one after another, each proxy's KL run right after its stress test (so a pool keeps that proxy's reward
+    actors for both). The stages and their inputs are the same either way."""
     inputs = {}
     for parallel in (1, 2):
         args = ["--compare.ppo_rms", "dense,umm-2,ensemble-mean", "--compare.ppo_kl_rms", "dense",
@@ -294,6 +295,6 @@ def test_ppo_runs_take_turns_on_the_role_pools(tmp_path):
         overlapping = any(a[2] < b[3] and b[2] < a[3] for a in runs for b in runs if a is not b)
         assert overlapping == (parallel > 1)
         if parallel == 1:
-            assert [r[0] for r in runs] == ["ppo_dense", "ppo_umm-2", "ppo_ensemble-mean", "ppo_kl_dense"]
+            assert [r[0] for r in runs] == ["ppo_dense", "ppo_kl_dense", "ppo_umm-2", "ppo_ensemble-mean"]
         inputs[parallel] = {k: v["inputs"]["config"] for k, v in markers(root).items()}
     assert inputs[1] == inputs[2]  # concurrency is not an input of any stage

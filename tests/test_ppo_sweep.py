@@ -72,8 +72,10 @@ def test_grid_points_and_labels():
     assert pts[0] == {"ppo.actor_lr": "1e-5", "ppo.kl_coef": "0"}
     assert label(pts[1]) == "actor_lr=1e-5,kl_coef=0.05" and label(pts[-1]) == "seed=1"
     assert parse_grid([]) == [{}] and label({}) == "base"
-    with pytest.raises(ValueError, match="not a ppo"):
-        parse_grid(["sft.epochs=1,2"])
+    assert parse_grid(["resources.policy_cpus=1,2"]) == [{"resources.policy_cpus": "1"}, {"resources.policy_cpus": "2"}]
+    for key in ("sft.epochs", "resources.train_cpus"):  # built once with the world: a point could not change it
+        with pytest.raises(ValueError, match="not a ppo"):
+            parse_grid([f"{key}=1,2"])
     with pytest.raises(ValueError, match="key=v1,v2"):
         parse_grid(["ppo.actor_lr"])
 

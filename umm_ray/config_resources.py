@@ -37,7 +37,8 @@ _TRAIN = "Ray Train worker of SFT and RM training"
 @dataclass
 class ResourcesConfig:
     policy_gpus: float = opt(-1.0, _GPU.format(what=_POLICY), lo=-1)
-    policy_cpus: float = opt(-1.0, _CPU.format(what=_POLICY), lo=-1)
+    policy_cpus: float = opt(-1.0, _CPU.format(what=_POLICY) + " Also the rank's torch threads (the whole part, at "
+                             "least 1).", lo=-1)
     policy_memory_gb: float = opt(0.0, _MEM.format(what=_POLICY), lo=0)
     policy_accelerator: str = opt("", _ACC.format(what=_POLICY))
     rollout_gpus: float = opt(-1.0, _GPU.format(what=_ROLLOUT), lo=-1)

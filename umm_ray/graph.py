@@ -163,7 +163,7 @@ class StageGraph:
         evals = [done[RunLayout.seed_stage("eval", k)] for k in seeds]
         bon_runs = [done[RunLayout.seed_stage("bon", k)] for k in seeds]
         # PPO: up to compare.parallel_ppo runs at once, each holding one of `pools` (policy ranks, engines, reference,
-        # gold) while it runs; with one pool they run one after another in this order and share its actors.
+        # gold) while it runs; with one pool they run one after another in the order below and share its actors.
         mean, kl = S.mean_evals(evals), self.cfg.compare.ppo_kl_coef
         free: queue.Queue = queue.Queue()
         for p in pools or [None]:
@@ -178,11 +178,16 @@ class StageGraph:
 
         runs, ppo_jobs = [], JobGraph()
         for k in seeds:
-            for prefix, extra in (("ppo", {}), ("ppo_kl", {"kl_coef": kl})):
-                for name, proxy in S.ppo_proxies(self.cfg, mean, proxies[k], kl=bool(extra)).items():
-                    job = ppo_jobs.add(RunLayout.seed_stage(f"{prefix}_{name}", k),
-                                       functools.partial(ppo, f"{prefix}_{name}", proxy, k, **extra))
-                    runs.append((k, prefix, name, job))
+            regimes = {"ppo": S.ppo_proxies(self.cfg, mean, proxies[k]),
+                       "ppo_kl": S.ppo_proxies(self.cfg, mean, proxies[k], kl=True)}
+            # Each proxy's KL-penalised run right after its stress test: a shared pool then keeps that proxy's
+            # reward actors for both (starting an ensemble's members is ~15 s on 2 cores). Order is no input.
+            for name in dict.fromkeys([*regimes["ppo"], *regimes["ppo_kl"]]):
+                for prefix, extra in (("ppo", {}), ("ppo_kl", {"kl_coef": kl})):
+                    if name in regimes[prefix]:
+                        job = ppo_jobs.add(RunLayout.seed_stage(f"{prefix}_{name}", k),
+                                           functools.partial(ppo, f"{prefix}_{name}", regimes[prefix][name], k, **extra))
+                        runs.append((k, prefix, name, job))
         done = ppo_jobs.run(min(self.cfg.compare.parallel_ppo, free.qsize()))
         ppo_runs = [{name: done[job] for j, p, name, job in runs if (j, p) == (k, "ppo")} for k in seeds]
         ppo_kl = [{name: done[job] for j, p, name, job in runs if (j, p) == (k, "ppo_kl")} for k in seeds]

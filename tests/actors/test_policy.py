@@ -179,3 +179,16 @@ def test_token_budget_update_equals_the_whole_micro_batch_update(ray_local, poli
     assert all(torch.isfinite(torch.tensor(v)) for v in bf16.values())
     assert bf16["policy_loss"] == pytest.approx(plain["policy_loss"], abs=0.05)
     assert bf16_digests[0] != pytest.approx(plain_digests[0], rel=0, abs=1e-9)  # it moved (not the same numbers)
+
+
+def test_rank_runs_as_many_torch_threads_as_its_cpu_claim(ray_local, policy_dir):
+    """resources.policy_cpus sets the rank's torch threads (the whole part, at least 1), like a training worker's."""
+    from umm_ray.actors.policy import PolicyGroup
+    from umm_ray.resources import RoleResources
+
+    for cpus, threads in ((2.0, 2), (0.5, 1)):
+        group = PolicyGroup(policy_dir, PPOConfig(micro_batch_size=2), claim=RoleResources("policy", cpus, 0.0))
+        try:
+            assert ray.get(group.ranks[0].__ray_call__.remote(lambda self: torch.get_num_threads())) == threads
+        finally:
+            group.shutdown()

@@ -35,7 +35,7 @@ from umm_ray.ppo.experience import (Experience, PolicyBatch, micro_batches, per_
 from umm_ray.ppo.modeling import gather_logprobs, load_actor_critic
 from umm_ray.resources import PPOLayout, RoleResources
 from umm_ray.train.collective import max_over_ranks
-from umm_ray.train.levers import adamw, deepspeed_autocast, enable_grad_checkpointing, import_deepspeed
+from umm_ray.train.levers import adamw, deepspeed_autocast, enable_grad_checkpointing, import_deepspeed, worker_threads
 
 DS_TAG = "ds"  # DeepSpeed checkpoint tag inside a checkpoint directory
 
@@ -322,7 +322,8 @@ class PolicyGroup:
         self.pg = make_placement_group("policy", list(layout.bundles), strategy=layout.strategy)
         cls = ray.remote(PolicyActor)
         self.ranks = [cls.options(**claim.bundle_options(), scheduling_strategy=in_group(self.pg, r),
-                                  name=None).remote(policy_path, ppo, r, n, seed, temperature, trust_remote_code)
+                                  name=None).remote(policy_path, ppo, r, n, seed, temperature, trust_remote_code,
+                                                    worker_threads(claim.cpus))
                       for r in range(n)]
         addr, port = ray.get(self.ranks[0].master_address.remote())
         self.num_params = ray.get([a.init.remote(addr, port) for a in self.ranks])[0]
