@@ -185,8 +185,8 @@ class StageGraph:
             for name in dict.fromkeys([*regimes["ppo"], *regimes["ppo_kl"]]):
                 for prefix, extra in (("ppo", {}), ("ppo_kl", {"kl_coef": kl})):
                     if name in regimes[prefix]:
-                        job = ppo_jobs.add(RunLayout.seed_stage(f"{prefix}_{name}", k),
-                                           functools.partial(ppo, f"{prefix}_{name}", regimes[prefix][name], k, **extra))
+                        run = functools.partial(ppo, f"{prefix}_{name}", regimes[prefix][name], k, **extra)
+                        job = ppo_jobs.add(RunLayout.seed_stage(f"{prefix}_{name}", k), run)
                         runs.append((k, prefix, name, job))
         done = ppo_jobs.run(min(self.cfg.compare.parallel_ppo, free.qsize()))
         ppo_runs = [{name: done[job] for j, p, name, job in runs if (j, p) == (k, "ppo")} for k in seeds]
