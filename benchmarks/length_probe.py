@@ -1,7 +1,8 @@
 """Length probe: does a dense proxy's taste for length, measured before PPO, tell which worlds PPO will hack early?
 
     python -m benchmarks.length_probe runs/worlds/world0 runs/worlds/world1 ... \\
-        [--sweep runs/worlds/sweep/s80/ppo_sweep.json ...] [--out runs/bench/length_probe.json]
+        [--sweep runs/worlds/sweep/s80/ppo_sweep.json ...] [--rms dense,umm-4,ensemble-mean] \\
+        [--out runs/bench/length_probe.json]
 
 Per world directory (a testbed world as `benchmarks.ppo_sweep --sweep.worlds` builds it: `pairs/` and
 `rm_dense/model`), on the SFT policy's own responses in the held-out pairs (test + val, chosen and rejected alike):
@@ -12,7 +13,9 @@ Per world directory (a testbed world as `benchmarks.ppo_sweep --sweep.worlds` bu
    so a proxy that rewards it holds a direction PPO can climb while the gold falls.
 With `--sweep` files (`ppo_sweep.json`), each world is joined to its stress-test run (kl_coef 0, or the grid's only
 point) in `<base>/sweep/<name>/ppo_sweep.json` for `<base>/world<k>`, and the Spearman rank correlation of every probe
-with the run's drop, rise and peak step is printed. docs/ppo-sweep.md has the run on sixteen world/proxy pairs.
+with the run's drop, rise and peak step is printed (for the dense proxy, the one the sweep runs PPO against).
+`--rms` probes more of a compare job's RMs in each directory: `umm-<k>` (the merged UMM), `ensemble-<mean|wco|uwo>`.
+docs/ppo-sweep.md has the run on sixteen world/proxy pairs.
 """
 
 from __future__ import annotations
@@ -93,12 +96,24 @@ def rank_correlations(rows: list[dict]) -> list[str]:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["world", *PROBES, *OUTCOMES, "shape_ok"]
+    cols = ["world", "rm", *PROBES, *OUTCOMES, "shape_ok"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{r[c]:+.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def rm_path(world: Path, name: str) -> str:
+    """Where the compare job put RM `name` in `world`: dense, umm-<k> (merged), ensemble-<aggregate>."""
+    if name == "dense":
+        return str(world / "rm_dense" / "model")
+    m = re.fullmatch(r"umm-(\d+)|ensemble-(mean|wco|uwo)", name)
+    if not m:
+        raise SystemExit(f"length_probe --rms: {name!r} is not dense, umm-<k> or ensemble-<mean|wco|uwo>")
+    if m.group(1):
+        return str(world / f"rm_umm{m.group(1)}" / "model")
+    return f"{world / 'rm_ensemble' / 'manifest.json'}#{m.group(2)}"
 
 
 def world_rows(world: Path) -> tuple[list[str], list[str]]:
@@ -115,6 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("worlds", nargs="+", type=Path, help="world directories (pairs/ and rm_dense/model inside)")
     ap.add_argument("--sweep", action="append", type=Path, default=[], help="ppo_sweep.json to join outcomes from")
+    ap.add_argument("--rms", default="dense", help="comma-separated RMs to probe in each world (default: dense)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/length_probe.json"), help="JSON written here")
     args = ap.parse_args(argv)
     from umm_ray.actors.reward import RewardSpec, build_scorer
@@ -123,15 +139,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     outcomes, gold, rows = stress_outcomes(args.sweep), TestbedGold(), []
     for world in args.worlds:
         prompts, responses = world_rows(world)
-        proxy = build_scorer(RewardSpec.load(str(world / "rm_dense" / "model"), "proxy"))
-        m = re.search(r"world(\d+)$", str(world))
-        row = {"world": str(world), **probe(proxy.score, gold.score, prompts, responses)}
-        if world.resolve() in outcomes:
-            s = outcomes[world.resolve()]
-            row.update({o: s[o] for o in OUTCOMES}, shape_ok=s["shape_ok"])
-        rows.append(row)
-        print(f"{world} (world {m.group(1) if m else '?'}): " + ", ".join(f"{k} {row[k]:+.3f}" for k in PROBES),
-              file=sys.stderr)
+        for name in args.rms.split(","):
+            proxy = build_scorer(RewardSpec.load(rm_path(world, name), name))
+            row = {"world": str(world), "rm": name, **probe(proxy.score, gold.score, prompts, responses)}
+            if name == "dense" and world.resolve() in outcomes:  # the sweep ran PPO against the dense proxy
+                s = outcomes[world.resolve()]
+                row.update({o: s[o] for o in OUTCOMES}, shape_ok=s["shape_ok"])
+            rows.append(row)
+            print(f"{world} {name}: " + ", ".join(f"{k} {row[k]:+.3f}" for k in PROBES), file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
     print(table(rows))

@@ -51,3 +51,13 @@ def test_outcomes_join_the_stress_run_of_each_world(tmp_path):
     assert "- repeat2 vs drop: rho +1.00" in "\n".join(lines) and "- repeat3 vs drop: rho -1.00" in "\n".join(lines)
     assert "- r_gold_len: the same on every row, no rank correlation" in lines
     assert rank_correlations(rows[:3]) == []
+
+
+def test_rm_paths_follow_the_compare_layout(tmp_path):
+    from benchmarks.length_probe import rm_path
+
+    assert rm_path(tmp_path, "dense") == str(tmp_path / "rm_dense" / "model")
+    assert rm_path(tmp_path, "umm-4") == str(tmp_path / "rm_umm4" / "model")
+    assert rm_path(tmp_path, "ensemble-wco") == f"{tmp_path / 'rm_ensemble' / 'manifest.json'}#wco"
+    with pytest.raises(SystemExit, match="'moe-2' is not dense"):
+        rm_path(tmp_path, "moe-2")

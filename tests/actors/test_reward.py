@@ -277,3 +277,17 @@ def test_auto_dtype_on_cuda_is_bf16_with_float32_scores(rm_dirs):
     got, want = auto.score(TEXTS, RESPONSES), fp32.score(TEXTS, RESPONSES)
     assert all(type(v) is float for v in got)
     assert got == pytest.approx(want, abs=0.05 * max(abs(v) for v in want))
+
+
+def test_a_sources_aggregate_overrides_the_manifests(rm_dirs):
+    """'manifest.json#wco' scores with the worst case over the members whatever aggregate the manifest was written
+    with ('mean' here); no suffix keeps the manifest's; '#uwo:0.1' carries its lambda; a single RM refuses one."""
+    manifest = rm_dirs["manifest"]
+    members = torch.tensor(RewardActor(RewardSpec.load(manifest, "proxy")).scorer.member_scores(TEXTS, RESPONSES))
+    for suffix, want in (("", members.mean(0)), ("#mean", members.mean(0)), ("#wco", members.min(0).values),
+                         ("#uwo:0.1", members.mean(0) - 0.1 * members.var(0, unbiased=False))):
+        actor = RewardActor(RewardSpec.load(manifest + suffix, "proxy"))
+        assert actor.score(TEXTS, RESPONSES) == pytest.approx(want.tolist(), abs=1e-6), suffix
+    assert not torch.allclose(members.mean(0), members.min(0).values)  # the two aggregates really differ here
+    with pytest.raises(ValueError, match="is not an ensemble manifest"):
+        RewardActor(RewardSpec.load(rm_dirs["members"][0] + "#wco", "proxy"))

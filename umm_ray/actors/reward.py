@@ -25,7 +25,7 @@ from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.data.chat import check_mode
 from umm_ray.dtypes import DTYPES, resolve_dtype, torch_dtype
 from umm_ray.model_hub import hub_snapshot
-from umm_ray.models.reward_model import StandardisedScorer, load_scorer, read_manifest
+from umm_ray.models.reward_model import EnsembleScorer, StandardisedScorer, load_scorer, read_manifest
 from umm_ray.resources import RoleResources
 from umm_ray.reward_source import RewardSource
 from umm_ray.serve.client import RemoteScorer
@@ -120,6 +120,12 @@ def build_scorer(spec: RewardSpec, device: str = "cpu"):
     scorer = load_scorer(path, max_len=spec.max_len, batch_size=spec.batch_size, device=device,
                          trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template,
                          dtype=torch_dtype(resolve_dtype(spec.dtype, device)))
+    if spec.source.aggregate is not None:  # 'manifest.json#wco': the source's aggregate, not the manifest's own
+        if not isinstance(scorer, EnsembleScorer):
+            raise ValueError(f"reward source {spec.name!r}: aggregate {spec.source.aggregate!r} given but "
+                             f"{spec.path} is not an ensemble manifest")
+        scorer = EnsembleScorer(scorer.members, spec.source.aggregate,
+                                spec.source.lam if spec.source.lam is not None else scorer.lam)
     return scorer if spec.scale is None else StandardisedScorer(scorer, *spec.scale)
 
 
