@@ -30,6 +30,9 @@ from typing import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
+from umm_ray.data.jsonl import read_jsonl
+from umm_ray.layout import RunLayout
+
 Score = Callable[[list[str], list[str]], list[float]]
 PROBES = ("r_proxy_len", "r_gold_len", "len_coef", "repeat2", "repeat3", "gold_repeat2", "gold_repeat3")
 OUTCOMES = ("drop", "rise", "peak_step")
@@ -105,24 +108,26 @@ def table(rows: list[dict]) -> str:
 
 
 def rm_path(world: Path, name: str) -> str:
-    """Where the compare job put RM `name` in `world`: dense, umm-<k> (merged), ensemble-<aggregate>."""
-    if name == "dense":
-        return str(world / "rm_dense" / "model")
-    m = re.fullmatch(r"umm-(\d+)|ensemble-(mean|wco|uwo)", name)
+    """Where the compare job put RM `name` in `world` (`RunLayout`): dense, umm-<k> (merged), ensemble-<aggregate>."""
+    m = re.fullmatch(r"dense|umm-(\d+)|ensemble-(mean|wco|uwo)", name)
     if not m:
         raise SystemExit(f"length_probe --rms: {name!r} is not dense, umm-<k> or ensemble-<mean|wco|uwo>")
+    layout = RunLayout(world)
     if m.group(1):
-        return str(world / f"rm_umm{m.group(1)}" / "model")
-    return f"{world / 'rm_ensemble' / 'manifest.json'}#{m.group(2)}"
+        return str(layout.rm_model("umm", int(m.group(1))))
+    if m.group(2):
+        return f"{layout.rm_model('ensemble')}#{m.group(2)}"
+    return str(layout.rm_model("dense"))
 
 
 def world_rows(world: Path) -> tuple[list[str], list[str]]:
     """The held-out pairs' prompts and responses (chosen and rejected), one row per response."""
-    files = [world / "pairs" / f"pairs_{s}.jsonl" for s in ("test", "val")]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing or not (world / "rm_dense" / "model").is_dir():
-        raise SystemExit(f"length_probe: {world} is not a built world (missing {missing or [str(world / 'rm_dense')]})")
-    pairs = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    layout = RunLayout(world)
+    files = [layout.pairs_test, layout.pairs_val]
+    missing = [str(f) for f in files + [layout.rm_model("dense")] if not f.exists()]
+    if missing:
+        raise SystemExit(f"length_probe: {world} is not a built world (missing {missing})")
+    pairs = [p for f in files for _, p in read_jsonl(f)]
     return [p["prompt"] for p in pairs for _ in (0, 1)], [r for p in pairs for r in (p["chosen"], p["rejected"])]
 
 
