@@ -190,3 +190,17 @@ def test_deepspeed_zero1_on_cpu_workers_matches_ddp(ray_local, tmp_path):
     ds = fit(TinyLMTask(), EXAMPLES, _spec(tmp_path / "ds", strategy="deepspeed", max_steps=6))
     assert ds.resumed_from == 4
     torch.testing.assert_close(torch.tensor(ds.losses()), torch.tensor(ddp.losses()), rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_controller_polls_its_workers_every_quarter_second_unless_the_user_set_it(tmp_path, monkeypatch):
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    from umm_ray.train.loop import make_trainer
+
+    var = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    monkeypatch.delenv(var, raising=False)
+    make_trainer(lambda config: None, {}, _spec(tmp_path), tmp_path / "ray_train", "poll")
+    assert get_env_vars_to_propagate()[var] == "0.25"  # what Ray Train hands its controller actor at fit()
+    monkeypatch.setenv(var, "3")
+    make_trainer(lambda config: None, {}, _spec(tmp_path), tmp_path / "ray_train", "poll")
+    assert get_env_vars_to_propagate()[var] == "3"

@@ -2,11 +2,10 @@
 
 A stage is a `TrainTask` (build the model, batch examples, compute the loss, save the result) plus a `TrainSpec`
 (workers, batch size, epochs, checkpoint cadence). `fit(task, examples, spec)` runs it on CPU workers with DDP over
-gloo (GPU workers with NCCL when `spec.use_gpu`), or DeepSpeed ZeRO, optionally in bf16 autocast, with gradient
-checkpointing (`umm_ray.train.levers`) and token-budget micro-batches (`umm_ray.data.microbatch`), shards the data per
-rank deterministically by seed, checkpoints every K steps through `ray.train.report` and resumes from the latest
-checkpoint of a run with the same name under the same stage directory (model + optimizer + step + per-rank RNG +
-metrics so far), so a killed job restarts where it stopped.
+gloo (GPU workers: NCCL), or DeepSpeed ZeRO, optionally in bf16 autocast, with gradient checkpointing and token-budget
+micro-batches (`umm_ray.train.levers`, `umm_ray.data.microbatch`), shards the data per rank by seed, checkpoints every
+K steps through `ray.train.report` and resumes from the latest checkpoint of a run of the same name in the same stage
+directory (model, optimizer, step, per-rank RNG, metrics so far): a killed job restarts where it stopped.
 
     result = fit(SFTTask(...), examples, TrainSpec(name="sft", stage_dir=Path("runs/x/sft"), num_workers=2))
     result.model_dir  # <stage_dir>/model, a Hugging Face checkpoint written by rank 0
@@ -414,6 +413,7 @@ def fit(task: TrainTask, examples: list, spec: TrainSpec) -> TrainResult:
 
 def make_trainer(loop, config: dict, spec: TrainSpec, storage: Path, name: str):
     """The TorchTrainer running `loop(config)` on `spec`'s workers, its run stored under `storage/name`."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # see docs/design.md: Ray's 2 s poll
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # heavy: ~2 s, at fit time only
     from ray.train.torch import TorchConfig, TorchTrainer
 
