@@ -11,6 +11,9 @@ Per world directory (a testbed world as `benchmarks.ppo_sweep --sweep.worlds` bu
 3. the repetition probe: the mean change of each score when the response is said twice and three times over
    (`repeat`), in units of that score's standard deviation on the originals. The testbed gold penalises repetition,
    so a proxy that rewards it holds a direction PPO can climb while the gold falls.
+4. two properties of the world's sampled pairs (`pairs/stats.json`), no proxy involved: `tie_share`, the share of the
+   SFT policy's two samples per prompt that the gold could not order (equal scores or the same text: how little the
+   policy varies), and `pair_margin`, the mean gold gap of the pairs it could (how much better one sample was).
 With `--sweep` files (`ppo_sweep.json`), each world is joined to its stress-test run (kl_coef 0, or the grid's only
 point) in `<base>/sweep/<name>/ppo_sweep.json` for `<base>/world<k>`, and the Spearman rank correlation of every probe
 with the run's drop, rise and peak step is printed (for the dense proxy, the one the sweep runs PPO against).
@@ -34,7 +37,8 @@ from umm_ray.data.jsonl import read_jsonl
 from umm_ray.layout import RunLayout
 
 Score = Callable[[list[str], list[str]], list[float]]
-PROBES = ("r_proxy_len", "r_gold_len", "len_coef", "repeat2", "repeat3", "gold_repeat2", "gold_repeat3")
+PROBES = ("r_proxy_len", "r_gold_len", "len_coef", "repeat2", "repeat3", "gold_repeat2", "gold_repeat3", "tie_share",
+          "pair_margin")
 OUTCOMES = ("drop", "rise", "peak_step")
 
 
@@ -131,6 +135,15 @@ def world_rows(world: Path) -> tuple[list[str], list[str]]:
     return [p["prompt"] for p in pairs for _ in (0, 1)], [r for p in pairs for r in (p["chosen"], p["rejected"])]
 
 
+def pair_stats(world: Path) -> dict[str, float]:
+    """The world's tie share and mean gold margin of its sampled pairs (item 4 above), from its pairs stage."""
+    path = RunLayout(world).pairs / "stats.json"
+    if not path.is_file():
+        raise SystemExit(f"length_probe: {world} has no {path.relative_to(world)} (not a testbed world's pairs)")
+    stats = json.loads(path.read_text())
+    return {"tie_share": stats["n_ties"] / stats["n_in"], "pair_margin": float(stats["mean_abs_margin"])}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("worlds", nargs="+", type=Path, help="world directories (pairs/ and rm_dense/model inside)")
@@ -144,9 +157,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     outcomes, gold, rows = stress_outcomes(args.sweep), TestbedGold(), []
     for world in args.worlds:
         prompts, responses = world_rows(world)
+        world_stats = pair_stats(world)
         for name in args.rms.split(","):
             proxy = build_scorer(RewardSpec.load(rm_path(world, name), name))
-            row = {"world": str(world), "rm": name, **probe(proxy.score, gold.score, prompts, responses)}
+            row = {"world": str(world), "rm": name, **probe(proxy.score, gold.score, prompts, responses), **world_stats}
             if name == "dense" and world.resolve() in outcomes:  # the sweep ran PPO against the dense proxy
                 s = outcomes[world.resolve()]
                 row.update({o: s[o] for o in OUTCOMES}, shape_ok=s["shape_ok"])

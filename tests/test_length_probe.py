@@ -45,12 +45,23 @@ def test_outcomes_join_the_stress_run_of_each_world(tmp_path):
     assert got[(tmp_path / "base" / "world0").resolve()] == summary
     assert got[(tmp_path / "base" / "world1").resolve()]["rise"] == 0.2
     rows = [{"r_proxy_len": float(i), "r_gold_len": 0.0, "len_coef": float(i), "repeat2": float(i),
-             "repeat3": float(-i), "gold_repeat2": 0.0, "gold_repeat3": 0.0, "drop": float(i), "rise": float(i),
-             "peak_step": i} for i in range(5)]
+             "repeat3": float(-i), "gold_repeat2": 0.0, "gold_repeat3": 0.0, "tie_share": 0.1 * i, "pair_margin": 0.5,
+             "drop": float(i), "rise": float(i), "peak_step": i} for i in range(5)]
     lines = rank_correlations(rows)
     assert "- repeat2 vs drop: rho +1.00" in "\n".join(lines) and "- repeat3 vs drop: rho -1.00" in "\n".join(lines)
     assert "- r_gold_len: the same on every row, no rank correlation" in lines
+    assert "- tie_share vs rise: rho +1.00" in "\n".join(lines)
     assert rank_correlations(rows[:3]) == []
+
+
+def test_pair_stats_read_the_worlds_pairs_stage(tmp_path):
+    from benchmarks.length_probe import pair_stats
+
+    with pytest.raises(SystemExit, match="has no pairs/stats.json"):
+        pair_stats(tmp_path)
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "stats.json").write_text(json.dumps({"n_in": 200, "n_ties": 50, "mean_abs_margin": 0.4}))
+    assert pair_stats(tmp_path) == {"tie_share": 0.25, "pair_margin": 0.4}
 
 
 def test_rm_paths_follow_the_compare_layout(tmp_path):
