@@ -380,6 +380,11 @@ def report(cfg: Config, result, out: Path, notes: list[str]) -> Path:
         notes = [*notes, f"Noise ceiling: the test labels agree with the gold's own preference on "
                          f"{100 * sum(ceiling) / len(ceiling):.1f}% of the {len(ceiling)} test pairs; an RM that "
                          "ranked exactly like gold would score that on 'acc test' (and 1.0 on 'acc gold labels')."]
+    gold_r = evals[0].get("_meta", {}).get("gold_length_corr") if evals else None
+    if gold_r is not None:
+        notes = [*notes, f"Length: on the same test responses the gold's score correlates with word count at r = "
+                         f"{gold_r:+.2f}; an RM well above that rewards length beyond what gold does ('score~words r' "
+                         "in the cost table), the shortcut PPO found first in the tiny worlds (docs/ppo-sweep.md)."]
     bon_scores = [json.loads((Path(cfg.run.output_dir) / stage / "scores.json").read_text())
                   for stage in result.bon_stages]
     results = []
@@ -399,7 +404,7 @@ def report(cfg: Config, result, out: Path, notes: list[str]) -> Path:
             acc_hh=_mean([r.get("acc_hh") for r in rows]), acc_gold=_mean([r.get("acc_gold") for r in rows]),
             bon=bon_curve, ppo=mean_ppo(seeds.ppo) if seeds.ppo else None, seeds=seeds,
             ppo_kl=mean_ppo(seeds.ppo_kl) if seeds.ppo_kl else None,
-            notes=_source_note(proxy)))
+            notes=_source_note(proxy), length_corr=_mean([r.get("length_corr") for r in rows])))
     return build_report(results, config=cfg, out_dir=out, notes=notes)
 
 

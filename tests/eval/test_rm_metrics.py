@@ -50,3 +50,26 @@ def test_gold_judged_accuracy_and_noise_ceiling(world, tmp_path):
         assert row["outcomes"]["gold"] == brute and row["acc_gold"] == pytest.approx(sum(brute) / len(brute))
     assert res["rm0"]["forward_passes"] == 1 and res["ens"]["forward_passes"] == 2
     assert res["rm0"]["acc_gold"] != res["rm0"]["acc_test"]  # 30% noise: the two judgements differ
+
+
+def test_length_corr_of_each_rm_and_of_the_gold_on_the_test_responses(world, tmp_path):
+    import numpy as np
+    import torch
+
+    from umm_ray.eval.rm_metrics import length_corr
+    from umm_ray.models.reward_model import load_scorer
+
+    pairs = world["pairs"]
+    p, c, r = [x.prompt for x in pairs], [x.chosen for x in pairs], [x.rejected for x in pairs]
+    res = evaluate_rms(Config(), {"rm0": RewardSource(world["rms"][0])}, world["root"] / "pairs_test.jsonl", tmp_path,
+                       gold=TestbedGold())
+    words = [len(t.split()) for t in c + r]
+    scorer = load_scorer(str(world["rms"][0]))
+    by_hand = np.corrcoef(scorer.score(p, c) + scorer.score(p, r), words)[0, 1]
+    assert res["rm0"]["length_corr"] == pytest.approx(by_hand, abs=1e-6)
+    gold = TestbedGold()
+    assert res["_meta"]["gold_length_corr"] == pytest.approx(
+        np.corrcoef(gold.score(p, c) + gold.score(p, r), words)[0, 1], abs=1e-9)
+    assert length_corr(torch.ones(4), [" a", " a b", " a b c", " a"]) is None  # a score that never varies
+    assert length_corr(torch.arange(4.0), [" a b"] * 4) is None  # responses of one length
+    assert length_corr(torch.arange(3.0), [" a", " a b", " a b c"]) == pytest.approx(1.0)

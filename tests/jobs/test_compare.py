@@ -48,6 +48,9 @@ def test_reduced_compare_end_to_end(tmp_path):
         assert all(CI_CELL.fullmatch(c) for c in estimates), cells
         assert cells[2] != "-" and cells[3] != "-" and cells[5] != "-", cells  # acc test, acc gold, BoN gold
     assert "2 seeds (each trains its own RMs" in md and "Noise ceiling: the test labels agree" in md
+    assert "Length: on the same test responses the gold's score correlates with word count at r = " in md
+    cost = [line for line in md.splitlines() if line.startswith("| dense | dense |") and line.count("|") == 7]
+    assert cost and re.fullmatch(r"[+-]\d\.\d\d", cost[0].split("|")[-2].strip()), cost  # score~words r
     manifest = json.loads((out / "rm_ensemble" / "manifest.json").read_text())  # its scale: where the RM came from
     assert 0 < manifest["calibration_pairs"] <= n_train(out)
     assert (f"members standardised on {manifest['calibration_pairs']} calibration pairs: "

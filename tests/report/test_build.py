@@ -19,6 +19,7 @@ def results():
     dense = row("dense", "dense", bon_scores(rng, hacked=True), ppo_curves(rng, 0.8), acc=[[1] * 71 + [0] * 29] * 2)
     dense.params, dense.throughput, dense.acc_testbed, dense.acc_hh, dense.forward_passes = 1234567, 250.0, 0.71, \
         0.55, 1
+    dense.length_corr = 0.234
     umm = row("umm-4", "umm", bon_scores(rng, hacked=False), ppo_curves(rng, 0.0))
     umm.params, umm.acc_testbed = 1234567, 0.74
     ens = RMResult("ensemble-mean", "ensemble", params=4 * 1234567, throughput=60.0, acc_testbed=0.73,
@@ -52,8 +53,8 @@ def test_build_report_writes_self_contained_html_and_markdown(tmp_path):
     from umm_ray.report.verdict import summarize
     s = summarize(res[0], "ppo")
     assert f"{s.peak_gold:.3g} [" in dense_row
-    assert "| dense | dense | 1,234,567 | 1 | 250 |" in md  # the cost table
-    assert "| ensemble-mean | ensemble | 4,938,268 | 4 | 60 |" in md
+    assert "| dense | dense | 1,234,567 | 1 | 250 | +0.23 |" in md  # the cost table, with the length taste
+    assert "| ensemble-mean | ensemble | 4,938,268 | 4 | 60 | - |" in md
     assert "**umm-4**: MITIGATES." in md and "**dense**: reference." in md
     assert "**ensemble-mean**: PPO: no interval for the difference" in md  # no per-seed data: no verdict word
     assert "torch:" in html and "ppo:" in md  # versions and config recorded

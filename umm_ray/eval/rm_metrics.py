@@ -72,6 +72,18 @@ def gold_labels(gold, prompts: list[str], chosen: list[str], rejected: list[str]
     return keep, pair_outcomes(gc, gr).tolist()
 
 
+def length_corr(scores: torch.Tensor, responses: list[str]) -> float | None:
+    """Pearson r between scores [B] and the responses' word counts (None when either does not vary).
+
+    A reward model's taste for length on held-out responses: across 24 tiny testbed worlds, the proxies with the
+    higher r were the ones PPO hacked before any gold gain (docs/ppo-sweep.md), length being the shortcut at hand."""
+    words = torch.tensor([len(r.split()) for r in responses], dtype=torch.float64)
+    x = scores.to(torch.float64)
+    if len(responses) < 3 or x.std() == 0 or words.std() == 0:
+        return None
+    return float(torch.corrcoef(torch.stack([x, words]))[0, 1])
+
+
 def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
                  hh_pairs: Path | None = None, gold=None) -> dict:
     """Evaluate every source on `test_pairs` (and the val pairs beside it), and on real HH pairs when given (the first
@@ -82,8 +94,9 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
 
     Returns (and writes to eval.json):
         {name: {acc_test, acc_val, [acc_hh], [acc_gold], params, forward_passes, throughput (sequences/s on the test
-        pairs), outcomes: {split: [P] per-pair 1 / 0 / 0.5}}, "_meta": {"n_pairs": {split: n}, "hh_source", "notes",
-        ["noise_ceiling": [P] outcomes of the test labels against gold]}}.
+        pairs), length_corr (`length_corr` over the test pairs' 2P responses), outcomes: {split: [P] per-pair
+        1 / 0 / 0.5}}, "_meta": {"n_pairs": {split: n}, "hh_source", "notes", ["noise_ceiling": [P] outcomes of the
+        test labels against gold, "gold_length_corr": the gold's own r on the same responses]}}.
     """
 
     torch.manual_seed(cfg.run.seed)
@@ -94,6 +107,8 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
     meta: dict = {}
     if gold is not None:
         keep, meta["noise_ceiling"] = gold_labels(gold, *splits["test"])
+        p, c, r = splits["test"]
+        meta["gold_length_corr"] = length_corr(torch.tensor(gold.score(p + p, c + r), dtype=torch.float64), c + r)
     cache: dict[str, dict] = {}
     results = {}
     for name, source in sources.items():
@@ -130,6 +145,8 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
             else:
                 mc, mr = mc[0], mr[0]
             row["outcomes"][split] = pair_outcomes(mc, mr).tolist()
+            if split == "test":
+                row["length_corr"] = length_corr(torch.cat([mc, mr]), splits["test"][1] + splits["test"][2])
             row[f"acc_{split}"] = sum(row["outcomes"][split]) / len(row["outcomes"][split])
             if split == "test" and gold is not None and keep:
                 won, ceiling = row["outcomes"]["test"], meta["noise_ceiling"]

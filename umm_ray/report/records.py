@@ -141,6 +141,7 @@ class RMResult:
         forward_passes: model forward passes per scored sequence (1 dense / UMM / MoE, k for an ensemble of k,
             1 + K for DMoERM's router and K capability adapters); None when unknown.
         seeds: the per-seed data the intervals come from (None: the report shows point values only).
+        length_corr: Pearson r of the RM's score with word count over the test pairs' responses (mean over seeds).
     """
 
     name: str
@@ -157,11 +158,12 @@ class RMResult:
     forward_passes: int | None = None
     seeds: SeedRuns | None = None
     ppo_kl: PPOCurve | None = None
+    length_corr: float | None = None
 
     def __post_init__(self):
         if self.kind not in ROW_KINDS:
             raise ValueError(f"RMResult {self.name!r}: kind {self.kind!r} is not one of {ROW_KINDS}")
-        for name in ("acc_testbed", "acc_hh", "acc_gold", "throughput"):
+        for name in ("acc_testbed", "acc_hh", "acc_gold", "throughput", "length_corr"):
             v = getattr(self, name)
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"RMResult {self.name!r}: {name} is {v}")
