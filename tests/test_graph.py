@@ -298,3 +298,11 @@ def test_ppo_runs_take_turns_on_the_role_pools(tmp_path):
             assert [r[0] for r in runs] == ["ppo_dense", "ppo_kl_dense", "ppo_umm-2", "ppo_ensemble-mean"]
         inputs[parallel] = {k: v["inputs"]["config"] for k, v in markers(root).items()}
     assert inputs[1] == inputs[2]  # concurrency is not an input of any stage
+
+
+def test_mean_evals_averages_the_numbers_every_seed_has():
+    from umm_ray.stages import mean_evals
+
+    evals = [{"dense": {"acc_val": 0.6, "length_corr": 0.2, "outcomes": {}}, "_meta": {}},
+             {"dense": {"acc_val": 0.8, "length_corr": None, "outcomes": {}}, "_meta": {}}]
+    assert mean_evals(evals) == {"dense": {"acc_val": pytest.approx(0.7)}}  # seed 1's constant scores: no r to average

@@ -222,7 +222,8 @@ def mean_evals(evals: list[dict]) -> dict:
     for name in evals[0]:
         if name.startswith("_"):
             continue
-        keys = [k for k, v in evals[0][name].items() if isinstance(v, (int, float))]
+        # numbers every seed has (a seed's length_corr is None when its RM gave one score to every response)
+        keys = [k for k in evals[0][name] if all(isinstance(e[name].get(k), (int, float)) for e in evals)]
         out[name] = {k: sum(e[name][k] for e in evals) / len(evals) for k in keys}
     return out
 
