@@ -37,7 +37,7 @@ def test_gold_judged_accuracy_and_noise_ceiling(world, tmp_path):
     res = evaluate_rms(cfg, sources, world["root"] / "pairs_test.jsonl", tmp_path, gold=TestbedGold())
     gold = TestbedGold()
     p, c, r = [x.prompt for x in pairs], [x.chosen for x in pairs], [x.rejected for x in pairs]
-    keep, ceiling = gold_labels(gold, p, c, r)
+    keep, ceiling, _ = gold_labels(gold, p, c, r)
     # The ceiling is how often the noisy labels agree with gold: 1 - (flips that survived), here about 0.7.
     assert sum(ceiling) / len(ceiling) == pytest.approx(1 - world["stats"]["n_flipped"] / len(pairs), abs=1e-9)
     gc, gr = gold.score(p, c), gold.score(p, r)

@@ -63,13 +63,14 @@ def forward_passes(scorer) -> int:
     return 1 + len(spec.capabilities) if spec is not None and hasattr(spec, "capabilities") else 1
 
 
-def gold_labels(gold, prompts: list[str], chosen: list[str], rejected: list[str]) -> tuple[list[int], list[float]]:
-    """Where the gold scorer agrees with itself: (indices of pairs gold does not tie, per pair +1 / -1 = gold prefers
-    the labelled-chosen / -rejected response) and the noise ceiling's outcomes (gold judged like an RM: [P])."""
+def gold_labels(gold, prompts: list[str], chosen: list[str], rejected: list[str]
+                ) -> tuple[list[int], list[float], torch.Tensor]:
+    """Where the gold scorer agrees with itself: (indices of pairs gold does not tie, the noise ceiling's outcomes
+    (gold judged like an RM: [P]), and the gold's scores [2P], the P chosen then the P rejected)."""
     gc = torch.tensor(gold.score(prompts, chosen), dtype=torch.float64)
     gr = torch.tensor(gold.score(prompts, rejected), dtype=torch.float64)
     keep = torch.nonzero(gc != gr).flatten().tolist()
-    return keep, pair_outcomes(gc, gr).tolist()
+    return keep, pair_outcomes(gc, gr).tolist(), torch.cat([gc, gr])
 
 
 def length_corr(scores: torch.Tensor, responses: list[str]) -> float | None:
@@ -106,9 +107,8 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
         splits["hh"] = _pairs(hh_pairs, limit=cfg.compare.hh_eval_pairs or None, notes=notes)
     meta: dict = {}
     if gold is not None:
-        keep, meta["noise_ceiling"] = gold_labels(gold, *splits["test"])
-        p, c, r = splits["test"]
-        meta["gold_length_corr"] = length_corr(torch.tensor(gold.score(p + p, c + r), dtype=torch.float64), c + r)
+        keep, meta["noise_ceiling"], gold_scores = gold_labels(gold, *splits["test"])
+        meta["gold_length_corr"] = length_corr(gold_scores, splits["test"][1] + splits["test"][2])
     cache: dict[str, dict] = {}
     results = {}
     for name, source in sources.items():
