@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from umm_ray.data.jsonl import read_jsonl
+from umm_ray.eval.rm_metrics import length_corr
 from umm_ray.layout import RunLayout
 
 Score = Callable[[list[str], list[str]], list[float]]
@@ -64,8 +66,9 @@ def probe(proxy: Score, gold: Score, prompts: list[str], responses: list[str]) -
     words = np.array([len(r.split()) for r in responses], float)
     design = np.stack([np.ones_like(words), _z(gd), _z(words)], 1)
     coef = np.linalg.lstsq(design, _z(px), rcond=None)[0]
-    out = {"n": len(responses), "r_proxy_len": float(np.corrcoef(px, words)[0, 1]),
-           "r_gold_len": float(np.corrcoef(gd, words)[0, 1]), "len_coef": float(coef[2])}
+    r_len = [length_corr(torch.from_numpy(x), responses) for x in (px, gd)]  # the report's column, same function
+    out = {"n": len(responses), "r_proxy_len": float("nan") if r_len[0] is None else r_len[0],
+           "r_gold_len": float("nan") if r_len[1] is None else r_len[1], "len_coef": float(coef[2])}
     for times in (2, 3):
         longer = [repeat(r, times) for r in responses]
         out[f"repeat{times}"] = float((np.asarray(proxy(prompts, longer)) - px).mean() / px.std())
