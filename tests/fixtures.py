@@ -223,10 +223,20 @@ def run_job_captured(module: str, args: list[str], timeout: float = 1800,
 # Private multi-node Ray clusters on this machine (`ray start` processes on free ports and a private temp dir).
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody listens on now and that this test process never handed out before. The kernel may
+    give two binds in a row the same port once the first socket is closed, and `ray start` refuses a port named twice
+    (CI saw dashboard-agent and runtime-env-agent both get 55111); others run Ray here, so never assume 8000 is free."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def stop_own_cluster(temp_dir: Path) -> None:
@@ -280,8 +290,13 @@ def multinode_cluster(workers: int, worker_cpus: int = 1):
             else:
                 cmd = ["start", f"--address=127.0.0.1:{gcs}", f"--num-cpus={worker_cpus}"]
                 common = [a if "-port=" not in a else f"{a.split('=')[0]}={free_port()}" for a in common]
-            proc = subprocess.run([ray_bin, *cmd, *common], cwd=cwd, env=env, capture_output=True, text=True,
-                                  timeout=300)
+            for _ in range(3):  # a port Ray itself took at random since we chose ours: choose again
+                proc = subprocess.run([ray_bin, *cmd, *common], cwd=cwd, env=env, capture_output=True, text=True,
+                                      timeout=300)
+                clash = any(m in proc.stderr for m in ("port number", "already in use"))
+                if proc.returncode == 0 or not clash or i == 0:
+                    break
+                common = [a if "-port=" not in a else f"{a.split('=')[0]}={free_port()}" for a in common]
             assert proc.returncode == 0, f"ray {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         yield {"address": f"127.0.0.1:{gcs}", "env": env, "temp_dir": temp_dir, "node_dirs": node_dirs}
     finally:

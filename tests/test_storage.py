@@ -162,3 +162,9 @@ def test_one_node_cluster_skips_the_check(ray_local, tmp_path):
     assert not (tmp_path / CHECK_DIR).exists()
     with pytest.raises(ValueError, match="absolute"):
         check_shared_storage("runs/x")
+
+
+def test_free_port_never_hands_out_a_port_twice():
+    """`ray start` refuses two components on one port; CI once drew the same port twice in a row from the kernel."""
+    ports = [free_port() for _ in range(3000)]
+    assert len(set(ports)) == len(ports)

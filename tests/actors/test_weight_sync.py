@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
 import torch
 import torch.distributed as dist
 
+from tests.fixtures import free_port
 from umm_ray.actors.weight_sync import ReceivePlan, SyncGroup, pack, plan_buckets, received_weights, unpack
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def test_buckets_keep_order_split_by_size_and_dtype():
@@ -53,7 +47,7 @@ def test_group_broadcasts_buckets_renames_and_ties_without_touching_the_default_
     assert len(buckets) == 2
     plan = ReceivePlan(tuple(buckets), {"x": "model.x", "alias": None, "emb": "model.emb"},
                        tied=(("head", "model.emb"),))
-    port, got, errors = _free_port(), {}, []
+    port, got, errors = free_port(), {}, []
 
     def member(rank: int):
         try:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import save_tiny_rm, tiny_tokenizer, write_manifest
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (others run Ray on this machine: never assume 8000 is free)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.fixtures import free_port, save_tiny_rm, tiny_tokenizer, write_manifest
 
 
 def world_texts(n: int = 80) -> tuple[list[str], list[str]]:

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.serve.conftest import free_port
+from tests.fixtures import free_port
 from umm_ray.models.reward_model import load_scorer
 from umm_ray.records import Scorer
 from umm_ray.serve.client import RemoteScorer, RemoteScorerError

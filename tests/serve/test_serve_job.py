@@ -9,8 +9,7 @@ import threading
 import pytest
 import requests
 
-from tests.fixtures import job_env, start_job
-from tests.serve.conftest import free_port
+from tests.fixtures import free_port, job_env, start_job
 from umm_ray.models.reward_model import load_scorer
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 
+from tests.fixtures import free_port
 from umm_ray.train.collective import COLLECTIVES, collective_device, max_over_ranks
 from umm_ray.train.loop import _mean_over_ranks
 
@@ -61,12 +61,6 @@ def checked_collectives():
             setattr(dist, name, fn)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gloo_world_of_one(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
@@ -102,7 +96,7 @@ def test_mean_over_ranks_two_process_gloo(tmp_path):
     import torch.multiprocessing as mp
 
     # fork: the child runs this module's function without importing it (pytest's importlib mode hides it)
-    mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     for rank in range(2):
         assert (tmp_path / f"rank{rank}.txt").read_text() == repr([0.5, 5.0, 5])
 
