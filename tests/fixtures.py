@@ -281,6 +281,10 @@ def multinode_cluster(workers: int, worker_cpus: int = 1):
               f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
               f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     node_dirs = [temp_dir / "head"] + [temp_dir / f"node{i}" for i in range(workers)]
+
+    def new_ports(args: list[str]) -> list[str]:  # every node, and every retry, on ports of its own
+        return [a if "-port=" not in a else f"{a.split('=')[0]}={free_port()}" for a in args]
+
     try:
         for i, cwd in enumerate(node_dirs):
             cwd.mkdir()
@@ -289,14 +293,14 @@ def multinode_cluster(workers: int, worker_cpus: int = 1):
                        f"--ray-client-server-port={free_port()}"]
             else:
                 cmd = ["start", f"--address=127.0.0.1:{gcs}", f"--num-cpus={worker_cpus}"]
-                common = [a if "-port=" not in a else f"{a.split('=')[0]}={free_port()}" for a in common]
+                common = new_ports(common)
             for _ in range(3):  # a port Ray itself took at random since we chose ours: choose again
                 proc = subprocess.run([ray_bin, *cmd, *common], cwd=cwd, env=env, capture_output=True, text=True,
                                       timeout=300)
                 clash = any(m in proc.stderr for m in ("port number", "already in use"))
                 if proc.returncode == 0 or not clash or i == 0:
                     break
-                common = [a if "-port=" not in a else f"{a.split('=')[0]}={free_port()}" for a in common]
+                common = new_ports(common)
             assert proc.returncode == 0, f"ray {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         yield {"address": f"127.0.0.1:{gcs}", "env": env, "temp_dir": temp_dir, "node_dirs": node_dirs}
     finally:

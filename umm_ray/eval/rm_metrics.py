@@ -65,8 +65,8 @@ def forward_passes(scorer) -> int:
 
 def gold_labels(gold, prompts: list[str], chosen: list[str], rejected: list[str]
                 ) -> tuple[list[int], list[float], torch.Tensor]:
-    """Where the gold scorer agrees with itself: (indices of pairs gold does not tie, the noise ceiling's outcomes
-    (gold judged like an RM: [P]), and the gold's scores [2P], the P chosen then the P rejected)."""
+    """Where the gold scorer agrees with itself: (indices of the pairs gold does not tie, the noise ceiling's outcomes
+    (gold judged like an RM: [P]), the gold's scores [2P]: the P chosen, then the P rejected)."""
     gc = torch.tensor(gold.score(prompts, chosen), dtype=torch.float64)
     gr = torch.tensor(gold.score(prompts, rejected), dtype=torch.float64)
     keep = torch.nonzero(gc != gr).flatten().tolist()
