@@ -24,6 +24,7 @@ class Stand:
 
     def __init__(self):
         self.ran: list[str] = []
+        self.grouped: list[list[str]] = []  # the RM stage dirs of each train_rm_group call
 
     def _ran(self, out: Path, summary: dict | None = None) -> dict:
         self.ran.append(stage_name(out))
@@ -39,9 +40,13 @@ class Stand:
         def evaluate(cfg, proxies, out, **_):
             return self._ran(out, {name: {"acc_val": 0.5} for name in proxies})
 
+        def train_rm_group(cfg, stages, group_dir):
+            self.grouped.append([stage_name(out) for *_, out in stages])
+            return []
+
         plain = lambda cfg, *args, **kw: self._ran(args[-1])  # noqa: E731 (out is the last positional argument)
         return types.SimpleNamespace(prepare=plain, sft=plain, pairs=plain, own_pairs=plain, train_rm=train_rm,
-                                     evaluate=evaluate, bon=plain, ppo=plain)
+                                     train_rm_group=train_rm_group, evaluate=evaluate, bon=plain, ppo=plain)
 
 
 def run_graph(cfg: Config) -> tuple[list[str], Path]:
@@ -306,3 +311,22 @@ def test_mean_evals_averages_the_numbers_every_seed_has():
     evals = [{"dense": {"acc_val": 0.6, "length_corr": 0.2, "outcomes": {}}, "_meta": {}},
              {"dense": {"acc_val": 0.8, "length_corr": None, "outcomes": {}}, "_meta": {}}]
     assert mean_evals(evals) == {"dense": {"acc_val": pytest.approx(0.7)}}  # seed 1's constant scores: no r to average
+
+
+def test_the_shared_rm_group_is_handed_exactly_the_rm_stages_that_will_run(tmp_path):
+    """compare.rm_worker_group: before the RM stages run one after another, every RM stage that will run (and only
+    those) goes to `train_rm_group`, readied by the runner; not when stages run at once or per_stage is asked."""
+    def grouped(root: Path, *args: str) -> list[list[str]]:
+        stand = Stand()
+        cfg = with_dir(load_config(None, list(args), base=PRESETS["test"]), root)
+        StageGraph(cfg, StageRunner(root, cfg, log=lambda *_: None), impl=stand.namespace()).compare()
+        return stand.grouped
+
+    rms = ["rm_dense", "rm_umm2", "rm_ensemble", "rm_dmoe"]
+    assert grouped(tmp_path / "a") == [rms]
+    assert all(json.loads((tmp_path / "a" / n / "_done.json").read_text())["summary"]["kind"] for n in rms)
+    assert grouped(tmp_path / "a") == []  # all cached: nothing to train
+    assert grouped(tmp_path / "a", "--moe.aux_loss_coef", "0.123") == [["rm_umm2"]]
+    assert grouped(tmp_path / "b", "--compare.parallel_stages", "2") == []
+    assert grouped(tmp_path / "c", "--compare.rm_worker_group", "per_stage") == []
+    assert grouped(tmp_path / "d", "--compare.seeds", "2") == [rms + [f"seed1/{n}" for n in rms]]

@@ -265,6 +265,15 @@ class CompareConfig:
                                   "bon as soon as its RMs are done; eval runs alone since it times the RMs; PPO runs "
                                   "follow compare.parallel_ppo). 1 = one after another; on a cluster, the "
                                   "number of RM stages (the autoscaler adds nodes for them).", lo=1)
+    rm_worker_group: str = opt("auto", "How the RM stages' training runs start their Ray Train worker groups when the "
+                                       "stages run one after another (compare.parallel_stages 1): 'shared' = one "
+                                       "worker group trains every RM stage that will run (dense, each UMM's MoE and "
+                                       "merge, the ensemble's members; not dmoe, nor members training at once, "
+                                       "ensemble.worker_group per_member) in turn before the stages evaluate them, "
+                                       "paying the start-up (~15 s on 2 cores) once; 'per_stage' = each stage its own; "
+                                       "'auto' = shared on a single node with CPUs and no GPUs, else per_stage. The "
+                                       "same models either way, so no stage input.",
+                               choices=("auto", "shared", "per_stage"))
     parallel_ppo: int = opt(1, "PPO runs at once, each holding a role pool of its own (policy ranks, engines, "
                                "reference, proxy, gold) for its duration. 1 = one after another, sharing one pool. "
                                "Checked before any stage runs: the cluster must place that many PPO layouts at once.",

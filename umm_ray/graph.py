@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import queue
+import shutil
+import time
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -71,24 +73,29 @@ class StageGraph:
 
     def __init__(self, cfg: Config, runner: StageRunner, impl: types.ModuleType | Any = S):
         self.cfg, self.runner, self.impl = cfg, runner, impl
+        self.layout = RunLayout(runner.root)
         self._upstream: tuple[str, ...] | None = None
         self.summaries: dict[str, dict] = {}  # of the stages run (or reused) so far, by name
 
-    def _run(self, name: str, fn: str, *args: Any, deps: tuple[str, ...] = (), extra: dict | None = None,
-             seed: int = 0, kl_coef: float | None = None, **call: Any) -> dict:
-        """Run stage `name` = `umm_ray.stages.<fn>(cfg, *args, out, **call)`; `args` are inputs (keyed), `call` not.
+    def _stage(self, name: str, fn: str, *args: Any, deps: tuple[str, ...] = (), extra: dict | None = None,
+               seed: int = 0, kl_coef: float | None = None, **call: Any) -> Stage:
+        """Stage `name` = `umm_ray.stages.<fn>(cfg, *args, out, **call)`; `args` are inputs (keyed), `call` not.
         With `seed` k > 0 the stage is `seed<k>/<name>` and runs with that seed's config; `kl_coef` sets a fixed PPO
         KL penalty (the KL-penalised regime)."""
         cfg = seed_config(self.cfg, seed)
         if kl_coef is not None:
             cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, kl_coef=kl_coef, kl_target=0.0))
-        name = RunLayout.seed_stage(name, seed)
         reads = declared_reads(getattr(S, fn), cfg, *args)
         work = getattr(self.impl, fn)
         key_extra = {"stage_fn": fn, "args": [repr(a) for a in args], **(extra or {})}
-        self.summaries[name] = self.runner.run(Stage(name, lambda out: work(cfg, *args, out, **call), reads=reads,
-                                                     deps=deps, extra=key_extra, config=cfg))
-        return self.summaries[name]
+        return Stage(RunLayout.seed_stage(name, seed), lambda out: work(cfg, *args, out, **call), reads=reads,
+                     deps=deps, extra=key_extra, config=cfg)
+
+    def _run(self, *args: Any, **kw: Any) -> dict:
+        """Run (or reuse) the stage `_stage(*args, **kw)`; returns its summary."""
+        stage = self._stage(*args, **kw)
+        self.summaries[stage.name] = self.runner.run(stage)
+        return self.summaries[stage.name]
 
     def needs_testbed_policy(self) -> bool:
         """Testbed pairs are sampled from the SFT policy; own pairs need it only as the RMs' default backbone."""
@@ -120,11 +127,35 @@ class StageGraph:
         self.upstream()
         return self.summaries["pairs"]
 
+    def _rm_stage(self, kind: str, num_experts: int | None, seed: int) -> tuple[Stage, dict]:
+        """One RM's stage (after its upstream) and its `extra` argument ({'num_experts': n} for umm and moe)."""
+        extra = {"num_experts": int(num_experts)} if kind in ("umm", "moe") else {}
+        return self._stage(RunLayout.rm_stage(kind, num_experts), "train_rm", kind, extra, deps=self.upstream(),
+                           seed=seed), extra
+
     def rm(self, kind: str, num_experts: int | None = None, seed: int = 0) -> dict:
         """Train (or reuse) one RM after its upstream; the summary has kind, model, and moe / manifest paths."""
-        deps = self.upstream()
-        extra = {"num_experts": int(num_experts)} if kind in ("umm", "moe") else {}
-        return self._run(RunLayout.rm_stage(kind, num_experts), "train_rm", kind, extra, deps=deps, seed=seed)
+        stage, _ = self._rm_stage(kind, num_experts, seed)
+        self.summaries[stage.name] = self.runner.run(stage)
+        return self.summaries[stage.name]
+
+    def _train_rms_together(self, rm_stages: dict[int, dict[str, tuple[str, int | None]]]) -> None:
+        """compare.rm_worker_group: when the RM stages run one after another, ready every one that will run and let
+        `stages.train_rm_group` train their runs in one worker group first (each stage then finds its models done).
+        Its time is the timings' 'rm_group'; its checkpoints go once every RM stage is done."""
+        if self.cfg.compare.parallel_stages != 1 or self.cfg.compare.rm_worker_group == "per_stage":
+            return
+        pending = []
+        for k, stages in rm_stages.items():
+            for kind, n in stages.values():
+                stage, extra = self._rm_stage(kind, n, k)
+                out = self.runner.begin(stage)
+                if out is not None:
+                    pending.append((stage.config, kind, extra, out))
+        if pending:
+            t0 = time.perf_counter()
+            if self.impl.train_rm_group(self.cfg, pending, self.layout.rm_group):
+                self.runner.timings["rm_group"], self.runner.cached["rm_group"] = time.perf_counter() - t0, False
 
     def compare(self, pools: list | None = None) -> CompareResult:
         """Per seed: every RM, then accuracy eval and Best-of-N of every proxy; then per seed one PPO run per
@@ -158,7 +189,10 @@ class StageGraph:
                         for name, (kind, n) in rm_stages[k].items())
             jobs.add(RunLayout.seed_stage("eval", k), functools.partial(evaluate, k), needs=rms, exclusive=True)
             jobs.add(RunLayout.seed_stage("bon", k), functools.partial(bon, k), needs=rms)
+        self._train_rms_together(rm_stages)
         done = jobs.run(self.cfg.compare.parallel_stages)
+        if not self.cfg.run.keep_checkpoints:  # every RM stage is done: the shared group's resume state is spent
+            shutil.rmtree(self.layout.rm_group, ignore_errors=True)
         proxies = [seed_proxies(k) for k in seeds]
         evals = [done[RunLayout.seed_stage("eval", k)] for k in seeds]
         bon_runs = [done[RunLayout.seed_stage("bon", k)] for k in seeds]

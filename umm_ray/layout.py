@@ -12,6 +12,8 @@
     <root>/rm_<name>/          rm_dense, rm_umm<n>, rm_moe<n>, rm_ensemble, rm_dmoe: model/ (umm: also moe/model;
                                ensemble: manifest.json + member_<i>/model; dmoe: a DMoERM dir, plus router/, phase1/,
                                phase2/), eval.json, loss_curve.png
+    <root>/rm_group/           ray_train/rms: the RM stages' shared worker group (compare.rm_worker_group), resume
+                               state only
     <root>/eval/, bon/, ppo_<proxy>/, report/, compare/    the compare job's later stages
     <root>/seed<k>/rm_*/, eval/, bon/, ppo_<proxy>/    seed k > 0 of compare.seeds (seed 0 is the root's)
     <root>/ppo/                `jobs.ppo`'s run (metrics.jsonl, checkpoints/, policy/, summary.json)
@@ -163,6 +165,12 @@ class RunLayout:
         """What scores for that RM: its HF dir, or the manifest of an ensemble."""
         stage = self.rm(kind, num_experts)
         return stage / "manifest.json" if kind == "ensemble" else stage / "model"
+
+    @property
+    def rm_group(self) -> Path:
+        """<root>/rm_group: the Ray Train run of the RM stages' shared worker group (compare.rm_worker_group); only
+        resume state (each run's model lands in its own stage dir), deleted once every RM stage is done."""
+        return self.root / "rm_group"
 
     # later stages
     @property

@@ -34,10 +34,10 @@ from umm_ray.layout import resume_state
 from umm_ray.storage import check_new_nodes
 
 # The cache's location, how weights travel to the engines (the same weights either way) and whether engines free
-# their memory between rollouts (the same samples either way), and whether ensemble members share one worker group
-# (the same members either way), and whether a done stage's checkpoints are kept: not inputs.
+# their memory between rollouts (the same samples either way), and whether ensemble members or RM stages share one
+# worker group (the same models either way), and whether a done stage's checkpoints are kept: not inputs.
 NOT_KEYED = ("run.output_dir", "rollout.weight_sync", "rollout.sync_bucket_mb", "rollout.sleep_mode",
-             "ensemble.worker_group", "run.keep_checkpoints")
+             "ensemble.worker_group", "compare.rm_worker_group", "run.keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,7 @@ class StageRunner:
         self.dry_run = dry_run
         self.timings: dict[str, float] = {}
         self.cached: dict[str, bool] = {}
+        self._begun: dict[str, str] = {}  # stage -> key, of the stages `begin` readied in this process
         # A config without a run section (a toy one) keeps everything: deleting needs the user's say-so
         self.keep_checkpoints = getattr(getattr(cfg, "run", None), "keep_checkpoints", True)
 
@@ -191,8 +192,8 @@ class StageRunner:
             shutil.rmtree(p)
         return f" (deleted {size / 1e9:.2f} GB of resume checkpoints; run.keep_checkpoints keeps them)" if paths else ""
 
-    def run(self, stage: Stage) -> dict:
-        """Run `stage` unless a finished run with the same key exists; returns its summary."""
+    def _resolve(self, stage: Stage) -> tuple[dict, str, dict, bool]:
+        """(inputs, key, the finished run's marker, whether that finished run is reused) after checking the deps."""
         for dep in stage.deps:
             if not self._marker(dep):
                 if self.dry_run:
@@ -201,21 +202,45 @@ class StageRunner:
         inputs = self.inputs(stage)
         key = self.key(stage)
         done = self._marker(stage.name)
-        if done.get("key") == key and stage.name not in self.force:
-            self.log(f"[stage {stage.name}] cached ({done.get('seconds', 0):.0f} s when run)")
-            self.timings[stage.name], self.cached[stage.name] = done.get("seconds", 0.0), True
-            return done["summary"]
-        why = "forced" if stage.name in self.force else self._changes(done, inputs)
+        return inputs, key, done, done.get("key") == key and stage.name not in self.force
+
+    def _open(self, stage: Stage, key: str, done: dict, why: str) -> Path:
+        """Ready the stage directory for a run with `key`: emptied when it holds outputs of other inputs (or the
+        stage is forced), `_started.json` written. Once per stage and key in this process, so what was done into it
+        after `begin` is kept by `run`."""
         if self.dry_run:
             raise WouldRun(stage.name, why)
-        check_new_nodes(self.root)  # nodes an autoscaler added since the job started must share the run dir too
         out = self.root / stage.name
+        if self._begun.get(stage.name) == key:
+            return out
+        check_new_nodes(self.root)  # nodes an autoscaler added since the job started must share the run dir too
         out.mkdir(parents=True, exist_ok=True)
         begun = self._marker(stage.name, "_started.json")
         if stage.name in self.force or done.get("key", key) != key or begun.get("key", key) != key:
             self._clear(out)  # outputs of other inputs: never resume them
         (out / "_done.json").unlink(missing_ok=True)
         (out / "_started.json").write_text(json.dumps({"key": key}))
+        self._begun[stage.name] = key
+        return out
+
+    def begin(self, stage: Stage) -> Path | None:
+        """Ready `stage` to run, as `run` would, without running it: None when its finished run is reused, else its
+        directory. Work written there before `run` is kept (the compare job trains several RM stages' models in one
+        worker group first; each stage's `run` then finds its models done)."""
+        inputs, key, done, reused = self._resolve(stage)
+        if reused:
+            return None
+        return self._open(stage, key, done, "forced" if stage.name in self.force else self._changes(done, inputs))
+
+    def run(self, stage: Stage) -> dict:
+        """Run `stage` unless a finished run with the same key exists; returns its summary."""
+        inputs, key, done, reused = self._resolve(stage)
+        if reused:
+            self.log(f"[stage {stage.name}] cached ({done.get('seconds', 0):.0f} s when run)")
+            self.timings[stage.name], self.cached[stage.name] = done.get("seconds", 0.0), True
+            return done["summary"]
+        why = "forced" if stage.name in self.force else self._changes(done, inputs)
+        out = self._open(stage, key, done, why)
         self.log(f"[stage {stage.name}] running ({why})")
         started, t0 = time.time(), time.perf_counter()
         summary = stage.fn(out)
@@ -226,6 +251,7 @@ class StageRunner:
         tmp.write_text(json.dumps(marker, indent=1, default=str))
         os.replace(tmp, out / "_done.json")
         (out / "_started.json").unlink(missing_ok=True)
+        self._begun.pop(stage.name, None)
         self.log(f"[stage {stage.name}] done in {seconds:.1f} s{self._drop_resume_state(out)}")
         self.timings[stage.name], self.cached[stage.name] = seconds, False
         return summary

@@ -181,12 +181,7 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     """Train one RM kind into `out`; returns {'model': path, 'moe': path (umm), 'manifest': path (ensemble), ...}."""
     from umm_ray.train.reward import train_rm as train  # heavy: Ray Train
 
-    cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
-    if not uses_testbed(cfg) and not cfg.rm.base_path:  # own data: the RMs start from the user's policy
-        cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, base_path=cfg.ppo.policy_path))
-    if "num_experts" in extra:
-        n = extra["num_experts"]
-        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
+    cfg = _rm_config(cfg, kind, extra)
     result = train(cfg, _layout(cfg), kind=kind, stage_dir=out)
     summary = {"kind": kind, "model": str(result.model_path), "eval": result.eval, **extra}
     if kind == "umm":
@@ -194,6 +189,53 @@ def train_rm(cfg: Config, kind: str, extra: dict, out: Path) -> dict:
     if kind == "ensemble":
         summary["manifest"] = str(result.model_path)
     return summary
+
+
+def _rm_config(cfg: Config, kind: str, extra: dict) -> Config:
+    """The config an RM stage trains with: rm.kind = kind, own data's RMs from the user's policy, the stage's
+    expert count (extra['num_experts'])."""
+    cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, kind=kind))
+    if not uses_testbed(cfg) and not cfg.rm.base_path:  # own data: the RMs start from the user's policy
+        cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, base_path=cfg.ppo.policy_path))
+    if "num_experts" in extra:
+        n = extra["num_experts"]
+        cfg = dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_experts=n, top_k=min(cfg.moe.top_k, n)))
+    return cfg
+
+
+def train_rm_group(cfg: Config, stages: list[tuple[Config, str, dict, Path]], group_dir: Path) -> list[str]:
+    """compare.rm_worker_group: train the Ray Train runs of several RM stages, given as (their config, kind, extra,
+    stage dir) as `train_rm` gets them, one after another in one worker group, before the stages run. Each run's model
+    and marker land in its stage dir, where the stage's own `train_rm` finds them done and starts no worker group of
+    its own; the stages stay the cache's units. Not a stage, and no input of one: results are the same either way.
+
+    Left to their own stage: dmoe (its own phases) and an ensemble whose members train concurrently
+    (ensemble.worker_group per_member). 'auto' is shared on a single node with CPUs and no GPUs (where the stages run
+    one after another on the same cores anyway), else per_stage. Returns the names of the stage dirs whose runs it
+    trained ([] for per_stage)."""
+    from umm_ray.train.bt_stage import prepare_inputs  # heavy: Ray Train
+    from umm_ray.train.ensemble import on_single_cpu_node, worker_group_mode
+    from umm_ray.train.group import fit_group
+    from umm_ray.train.reward import rm_runs
+
+    mode = cfg.compare.rm_worker_group
+    if mode == "per_stage" or (mode == "auto" and not on_single_cpu_node()):
+        return []
+    runs, names = [], []
+    for stage_cfg, kind, extra, out in stages:
+        stage_cfg = _rm_config(stage_cfg, kind, extra)
+        if kind == "dmoe" or (kind == "ensemble" and worker_group_mode(stage_cfg) != "shared"):
+            continue
+        data, source = prepare_inputs(stage_cfg, _layout(stage_cfg), None, None)
+        runs += rm_runs(stage_cfg, kind, out, data, source)
+        names.append(out.name)
+    if runs:
+        # One worker group has one placement (the ensemble's members ask SPREAD, the rest PACK): on the single node
+        # this mode runs on they place alike, and placement is not part of a run's fingerprint
+        first = runs[0][2].placement_strategy
+        fit_group([(t, x, dataclasses.replace(s, placement_strategy=first)) for t, x, s in runs], group_dir,
+                  name="rms")
+    return names
 
 
 def compare_proxies(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:

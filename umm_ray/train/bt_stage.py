@@ -23,6 +23,7 @@ from umm_ray.records import PreferencePair
 from umm_ray.resources import train_resources
 from umm_ray.train.bt_task import MERGE_META, BTTask, check_backbone
 from umm_ray.train.evaluate import evaluate_dir, evaluate_initial
+from umm_ray.train.group import finished_runs
 from umm_ray.train.levers import worker_threads
 from umm_ray.train.loop import TrainResult, TrainSpec, fit, save_history
 from umm_ray.train.plots import plot_loss_curve
@@ -140,7 +141,8 @@ def run_bt_stage(task: BTTask, data: RMData, spec: TrainSpec, init_eval: bool = 
     init_ref = (ray.remote(num_cpus=1)(evaluate_initial).remote(task, spec.seed, {"val": data.val}, task.max_len)
                 if init_eval and data.val else None)
     t0 = time.time()
-    result = fit(task, data.train, spec)
+    done = finished_runs([(task, data.train, spec)])  # trained already by a shared worker group
+    result = done[0] if done else fit(task, data.train, spec)
     return finish_bt_stage(task, data, spec, result, t0, init_ref)
 
 

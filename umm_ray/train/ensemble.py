@@ -30,6 +30,7 @@ from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, finish_bt_stage,
 from umm_ray.train.bt_task import BTTask
 from umm_ray.train.evaluate import pair_metrics
 from umm_ray.train.group import fit_group
+from umm_ray.train.loop import TrainSpec
 from umm_ray.train.levers import worker_threads
 
 
@@ -40,16 +41,12 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     (with each member's scale on ensemble.calibration_pairs training pairs) and the aggregate's held-out eval."""
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "ensemble")
-    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once; shared: one
-    k = cfg.ensemble.members
-    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
-                  chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
-    specs = [bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
-                     placement=cfg.ensemble.placement) for i in range(k)]
+    runs = ensemble_runs(cfg, out, data, source)
+    task, specs, k = runs[0][0], [spec for _, _, spec in runs], len(runs)
     mode = worker_group_mode(cfg)
     if mode == "shared":  # one TorchTrainer.fit() training the members in turn
         t0 = time.time()
-        results = fit_group([(task, data.train, s) for s in specs], out, name="members")
+        results = fit_group(runs, out, name="members")
         with ThreadPoolExecutor(max_workers=k) as pool:  # the members' held-out evals run as concurrent Ray tasks
             reports = list(pool.map(lambda sr: finish_bt_stage(task, data, *sr, t0), zip(specs, results)))
     else:
@@ -65,12 +62,26 @@ def train_ensemble(cfg: Config, layout: RunLayout | None = None, stage_dir: Path
     return TrainedRM("ensemble", out, out / "manifest.json", report)
 
 
+def ensemble_runs(cfg: Config, out: Path, data: RMData, source: Path) -> list[tuple[BTTask, list, TrainSpec]]:
+    """The members' Ray Train runs (one dense task; seeds run.seed + i, `<out>/member_<i>`), checked to fit first."""
+    check_fits(cfg, "rm_ensemble", source=source, pairs=data.train)  # per_member: all k groups at once; shared: one
+    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
+                  chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
+    return [(task, data.train, bt_spec(cfg, f"member_{i}", out / f"member_{i}", seed=cfg.run.seed + i,
+                                       placement=cfg.ensemble.placement)) for i in range(cfg.ensemble.members)]
+
+
 def worker_group_mode(cfg: Config) -> str:
     """cfg.ensemble.worker_group with 'auto' resolved against the running cluster (`resolve_worker_group`: shared on a
     single alive node with CPUs and no GPUs, else per member)."""
+    return resolve_worker_group(cfg.ensemble.worker_group, on_single_cpu_node())
+
+
+def on_single_cpu_node() -> bool:
+    """Whether the running Ray cluster is one alive node with CPUs and no GPUs (where training runs at once would only
+    share its cores)."""
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    one_cpu_node = len(nodes) == 1 and not nodes[0].get("GPU") and nodes[0].get("CPU", 0) > 0
-    return resolve_worker_group(cfg.ensemble.worker_group, one_cpu_node)
+    return len(nodes) == 1 and not nodes[0].get("GPU") and nodes[0].get("CPU", 0) > 0
 
 
 def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], mode: str,

@@ -9,6 +9,9 @@ model before the next run begins.
 
     results = fit_group([(task, examples, spec_0), (task, examples, spec_1)], group_dir)   # one TrainResult each
 
+A stage whose runs all carry a matching marker already (a group trained them) gets their results without starting a
+worker group: `finished_runs`, and `fit_group` itself.
+
 Storage: one Ray Train run, `<group_dir>/ray_train/<group name>`, holds every run's checkpoints (named
 `<run>__checkpoint_<step>`); rank 0 writes each finished run's model to `<spec.stage_dir>/model` and a marker,
 `<spec.stage_dir>/group_run.json` ({fingerprint, result}), at once. A relaunch after a kill skips the runs whose
@@ -39,6 +42,22 @@ def _marker(spec: TrainSpec, fingerprint: dict) -> dict | None:
         return None
     done = json.loads(path.read_text())
     return done["result"] if done.get("fingerprint") == fingerprint else None
+
+
+def finished_runs(runs: list[tuple[TrainTask, list, TrainSpec]]) -> list[TrainResult] | None:
+    """Each run's result when every one of them was trained before by a worker group (its marker matches, its model
+    is there), else None: a stage whose runs an earlier group trained (the compare job's shared RM group) starts no
+    worker group of its own."""
+    done = [_marker(spec, run_fingerprint(task, examples, spec)) for task, examples, spec in runs]
+    if not runs or any(d is None for d in done):
+        return None
+    return [_result(spec, d) for (_, _, spec), d in zip(runs, done)]
+
+
+def _result(spec: TrainSpec, out: dict) -> TrainResult:
+    return TrainResult(name=spec.name, model_dir=Path(spec.stage_dir) / "model", history=out["history"],
+                       total_steps=out["total_steps"], resumed_from=out["resumed_from"], started_at=out["started_at"],
+                       ended_at=out["ended_at"], entered_at=out["entered_at"])
 
 
 def _group_loop(config: dict) -> list[dict] | None:
@@ -93,6 +112,9 @@ def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
                 raise ValueError(f"fit_group: run {spec.name!r} has {key}={getattr(spec, key)!r} but "
                                  f"{first.name!r} has {getattr(first, key)!r}; one worker group needs one value")
         Path(spec.stage_dir).mkdir(parents=True, exist_ok=True)
+    done = finished_runs(runs)
+    if done is not None:  # all trained before: no worker group
+        return done
     # A later run's fingerprint may name files an earlier run writes (the merge's MoE): hashed from its task and
     # data, not from the files, so it is known before the group starts.
     runs = [(task, examples, spec, run_fingerprint(task, examples, spec)) for task, examples, spec in runs]
@@ -103,6 +125,4 @@ def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
     outs = result.return_value
     if outs is None or len(outs) != len(specs):
         raise RuntimeError(f"Ray Train group {name!r} finished without a result per run (see its logs)")
-    return [TrainResult(name=spec.name, model_dir=Path(spec.stage_dir) / "model", history=o["history"],
-                        total_steps=o["total_steps"], resumed_from=o["resumed_from"], started_at=o["started_at"],
-                        ended_at=o["ended_at"], entered_at=o["entered_at"]) for spec, o in zip(specs, outs)]
+    return [_result(spec, o) for spec, o in zip(specs, outs)]

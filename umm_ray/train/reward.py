@@ -32,11 +32,13 @@ from umm_ray.train.bt_stage import (RMData, TrainedRM, bt_spec, default_backbone
 from umm_ray.train.bt_task import BTTask, backbone_depth, load_dense_rm
 from umm_ray.train.dmoe import train_dmoe
 from umm_ray.train.evaluate import evaluate_initial
-from umm_ray.train.ensemble import train_ensemble
+from umm_ray.train.ensemble import ensemble_runs, train_ensemble
 from umm_ray.train.group import fit_group
+from umm_ray.train.loop import TrainSpec
 
 __all__ = ["RM_KINDS", "RMData", "TrainedRM", "BTTask", "load_rm_data", "default_backbone", "load_dense_rm",
-           "run_bt_stage", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_dmoe_rm", "train_rm"]
+           "run_bt_stage", "rm_runs", "train_dense", "train_moe", "train_umm", "train_ensemble", "train_dmoe_rm",
+           "train_rm"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -53,16 +55,38 @@ def _moe_task(cfg: Config, source: Path) -> BTTask:
                   share_prompt=cfg.rm.share_prompt)
 
 
+def rm_runs(cfg: Config, kind: str, out: Path, data: RMData, source: Path) -> list[tuple[BTTask, list, TrainSpec]]:
+    """The Ray Train runs (task, training pairs, spec) that train a `kind` stage into `out`, in order, checked to fit
+    in memory before any worker starts: dense and moe one run; umm the MoE (`<out>/moe`) then its merge (`<out>`);
+    ensemble one run per member. What `train_rm` trains, and what the compare job's shared RM worker group
+    (`umm_ray.stages.train_rm_group`) trains for several stages at once."""
+    if kind == "dense":
+        check_fits(cfg, "rm_dense", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
+        task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
+                      chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
+        return [(task, data.train, bt_spec(cfg, "rm_dense", out))]
+    if kind == "moe":
+        check_fits(cfg, "rm_moe", source=source, pairs=data.train)
+        return [(_moe_task(cfg, source), data.train, bt_spec(cfg, "rm_moe", out))]
+    if kind == "umm":
+        validate_alpha(cfg.merge.alpha)
+        check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge runs
+        merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha,
+                            chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
+        return [(_moe_task(cfg, source), data.train, bt_spec(cfg, "rm_umm_moe", out / "moe")),
+                (merge_task, data.train, bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr))]
+    if kind == "ensemble":
+        return ensemble_runs(cfg, out, data, source)
+    raise ValueError(f"rm_runs: kind {kind!r} is not one of dense, moe, umm, ensemble (dmoe trains its own phases)")
+
+
 def train_dense(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
                 data: RMData | None = None, source: Path | None = None) -> TrainedRM:
     """Dense BT reward model from `source` (default: SFT model); writes `<stage_dir>/model` (HF classifier)."""
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "dense")
-    check_fits(cfg, "rm_dense", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
-    task = BTTask("dense", source, cfg.rm.max_len, trust_remote_code=cfg.model.trust_remote_code,
-                  chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
-    report = run_bt_stage(task, data, bt_spec(cfg, "rm_dense", out))
-    return TrainedRM("dense", out, out / "model", report)
+    [(task, _, spec)] = rm_runs(cfg, "dense", out, data, source)
+    return TrainedRM("dense", out, out / "model", run_bt_stage(task, data, spec))
 
 
 def train_moe(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
@@ -70,31 +94,26 @@ def train_moe(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | No
     """Upcycle `source` (an RM or the SFT/base model) to a shared-expert MoE and train it with BT + aux loss."""
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "moe")
-    check_fits(cfg, "rm_moe", source=source, pairs=data.train)  # stop now rather than by Ray's OOM killer
-    report = run_bt_stage(_moe_task(cfg, source), data, bt_spec(cfg, "rm_moe", out))
-    return TrainedRM("moe", out, out / "model", report)
+    [(task, _, spec)] = rm_runs(cfg, "moe", out, data, source)
+    return TrainedRM("moe", out, out / "model", run_bt_stage(task, data, spec))
 
 
 def train_umm(cfg: Config, layout: RunLayout | None = None, stage_dir: Path | None = None,
               data: RMData | None = None, source: Path | None = None) -> TrainedRM:
     """UMM-RM: upcycle -> MoE BT training (`<stage_dir>/moe/`) -> learn theta on the same loss and data ->
     export a standard HF checkpoint of the dense architecture and parameter count (`<stage_dir>/model`)."""
-    validate_alpha(cfg.merge.alpha)
     data, source = prepare_inputs(cfg, layout, data, source)
     out = stage_dir_for(cfg, stage_dir, "umm")
-    check_fits(cfg, "rm_umm", source=source, pairs=data.train)  # MoE and merge stages; before any worker starts
-    moe_task, moe_spec = _moe_task(cfg, source), bt_spec(cfg, "rm_umm_moe", out / "moe")
-    merge_task = BTTask("merge", out / "moe" / "model", cfg.rm.max_len, alpha=cfg.merge.alpha,
-                        chat_template=cfg.model.chat_template, share_prompt=cfg.rm.share_prompt)
-    spec = bt_spec(cfg, "rm_umm_merge", out, epochs=cfg.merge.epochs, lr=cfg.merge.lr)
+    runs = rm_runs(cfg, "umm", out, data, source)
+    (moe_task, _, moe_spec), (merge_task, _, spec) = runs
     init_ref = ray.remote(num_cpus=1)(evaluate_initial).remote(moe_task, moe_spec.seed, {"val": data.val},
                                                                 moe_task.max_len) if data.val else None
     # The merge starts from the MoE the first run writes: one worker group trains both, one start-up.
     t0 = time.time()
-    moe_result, merge_result = fit_group([(moe_task, data.train, moe_spec), (merge_task, data.train, spec)], out,
-                                         name="umm")
+    moe_result, merge_result = fit_group(runs, out, name="umm")
     moe_report = finish_bt_stage(moe_task, data, moe_spec, moe_result, t0, init_ref)
-    report = finish_bt_stage(merge_task, data, spec, merge_result, merge_result.entered_at)  # from its turn
+    # The merge's stage time from its turn in the group (or from now, when a shared group trained it before)
+    report = finish_bt_stage(merge_task, data, spec, merge_result, max(t0, merge_result.entered_at))
     report["moe"] = {k: moe_report.get(k) for k in (*data.held_out(), "params", "expert_load", "steps",
                                                      "train_seconds", "levers")}
     report["dense_params"] = _dense_params(source, cfg.model.trust_remote_code)
