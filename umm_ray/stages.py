@@ -231,11 +231,19 @@ def train_rm_group(cfg: Config, stages: list[tuple[Config, str, dict, Path]], gr
         names.append(out.name)
     if runs:
         # One worker group has one placement (the ensemble's members ask SPREAD, the rest PACK): on the single node
-        # this mode runs on they place alike, and placement is not part of a run's fingerprint
-        first = runs[0][2].placement_strategy
-        fit_group([(t, x, dataclasses.replace(s, placement_strategy=first)) for t, x, s in runs], group_dir,
-                  name="rms")
+        # this mode runs on they place alike. Each run is named by its stage dir under the run root (every UMM's MoE
+        # run is 'rm_umm_moe'; a group's checkpoints are named by the run). Neither is part of a run's fingerprint,
+        # so the stage's own call still finds its runs done.
+        first, root = runs[0][2].placement_strategy, Path(group_dir).parent
+        fit_group([(t, x, dataclasses.replace(s, placement_strategy=first, name=_run_label(s.stage_dir, root)))
+                   for t, x, s in runs], group_dir, name="rms")
     return names
+
+
+def _run_label(stage_dir: Path, root: Path) -> str:
+    """'seed1.rm_umm2.moe' for <root>/seed1/rm_umm2/moe: a run's name that no other run of the job has."""
+    path = Path(stage_dir)
+    return ".".join(path.relative_to(root).parts if path.is_relative_to(root) else path.parts[-2:])
 
 
 def compare_proxies(cfg: Config, rms: dict[str, dict]) -> dict[str, Proxy]:

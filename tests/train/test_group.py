@@ -110,3 +110,14 @@ def test_a_groups_checkpoints_of_other_runs_are_set_aside_and_its_own_kept(tmp_p
     assert set_aside_stale_run(run, {"seed": 0}, {"seed": 1}) is None and run.is_dir()
     assert set_aside_stale_run(run, {"seed": 0}, {"seed": 2}) == run.with_name("members.stale-1")
     assert (tmp_path / "ray_train" / "members.stale-1" / "member_1__checkpoint_0000003" / STATE_FILE).is_file()
+
+
+def test_runs_sharing_a_name_or_a_stage_dir_are_refused_before_any_worker_starts(tmp_path):
+    """A group's checkpoints are named by the run and each run writes its model to its stage dir: two runs with one
+    name (two UMM stages' MoE runs are both 'rm_umm_moe') or one dir would overwrite each other's."""
+    a, b = _spec(tmp_path / "a", name="moe"), _spec(tmp_path / "b", name="moe")
+    with pytest.raises(ValueError, match="two runs have name 'moe'"):
+        fit_group([(TinyLMTask(), EXAMPLES, a), (TinyLMTask(), EXAMPLES, b)], tmp_path / "group")
+    c = _spec(tmp_path / "a", name="other")
+    with pytest.raises(ValueError, match="two runs have stage_dir"):
+        fit_group([(TinyLMTask(), EXAMPLES, a), (TinyLMTask(), EXAMPLES, c)], tmp_path / "group")

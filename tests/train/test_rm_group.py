@@ -15,9 +15,11 @@ from umm_ray import stages as S
 
 FAST_RM = ("--rm.num_workers", "2", "--rm.batch_size", "16", "--rm.epochs", "1", "--rm.checkpoint_every", "1000",
            "--ensemble.members", "2")
-STAGES = (("dense", {}, "rm_dense"), ("umm", {"num_experts": 2}, "rm_umm2"), ("ensemble", {}, "rm_ensemble"))
-MODELS = ("rm_dense/model", "rm_umm2/moe/model", "rm_umm2/model", "rm_ensemble/member_0/model",
-          "rm_ensemble/member_1/model")
+# Two UMM stages: their MoE runs share a name ('rm_umm_moe') and must not share checkpoints in the one group
+STAGES = (("dense", {}, "rm_dense"), ("umm", {"num_experts": 2}, "rm_umm2"), ("umm", {"num_experts": 3}, "rm_umm3"),
+          ("ensemble", {}, "rm_ensemble"))
+MODELS = ("rm_dense/model", "rm_umm2/moe/model", "rm_umm2/model", "rm_umm3/moe/model", "rm_umm3/model",
+          "rm_ensemble/member_0/model", "rm_ensemble/member_1/model")
 
 
 def _ray_train_dirs(root: Path) -> list[Path]:
@@ -32,7 +34,9 @@ def test_rm_stages_trained_in_one_shared_group_match_the_stages_trained_alone(ra
     names = S.train_rm_group(cfg, [(cfg, kind, extra, shared / name) for kind, extra, name in STAGES],
                              shared / "rm_group")
     assert names == [name for *_, name in STAGES]
-    assert _ray_train_dirs(shared) == [shared / "rm_group" / "ray_train"]  # one Ray Train run for all five
+    assert _ray_train_dirs(shared) == [shared / "rm_group" / "ray_train"]  # one Ray Train run for all seven
+    kept = {p.name.split("__")[0] for p in (shared / "rm_group" / "ray_train" / "rms").glob("*__checkpoint_*")}
+    assert kept and kept <= {".".join(Path(m).parts[:-1]) for m in MODELS}  # runs are named by their stage dirs
     summaries = {name: S.train_rm(cfg, kind, extra, shared / name) for kind, extra, name in STAGES}
     assert _ray_train_dirs(shared) == [shared / "rm_group" / "ray_train"], "a stage started a worker group of its own"
     for kind, extra, name in STAGES:

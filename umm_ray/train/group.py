@@ -112,6 +112,11 @@ def fit_group(runs: list[tuple[TrainTask, list, TrainSpec]], group_dir: Path,
                 raise ValueError(f"fit_group: run {spec.name!r} has {key}={getattr(spec, key)!r} but "
                                  f"{first.name!r} has {getattr(first, key)!r}; one worker group needs one value")
         Path(spec.stage_dir).mkdir(parents=True, exist_ok=True)
+    for key in ("name", "stage_dir"):  # checkpoints are named by the run, models written to its stage dir
+        seen = [str(getattr(spec, key)) for spec in specs]
+        if len(set(seen)) != len(seen):
+            dup = next(v for v in seen if seen.count(v) > 1)
+            raise ValueError(f"fit_group: two runs have {key} {dup!r}; each run of a group needs its own")
     done = finished_runs(runs)
     if done is not None:  # all trained before: no worker group
         return done
