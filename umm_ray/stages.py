@@ -211,8 +211,8 @@ def train_rm_group(cfg: Config, stages: list[tuple[Config, str, dict, Path]], gr
 
     Left to their own stage: dmoe (its own phases) and an ensemble whose members train concurrently
     (ensemble.worker_group per_member). 'auto' is shared on a single node with CPUs and no GPUs (where the stages run
-    one after another on the same cores anyway), else per_stage. Returns the names of the stage dirs whose runs it
-    trained ([] for per_stage)."""
+    one after another on the same cores anyway), else per_stage. Returns the stages whose runs it trained, named by
+    their dirs under the run root ('rm_dense', 'seed1.rm_dense'; [] for per_stage)."""
     from umm_ray.train.bt_stage import prepare_inputs  # heavy: Ray Train
     from umm_ray.train.ensemble import on_single_cpu_node, worker_group_mode
     from umm_ray.train.group import fit_group
@@ -221,20 +221,20 @@ def train_rm_group(cfg: Config, stages: list[tuple[Config, str, dict, Path]], gr
     mode = cfg.compare.rm_worker_group
     if mode == "per_stage" or (mode == "auto" and not on_single_cpu_node()):
         return []
-    runs, names = [], []
+    runs, names, root = [], [], Path(group_dir).parent
     for stage_cfg, kind, extra, out in stages:
         stage_cfg = _rm_config(stage_cfg, kind, extra)
         if kind == "dmoe" or (kind == "ensemble" and worker_group_mode(stage_cfg) != "shared"):
             continue
         data, source = prepare_inputs(stage_cfg, _layout(stage_cfg), None, None)
         runs += rm_runs(stage_cfg, kind, out, data, source)
-        names.append(out.name)
+        names.append(_run_label(out, root))
     if runs:
         # One worker group has one placement (the ensemble's members ask SPREAD, the rest PACK): on the single node
         # this mode runs on they place alike. Each run is named by its stage dir under the run root (every UMM's MoE
         # run is 'rm_umm_moe'; a group's checkpoints are named by the run). Neither is part of a run's fingerprint,
         # so the stage's own call still finds its runs done.
-        first, root = runs[0][2].placement_strategy, Path(group_dir).parent
+        first = runs[0][2].placement_strategy
         fit_group([(t, x, dataclasses.replace(s, placement_strategy=first, name=_run_label(s.stage_dir, root)))
                    for t, x, s in runs], group_dir, name="rms")
     return names
