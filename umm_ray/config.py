@@ -199,6 +199,11 @@ class PPOConfig:
     rollout_batch_size: int = opt(128, "Prompts per iteration.", lo=1)
     micro_batch_size: int = opt(16, "Per-rank micro batch in the update.", lo=1)
     ppo_epochs: int = opt(1, "Update passes per rollout batch.", lo=1)
+    update_threads: int = opt(0, "Torch threads of each policy rank during the update only; 0 = as many as in its "
+                                 "rollout-time forward (the whole part of resources.policy_cpus). The update runs "
+                                 "while the other roles wait, the forward beside the reference and reward models, "
+                                 "so on a CPU node a 1-CPU rank can update on idle cores (docs/ppo-sweep.md).",
+                              lo=0, keyed_at_default=False)
     actor_lr: float = opt(1e-4, "Policy learning rate (docs/ppo-sweep.md: why 1e-4 at 128 prompts a step).", lo=0)
     critic_lr: float = opt(1e-4, "Value head learning rate.", lo=0)
     kl_coef: float = opt(0.0, "Initial KL penalty beta (0 = none).", lo=0)

@@ -192,3 +192,31 @@ def test_rank_runs_as_many_torch_threads_as_its_cpu_claim(ray_local, policy_dir)
             assert ray.get(group.ranks[0].__ray_call__.remote(lambda self: torch.get_num_threads())) == threads
         finally:
             group.shutdown()
+
+
+def test_update_threads_apply_to_the_update_only_and_change_no_number(ray_local, policy_dir):
+    """ppo.update_threads: a 1-CPU rank updates on that many torch threads and is back on 1 after the update (its
+    rollout-time forward shares the cores with the other roles); the update's numbers are those of 1 thread."""
+    from umm_ray.actors.policy import PolicyGroup
+
+    def spy(self):  # record the thread count each optimizer step of the update runs with
+        update, self.seen = self._update, []
+        self._update = lambda mb: (self.seen.append(torch.get_num_threads()), update(mb))[1]
+
+    results = {}
+    for update_threads in (0, 2):
+        group = PolicyGroup(policy_dir, PPOConfig(micro_batch_size=2, update_threads=update_threads))
+        try:
+            ray.get(group.ranks[0].__ray_call__.remote(spy))
+            batch = _batch()
+            logp, values = group.forward_logprobs_values(batch)
+            exp = _experience(batch, logp + 0.05 * batch.response_mask, values + 0.1 * batch.response_mask)
+            stats = group.train_step(exp, step=0)
+            seen, after = ray.get(group.ranks[0].__ray_call__.remote(lambda self: (self.seen, torch.get_num_threads())))
+            assert seen == [update_threads or 1] * len(seen) and len(seen) == 2 and after == 1
+            results[update_threads] = stats, group.param_digests()
+        finally:
+            group.shutdown()
+    for key, value in results[0][0].items():
+        assert results[2][0][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    assert results[2][1] == pytest.approx(results[0][1], rel=0, abs=1e-5)

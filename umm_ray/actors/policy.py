@@ -78,6 +78,7 @@ class PolicyActor:
     def __init__(self, policy_path: str, ppo: PPOConfig, rank: int, world_size: int, seed: int = 0,
                  temperature: float = 1.0, trust_remote_code: bool = False, num_threads: int = 1):
         torch.set_num_threads(num_threads)
+        self.num_threads = num_threads
         # DeepSpeed still calls torch.distributed's deprecated all_gather_into_tensor; one warning per call is noise.
         warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
         self.path, self.ppo, self.rank, self.world_size = policy_path, ppo, rank, world_size
@@ -158,11 +159,17 @@ class PolicyActor:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * self.world_size + self.rank)
         totals: dict[str, float] = {}
         n = 0
-        for _ in range(self.ppo.ppo_epochs):
-            for mb in micro_batches(exp, self.ppo.micro_batch_size, gen):
-                for k, v in self._update(mb).items():
-                    totals[k] = totals.get(k, 0.0) + v
-                n += 1
+        # ppo.update_threads: the update runs while the other roles wait, so it may use more threads than the
+        # rollout-time forward, which shares the cores with the reference and the reward models
+        torch.set_num_threads(self.ppo.update_threads or self.num_threads)
+        try:
+            for _ in range(self.ppo.ppo_epochs):
+                for mb in micro_batches(exp, self.ppo.micro_batch_size, gen):
+                    for k, v in self._update(mb).items():
+                        totals[k] = totals.get(k, 0.0) + v
+                    n += 1
+        finally:
+            torch.set_num_threads(self.num_threads)
         return {k: v / n for k, v in totals.items()}
 
     def _update(self, mb: Experience) -> dict[str, float]:
