@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-__all__ = ["opt", "ConfigError"]
+__all__ = ["opt", "ConfigError", "is_int"]
 
 
 class ConfigError(ValueError):
@@ -28,3 +28,12 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, lo: float | No
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def is_int(s: str) -> bool:
+    """Whether the string `s` parses as an int (a CLI list item such as '4')."""
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False

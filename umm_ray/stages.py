@@ -28,6 +28,7 @@ from umm_ray.report.records import PPOCurve, RMResult, SeedRuns
 from umm_ray.resources import resource_reads
 from umm_ray.reward_source import RewardSource, source_from_config
 from umm_ray.testbed.prepare import WORLD_KEYS, prepare_world
+from umm_ray.train.group import fit_group
 
 # Each stage imports its heavy library module (Ray Train trainers, Ray actors with vLLM / DeepSpeed, matplotlib) when
 # it runs: building the graph and answering cached stages stays light.
@@ -215,7 +216,6 @@ def train_rm_group(cfg: Config, stages: list[tuple[Config, str, dict, Path]], gr
     their dirs under the run root ('rm_dense', 'seed1.rm_dense'; [] for per_stage)."""
     from umm_ray.train.bt_stage import prepare_inputs  # heavy: Ray Train
     from umm_ray.train.ensemble import on_single_cpu_node, worker_group_mode
-    from umm_ray.train.group import fit_group
     from umm_ray.train.reward import rm_runs
 
     mode = cfg.compare.rm_worker_group
