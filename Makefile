@@ -35,10 +35,12 @@ test-all: $(STAMP)
 # (a fresh HOME) and leaves an existing one alone; `ray job submit` reads the same file.
 ray-up: $(STAMP)
 	@$(RAY) get-auth-token --generate >/dev/null
-	@$(RAY) status >/dev/null 2>&1 || { ! $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null \
-		|| { echo "ray-up: a Ray cluster already listens on port 6379 but does not answer this user's token (~/.ray/auth_token);" \
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null; then \
+		$(RAY) status >/dev/null 2>&1 || { echo "ray-up: a Ray cluster already listens on port 6379 but does not answer this user's token (~/.ray/auth_token);" \
 		          "stop it with 'make ray-down' (or 'ray stop') and run again" >&2; exit 1; }; \
-		$(RAY) start --head --num-cpus $(RAY_CPUS) --include-dashboard true --dashboard-host 127.0.0.1 --disable-usage-stats; }
+	else \
+		$(RAY) start --head --num-cpus $(RAY_CPUS) --include-dashboard true --dashboard-host 127.0.0.1 --disable-usage-stats; \
+	fi
 
 ray-down:
 	-$(RAY) stop --force

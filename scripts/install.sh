@@ -26,4 +26,7 @@ start=$(date +%s)
 # `from transformers import LlamaConfig` ("operator torchvision::nms does not exist"). Text models need none of them.
 "$PIP" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -c "from transformers import LlamaConfig, AutoModelForSequenceClassification; import vllm, ray, deepspeed; print('install ok: torch', __import__('torch').__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
+# First-use caches (vLLM's model-class inspection, ~10 s on 2 cores; matplotlib's font list) are built here, for
+# this HOME, so the first job does not pay them: scripts/warm_caches.py.
+.venv/bin/python scripts/warm_caches.py
 echo "install took $(( $(date +%s) - start )) s"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from umm_ray.algo.stats import (Interval, bon_win_rates, drop_ci, drop_from_peak, curve_mean, mean_ci,
+from umm_ray.algo.stats import (Interval, bon_win_rates, bootstrap, drop_ci, drop_from_peak, curve_mean, mean_ci,
                                 paired_diff_ci, significance_word, wilson_interval)
 
 
@@ -33,6 +33,15 @@ def test_bootstrap_is_seeded():
     assert mean_ci(x) == mean_ci(x)
     assert mean_ci(x, seed=1) != mean_ci(x, seed=2)
 
+
+
+@pytest.mark.parametrize("shape,seeded", [((50,), False), ((3, 40), True), ((1, 40), True), ((30, 4), False)])
+def test_mean_ci_is_the_bootstrap_of_the_mean(shape, seeded):
+    """The vectorised mean_ci draws the same resamples as the generic bootstrap, one draw at a time."""
+    x = np.random.default_rng(7).normal(size=shape)
+    generic = bootstrap(lambda v: v.mean(), x, seeded=seeded, n_boot=500, seed=3)
+    fast = mean_ci(x, seeded=seeded, n_boot=500, seed=3)
+    assert (fast.value, fast.lo, fast.hi) == pytest.approx((generic.value, generic.lo, generic.hi), abs=1e-12)
 
 def _curves(rng, peak_then_drop: float, n_prompts=200, k=6, noise=0.3):
     """Per-prompt gold curves rising to the middle, then falling by `peak_then_drop` by the end."""

@@ -63,3 +63,11 @@ def test_smoothing_removes_single_step_spike():
     assert smooth(gold, 3) == pytest.approx([0.05, 1.0 / 3, 0.4, 0.45, 0.25, 0.275])
     s = overopt_summary(range(6), range(6), gold, range(6), window=3)
     assert s.peak_at == 3 and s.peak_gold == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("window", [1, 2, 5, 15, 200])
+def test_smoothing_is_the_mean_of_each_shrinking_window(window):
+    x = np.random.default_rng(window).normal(size=120)
+    h = window // 2
+    want = [x[max(0, i - h): i + h + 1].mean() for i in range(x.size)] if window > 1 else x
+    assert smooth(x, window) == pytest.approx(want, abs=1e-12)

@@ -63,7 +63,8 @@ def _z(level: float) -> float:
 
 
 def _as_seeds(x, name: str) -> np.ndarray:
-    """[P, ...] -> [1, P, ...]; [S, P, ...] kept. Rejects empty or non-finite input, naming it."""
+    """The input as a float64 array ([P, ...] or [S, P, ...], as given). Rejects empty or non-finite input, naming
+    it."""
     a = np.asarray(x, dtype=np.float64)
     if a.ndim == 0 or a.size == 0:
         raise ValueError(f"{name}: need at least one prompt, got shape {a.shape}")
@@ -72,10 +73,17 @@ def _as_seeds(x, name: str) -> np.ndarray:
     return a
 
 
-def _resample_indices(rng: np.random.Generator, n_seeds: int, n_prompts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeds drawn with replacement [S], and for each drawn seed prompts drawn with replacement [S, P]."""
-    seeds = rng.integers(0, n_seeds, size=n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
-    prompts = rng.integers(0, n_prompts, size=(n_seeds, n_prompts))
+def _resample_indices(rng: np.random.Generator, n_seeds: int, n_prompts: int, n_boot: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `n_boot` draws: seeds drawn with replacement [n_boot, S], and for each drawn seed prompts drawn
+    with replacement [n_boot, S, P]. Draw b takes its seeds, then its prompts, from `rng` in turn, so the stream (and
+    every interval) does not depend on how many draws are made at once."""
+    if n_seeds == 1:  # only prompts are drawn: one call yields the same numbers as n_boot calls in turn
+        return np.zeros((n_boot, 1), dtype=int), rng.integers(0, n_prompts, size=(n_boot, 1, n_prompts))
+    seeds, prompts = np.empty((n_boot, n_seeds), dtype=int), np.empty((n_boot, n_seeds, n_prompts), dtype=int)
+    for b in range(n_boot):
+        seeds[b] = rng.integers(0, n_seeds, size=n_seeds)
+        prompts[b] = rng.integers(0, n_prompts, size=(n_seeds, n_prompts))
     return seeds, prompts
 
 
@@ -101,18 +109,27 @@ def bootstrap(stat: Callable[..., float], *arrays, seeded: bool, n_boot: int = D
         return float(stat(*(s if seeded else s[0] for s in sub)))
 
     value = apply(arrs)
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for b in range(n_boot):
-        seeds, prompts = _resample_indices(rng, n_seeds, n_prompts)
-        draws[b] = apply([a[seeds[:, None], prompts] for a in arrs])
+    seeds, prompts = _resample_indices(np.random.default_rng(seed), n_seeds, n_prompts, n_boot)
+    draws = np.array([apply([a[seeds[b][:, None], prompts[b]] for a in arrs]) for b in range(n_boot)])
+    return _percentile_interval(value, draws, level)
+
+
+def _percentile_interval(value: float, draws: np.ndarray, level: float) -> Interval:
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(value, float(lo), float(hi), level)
+    return Interval(float(value), float(lo), float(hi), level)
 
 
-def mean_ci(values, seeded: bool = False, **kw) -> Interval:
-    """Mean over prompts (and seeds) with its bootstrap interval."""
-    return bootstrap(lambda v: v.mean(), values, seeded=seeded, **kw)
+def mean_ci(values, seeded: bool = False, n_boot: int = DEFAULT_BOOT, seed: int = 0, level: float = LEVEL
+            ) -> Interval:
+    """Mean over prompts (and seeds) with its bootstrap interval: `bootstrap` of the mean (the same draws), with
+    every draw's mean taken at once (the report takes ~100 of these)."""
+    a = _as_seeds(values, "mean_ci")
+    if not seeded:
+        a = a[None]
+    if a.ndim != 2:
+        return bootstrap(lambda v: v.mean(), values, seeded=seeded, n_boot=n_boot, seed=seed, level=level)
+    seeds, prompts = _resample_indices(np.random.default_rng(seed), *a.shape, n_boot)
+    return _percentile_interval(a.mean(), a[seeds[:, :, None], prompts].mean(axis=(1, 2)), level)
 
 
 def curve_mean(curves: np.ndarray) -> np.ndarray:
