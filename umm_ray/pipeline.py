@@ -35,9 +35,10 @@ from umm_ray.storage import check_new_nodes
 
 # The cache's location, how weights travel to the engines (the same weights either way) and whether engines free
 # their memory between rollouts (the same samples either way), and whether ensemble members or RM stages share one
-# worker group (the same models either way), and whether a done stage's checkpoints are kept: not inputs.
+# worker group (the same models either way), whether an ensemble's members score in one actor (the same scores),
+# and whether a done stage's checkpoints are kept: not inputs.
 NOT_KEYED = ("run.output_dir", "rollout.weight_sync", "rollout.sync_bucket_mb", "rollout.sleep_mode",
-             "ensemble.worker_group", "compare.rm_worker_group", "run.keep_checkpoints")
+             "ensemble.worker_group", "ensemble.score_actors", "compare.rm_worker_group", "run.keep_checkpoints")
 
 
 @dataclass(frozen=True)

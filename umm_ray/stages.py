@@ -214,8 +214,9 @@ def train_rm_group(cfg: Config, stages: list[tuple[Config, str, dict, Path]], gr
     (ensemble.worker_group per_member). 'auto' is shared on a single node with CPUs and no GPUs (where the stages run
     one after another on the same cores anyway), else per_stage. Returns the stages whose runs it trained, named by
     their dirs under the run root ('rm_dense', 'seed1.rm_dense'; [] for per_stage)."""
+    from umm_ray.actors.placement import on_single_cpu_node  # Ray: asks the running cluster for its nodes
     from umm_ray.train.bt_stage import prepare_inputs  # heavy: Ray Train
-    from umm_ray.train.ensemble import on_single_cpu_node, worker_group_mode
+    from umm_ray.train.ensemble import worker_group_mode
     from umm_ray.train.reward import rm_runs
 
     mode = cfg.compare.rm_worker_group

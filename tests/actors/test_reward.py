@@ -135,6 +135,29 @@ def test_ensemble_group_spreads_members_and_matches_manifest(ray_local, rm_dirs)
         group.shutdown()
 
 
+
+def test_one_actor_for_a_whole_ensemble_scores_exactly_as_an_actor_per_member(ray_local, rm_dirs):
+    """ensemble.score_actors shared: the manifest's spec in one actor gives the members' rows, bit for bit."""
+    spec = RewardSpec.load(rm_dirs["manifest"] + "#uwo:0.1", "proxy")
+    per_member, shared = RewardGroup(ensemble_members(spec)), RewardGroup([spec])
+    try:
+        assert (len(per_member.actors), len(shared.actors)) == (2, 1)
+        want = per_member.member_scores(TEXTS, RESPONSES)
+        got = shared.member_scores(TEXTS, RESPONSES)
+        assert got.shape == (2, len(TEXTS)) and torch.equal(got, want)
+        assert shared.member_scores([], []).shape == (2, 0)
+    finally:
+        per_member.shutdown()
+        shared.shutdown()
+
+
+def test_a_shared_ensemble_actor_names_the_member_with_bad_scores(ray_local, rm_dirs, tmp_path):
+    bad = write_manifest(tmp_path / "bad.json", [rm_dirs["members"][0], rm_dirs["nan"]], aggregate="mean", scale=SCALE)
+    actor = _actor(RewardSpec.load(bad, "proxy"))
+    with pytest.raises(ray.exceptions.RayTaskError, match=r"member 1: non-finite scores"):
+        ray.get(actor.member_scores.remote(TEXTS, RESPONSES))
+    ray.kill(actor)
+
 def test_load_reward_spec_errors(tmp_path, monkeypatch):
     assert RewardSpec.load("testbed", "gold").kind == "testbed"
     assert RewardSpec.load("http://127.0.0.1:8000", "proxy", token="t").token == "t"

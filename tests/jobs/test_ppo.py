@@ -151,6 +151,33 @@ def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world
             assert b[k] == pytest.approx(a[k], abs=1e-5), (k, a["step"])
 
 
+def test_an_ensemble_proxy_in_one_actor_trains_as_with_an_actor_per_member(ray_local, world, tmp_path):
+    """ensemble.score_actors: the 2-member ensemble held whole by one reward actor (shared, what auto picks on this
+    one-node cluster) and spread over an actor per member give the same PPO run, step for step."""
+    from umm_ray.config import load_config
+    from umm_ray.ppo.driver import run_ppo, shared_score_actor
+    from umm_ray.ppo.roles import RolePool
+
+    cfgs = {mode: load_config(None, _args(world, tmp_path, "auto", 2, "--ensemble.score_actors", mode)[2:])
+            for mode in ("per_member", "auto")}
+    assert shared_score_actor(cfgs["auto"]) and not shared_score_actor(cfgs["per_member"])
+    keys = ("proxy_reward", "proxy_member0", "proxy_member1", "gold_reward", "kl_k2", "policy_loss", "value_loss")
+    pool, actors = RolePool(), {}
+    try:
+        for mode, cfg in cfgs.items():
+            run_ppo(cfg, world["policy"], src(world["ensemble"] + "#uwo:0.1"), GOLD, world["prompts"],
+                    tmp_path / mode, pool=pool)
+            actors[mode] = len(pool.roles.proxy.actors)
+    finally:
+        pool.shutdown()
+    assert actors == {"per_member": 2, "auto": 1}
+    want, got = (read_metrics(tmp_path / mode / "metrics.jsonl") for mode in ("per_member", "auto"))
+    assert len(want) == len(got) == 2
+    for a, b in zip(want, got):
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], abs=1e-5), (k, a["step"])
+
+
 def test_two_ppo_runs_at_once_on_their_own_pools_match_the_runs_alone(ray_local, world, tmp_path):
     """compare.parallel_ppo 2 as the compare graph runs it: two PPO runs in two threads, each on a RolePool of its
     own (own engines, policy ranks, weight-sync group), at the same time; each run's metrics equal the same run made

@@ -16,6 +16,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 DEFAULT_TIMEOUT_S = 600.0
 
 
+def on_single_cpu_node() -> bool:
+    """Whether the running Ray cluster is one alive node with CPUs and no GPUs: where processes working at once
+    (training runs, an ensemble's reward actors) would only share its cores."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return len(nodes) == 1 and not nodes[0].get("GPU") and nodes[0].get("CPU", 0) > 0
+
+
 class PlacementError(RuntimeError):
     """A placement group could not be placed in time; the message names the missing resources."""
 

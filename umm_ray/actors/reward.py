@@ -16,6 +16,7 @@ a silent zero reward would quietly train the policy on garbage.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import ray
@@ -166,16 +167,30 @@ class RewardActor:
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One finite float per pair, in order. Raises RuntimeError naming this actor on a bad scorer output."""
+        return self._checked(prompts, responses, lambda: [self.scorer.score(prompts, responses)])[0]
+
+    def member_scores(self, prompts: list[str], responses: list[str]) -> list[list[float]]:
+        """[k][B]: each member's scores when the scorer is an ensemble held whole (ensemble.score_actors shared), else
+        [1][B], the `score`. Raises RuntimeError naming this actor (and member) on a bad scorer output."""
+        if not hasattr(self.scorer, "member_scores"):
+            return [self.score(prompts, responses)]
+        return self._checked(prompts, responses, lambda: self.scorer.member_scores(prompts, responses),
+                             len(self.scorer.members))
+
+    def _checked(self, prompts: list[str], responses: list[str], rows: Callable[[], list], k: int = 1
+                 ) -> list[list[float]]:
+        """`rows()` ([k] lists of B scores) under no_grad, each checked (`check_scores`); errors name this actor."""
         if len(prompts) != len(responses):
             raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
-            return []
+            return [[] for _ in range(k)]
         try:
             with torch.no_grad():
-                scores = self.scorer.score(prompts, responses)
+                got = rows()
         except Exception as e:  # name the actor and spec whatever the scorer raised (HTTP, tokenizer, ...)
             raise RuntimeError(f"{self.name}: scoring {len(prompts)} responses failed: {e}") from e
-        return check_scores(scores, len(prompts), self.name)
+        return [check_scores(row, len(prompts), self.name if k == 1 else f"{self.name} member {i}")
+                for i, row in enumerate(got)]
 
 
 def ensemble_members(spec: RewardSpec) -> list[RewardSpec]:
@@ -189,7 +204,8 @@ def ensemble_members(spec: RewardSpec) -> list[RewardSpec]:
 
 
 class RewardGroup:
-    """k RewardActors (one spec each) in one placement group; `member_scores` returns Tensor[k, B].
+    """RewardActors (one spec each) in one placement group; `member_scores` returns Tensor[k, B], one row per member:
+    a spec per member (`ensemble_members`) gives an actor per member, a whole ensemble spec one actor for all of them.
 
     Reward actors are stateless, so Ray may restart one that dies and retry the call (`max_restarts`).
     """
@@ -208,17 +224,17 @@ class RewardGroup:
                        for i, s in enumerate(specs)]
 
     def ready(self) -> None:
-        """Block until every member has loaded its scorer."""
+        """Block until every actor has loaded its scorer."""
         ray.get([a.ready.remote() for a in self.actors])
 
     def submit(self, prompts: list[str], responses: list[str]) -> list[ray.ObjectRef]:
-        """Start scoring on every member; pass the refs to `collect` (lets proxy and gold run concurrently)."""
-        return [a.score.remote(prompts, responses) for a in self.actors]
+        """Start scoring on every actor; pass the refs to `collect` (lets proxy and gold run concurrently)."""
+        return [a.member_scores.remote(prompts, responses) for a in self.actors]
 
     @staticmethod
     def collect(refs: list[ray.ObjectRef]) -> torch.Tensor:
-        """ray.get the members' scores -> Tensor[k, B] float64."""
-        return torch.tensor(ray.get(refs), dtype=torch.float64)
+        """ray.get the actors' member rows -> Tensor[k, B] float64 (members in order)."""
+        return torch.tensor([row for rows in ray.get(refs) for row in rows], dtype=torch.float64)
 
     def member_scores(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """Tensor[k, B]: member i's score of pair b."""

@@ -153,7 +153,8 @@ class Roles:
 
 
 def proxy_group(cfg: Config, members: list[RewardSpec]) -> RewardGroup:
-    """The proxy's reward actors: one per ensemble member, placed by ensemble.placement (PACK for a single RM)."""
+    """The proxy's reward actors: one per spec (an ensemble member each, or a whole ensemble: ensemble.score_actors),
+    placed by ensemble.placement (PACK for a single actor)."""
     return RewardGroup(members, cfg.ensemble.placement if len(members) > 1 else "PACK",
                        role_resources(cfg, "proxy"))
 

@@ -22,6 +22,7 @@ from umm_ray.config import Config
 from umm_ray.layout import RunLayout
 from umm_ray.models.reward_model import load_scorer
 from umm_ray.plan import check_fits
+from umm_ray.actors.placement import on_single_cpu_node
 from umm_ray.plan_cluster import resolve_worker_group
 from umm_ray.records import PreferencePair
 from umm_ray.resources import role_resources
@@ -75,13 +76,6 @@ def worker_group_mode(cfg: Config) -> str:
     """cfg.ensemble.worker_group with 'auto' resolved against the running cluster (`resolve_worker_group`: shared on a
     single alive node with CPUs and no GPUs, else per member)."""
     return resolve_worker_group(cfg.ensemble.worker_group, on_single_cpu_node())
-
-
-def on_single_cpu_node() -> bool:
-    """Whether the running Ray cluster is one alive node with CPUs and no GPUs (where training runs at once would only
-    share its cores)."""
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    return len(nodes) == 1 and not nodes[0].get("GPU") and nodes[0].get("CPU", 0) > 0
 
 
 def _ensemble_report(cfg: Config, out: Path, data: RMData, reports: list[dict], mode: str,
