@@ -14,6 +14,7 @@ GPU shares in one bundle add up to at most one GPU.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,12 @@ GiB = 2 ** 30
 # A placement-group bundle pins an accelerator type by holding a sliver of the node resource Ray advertises for it
 # (the same amount Ray's own `accelerator_type=` actor option asks for).
 ACCELERATOR_SHARE = 0.001
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity): on a single node, the real parallelism behind Ray's
+    logical CPUs, which may be more (the demo's head claims 8 on a 2-core machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ def test_one_pair_gets_the_same_tokens_everywhere(world, rm_inputs, monkeypatch,
 
     scored("ppo_reward_actor", RewardActor(RewardSpec.load(world["rm"], "proxy", **spec_settings(cfg))).score)
     bon_spec = RewardSpec.load(world["rm"], "bon:dense", **spec_settings(cfg))
-    scored("bon_score_task", lambda p, r: score_task._function(bon_spec, p, r))
+    scored("bon_score_task", lambda p, r: score_task._function([bon_spec], p, r))
     scored("hf_gold", HFGoldScorer(world["rm"], max_len=cfg.rm.max_len, chat_template=chat).score)
 
     # The serve endpoint: its request parsing, then the replica's service (simple and OpenRLHF forms).

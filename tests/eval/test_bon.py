@@ -11,7 +11,7 @@ from tests.fixtures import SMALL, save_tiny_rm, tiny_tokenizer, write_manifest
 from umm_ray.algo.bon import bon_estimate
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
-from umm_ray.eval.bon import BoNSamples, read_bon, run_bon, score_samples
+from umm_ray.eval.bon import BoNSamples, read_bon, run_bon, score_groups, score_samples
 from umm_ray.reward_source import RewardSource
 from umm_ray.testbed.gold import TestbedGold
 from umm_ray.testbed.world import make_prompts, sft_responses
@@ -38,6 +38,15 @@ def _sources(specs: dict[str, str]) -> dict[str, RewardSource]:
 def test_samples_need_the_same_n():
     with pytest.raises(ValueError, match="same N"):
         BoNSamples(["a", "b"], [["x"], ["y", "z"]])
+
+
+def test_scorers_share_one_task_per_core_on_a_single_cpu_node(ray_local):
+    """ray_local is one CPU node: as many scoring tasks as this machine has cores, every scorer in exactly one."""
+    from umm_ray.resources import usable_cores
+
+    groups = score_groups(9)
+    assert len(groups) == min(9, usable_cores()) and sorted(i for g in groups for i in g) == list(range(9))
+    assert score_groups(1) == [[0]]
 
 
 def test_score_samples_dense_ensemble_and_gold(ray_local, world):

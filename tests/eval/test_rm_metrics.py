@@ -73,3 +73,23 @@ def test_length_corr_of_each_rm_and_of_the_gold_on_the_test_responses(world, tmp
     assert length_corr(torch.ones(4), [" a", " a b", " a b c", " a"]) is None  # a score that never varies
     assert length_corr(torch.arange(4.0), [" a b"] * 4) is None  # responses of one length
     assert length_corr(torch.arange(3.0), [" a", " a b", " a b c"]) == pytest.approx(1.0)
+
+
+def test_eval_scores_on_every_core_of_the_process_and_gives_the_threads_back(world, tmp_path):
+    """A `ray job submit` driver starts with OMP_NUM_THREADS=1; the eval (which times the RMs) uses every core it may
+    run on whatever the process had, says so in eval.json, and leaves the process's own count as it was."""
+    import os
+
+    import torch
+
+    from umm_ray.eval.rm_metrics import eval_threads
+
+    assert eval_threads() == len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = evaluate_rms(Config(), {"rm0": RewardSource(world["rms"][0])}, world["root"] / "pairs_test.jsonl",
+                           tmp_path)
+        assert res["_meta"]["threads"] == eval_threads() and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

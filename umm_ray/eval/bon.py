@@ -21,6 +21,7 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
+from umm_ray.actors.placement import on_single_cpu_node
 from umm_ray.actors.reward import RewardSpec, build_scorer, spec_settings
 from umm_ray.algo.bon import BoNCurve, bon_curve, bon_ns
 from umm_ray.algo.ensemble import aggregate
@@ -28,7 +29,7 @@ from umm_ray.config import Config
 from umm_ray.data import load_prompts
 from umm_ray.layout import RunLayout
 from umm_ray.ppo.roles import make_engine
-from umm_ray.resources import role_resources
+from umm_ray.resources import role_resources, usable_cores
 from umm_ray.reward_source import RewardSource
 
 
@@ -88,13 +89,18 @@ def sample_responses(cfg: Config, policy_path: str, prompts: list[str], n: int) 
 
 
 @ray.remote
-def score_task(spec: RewardSpec, prompts: list[str], responses: list[str]) -> dict:
-    """Score in a Ray worker with the Scorer a `RewardSpec` names (testbed gold, RM dir, ensemble manifest, URL).
+def score_task(specs: list[RewardSpec], prompts: list[str], responses: list[str]) -> list[dict]:
+    """Score in a Ray worker with each Scorer the `RewardSpec`s name (testbed gold, RM dir, ensemble manifest, URL), one
+    after another on one thread (`score_groups`: several of these run at once).
 
     Returns:
-        {"scores": [B] or None, "members": [k][B] or None (ensembles), "aggregate", "lam", "seconds"}.
+        Per spec: {"scores": [B] or None, "members": [k][B] or None (ensembles), "aggregate", "lam", "seconds"}.
     """
-    torch.set_num_threads(1)  # the shared 2-core machines run several of these at once
+    torch.set_num_threads(1)
+    return [_score_one(spec, prompts, responses) for spec in specs]
+
+
+def _score_one(spec: RewardSpec, prompts: list[str], responses: list[str]) -> dict:
     t0 = time.perf_counter()
     scorer = build_scorer(spec, "cuda" if torch.cuda.is_available() else "cpu")  # Ray hides GPUs not granted
     with torch.no_grad():
@@ -132,9 +138,17 @@ def resolve_scores(name: str, source: RewardSource, result: dict, count: int) ->
     return aggregate(torch.tensor(np.stack(members)), how, lam).numpy()
 
 
+def score_groups(n_specs: int) -> list[list[int]]:
+    """Which scorers (indices, gold first) each scoring task takes: one task each, all in flight at once; on a single
+    CPU node as many tasks as it has cores, dealt round-robin, so k cores start k worker processes (each imports
+    torch and transformers: ~4 s on 2 cores) instead of one per scorer that would only share them."""
+    tasks = min(n_specs, usable_cores()) if on_single_cpu_node() else n_specs
+    return [list(range(t, n_specs, tasks)) for t in range(tasks)]
+
+
 def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSource], gold: RewardSource
                   ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
-    """Score every sample with every RM and the gold, one Ray task per distinct path or URL, all in flight at once.
+    """Score every sample with every RM and the gold: each distinct path or URL once, in Ray tasks (`score_groups`).
 
     Returns:
         (proxy {name: [P, N]}, gold [P, N], throughput {name or 'gold': sequences per second of its task}).
@@ -148,11 +162,12 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
     gold_rs = RewardSpec.load(gold, "gold", **spec_settings(cfg, "gold"))
     prompts, responses = samples.flat()
     p_ref, r_ref = ray.put(prompts), ray.put(responses)
-    opts = role_resources(cfg, "proxy").options()
-    refs = {loc: score_task.options(**opts).remote(rs, p_ref, r_ref) for loc, rs in rspecs.items()}
-    gold_ref = score_task.options(**role_resources(cfg, "gold").options()).remote(gold_rs, p_ref, r_ref)
-    *scored, gold_res = _gather([*refs.values(), gold_ref], len(prompts))
-    results = dict(zip(refs, scored))
+    specs = [gold_rs, *rspecs.values()]
+    groups = score_groups(len(specs))
+    refs = [score_task.options(**role_resources(cfg, "gold" if 0 in g else "proxy").options()).remote(
+        [specs[i] for i in g], p_ref, r_ref) for g in groups]
+    by_index = {i: got for g, out in zip(groups, _gather(refs, groups, len(prompts))) for i, got in zip(g, out)}
+    gold_res, results = by_index[0], {loc: by_index[i + 1] for i, loc in enumerate(rspecs)}
     shape = (len(samples.prompts), samples.n)
     proxy = {name: resolve_scores(name, s, results[s.location], len(prompts)).reshape(shape)
              for name, s in sources.items()}
@@ -162,15 +177,16 @@ def score_samples(cfg: Config, samples: BoNSamples, sources: dict[str, RewardSou
     return proxy, gold_scores, tput
 
 
-def _gather(refs: list, n: int) -> list:
+def _gather(refs: list, groups: list[list[int]], n: int) -> list:
     """ray.get of the scoring tasks, in order, with a progress bar of the scorers done (each scores n responses:
     minutes apiece for 135M RMs on CPU)."""
-    with tqdm(total=len(refs), desc=f"bon: scorers done ({n} responses each)", unit="rm") as bar:
+    size = dict(zip(refs, map(len, groups)))
+    with tqdm(total=sum(size.values()), desc=f"bon: scorers done ({n} responses each)", unit="rm") as bar:
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done)  # a failed task raises here, as soon as it fails
-            bar.update(len(done))
+            bar.update(size[done[0]])
     return ray.get(refs)
 
 

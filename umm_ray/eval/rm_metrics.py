@@ -18,6 +18,7 @@ from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
 from umm_ray.data import load_preferences_with_report
 from umm_ray.models.reward_model import load_scorer
+from umm_ray.resources import usable_cores
 from umm_ray.reward_source import RewardSource
 
 
@@ -85,8 +86,26 @@ def length_corr(scores: torch.Tensor, responses: list[str]) -> float | None:
     return float(torch.corrcoef(torch.stack([x, words]))[0, 1])
 
 
+def eval_threads() -> int:
+    """Torch threads the eval scores with: every core this process may run on (`usable_cores`). The compare job runs
+    eval alone, and a `ray job submit` driver inherits OMP_NUM_THREADS=1 from Ray's job supervisor, so its default
+    would time the RMs on one core where a local run uses them all."""
+    return usable_cores()
+
+
 def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
                  hh_pairs: Path | None = None, gold=None) -> dict:
+    """`_evaluate_rms` on `eval_threads()` torch threads (this process's own count is restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(eval_threads())
+    try:
+        return _evaluate_rms(cfg, sources, test_pairs, out, hh_pairs, gold)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
+                  hh_pairs: Path | None = None, gold=None) -> dict:
     """Evaluate every source on `test_pairs` (and the val pairs beside it), and on real HH pairs when given (the first
     `compare.hh_eval_pairs`; rows the loader rejects are skipped and counted in eval.json's notes).
 
@@ -96,8 +115,9 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
     Returns (and writes to eval.json):
         {name: {acc_test, acc_val, [acc_hh], [acc_gold], params, forward_passes, throughput (sequences/s on the test
         pairs), length_corr (`length_corr` over the test pairs' 2P responses), outcomes: {split: [P] per-pair
-        1 / 0 / 0.5}}, "_meta": {"n_pairs": {split: n}, "hh_source", "notes", ["noise_ceiling": [P] outcomes of the
-        test labels against gold, "gold_length_corr": the gold's own r on the same responses]}}.
+        1 / 0 / 0.5}}, "_meta": {"n_pairs": {split: n}, "hh_source", "notes", "threads" (torch threads of the
+        throughput), ["noise_ceiling": [P] outcomes of the test labels against gold, "gold_length_corr": the gold's
+        own r on the same responses]}}.
     """
 
     torch.manual_seed(cfg.run.seed)
@@ -157,7 +177,7 @@ def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path
         results[name] = row
     bar.close()
     meta.update({"n_pairs": {k: len(v[0]) for k, v in splits.items()}, "hh_source": str(hh_pairs or ""),
-                 "notes": notes})
+                 "notes": notes, "threads": torch.get_num_threads()})
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({**results, "_meta": meta}, indent=1))
     return {**results, "_meta": meta}
