@@ -21,12 +21,14 @@ class EnsembleConfig:
                                       "BT-trained member's offset is arbitrary and WCO/UWO would otherwise compare "
                                       "offsets. The first N pairs of a seeded shuffle; all of them when fewer.", lo=1)
     placement: str = opt("SPREAD", "Placement strategy of members.", choices=("SPREAD", "PACK", "STRICT_SPREAD"))
-    score_actors: str = opt("auto", "How an ensemble proxy scores PPO rollouts: 'per_member' = a reward actor per "
-                                    "member (placed by ensemble.placement; the members score at once where there are "
-                                    "cores for them); 'shared' = one actor holds every member and scores them in "
-                                    "turn (one process to start, not one per member); 'auto' = shared when Ray runs "
-                                    "on one CPU-only node, per_member otherwise. The scores are the same either way.",
-                            choices=("auto", "per_member", "shared"))
+    score_actors: str = opt("per_member", "How an ensemble proxy scores PPO rollouts: 'per_member' = a reward actor "
+                                          "per member (placed by ensemble.placement; the members score at once where "
+                                          "there are cores for them); 'shared' = one actor holds every member and "
+                                          "scores them in turn: one process to start instead of one per member (~10 s "
+                                          "less on 2 cores), each step's scoring slower where the members would have "
+                                          "shared the cores (~0.1 s of a 1.5 s tiny step: docs/ppo-sweep.md), so it "
+                                          "pays in short runs (the tiny preset). The scores are the same either way.",
+                            choices=("per_member", "shared"))
     worker_group: str = opt("auto", "How members train: 'per_member' = one Ray Train run each, all launched at once "
                                     "(a worker-group start-up each; they overlap where the cluster has room); 'shared' "
                                     "= one worker group trains them one after another (one start-up in all); 'auto' = "

@@ -152,15 +152,14 @@ def test_role_pool_reuses_the_actors_and_reproduces_a_fresh_run(ray_local, world
 
 
 def test_an_ensemble_proxy_in_one_actor_trains_as_with_an_actor_per_member(ray_local, world, tmp_path):
-    """ensemble.score_actors: the 2-member ensemble held whole by one reward actor (shared, what auto picks on this
-    one-node cluster) and spread over an actor per member give the same PPO run, step for step."""
+    """ensemble.score_actors: the 2-member ensemble held whole by one reward actor (shared) and spread over an actor
+    per member give the same PPO run, step for step."""
     from umm_ray.config import load_config
-    from umm_ray.ppo.driver import run_ppo, shared_score_actor
+    from umm_ray.ppo.driver import run_ppo
     from umm_ray.ppo.roles import RolePool
 
     cfgs = {mode: load_config(None, _args(world, tmp_path, "auto", 2, "--ensemble.score_actors", mode)[2:])
-            for mode in ("per_member", "auto")}
-    assert shared_score_actor(cfgs["auto"]) and not shared_score_actor(cfgs["per_member"])
+            for mode in ("per_member", "shared")}
     keys = ("proxy_reward", "proxy_member0", "proxy_member1", "gold_reward", "kl_k2", "policy_loss", "value_loss")
     pool, actors = RolePool(), {}
     try:
@@ -170,8 +169,8 @@ def test_an_ensemble_proxy_in_one_actor_trains_as_with_an_actor_per_member(ray_l
             actors[mode] = len(pool.roles.proxy.actors)
     finally:
         pool.shutdown()
-    assert actors == {"per_member": 2, "auto": 1}
-    want, got = (read_metrics(tmp_path / mode / "metrics.jsonl") for mode in ("per_member", "auto"))
+    assert actors == {"per_member": 2, "shared": 1}
+    want, got = (read_metrics(tmp_path / mode / "metrics.jsonl") for mode in ("per_member", "shared"))
     assert len(want) == len(got) == 2
     for a, b in zip(want, got):
         for k in keys:

@@ -26,7 +26,6 @@ import ray
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from umm_ray.actors.placement import on_single_cpu_node
 from umm_ray.actors.reward import RewardGroup, RewardSpec, ensemble_members, spec_settings
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.algo.kl import make_kl_controller
@@ -76,7 +75,7 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
     own_pool = pool is None
     pool = pool or RolePool()
     # ensemble.score_actors: the reward actors get a spec per member, or the whole ensemble's spec (one actor)
-    actor_specs = [proxy_rs] if len(members) > 1 and shared_score_actor(cfg) else members
+    actor_specs = [proxy_rs] if len(members) > 1 and cfg.ensemble.score_actors == "shared" else members
     roles = pool.acquire(cfg, policy_path, actor_specs, gold_rs)
     policy, engines = roles.policy, roles.engines
     try:
@@ -97,13 +96,6 @@ def run_ppo(cfg: Config, policy_path: str, proxy: RewardSource, gold: RewardSour
                "gold": gold_rs.describe(), "levers": {k: getattr(cfg.ppo, k) for k in PPO_LEVERS}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return out
-
-
-def shared_score_actor(cfg: Config) -> bool:
-    """ensemble.score_actors with 'auto' resolved: one actor for all members on a single CPU-only node, where actors
-    of their own would only share its cores (and each would cost a process start: ~4 s on 2 cores)."""
-    mode = cfg.ensemble.score_actors
-    return mode == "shared" or (mode == "auto" and on_single_cpu_node())
 
 
 def gold_step(step: int, gold_every: int, steps: int) -> bool:
