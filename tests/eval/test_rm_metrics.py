@@ -82,14 +82,14 @@ def test_eval_scores_on_every_core_of_the_process_and_gives_the_threads_back(wor
 
     import torch
 
-    from umm_ray.eval.rm_metrics import eval_threads
+    from umm_ray.resources import usable_cores
 
-    assert eval_threads() == len(os.sched_getaffinity(0))
+    assert usable_cores() == len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         res = evaluate_rms(Config(), {"rm0": RewardSource(world["rms"][0])}, world["root"] / "pairs_test.jsonl",
                            tmp_path)
-        assert res["_meta"]["threads"] == eval_threads() and torch.get_num_threads() == 1
+        assert res["_meta"]["threads"] == usable_cores() and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -26,7 +26,8 @@ from umm_ray.actors.placement import in_group, make_placement_group, release
 from umm_ray.data.chat import check_mode
 from umm_ray.dtypes import DTYPES, resolve_dtype, torch_dtype
 from umm_ray.model_hub import hub_snapshot
-from umm_ray.models.reward_model import EnsembleScorer, StandardisedScorer, load_scorer, read_manifest
+from umm_ray.models.reward_model import (EnsembleScorer, StandardisedScorer, load_scorer, member_rows,
+                                         read_manifest)
 from umm_ray.resources import RoleResources
 from umm_ray.reward_source import RewardSource
 from umm_ray.serve.client import RemoteScorer
@@ -172,10 +173,8 @@ class RewardActor:
     def member_scores(self, prompts: list[str], responses: list[str]) -> list[list[float]]:
         """[k][B]: each member's scores when the scorer is an ensemble held whole (ensemble.score_actors shared), else
         [1][B], the `score`. Raises RuntimeError naming this actor (and member) on a bad scorer output."""
-        if not hasattr(self.scorer, "member_scores"):
-            return [self.score(prompts, responses)]
-        return self._checked(prompts, responses, lambda: self.scorer.member_scores(prompts, responses),
-                             len(self.scorer.members))
+        return self._checked(prompts, responses, lambda: member_rows(self.scorer, prompts, responses),
+                             len(getattr(self.scorer, "members", [None])))
 
     def _checked(self, prompts: list[str], responses: list[str], rows: Callable[[], list], k: int = 1
                  ) -> list[list[float]]:

@@ -17,7 +17,7 @@ from umm_ray.algo.bt import pair_outcomes
 from umm_ray.algo.ensemble import aggregate
 from umm_ray.config import Config
 from umm_ray.data import load_preferences_with_report
-from umm_ray.models.reward_model import load_scorer
+from umm_ray.models.reward_model import load_scorer, member_rows
 from umm_ray.resources import usable_cores
 from umm_ray.reward_source import RewardSource
 
@@ -46,10 +46,7 @@ def count_params(scorer) -> int:
 def _member_matrix(scorer, prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, float]:
     """Scores [k, B] (k = 1 for a single model) and the seconds it took."""
     t0 = time.perf_counter()
-    if hasattr(scorer, "member_scores"):
-        m = torch.tensor(scorer.member_scores(prompts, responses), dtype=torch.float64)
-    else:
-        m = torch.tensor([scorer.score(prompts, responses)], dtype=torch.float64)
+    m = torch.tensor(member_rows(scorer, prompts, responses), dtype=torch.float64)
     return m, time.perf_counter() - t0
 
 
@@ -86,18 +83,13 @@ def length_corr(scores: torch.Tensor, responses: list[str]) -> float | None:
     return float(torch.corrcoef(torch.stack([x, words]))[0, 1])
 
 
-def eval_threads() -> int:
-    """Torch threads the eval scores with: every core this process may run on (`usable_cores`). The compare job runs
-    eval alone, and a `ray job submit` driver inherits OMP_NUM_THREADS=1 from Ray's job supervisor, so its default
-    would time the RMs on one core where a local run uses them all."""
-    return usable_cores()
-
-
 def evaluate_rms(cfg: Config, sources: dict[str, RewardSource], test_pairs: Path, out: Path,
                  hh_pairs: Path | None = None, gold=None) -> dict:
-    """`_evaluate_rms` on `eval_threads()` torch threads (this process's own count is restored after)."""
+    """`_evaluate_rms` on every core this process may run on (`usable_cores`; its own thread count is restored after):
+    the compare job runs eval alone, and a `ray job submit` driver inherits OMP_NUM_THREADS=1 from Ray's job
+    supervisor, so its default would time the RMs on one core where a local run uses them all."""
     before = torch.get_num_threads()
-    torch.set_num_threads(eval_threads())
+    torch.set_num_threads(usable_cores())
     try:
         return _evaluate_rms(cfg, sources, test_pairs, out, hh_pairs, gold)
     finally:

@@ -158,6 +158,13 @@ class EnsembleScorer:
         return aggregate_scores(per, self.aggregate, self.lam).tolist()
 
 
+def member_rows(scorer, prompts: list[str], responses: list[str]) -> list[list[float]]:
+    """[k][B] scores of any Scorer: an ensemble's members (`EnsembleScorer.member_scores`), else k = 1, its `score`."""
+    if hasattr(scorer, "member_scores"):
+        return scorer.member_scores(prompts, responses)
+    return [scorer.score(prompts, responses)]
+
+
 class StandardisedScorer:
     """An ensemble member on the ensemble's common scale: (score - mean) / std, with the member's own mean and std over
     the ensemble's calibration responses (the manifest's 'scale', `algo.ensemble.member_scale`). Everything else
